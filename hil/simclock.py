@@ -66,7 +66,7 @@ class Schedule:
         # start is the floor of the real duration, so the map is monotonic across a boundary.
         self._start_sim = [0]
         self._start_real_us = [0]
-        for sim_ms, milli in zip(self._sim_ms, self._milli):
+        for sim_ms, milli in zip(self._sim_ms, self._milli, strict=True):
             self._start_sim.append(self._start_sim[-1] + sim_ms)
             self._start_real_us.append(self._start_real_us[-1] + sim_ms * 1_000_000 // milli)
 
@@ -136,7 +136,7 @@ class Schedule:
     # -- the environment string -----------------------------------------------------------
 
     def encode(self) -> str:
-        segs = ",".join(f"{s}@{m}" for s, m in zip(self._sim_ms, self._milli))
+        segs = ",".join(f"{s}@{m}" for s, m in zip(self._sim_ms, self._milli, strict=True))
         return f"{VERSION};{self.epoch_us};{segs}"
 
     @classmethod
@@ -181,3 +181,6 @@ class SimClock:
 
     def ms(self) -> int:
         return self.schedule.sim_ms_at_us(time.time_ns() // 1000) - self._boot
+
+    def speedup_milli(self) -> int:
+        return int(round(self.schedule.speedup() * 1000))

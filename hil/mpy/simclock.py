@@ -2,21 +2,21 @@
 #
 # OBDSYNC_SIM_CLOCK = "v1;<epoch_us>;<sim_ms>@<speedup_milli>,..." (see hil/simclock.py).
 # SimClock(spec).ms() -> int sim ms since the object was made (the firmware's boot), the
-# same contract as the board's wrapper around time.ticks_ms. Integer microseconds from
-# time.time_ns() (a small int on 64-bit unix): time.time() is a boxed float, and ms() is
-# called per sample, so it must not allocate.
+# same contract as the board's wrapper around time.ticks_ms. ms() is called per sample, so
+# it must not allocate: time.time() is a boxed float and time.time_ns() a big int here, so
+# real time is an anchor (time_ns, read once every few minutes) plus time.ticks_us() since
+# then, all small ints.
 
 import time
 
+from micropython import const
+
 ENV = "OBDSYNC_SIM_CLOCK"
+_REANCHOR_US = const(1 << 28)  # well inside ticks_diff's half period
 
 
 class ClockSpecError(ValueError):
     pass
-
-
-def _now_us():
-    return time.time_ns() // 1000
 
 
 class SimClock:
@@ -39,7 +39,7 @@ class SimClock:
                 sims.append(int(a))
                 millis.append(int(b))
         except ValueError:
-            raise ClockSpecError(ENV + ": not integers in " + spec)
+            raise ClockSpecError(ENV + ": not integers in " + spec) from None
         for i in range(len(sims)):
             if sims[i] < 0 or millis[i] < 1:
                 raise ClockSpecError(ENV + ": negative duration or speedup < 1 in " + spec)
@@ -52,10 +52,29 @@ class SimClock:
             start_real.append(start_real[-1] + sims[i] * 1000000 // millis[i])
         self._start_sim = start_sim
         self._start_real = start_real
-        self._boot = self.sim_ms_at_us(_now_us() if now_us is None else now_us)
+        self._reanchor()
+        if now_us is None:
+            self._boot = self._sim_ms(self._elapsed_us())
+        else:
+            self._boot = self.sim_ms_at_us(now_us)
+
+    def _reanchor(self):
+        self._anchor_e = time.time_ns() // 1000 - self._epoch
+        self._anchor_t = time.ticks_us()
+
+    def _elapsed_us(self):
+        # real microseconds since the epoch
+        d = time.ticks_diff(time.ticks_us(), self._anchor_t)
+        if d < 0 or d > _REANCHOR_US:
+            self._reanchor()
+            d = time.ticks_diff(time.ticks_us(), self._anchor_t)
+        return self._anchor_e + d
 
     def sim_ms_at_us(self, real_us):
-        e = real_us - self._epoch
+        # sim ms at a real Unix time in integer microseconds (the algorithm of hil/simclock.py)
+        return self._sim_ms(real_us - self._epoch)
+
+    def _sim_ms(self, e):
         if e < 0:
             return e // 1000  # before the epoch time runs at speedup 1
         i = 0
@@ -66,11 +85,11 @@ class SimClock:
         return self._start_sim[i] + (e - sr[i]) * self._milli[i] // 1000000
 
     def ms(self):
-        return self.sim_ms_at_us(_now_us()) - self._boot
+        return self._sim_ms(self._elapsed_us()) - self._boot
 
     def speedup_milli(self):
         # sim ms per real second: lets the firmware turn a sim interval into a real sleep
-        e = _now_us() - self._epoch
+        e = self._elapsed_us()
         if e < 0:
             return 1000
         i = 0
