@@ -1,0 +1,505 @@
+"""obdsync's configuration: one TOML file, every option with a default.
+
+``load_config()`` reads ``$XDG_CONFIG_HOME/obdsync/config.toml`` (no file: all defaults)
+and returns a frozen :class:`Config`. Validation happens on load; a :class:`ConfigError`
+lists every problem, each naming its key and what is allowed::
+
+    fuel.low_clear_pct must be ≥ fuel.low_open_pct (15), got 10
+    unknown key fuel.low_open_pc (did you mean fuel.low_open_pct?)
+
+Per-dongle secrets live beside the config, one file each (``secrets/<device>.key``,
+0600 in a 0700 directory): :func:`save_secret`, :func:`load_secret`. A secret is a
+:class:`Secret`, which never shows its value in ``repr``/``str`` (so not in logs either).
+"""
+
+from __future__ import annotations
+
+import difflib
+import hmac
+import math
+import os
+import stat
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from . import paths
+
+
+class ConfigError(ValueError):
+    """The configuration is invalid; ``errors`` holds one message per problem."""
+
+    def __init__(self, errors: list[str], source: Path | None = None):
+        self.errors = errors
+        self.source = source
+        where = f"{source}: " if source else ""
+        super().__init__(where + ("; ".join(errors) if len(errors) == 1 else
+                                  f"{len(errors)} problems:\n  " + "\n  ".join(errors)))
+
+
+class SecretError(Exception):
+    """A secret file is missing, unreadable or readable by others."""
+
+
+class Secret:
+    """A secret value that never appears in ``repr``, ``str`` or logs. ``reveal()`` gets it."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: bytes | str):
+        self._value = value
+
+    def reveal(self) -> bytes | str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Secret) or type(self._value) is not type(other._value):
+            return NotImplemented
+        a, b = self._value, other._value
+        if isinstance(a, str):
+            a, b = a.encode(), b.encode()
+        return hmac.compare_digest(a, b)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __reduce__(self) -> Any:
+        raise TypeError("Secret cannot be pickled")
+
+
+def opt(default: Any, lo: float | None = None, hi: float | None = None, *, choices: tuple = (),
+        kind: type | None = None, help: str = "") -> Any:
+    """A config option: default, allowed range or choices, type (inferred from the default)."""
+    return field(default=default, metadata={"lo": lo, "hi": hi, "choices": choices,
+                                            "kind": kind or type(default), "help": help})
+
+
+@dataclass(frozen=True)
+class StoreConfig:
+    path: str | None = opt(None, kind=str, help="database file; default $XDG_DATA_HOME/obdsync/obdsync.db")
+    retention_days: int = opt(90, 0, 36500, help="delete raw samples older than this; 0 keeps them")
+    max_size_mb: int = opt(0, 0, 10_000_000, help="cap on the database size; 0 = none")
+
+    @property
+    def db_path(self) -> Path:
+        return Path(self.path).expanduser() if self.path else paths.db_path()
+
+
+@dataclass(frozen=True)
+class VehicleConfig:
+    tank_litres: float = opt(50.0, 1, 2000)
+    fuel_type: str = opt("petrol", choices=("petrol", "diesel"))
+
+
+@dataclass(frozen=True)
+class FuelConfig:
+    low_open_pct: float = opt(15.0, 0, 100)
+    low_clear_pct: float = opt(20.0, 0, 100)
+    refuel_min_pct: float = opt(10.0, 0.1, 100)
+    drop_min_pct: float = opt(5.0, 0.1, 100)
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    interval_km: float = opt(15000.0, 1, 1_000_000)
+    warn_km: float = opt(1000.0, 0, 1_000_000)
+    interval_months: int = opt(12, 1, 240)
+    warn_days: int = opt(30, 0, 3650)
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    overheat_open_c: float = opt(110.0, 40, 215)
+    overheat_clear_c: float = opt(100.0, 40, 215)
+    overheat_secs: float = opt(30.0, 0, 3600)
+
+
+@dataclass(frozen=True)
+class BatteryConfig:
+    parked_warn_v: float = opt(12.2, 6, 30)
+    parked_crit_v: float = opt(11.8, 6, 30)
+    parked_secs: float = opt(300.0, 0, 86400)
+    running_min_v: float = opt(13.0, 6, 30)
+    running_secs: float = opt(120.0, 0, 86400)
+
+
+@dataclass(frozen=True)
+class TripConfig:
+    end_after_secs: float = opt(180.0, 1, 86400)
+    hard_brake_ms2: float = opt(3.0, 0.5, 20)
+    hard_accel_ms2: float = opt(3.0, 0.5, 20)
+
+
+@dataclass(frozen=True)
+class OutboxConfig:
+    max_entries: int = opt(10000, 1, 10_000_000)
+
+
+@dataclass(frozen=True)
+class LinkConfig:
+    backoff_base_s: float = opt(1.0, 0.1, 600)
+    backoff_cap_s: float = opt(60.0, 0.1, 86400)
+
+
+@dataclass(frozen=True)
+class MqttTarget:
+    host: str = opt("", kind=str)
+    port: int = opt(0, 0, 65535, help="0: 8883 with TLS, else 1883")
+    name: str = opt("", kind=str, help="outbox target id; default mqtt:HOST:PORT")
+    tls: bool = opt(False)
+    ca: str | None = opt(None, kind=str)
+    cert: str | None = opt(None, kind=str)
+    key: str | None = opt(None, kind=str)
+    username: str | None = opt(None, kind=str)
+    password: Secret | None = opt(None, kind=Secret)
+    password_file: str | None = opt(None, kind=str)
+    topic_prefix: str = opt("obdsync")
+    client_id: str | None = opt(None, kind=str)
+    ha_discovery: bool = opt(False)
+
+
+@dataclass(frozen=True)
+class WebhookTarget:
+    url: str = opt("", kind=str)
+    name: str = opt("", kind=str, help="outbox target id; default webhook:HOST")
+    secret: Secret | None = opt(None, kind=Secret, help="HMAC signing secret")
+    secret_file: str | None = opt(None, kind=str)
+    timeout: float = opt(10.0, 0.1, 600)
+
+
+@dataclass(frozen=True)
+class ForwardConfig:
+    mqtt: tuple[MqttTarget, ...] = ()
+    webhook: tuple[WebhookTarget, ...] = ()
+
+
+@dataclass(frozen=True)
+class PollOverride:
+    """Poll intervals in seconds for one channel; None keeps the firmware plan's, 0 = off."""
+
+    channel: int
+    driving: float | None = None
+    idle: float | None = None
+    parked: float | None = None
+
+
+@dataclass(frozen=True)
+class Config:
+    store: StoreConfig = StoreConfig()
+    vehicle: VehicleConfig = VehicleConfig()
+    fuel: FuelConfig = FuelConfig()
+    service: ServiceConfig = ServiceConfig()
+    engine: EngineConfig = EngineConfig()
+    battery: BatteryConfig = BatteryConfig()
+    trip: TripConfig = TripConfig()
+    poll: tuple[PollOverride, ...] = ()
+    forward: ForwardConfig = ForwardConfig()
+    outbox: OutboxConfig = OutboxConfig()
+    link: LinkConfig = LinkConfig()
+    source: Path | None = None
+
+
+_SECTIONS = {
+    "store": StoreConfig, "vehicle": VehicleConfig, "fuel": FuelConfig, "service": ServiceConfig,
+    "engine": EngineConfig, "battery": BatteryConfig, "trip": TripConfig, "outbox": OutboxConfig,
+    "link": LinkConfig,
+}
+_ALL_SECTIONS = tuple(_SECTIONS) + ("poll", "forward")
+
+
+def _hint(key: str, known: list[str], prefix: str, suffix: str = "") -> str:
+    close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+    if close:
+        return f" (did you mean {prefix}{close[0]}{suffix}?)"
+    return " (known: " + ", ".join(sorted(known)) + ")"
+
+
+def _fmt(v: float) -> str:
+    return (f"{v:g}") if isinstance(v, float) else str(v)
+
+
+def _convert(key: str, value: Any, f: Any, errors: list[str]) -> Any:
+    md = f.metadata
+    kind = md["kind"]
+    if kind is bool:
+        if not isinstance(value, bool):
+            errors.append(f"{key} must be true or false, got {value!r}")
+            return None
+    elif kind is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            errors.append(f"{key} must be an integer, got {value!r}")
+            return None
+    elif kind is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            errors.append(f"{key} must be a number, got {value!r}")
+            return None
+        value = float(value)
+    elif kind is str or kind is Secret:
+        if not isinstance(value, str):
+            errors.append(f"{key} must be a string, got {value!r}")
+            return None
+        if kind is Secret:
+            value = Secret(value)
+    lo, hi, choices = md["lo"], md["hi"], md["choices"]
+    if choices and value not in choices:
+        errors.append(f"{key} must be one of {', '.join(choices)}, got {value!r}")
+        return None
+    if (lo is not None and value < lo) or (hi is not None and value > hi):
+        errors.append(f"{key} must be between {_fmt(lo)} and {_fmt(hi)}, got {_fmt(value)}")
+        return None
+    return value
+
+
+def _section(cls: type, name: str, table: Any, errors: list[str]) -> Any:
+    if not isinstance(table, dict):
+        errors.append(f"{name} must be a table, got {table!r}")
+        return cls()
+    known = {f.name: f for f in fields(cls)}
+    values = {}
+    for key, value in table.items():
+        f = known.get(key)
+        if f is None:
+            errors.append(f"unknown key {name}.{key}" + _hint(key, list(known), name + "."))
+            continue
+        v = _convert(f"{name}.{key}", value, f, errors)
+        if v is not None:
+            values[key] = v
+    return cls(**values)
+
+
+def _need(errors: list[str], ok: bool, key: str, rel: str, other: str, other_value: float, value: float) -> None:
+    if not ok:
+        errors.append(f"{key} must be {rel} {other} ({_fmt(other_value)}), got {_fmt(value)}")
+
+
+def _check_relations(cfg: dict[str, Any], errors: list[str]) -> None:
+    fuel, engine, battery = cfg["fuel"], cfg["engine"], cfg["battery"]
+    service, link = cfg["service"], cfg["link"]
+    _need(errors, fuel.low_clear_pct >= fuel.low_open_pct, "fuel.low_clear_pct", "≥", "fuel.low_open_pct",
+          fuel.low_open_pct, fuel.low_clear_pct)
+    _need(errors, engine.overheat_clear_c < engine.overheat_open_c, "engine.overheat_clear_c", "<",
+          "engine.overheat_open_c", engine.overheat_open_c, engine.overheat_clear_c)
+    _need(errors, battery.parked_crit_v < battery.parked_warn_v, "battery.parked_crit_v", "<",
+          "battery.parked_warn_v", battery.parked_warn_v, battery.parked_crit_v)
+    _need(errors, service.warn_km < service.interval_km, "service.warn_km", "<", "service.interval_km",
+          service.interval_km, service.warn_km)
+    _need(errors, link.backoff_cap_s >= link.backoff_base_s, "link.backoff_cap_s", "≥", "link.backoff_base_s",
+          link.backoff_base_s, link.backoff_cap_s)
+
+
+def _secret_from(key: str, inline: Secret | None, file: str | None, base: Path | None,
+                 errors: list[str]) -> Secret | None:
+    if file is None:
+        return inline
+    if inline is not None:
+        errors.append(f"{key} and {key}_file are both set; keep one")
+        return None
+    p = Path(file).expanduser()
+    if not p.is_absolute() and base is not None:
+        p = base / p
+    try:
+        return Secret(_read_private(p).decode().strip())
+    except (SecretError, UnicodeDecodeError) as e:
+        errors.append(f"{key}_file: {e}")
+        return None
+
+
+def _targets(forward: Any, base: Path | None, errors: list[str]) -> ForwardConfig:
+    if not isinstance(forward, dict):
+        errors.append("forward must hold [[forward.mqtt]] / [[forward.webhook]] tables")
+        return ForwardConfig()
+    out: dict[str, list] = {"mqtt": [], "webhook": []}
+    for kind, value in forward.items():
+        if kind not in out:
+            errors.append(f"unknown key forward.{kind}" + _hint(kind, list(out), "forward."))
+            continue
+        if not isinstance(value, list):
+            errors.append(f"forward.{kind} must be an array of tables ([[forward.{kind}]]), got {value!r}")
+            continue
+        cls = MqttTarget if kind == "mqtt" else WebhookTarget
+        for i, table in enumerate(value):
+            name = f"forward.{kind}[{i}]"
+            t = _section(cls, name, table, errors)
+            if kind == "mqtt":
+                if not t.host:
+                    errors.append(f"{name}.host is required")
+                tls = t.tls or bool(t.ca or t.cert or t.key)
+                if bool(t.cert) != bool(t.key):
+                    errors.append(f"{name}.cert and {name}.key go together")
+                port = t.port or (8883 if tls else 1883)
+                password = _secret_from(name + ".password", t.password, t.password_file, base, errors)
+                t = MqttTarget(**{**_as_dict(t), "tls": tls, "port": port, "password": password,
+                                  "name": t.name or f"mqtt:{t.host}:{port}"})
+            else:
+                u = urlsplit(t.url)
+                if u.scheme not in ("http", "https") or not u.hostname:
+                    errors.append(f"{name}.url must be an http:// or https:// URL, got {t.url!r}")
+                secret = _secret_from(name + ".secret", t.secret, t.secret_file, base, errors)
+                t = WebhookTarget(**{**_as_dict(t), "secret": secret,
+                                     "name": t.name or "webhook:%s" % (u.hostname or "")})
+            out[kind].append(t)
+    names = [t.name for t in out["mqtt"] + out["webhook"]]
+    for dup in sorted({n for n in names if names.count(n) > 1}):
+        errors.append(f"forward target name {dup!r} is used twice; give each a distinct name")
+    return ForwardConfig(tuple(out["mqtt"]), tuple(out["webhook"]))
+
+
+def _as_dict(obj: Any) -> dict[str, Any]:
+    return {f.name: getattr(obj, f.name) for f in fields(obj)}
+
+
+_STATES = ("driving", "idle", "parked")
+
+
+def _poll(table: Any, errors: list[str]) -> tuple[PollOverride, ...]:
+    if not isinstance(table, dict):
+        errors.append("poll must be a table of channel = {driving, idle, parked}")
+        return ()
+    if not table:
+        return ()
+    from .decode import DecodeError, signal_by_name  # imports python-OBD: only when needed
+
+    out = []
+    for key, value in table.items():
+        name = f"poll.{key}"
+        try:
+            channel = signal_by_name(key)
+        except DecodeError as e:
+            errors.append(f"{name}: {e}")
+            continue
+        if channel > 0xFF:
+            errors.append(f"{name}: not a channel the dongle polls")
+            continue
+        if isinstance(value, list):
+            if len(value) != 3:
+                errors.append(f"{name} must be [driving, idle, parked] seconds, got {value!r}")
+                continue
+            value = dict(zip(_STATES, value, strict=True))
+        if not isinstance(value, dict):
+            errors.append(f"{name} must be {{driving = s, idle = s, parked = s}} or a list of 3, got {value!r}")
+            continue
+        intervals: dict[str, float] = {}
+        for state, v in value.items():
+            k = f"{name}.{state}"
+            if state not in _STATES:
+                errors.append(f"unknown key {k}" + _hint(state, list(_STATES), name + "."))
+            elif isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= 6553.5:
+                # The wire carries intervals in 100 ms units in a u16.
+                errors.append(f"{k} must be between 0 and 6553.5 seconds (0 = off), got {v!r}")
+            else:
+                intervals[state] = round(float(v), 1)
+        out.append(PollOverride(channel, **intervals))
+    return tuple(out)
+
+
+def parse_config(data: dict[str, Any], source: Path | None = None) -> Config:
+    """Validate a parsed TOML document into a :class:`Config`; raises :class:`ConfigError`."""
+    errors: list[str] = []
+    sections: dict[str, Any] = {}
+    for key, _value in data.items():
+        if key not in _ALL_SECTIONS:
+            errors.append(f"unknown section [{key}]" + _hint(key, list(_ALL_SECTIONS), "[", "]"))
+    for name, cls in _SECTIONS.items():
+        sections[name] = _section(cls, name, data.get(name, {}), errors)
+    base = source.parent if source is not None else None
+    forward = _targets(data.get("forward", {}), base, errors)
+    poll = _poll(data.get("poll", {}), errors)
+    if not errors:
+        _check_relations(sections, errors)
+    if errors:
+        raise ConfigError(errors, source)
+    return Config(poll=poll, forward=forward, source=source, **sections)
+
+
+def load_config(path: str | os.PathLike[str] | None = None) -> Config:
+    """Load the config file (``path`` or the XDG default). A missing default file means
+    all defaults; a missing file named explicitly is an error."""
+    explicit = path is not None
+    p = Path(path).expanduser() if explicit else paths.config_path()
+    try:
+        raw = p.read_bytes()
+    except FileNotFoundError:
+        if explicit:
+            raise ConfigError(["config file not found"], p) from None
+        return Config()
+    except OSError as e:
+        raise ConfigError([f"cannot read: {e.strerror}"], p) from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise ConfigError([f"not valid TOML: {e}"], p) from None
+    return parse_config(data, p)
+
+
+def defaults() -> dict[str, dict[str, Any]]:
+    """Every flat option with its default, by section (for ``obdsync config --defaults``)."""
+    return {name: {f.name: f.default for f in fields(cls)} for name, cls in _SECTIONS.items()}
+
+
+# ---- per-dongle secrets ------------------------------------------------------
+
+def _read_private(p: Path) -> bytes:
+    """Read a file only if no one but its owner (us) can read it."""
+    try:
+        fd = os.open(p, os.O_RDONLY | os.O_NOFOLLOW)
+    except FileNotFoundError:
+        raise SecretError(f"{p} does not exist") from None
+    except OSError as e:
+        raise SecretError(f"cannot open {p}: {e.strerror}") from None
+    try:
+        st = os.fstat(fd)  # fstat on the opened file: no swap between check and read
+        if not stat.S_ISREG(st.st_mode):
+            raise SecretError(f"{p} is not a regular file")
+        if st.st_uid != os.getuid():
+            raise SecretError(f"{p} belongs to uid {st.st_uid}, not to us ({os.getuid()})")
+        if st.st_mode & 0o077:
+            raise SecretError(f"{p} is readable by group or others (mode {stat.S_IMODE(st.st_mode):o}); run: chmod 600 {p}")
+        with os.fdopen(fd, "rb") as f:
+            fd = -1
+            return f.read()
+    finally:
+        if fd >= 0:
+            os.close(fd)
+
+
+def save_secret(device: str, secret: bytes, base: Path | None = None) -> Path:
+    """Store a dongle's secret (written 0600 in a 0700 directory, atomically). Returns the path.
+
+    ``base`` replaces the config directory (tests, ``--config-dir``).
+    """
+    if not isinstance(secret, (bytes, bytearray)) or not 16 <= len(secret) <= 64:
+        raise ValueError("a dongle secret is 16 to 64 bytes")
+    p = paths.secret_path(device, base)
+    p.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.chmod(p.parent, 0o700)  # mkdir's mode is masked by the umask and skipped if it existed
+    tmp = p.with_name(p.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+        os.write(fd, bytes(secret).hex().encode() + b"\n")
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, p)
+    return p
+
+
+def load_secret(device: str, base: Path | None = None) -> Secret:
+    """A dongle's secret as ``Secret(bytes)``. Raises :class:`SecretError` when the file is
+    missing, not ours, group/world readable or not hex."""
+    p = paths.secret_path(device, base)
+    text = _read_private(p)
+    try:
+        value = bytes.fromhex(text.decode("ascii").strip())
+    except (UnicodeDecodeError, ValueError):
+        raise SecretError(f"{p} does not hold a hex secret") from None
+    if not 16 <= len(value) <= 64:
+        raise SecretError(f"{p} holds {len(value)} bytes; a dongle secret is 16 to 64")
+    return Secret(value)
+

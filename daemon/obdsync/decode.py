@@ -1,0 +1,317 @@
+"""Raw ECU bytes -> values with units.
+
+A sample on the wire is ``(channel, data)``: channel 0x00-0xFE is a mode 01 PID
+and ``data`` the ECU's bytes after ``41 PID``; channel 0xFF is the adapter's
+supply voltage (ATRV) in mV. :meth:`Decoder.decode` turns one sample into one or
+more :class:`Reading` s. Most channels give one reading whose ``signal`` equals
+the channel; a few give more, each with its own signal id ``channel | n << 8``
+(PID 0x01 gives the MIL as signal 0x001 and the DTC count as 0x101). Signal ids
+are what the store keeps in its ``channel`` column.
+
+Values come from python-OBD 0.7.3's decoders, except where it is wrong or has
+nothing (see ``_OWN``); a channel nobody can decode is kept: its reading has
+``value None``, unit ``"raw"`` and the hex bytes as ``text``.
+
+The hot path is a dict lookup: a PID's raw data takes few distinct values, so
+``(channel, data)`` -> readings is memoized in a bounded dict::
+
+    readings = memo_get((ch, data)) or decoder.decode(ch, data)
+
+where ``memo_get = decoder.memo.get`` (``decode`` never returns an empty tuple).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import NamedTuple
+
+import obd
+from obd.OBDResponse import Status
+from obd.protocols.protocol import ECU, Frame, Message
+from obd.utils import BitArray
+
+log = logging.getLogger(__name__)
+
+CH_VOLTAGE = 0xFF
+PID_STATUS = 0x01
+PID_ODOMETER = 0xA6
+
+SIG_MIL = PID_STATUS
+SIG_DTC_COUNT = PID_STATUS | 1 << 8
+
+MEMO_LIMIT = 1 << 16
+
+
+class DecodeError(ValueError):
+    """Bytes that cannot be what the caller says they are (a VIN, a DTC)."""
+
+
+class Reading(NamedTuple):
+    """One decoded value. ``value`` is None when the sample is not numeric."""
+
+    signal: int
+    value: float | None
+    unit: str
+    text: str | None = None
+
+
+# pint unit names as python-OBD 0.7.3 produces them -> the symbols we show and store.
+_UNITS = {
+    "percent": "%",
+    "degree_Celsius": "°C",
+    "kilometer_per_hour": "km/h",
+    "revolutions_per_minute": "rpm",
+    "gps": "g/s",
+    "lph": "L/h",
+    "kilopascal": "kPa",
+    "pascal": "Pa",
+    "volt": "V",
+    "milliampere": "mA",
+    "second": "s",
+    "minute": "min",
+    "kilometer": "km",
+    "degree": "°",
+    "count": "count",
+    "ratio": "ratio",
+}
+
+# Names for signals python-OBD has no command for, or that are ours.
+_OWN_NAMES = {
+    SIG_MIL: "MIL",
+    SIG_DTC_COUNT: "DTC_COUNT",
+    PID_ODOMETER: "ODOMETER",
+    CH_VOLTAGE: "VOLTAGE",
+}
+
+
+def signal_name(signal: int) -> str:
+    """A stable upper-case name for a signal id: ``RPM``, ``MIL``, ``VOLTAGE``, ``PID_A7``."""
+    name = _OWN_NAMES.get(signal)
+    if name is not None:
+        return name
+    if signal <= 0xFF and obd.commands.has_pid(1, signal):
+        return obd.commands[1][signal].name
+    return f"PID_{signal:02X}" if signal <= 0xFF else f"SIG_{signal:X}"
+
+
+def signal_by_name(name: str) -> int:
+    """The inverse of :func:`signal_name` (case-insensitive); accepts ``0x0C`` too.
+
+    Raises :class:`DecodeError` naming the input when nothing matches.
+    """
+    key = name.strip().upper()
+    if re.fullmatch(r"0X[0-9A-F]{1,3}", key):
+        return int(key, 16)
+    for sig, own in _OWN_NAMES.items():
+        if own == key:
+            return sig
+    if key in ("ATRV",):
+        return CH_VOLTAGE
+    m = re.fullmatch(r"PID_([0-9A-F]{2})", key)
+    if m:
+        return int(m.group(1), 16)
+    if obd.commands.has_name(key):
+        cmd = obd.commands[key]
+        if cmd.mode == 1:
+            return cmd.pid
+    raise DecodeError(f"unknown channel {name!r} (a python-OBD mode 01 name like RPM, or hex like 0x0C)")
+
+
+def _raw(signal: int, data: bytes, why: str) -> tuple[Reading, ...]:
+    return (Reading(signal, None, "raw", data.hex() if data else why),)
+
+
+def _status(data: bytes) -> tuple[Reading, ...]:
+    # python-OBD returns a Status object; the rules want MIL and the DTC count as two
+    # plain numbers they can compare and store, so split byte A ourselves (SAE J1979).
+    a = data[0]
+    return (
+        Reading(SIG_MIL, float(a >> 7), "bool", "on" if a & 0x80 else "off"),
+        Reading(SIG_DTC_COUNT, float(a & 0x7F), "count"),
+    )
+
+
+def _odometer(data: bytes) -> tuple[Reading, ...]:
+    # python-OBD 0.7.3 stops at PID 0x5F; 0xA6 is 4 bytes, 0.1 km per bit (SAE J1979 2014).
+    return (Reading(PID_ODOMETER, int.from_bytes(data, "big") / 10.0, "km"),)
+
+
+def _voltage(data: bytes) -> tuple[Reading, ...]:
+    # Not a PID: the firmware packs ATRV as mV in 2 bytes like PID 0x42, and python-OBD's
+    # elm_voltage decoder parses the ELM's text ("12.3V"), not bytes.
+    return (Reading(CH_VOLTAGE, int.from_bytes(data, "big") / 1000.0, "V"),)
+
+
+# channel -> (data length, decoder) for what we decode ourselves.
+_OWN = {
+    PID_STATUS: (4, _status),
+    PID_ODOMETER: (4, _odometer),
+    CH_VOLTAGE: (2, _voltage),
+}
+
+
+def _describe(value: object) -> str:
+    """Text for python-OBD's non-numeric values (bitmaps, Status, tuples of strings)."""
+    if isinstance(value, BitArray):
+        return str(value)
+    if isinstance(value, tuple) and all(isinstance(v, str) for v in value):
+        return ", ".join(value)
+    if isinstance(value, Status):
+        return f"MIL {'on' if value.MIL else 'off'}, {value.DTC_count} DTC, {value.ignition_type}"
+    return str(value)
+
+
+def decode_with_obd(pid: int, data: bytes) -> object | None:
+    """python-OBD's decoded value for mode 01 ``pid`` (a pint Quantity, a Status, ...).
+
+    The message is built the way python-OBD's own protocol layer builds it: frame data
+    and message data are ``41 PID data`` and the ECU is set (commands drop messages
+    from ECUs they don't accept).
+    """
+    cmd = obd.commands[1][pid]
+    frame = Frame("")
+    frame.data = bytearray(b"\x41" + bytes((pid,)) + data)
+    msg = Message([frame])
+    msg.data = bytearray(frame.data)
+    msg.ecu = ECU.ENGINE
+    return cmd([msg]).value
+
+
+def _decode_uncached(channel: int, data: bytes) -> tuple[Reading, ...]:
+    own = _OWN.get(channel)
+    if own is not None:
+        size, fn = own
+        if len(data) != size:
+            return _raw(channel, data, "empty")
+        return fn(data)
+    if not obd.commands.has_pid(1, channel):
+        return _raw(channel, data, "empty")
+    cmd = obd.commands[1][channel]
+    # python-OBD pads short data with zeros and chops long data, which turns a
+    # truncated answer into a plausible wrong value; keep such samples raw instead.
+    if len(data) != cmd.bytes - 2:
+        return _raw(channel, data, "empty")
+    try:
+        value = decode_with_obd(channel, data)
+    except Exception as e:
+        # python-OBD bugs must not lose the sample (0.7.3's air_status indexes past its
+        # table when a reserved bit is set): keep it raw. Memoized, so logged once per value.
+        log.warning("python-OBD failed to decode PID %02X data %s: %r", channel, data.hex(), e)
+        return _raw(channel, data, "empty")
+    if value is None:  # python-OBD's "drop" decoders and invalid bit patterns
+        return _raw(channel, data, "empty")
+    magnitude = getattr(value, "magnitude", None)
+    if magnitude is not None:
+        units = str(value.units)
+        return (Reading(channel, float(magnitude), _UNITS.get(units, units)),)
+    if isinstance(value, bool):
+        return (Reading(channel, float(value), "bool", "on" if value else "off"),)
+    return (Reading(channel, None, "", _describe(value)),)
+
+
+class Decoder:
+    """Memoizing sample decoder. One per process is enough; not thread-safe."""
+
+    __slots__ = ("memo", "limit", "units")
+
+    def __init__(self, limit: int = MEMO_LIMIT):
+        #: ``(channel, data) -> tuple[Reading, ...]``; read it directly on hot paths.
+        self.memo: dict[tuple[int, bytes], tuple[Reading, ...]] = {}
+        self.limit = limit
+        #: signal -> unit of the last numeric reading seen for it.
+        self.units: dict[int, str] = {}
+
+    def decode(self, channel: int, data: bytes) -> tuple[Reading, ...]:
+        """Readings for one sample; never empty, never raises for any ``data`` bytes."""
+        key = (channel, data)
+        hit = self.memo.get(key)
+        if hit is not None:
+            return hit
+        readings = _decode_uncached(channel, bytes(data))
+        if len(self.memo) >= self.limit:
+            # Clearing beats LRU bookkeeping: the working set refills in a few samples.
+            self.memo.clear()
+        self.memo[key] = readings
+        for r in readings:
+            self.units[r.signal] = r.unit
+        return readings
+
+
+_default = Decoder()
+
+
+def decode(channel: int, data: bytes) -> tuple[Reading, ...]:
+    """Readings for one sample with the process-wide :class:`Decoder`."""
+    return _default.decode(channel, data)
+
+
+# ---- DTCs ------------------------------------------------------------------
+
+_DTC_RE = re.compile(r"[PCBU][0-3][0-9A-F]{3}")
+_SYSTEMS = {"P": "Powertrain", "C": "Chassis", "B": "Body", "U": "Network"}
+
+
+def dtc_from_raw(raw: bytes) -> str:
+    """Two DTC bytes as the ECU sends them -> ``"P0301"`` (SAE J2012 layout).
+
+    ``00 00`` gives ``"P0000"`` (the padding some ECUs send; see :func:`dtcs_from_raw`).
+    """
+    if len(raw) != 2:
+        raise DecodeError(f"a DTC is 2 bytes, got {len(raw)} ({bytes(raw).hex()})")
+    a, b = raw[0], raw[1]
+    return f"{'PCBU'[a >> 6]}{(a >> 4) & 3}{a & 0xF:X}{b:02X}"
+
+
+def dtcs_from_raw(codes: list[bytes]) -> list[str]:
+    """Codes of a DTC record, without the ``00 00`` padding frames carry."""
+    return [dtc_from_raw(c) for c in codes if c[0] or c[1]]
+
+
+def describe_dtc(code: str) -> str:
+    """python-OBD's description for ``code``, else a generic one from its prefix.
+
+    Generic: the system from the letter; SAE-defined or manufacturer-specific from the
+    second character per SAE J2012 (P0/P2 SAE, P1 manufacturer, P3 split at P34; B/C/U
+    0 and 3 SAE, 1 and 2 manufacturer).
+    """
+    code = code.strip().upper()
+    if not _DTC_RE.fullmatch(code):
+        raise DecodeError(f"not a DTC: {code!r} (expected like P0301)")
+    known = obd.codes.DTC.get(code)
+    if known:
+        return known
+    letter, digit = code[0], code[1]
+    if letter == "P":
+        sae = digit in "02" or (digit == "3" and code[2] in "456789ABCDEF")
+    else:
+        sae = digit in "03"
+    return _SYSTEMS[letter] + (", SAE generic code" if sae else ", manufacturer-specific code")
+
+
+# ---- VIN -------------------------------------------------------------------
+
+_VIN_RE = re.compile(r"[A-HJ-NPR-Z0-9]{17}")
+
+
+def decode_vin(data: bytes) -> str:
+    """A VIN from mode 09 PID 02 bytes as the ECU sent them.
+
+    Ours, not python-OBD's: 0.7.3 strips the characters ``0 1 2 x \\`` from both ends of
+    the text (upstream PR #276), which eats real VIN characters (``1HGCM…`` loses its
+    ``1``). Here only the message-count byte and NUL padding before the 17 characters
+    are dropped. Raises :class:`DecodeError` when what is left is not a valid VIN.
+    """
+    body = bytes(data).rstrip(b"\x00")
+    if len(body) > 17:
+        # Leading message-count byte (CAN: 0x01) and/or padding (legacy: 0x00).
+        head, body = body[:-17], body[-17:]
+        if any(c > 0x02 for c in head):
+            raise DecodeError(f"VIN has {len(head)} unexpected leading bytes: {bytes(data).hex()}")
+    try:
+        vin = body.decode("ascii")
+    except UnicodeDecodeError:
+        raise DecodeError(f"VIN is not ASCII: {bytes(data).hex()}") from None
+    if not _VIN_RE.fullmatch(vin):
+        raise DecodeError(f"not a 17-character VIN (no I, O, Q): {vin!r}")
+    return vin

@@ -1,0 +1,206 @@
+"""The store's SQLite schema as numbered migrations.
+
+``PRAGMA user_version`` holds the number of migrations applied. Each migration is one
+step run in its own transaction together with the bump of ``user_version``, so a
+crash between steps leaves a database at a well-defined earlier version. Never edit
+a released step: append a new one.
+
+Times are Unix milliseconds (``*_ms``); ``t_ms`` is milliseconds since the dongle's
+boot. Devices are referred to by a small integer (``devices.num``) so that the
+millions of sample rows don't repeat a 16-character id.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+MIGRATIONS: tuple[str, ...] = (
+    # 1: initial schema
+    """
+    CREATE TABLE devices (
+        num         INTEGER PRIMARY KEY,
+        id          TEXT NOT NULL UNIQUE,      -- 16 hex digits, lower case
+        name        TEXT,
+        address     TEXT,
+        vin         TEXT,
+        first_seen  INTEGER,
+        last_seen   INTEGER,
+        first_seq   INTEGER,                   -- lowest seq of the first batch ever stored
+        contiguous  INTEGER                    -- all seqs first_seq..contiguous are stored or in a gap
+    );
+
+    -- One row per record ever stored: the (device, seq) key is what makes delivery exactly-once.
+    CREATE TABLE records (
+        device      INTEGER NOT NULL,
+        seq         INTEGER NOT NULL,
+        boot        INTEGER NOT NULL,
+        kind        INTEGER NOT NULL,
+        received_ms INTEGER NOT NULL,
+        PRIMARY KEY (device, seq)
+    ) WITHOUT ROWID;
+
+    CREATE TABLE gaps (
+        device      INTEGER NOT NULL,
+        seq         INTEGER NOT NULL,          -- the GAP record's own seq
+        first       INTEGER NOT NULL,
+        count       INTEGER NOT NULL,
+        noticed_ms  INTEGER NOT NULL,
+        PRIMARY KEY (device, seq)
+    ) WITHOUT ROWID;
+
+    -- The anchor a boot's ticks are mapped with: the real one of lowest seq, or while there
+    -- is none a provisional one from the receive time (approx = 1, seq NULL).
+    CREATE TABLE anchors (
+        device      INTEGER NOT NULL,
+        boot        INTEGER NOT NULL,
+        t0          INTEGER NOT NULL,
+        wall_ms     INTEGER NOT NULL,
+        seq         INTEGER,
+        approx      INTEGER NOT NULL,
+        PRIMARY KEY (device, boot)
+    ) WITHOUT ROWID;
+
+    -- The key serves "device, channel, time range" queries; seq and n (index of the
+    -- sample in its record) make it unique. channel is a decode signal id.
+    CREATE TABLE samples (
+        device      INTEGER NOT NULL,
+        channel     INTEGER NOT NULL,
+        time_ms     INTEGER NOT NULL,
+        seq         INTEGER NOT NULL,
+        n           INTEGER NOT NULL,
+        boot        INTEGER NOT NULL,
+        t_ms        INTEGER NOT NULL,
+        value       REAL,
+        raw         BLOB NOT NULL,
+        approx      INTEGER NOT NULL,
+        PRIMARY KEY (device, channel, time_ms, seq, n)
+    ) WITHOUT ROWID;
+    -- Only approximate rows are indexed, so normal inserts pay nothing for it.
+    CREATE INDEX samples_approx ON samples (device, boot) WHERE approx = 1;
+
+    -- Per device and signal: unit and the latest value (status, retention).
+    CREATE TABLE channels (
+        device      INTEGER NOT NULL,
+        channel     INTEGER NOT NULL,
+        unit        TEXT NOT NULL,
+        last_ms     INTEGER NOT NULL,
+        last_value  REAL,
+        last_raw    BLOB NOT NULL,
+        PRIMARY KEY (device, channel)
+    ) WITHOUT ROWID;
+
+    -- The dongle's own EVENT records (boot, engine on/off, battery low, ...).
+    CREATE TABLE device_events (
+        device      INTEGER NOT NULL,
+        seq         INTEGER NOT NULL,
+        boot        INTEGER NOT NULL,
+        t_ms        INTEGER NOT NULL,
+        time_ms     INTEGER NOT NULL,
+        approx      INTEGER NOT NULL,
+        code        INTEGER NOT NULL,
+        millivolts  INTEGER NOT NULL,
+        PRIMARY KEY (device, seq)
+    ) WITHOUT ROWID;
+
+    CREATE TABLE dtcs (
+        device      INTEGER NOT NULL,
+        seq         INTEGER NOT NULL,
+        boot        INTEGER NOT NULL,
+        t_ms        INTEGER NOT NULL,
+        time_ms     INTEGER NOT NULL,
+        approx      INTEGER NOT NULL,
+        mode        INTEGER NOT NULL,
+        codes       TEXT NOT NULL,             -- JSON list like ["P0301"]
+        PRIMARY KEY (device, seq)
+    ) WITHOUT ROWID;
+
+    -- Derived events (rules). id is stable so re-deriving after a restart upserts.
+    CREATE TABLE events (
+        id          TEXT PRIMARY KEY,
+        device      TEXT NOT NULL,
+        type        TEXT NOT NULL,
+        severity    TEXT NOT NULL,
+        opened_ms   INTEGER NOT NULL,
+        cleared_ms  INTEGER,
+        values_json TEXT NOT NULL DEFAULT '{}',
+        message     TEXT NOT NULL DEFAULT ''
+    );
+    CREATE INDEX events_device ON events (device, opened_ms);
+
+    CREATE TABLE trips (
+        id          TEXT PRIMARY KEY,
+        device      TEXT NOT NULL,
+        started_ms  INTEGER NOT NULL,
+        ended_ms    INTEGER,
+        distance_km REAL,
+        fuel_l      REAL,
+        values_json TEXT NOT NULL DEFAULT '{}'
+    );
+    CREATE INDEX trips_device ON trips (device, started_ms);
+
+    CREATE TABLE service_records (
+        id          INTEGER PRIMARY KEY,
+        device      TEXT NOT NULL,
+        done_ms     INTEGER NOT NULL,
+        odometer_km REAL,
+        note        TEXT NOT NULL DEFAULT ''
+    );
+
+    CREATE TABLE outbox (
+        id           INTEGER PRIMARY KEY,
+        target       TEXT NOT NULL,
+        event_id     TEXT,
+        payload      BLOB NOT NULL,
+        created_ms   INTEGER NOT NULL,
+        attempts     INTEGER NOT NULL DEFAULT 0,
+        next_attempt INTEGER NOT NULL,
+        last_error   TEXT,
+        state        TEXT NOT NULL DEFAULT 'pending'  -- pending | sent | dropped
+    );
+    CREATE INDEX outbox_due ON outbox (target, state, next_attempt);
+    """,
+)
+
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+class SchemaError(Exception):
+    """The database's schema is not one this version can use."""
+
+
+def migrate(conn: sqlite3.Connection) -> int:
+    """Apply the missing migrations to ``conn`` (autocommit mode); return the version.
+
+    Idempotent: a database already at :data:`SCHEMA_VERSION` is left untouched. Raises
+    :class:`SchemaError` for a database written by a newer obdsync.
+    """
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    if version > SCHEMA_VERSION:
+        raise SchemaError(
+            f"database schema version {version} is newer than this obdsync knows ({SCHEMA_VERSION});"
+            " upgrade obdsync"
+        )
+    for step in range(version, SCHEMA_VERSION):
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for stmt in _statements(MIGRATIONS[step]):
+                conn.execute(stmt)
+            conn.execute(f"PRAGMA user_version = {step + 1:d}")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+    return SCHEMA_VERSION
+
+
+def _statements(script: str) -> list[str]:
+    # executescript() would commit on its own; split so the step stays one transaction.
+    out, buf = [], ""
+    for line in script.splitlines(keepends=True):
+        buf += line
+        if sqlite3.complete_statement(buf):
+            out.append(buf.strip())
+            buf = ""
+    if buf.strip():
+        out.append(buf.strip())
+    return [s for s in out if s]

@@ -1,0 +1,817 @@
+"""The daemon's durable store: one SQLite file (WAL) behind aiosqlite.
+
+Use::
+
+    store = await Store.open(path)            # creates/migrates the file
+    acked = await store.ingest(device_id, records)   # -> seq to ACK, or None
+    ...
+    await store.close()                       # or: async with await Store.open(p) as store:
+
+Delivery contract (protocol/README.md): :meth:`Store.ingest` stores a batch of decoded
+records in one transaction committed with ``synchronous=FULL`` (the WAL is fsynced at
+commit), drops duplicates by ``(device, seq)`` and returns the device's *contiguous
+watermark*: the highest seq such that every seq from the first one this store ever saw
+for the device up to it is stored, or named by a GAP record. That is what the link ACKs.
+When it raises a :class:`StoreError` (disk full, database locked, ...) nothing of the
+batch is stored and the watermark is unchanged: don't ACK, the dongle keeps the data.
+
+Time: samples carry ``(boot, t_ms since boot)``. A boot's ticks map to wall time through
+its anchor: ``time_ms = wall_ms + (t_ms - t0)``. The anchor is the ANCHOR record of
+lowest seq for that boot. Until one arrives, a provisional anchor (the receive time at the
+batch's latest tick of that boot) is used and rows are flagged ``approx = 1``; when the
+real anchor arrives they are re-mapped and the flag cleared.
+
+One :class:`Store` per database file per process; it serializes its own operations.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import sqlite3
+import time
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NamedTuple, Protocol
+
+import aiosqlite
+
+from . import schema
+from .decode import Decoder, dtcs_from_raw
+from .paths import normalize_device_id
+
+log = logging.getLogger(__name__)
+
+# Record kinds as on the wire (protocol/README.md, protocol.record.KIND_*).
+KIND_SAMPLES = 1
+KIND_GAP = 2
+KIND_ANCHOR = 3
+KIND_EVENT = 4
+KIND_DTC = 5
+
+#: Column order of the sample row tuples handed to an ingest ``sink``.
+SAMPLE_ROW = ("device_num", "channel", "time_ms", "seq", "n", "boot", "t_ms", "value", "raw", "approx")
+
+_INSERT_SAMPLE = (
+    "INSERT INTO samples (device, channel, time_ms, seq, n, boot, t_ms, value, raw, approx)"
+    " VALUES (?,?,?,?,?,?,?,?,?,?)"
+)
+
+
+class StoreError(Exception):
+    """The store could not do what was asked; nothing was half-done."""
+
+
+class StoreFullError(StoreError):
+    """The disk (or the configured maximum database size) is full. Free space, then retry."""
+
+
+class StoreBusyError(StoreError):
+    """Another process holds the database lock longer than the busy timeout."""
+
+
+class Record(Protocol):
+    """What :meth:`Store.ingest` reads from a ``protocol.record.Record``."""
+
+    kind: int
+    seq: int
+    boot: int
+    t0: int
+
+
+class SampleRow(NamedTuple):
+    time_ms: int
+    channel: int
+    value: float | None
+    raw: bytes
+    approx: bool
+    boot: int
+    t_ms: int
+    seq: int
+
+
+@dataclass(frozen=True)
+class Event:
+    """A derived event (rules). ``id`` is stable: storing it again updates it."""
+
+    id: str
+    device: str
+    type: str
+    severity: str
+    opened_ms: int
+    cleared_ms: int | None = None
+    values: dict[str, Any] = field(default_factory=dict)
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class Trip:
+    id: str
+    device: str
+    started_ms: int
+    ended_ms: int | None = None
+    distance_km: float | None = None
+    fuel_l: float | None = None
+    values: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class OutboxEntry:
+    id: int
+    target: str
+    event_id: str | None
+    payload: bytes
+    created_ms: int
+    attempts: int
+    next_attempt: int
+    last_error: str | None
+    state: str
+
+
+@dataclass(frozen=True)
+class DeviceStatus:
+    device: str
+    name: str | None
+    address: str | None
+    vin: str | None
+    first_seen: int | None
+    last_seen: int | None
+    first_seq: int | None
+    contiguous: int | None
+    records: int
+    missing: int
+    """seqs above the watermark not received yet (will be re-sent)."""
+    gaps: int
+    lost: int
+    """records the dongle dropped (sum of its GAP records)."""
+    last_values: dict[int, tuple[int, float | None, str]]
+    """signal -> (time_ms, value, unit)."""
+
+
+@dataclass(frozen=True)
+class _Anchor:
+    t0: int
+    wall_ms: int
+    seq: int | None
+    approx: int
+
+
+@dataclass
+class _Device:
+    num: int
+    id: str
+    first_seq: int | None
+    contiguous: int | None
+    max_seq: int | None
+    pending: set[int]
+    """stored seqs above the watermark"""
+    gaps: list[tuple[int, int]]
+    """(first, last) of GAP ranges reaching above the watermark"""
+    anchors: dict[int, _Anchor]
+
+
+def _map_error(e: sqlite3.Error, what: str) -> StoreError:
+    code = getattr(e, "sqlite_errorcode", None)
+    if code == sqlite3.SQLITE_FULL:
+        return StoreFullError(f"{what}: database or disk is full; free disk space or raise [store] max_size_mb")
+    if code in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+        return StoreBusyError(f"{what}: database is locked by another process ({e})")
+    return StoreError(f"{what}: {e}")
+
+
+def _prepare(path: Path) -> None:
+    """Create the file, switch it to WAL and migrate, on a plain connection."""
+    conn = sqlite3.connect(path, isolation_level=None, timeout=5.0)
+    try:
+        mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+        if mode != "wal":
+            raise StoreError(f"{path}: cannot use WAL journal (got {mode})")
+        schema.migrate(conn)
+    except sqlite3.Error as e:
+        raise _map_error(e, f"opening {path}") from e
+    finally:
+        conn.close()
+
+
+class Store:
+    """See the module docstring. Create with :meth:`open`."""
+
+    def __init__(self, conn: aiosqlite.Connection, path: Path, *, clock: Callable[[], float],
+                 decoder: Decoder, outbox_max: int):
+        self._conn = conn
+        self.path = path
+        self._clock = clock
+        self._decoder = decoder
+        self._outbox_max = outbox_max
+        self._lock = asyncio.Lock()
+        self._devices: dict[str, _Device] = {}
+        self._page_size = 4096
+
+    # ---- lifecycle ---------------------------------------------------------
+
+    @classmethod
+    async def open(cls, path: str | os.PathLike[str], *, max_bytes: int | None = None,
+                   busy_timeout_s: float = 5.0, clock: Callable[[], float] = time.time,
+                   decoder: Decoder | None = None, outbox_max: int = 10000) -> Store:
+        """Open (creating and migrating) the database at ``path``.
+
+        ``max_bytes`` caps the file size (SQLite ``max_page_count``): past it, writes
+        fail with :class:`StoreFullError` as on a full disk. ``clock`` gives Unix seconds
+        (receive times, retention). Raises :class:`StoreError` or ``schema.SchemaError``.
+        """
+        p = Path(path)
+        try:
+            p.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise StoreError(f"cannot create {p.parent}: {e.strerror}") from e
+        await asyncio.to_thread(_prepare, p)
+        try:
+            conn = await aiosqlite.connect(p, isolation_level=None, timeout=busy_timeout_s)
+        except sqlite3.Error as e:
+            raise _map_error(e, f"opening {p}") from e
+        store = cls(conn, p, clock=clock, decoder=decoder or Decoder(), outbox_max=outbox_max)
+        try:
+            # FULL: in WAL mode NORMAL skips the fsync at commit, and a commit is an ACK
+            # promise. We commit once per batch, so this is one fsync per batch.
+            await conn.execute("PRAGMA synchronous=FULL")
+            await conn.execute("PRAGMA foreign_keys=OFF")
+            await conn.execute(f"PRAGMA busy_timeout={int(busy_timeout_s * 1000):d}")
+            async with conn.execute("PRAGMA page_size") as cur:
+                store._page_size = (await cur.fetchone())[0]
+            if max_bytes:
+                await store.set_max_bytes(max_bytes)
+        except sqlite3.Error as e:
+            await conn.close()
+            raise _map_error(e, f"opening {p}") from e
+        return store
+
+    async def close(self) -> None:
+        """Close the connection; idempotent."""
+        if self._conn is not None:
+            conn, self._conn = self._conn, None
+            await conn.close()
+
+    async def __aenter__(self) -> Store:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def set_max_bytes(self, max_bytes: int | None) -> int:
+        """Cap the database size (None: SQLite's default, effectively unlimited).
+
+        Returns the cap in bytes actually in force: SQLite never sets it below the
+        current size.
+        """
+        pages = max_bytes // self._page_size if max_bytes else 0xFFFFFFFE
+        async with self._lock:
+            async with self._conn.execute(f"PRAGMA max_page_count={max(1, pages):d}") as cur:
+                return (await cur.fetchone())[0] * self._page_size
+
+    def _now_ms(self) -> int:
+        return int(self._clock() * 1000)
+
+    # ---- devices -----------------------------------------------------------
+
+    async def _device(self, device_id: str) -> _Device:
+        dev = self._devices.get(device_id)
+        if dev is not None:
+            return dev
+        c = self._conn
+        async with c.execute("SELECT num, first_seq, contiguous FROM devices WHERE id=?", (device_id,)) as cur:
+            row = await cur.fetchone()
+        if row is None:
+            now = self._now_ms()
+            try:
+                await c.execute("INSERT INTO devices (id, first_seen, last_seen) VALUES (?,?,?)",
+                                (device_id, now, now))
+            except sqlite3.Error as e:
+                raise _map_error(e, f"adding device {device_id}") from e
+            async with c.execute("SELECT num, first_seq, contiguous FROM devices WHERE id=?", (device_id,)) as cur:
+                row = await cur.fetchone()
+        num, first_seq, contiguous = row
+        async with c.execute("SELECT MAX(seq) FROM records WHERE device=?", (num,)) as cur:
+            max_seq = (await cur.fetchone())[0]
+        pending: set[int] = set()
+        gaps: list[tuple[int, int]] = []
+        if contiguous is not None:
+            async with c.execute("SELECT seq FROM records WHERE device=? AND seq>?", (num, contiguous)) as cur:
+                pending = {r[0] for r in await cur.fetchall()}
+            async with c.execute("SELECT first, first+count-1 FROM gaps WHERE device=? AND first+count-1>?",
+                                 (num, contiguous)) as cur:
+                gaps = [tuple(r) for r in await cur.fetchall()]
+        async with c.execute("SELECT boot, t0, wall_ms, seq, approx FROM anchors WHERE device=?", (num,)) as cur:
+            anchors = {r[0]: _Anchor(r[1], r[2], r[3], r[4]) for r in await cur.fetchall()}
+        dev = _Device(num, device_id, first_seq, contiguous, max_seq, pending, gaps, anchors)
+        self._devices[device_id] = dev
+        return dev
+
+    async def set_device_info(self, device_id: str, *, name: str | None = None,
+                              address: str | None = None, vin: str | None = None) -> None:
+        """Record what the link learnt about a dongle; None leaves a field as it is."""
+        device_id = normalize_device_id(device_id)
+        async with self._lock:
+            await self._device(device_id)
+            await self._write(
+                f"updating device {device_id}",
+                [("UPDATE devices SET name=COALESCE(?,name), address=COALESCE(?,address),"
+                  " vin=COALESCE(?,vin), last_seen=? WHERE id=?",
+                  (name, address, vin, self._now_ms(), device_id))],
+            )
+
+    # ---- ingest ------------------------------------------------------------
+
+    async def ingest(self, device_id: str, records: Sequence[Any], *, received_ms: int | None = None,
+                     sink: Callable[[str, list[Any], list[tuple]], None] | None = None) -> int | None:
+        """Store ``records`` (``protocol.record.Record`` objects) of one device durably.
+
+        Returns the device's contiguous watermark after the batch (the seq to ACK), or
+        None while nothing of the device is stored. Records already stored (same
+        ``(device, seq)``) are dropped; so are repeats within the batch. ``sink``, if
+        given, is called after the commit with ``(device_id, new_records, sample_rows)``
+        (rows as in :data:`SAMPLE_ROW`): each record reaches it exactly once.
+
+        Raises :class:`StoreFullError`, :class:`StoreBusyError` or :class:`StoreError`;
+        then nothing of the batch is stored.
+        """
+        device_id = normalize_device_id(device_id)
+        async with self._lock:
+            dev = await self._device(device_id)
+            now = self._now_ms() if received_ms is None else received_ms
+            batch = await self._new_records(dev, records)
+            if not batch:
+                return dev.contiguous
+            plan = self._plan(dev, batch, now)
+            await self._commit_plan(dev, plan)
+            dev.first_seq, dev.contiguous = plan.first_seq, plan.contiguous
+            dev.pending, dev.gaps = plan.pending, plan.gaps
+            dev.anchors.update(plan.anchors)
+            dev.max_seq = plan.max_seq if dev.max_seq is None else max(dev.max_seq, plan.max_seq)
+        if sink is not None:
+            try:
+                sink(device_id, batch, plan.samples)
+            except Exception:  # the batch is durable and must be ACKed whatever the consumer does
+                log.exception("ingest sink failed for device %s", device_id)
+        return dev.contiguous
+
+    async def _new_records(self, dev: _Device, records: Sequence[Any]) -> list[Any]:
+        seen: set[int] = set()
+        batch = []
+        for r in records:
+            if r.seq not in seen:
+                seen.add(r.seq)
+                batch.append(r)
+        if batch and dev.max_seq is not None and min(seen) <= dev.max_seq:
+            async with self._conn.execute(
+                "SELECT seq FROM records WHERE device=? AND seq BETWEEN ? AND ?",
+                (dev.num, min(seen), max(seen)),
+            ) as cur:
+                stored = {r[0] for r in await cur.fetchall()}
+            if stored:
+                log.debug("device %s: dropped %d duplicate records", dev.id, len(stored & seen))
+                batch = [r for r in batch if r.seq not in stored]
+        return batch
+
+    def _plan(self, dev: _Device, batch: list[Any], now: int) -> _Plan:
+        """Everything the batch changes, computed before touching the database."""
+        num = dev.num
+        plan = _Plan()
+        staged = plan.anchors
+
+        def anchor(boot: int) -> _Anchor | None:
+            a = staged.get(boot)
+            return a if a is not None else dev.anchors.get(boot)
+
+        # Anchors first, so the batch's own samples already map with them.
+        latest: dict[int, int] = {}
+        for r in batch:
+            if r.kind == KIND_ANCHOR:
+                cur = anchor(r.boot)
+                if cur is None or cur.approx or r.seq < cur.seq:
+                    new = _Anchor(r.t0, r.wall_ms, r.seq, 0)
+                    staged[r.boot] = new
+                    plan.anchor_rows.append((num, r.boot, r.t0, r.wall_ms, r.seq, 0))
+                    if cur is not None:
+                        plan.remaps.append((r.boot, new, bool(cur.approx)))
+            else:
+                t = r.t0
+                if r.kind == KIND_SAMPLES and r.samples:
+                    t = max(t, r.samples[-1][0])
+                if t > latest.get(r.boot, -1):
+                    latest[r.boot] = t
+        for boot, t in latest.items():
+            if anchor(boot) is None:
+                # No clock for this boot yet: pretend its latest tick is "now".
+                staged[boot] = a = _Anchor(t, now, None, 1)
+                plan.anchor_rows.append((num, boot, a.t0, a.wall_ms, None, 1))
+
+        rows = plan.samples
+        append = rows.append
+        memo_get = self._decoder.memo.get
+        decode = self._decoder.decode
+        last: dict[int, tuple] = {}
+        for r in batch:
+            kind = r.kind
+            seq, boot = r.seq, r.boot
+            plan.records.append((num, seq, boot, kind, now))
+            if kind == KIND_SAMPLES:
+                a = anchor(boot)
+                base = a.wall_ms - a.t0
+                approx = a.approx
+                n = 0
+                for t, ch, data in r.samples:
+                    readings = memo_get((ch, data)) or decode(ch, data)
+                    for rd in readings:
+                        row = (num, rd[0], base + t, seq, n, boot, t, rd[1], data, approx)
+                        append(row)
+                        last[rd[0]] = row
+                    n += 1
+            elif kind == KIND_GAP:
+                plan.gap_rows.append((num, seq, r.first, r.count, now))
+            elif kind == KIND_EVENT:
+                a = anchor(boot)
+                plan.event_rows.append((num, seq, boot, r.t0, a.wall_ms - a.t0 + r.t0, a.approx,
+                                        r.code, r.millivolts))
+            elif kind == KIND_DTC:
+                a = anchor(boot)
+                codes = json.dumps(dtcs_from_raw(r.codes))
+                plan.dtc_rows.append((num, seq, boot, r.t0, a.wall_ms - a.t0 + r.t0, a.approx, r.mode, codes))
+        units = self._decoder.units
+        plan.channel_rows = [(num, sig, units.get(sig, ""), row[2], row[7], row[8]) for sig, row in last.items()]
+
+        # Watermark: advance over stored seqs and GAP ranges.
+        seqs = [r.seq for r in batch]
+        plan.max_seq = max(seqs)
+        first_seq = dev.first_seq if dev.first_seq is not None else min(seqs)
+        c = dev.contiguous if dev.contiguous is not None else first_seq - 1
+        pending = set(dev.pending)
+        pending.update(s for s in seqs if s > c)
+        gaps = list(dev.gaps) + [(r.first, r.first + r.count - 1) for r in batch
+                                 if r.kind == KIND_GAP and r.count > 0]
+        while True:
+            if c + 1 in pending:
+                pending.discard(c + 1)
+                c += 1
+                continue
+            reach = max((last_ for first, last_ in gaps if first <= c + 1 <= last_), default=None)
+            if reach is None:
+                break
+            c = reach
+            pending = {s for s in pending if s > c}
+        plan.first_seq, plan.contiguous = first_seq, c
+        plan.pending = pending
+        plan.gaps = [g for g in gaps if g[1] > c]
+        return plan
+
+    async def _commit_plan(self, dev: _Device, plan: _Plan) -> None:
+        c = self._conn
+        num = dev.num
+        try:
+            await c.execute("BEGIN IMMEDIATE")
+            try:
+                for boot, a, was_approx in plan.remaps:
+                    base = a.wall_ms - a.t0
+                    if was_approx:
+                        await c.execute("UPDATE samples SET time_ms=?+t_ms, approx=0"
+                                        " WHERE device=? AND boot=? AND approx=1", (base, num, boot))
+                    else:  # an anchor of lower seq arrived late: rare, and a scan
+                        await c.execute("UPDATE samples SET time_ms=?+t_ms, approx=0 WHERE device=? AND boot=?",
+                                        (base, num, boot))
+                    for table in ("device_events", "dtcs"):
+                        await c.execute(f"UPDATE {table} SET time_ms=?+t_ms, approx=0 WHERE device=? AND boot=?",
+                                        (base, num, boot))
+                await c.executemany("INSERT INTO records (device, seq, boot, kind, received_ms) VALUES (?,?,?,?,?)",
+                                    plan.records)
+                if plan.samples:
+                    await c.executemany(_INSERT_SAMPLE, plan.samples)
+                if plan.anchor_rows:
+                    await c.executemany("INSERT OR REPLACE INTO anchors (device, boot, t0, wall_ms, seq, approx)"
+                                        " VALUES (?,?,?,?,?,?)", plan.anchor_rows)
+                if plan.gap_rows:
+                    await c.executemany("INSERT INTO gaps (device, seq, first, count, noticed_ms) VALUES (?,?,?,?,?)",
+                                        plan.gap_rows)
+                if plan.event_rows:
+                    await c.executemany("INSERT INTO device_events VALUES (?,?,?,?,?,?,?,?)", plan.event_rows)
+                if plan.dtc_rows:
+                    await c.executemany("INSERT INTO dtcs VALUES (?,?,?,?,?,?,?,?)", plan.dtc_rows)
+                if plan.channel_rows:
+                    await c.executemany(
+                        "INSERT INTO channels (device, channel, unit, last_ms, last_value, last_raw)"
+                        " VALUES (?,?,?,?,?,?) ON CONFLICT (device, channel) DO UPDATE SET"
+                        " unit=excluded.unit, last_ms=excluded.last_ms, last_value=excluded.last_value,"
+                        " last_raw=excluded.last_raw WHERE excluded.last_ms >= channels.last_ms",
+                        plan.channel_rows)
+                await c.execute("UPDATE devices SET last_seen=?, first_seq=?, contiguous=? WHERE num=?",
+                                (plan.records[-1][4], plan.first_seq, plan.contiguous, num))
+                await c.execute("COMMIT")
+            except BaseException:
+                await self._rollback()
+                raise
+        except sqlite3.Error as e:
+            raise _map_error(e, f"storing {len(plan.records)} records of device {dev.id}") from e
+
+    async def _rollback(self) -> None:
+        try:
+            if self._conn.in_transaction:
+                await self._conn.execute("ROLLBACK")
+        except sqlite3.Error:  # SQLite may already have rolled back (SQLITE_FULL can do that)
+            pass
+
+    async def _write(self, what: str, statements: Iterable[tuple[str, tuple]]) -> None:
+        """Run ``statements`` in one transaction, mapping errors. Caller holds the lock."""
+        c = self._conn
+        try:
+            await c.execute("BEGIN IMMEDIATE")
+            try:
+                for sql, params in statements:
+                    await c.execute(sql, params)
+                await c.execute("COMMIT")
+            except BaseException:
+                await self._rollback()
+                raise
+        except sqlite3.Error as e:
+            raise _map_error(e, what) from e
+
+    # ---- derived data: events, trips, service, outbox -----------------------
+
+    async def put_event(self, event: Event, outbox: Sequence[tuple[str, bytes]] = ()) -> list[int]:
+        """Insert or update ``event`` (by id) and queue ``(target, payload)`` entries for it,
+        in one transaction, so an event is never stored without its deliveries.
+
+        Returns the outbox ids. When more than ``outbox_max`` entries are pending, the
+        oldest are marked ``dropped`` (counted in :meth:`outbox_counts`, logged).
+        """
+        now = self._now_ms()
+        device = normalize_device_id(event.device)
+        async with self._lock:
+            c = self._conn
+            ids = []
+            try:
+                await c.execute("BEGIN IMMEDIATE")
+                try:
+                    await c.execute(
+                        "INSERT INTO events (id, device, type, severity, opened_ms, cleared_ms, values_json, message)"
+                        " VALUES (?,?,?,?,?,?,?,?) ON CONFLICT (id) DO UPDATE SET severity=excluded.severity,"
+                        " cleared_ms=excluded.cleared_ms, values_json=excluded.values_json, message=excluded.message",
+                        (event.id, device, event.type, event.severity, event.opened_ms, event.cleared_ms,
+                         json.dumps(event.values, sort_keys=True), event.message))
+                    for target, payload in outbox:
+                        cur = await c.execute(
+                            "INSERT INTO outbox (target, event_id, payload, created_ms, next_attempt)"
+                            " VALUES (?,?,?,?,?)", (target, event.id, bytes(payload), now, now))
+                        ids.append(cur.lastrowid)
+                    dropped = 0
+                    if outbox:
+                        cur = await c.execute(
+                            "UPDATE outbox SET state='dropped', last_error='outbox full' WHERE id IN"
+                            " (SELECT id FROM outbox WHERE state='pending' ORDER BY id DESC LIMIT -1 OFFSET ?)",
+                            (self._outbox_max,))
+                        dropped = cur.rowcount
+                    await c.execute("COMMIT")
+                except BaseException:
+                    await self._rollback()
+                    raise
+            except sqlite3.Error as e:
+                raise _map_error(e, f"storing event {event.id}") from e
+        if dropped > 0:
+            log.warning("outbox full (%d pending max): dropped the %d oldest entries", self._outbox_max, dropped)
+        return ids
+
+    async def events(self, device: str | None = None, *, since_ms: int | None = None,
+                     open_only: bool = False, limit: int = 100) -> list[Event]:
+        """Events, newest first."""
+        where, args = ["1"], []
+        if device is not None:
+            where.append("device=?")
+            args.append(normalize_device_id(device))
+        if since_ms is not None:
+            where.append("opened_ms>=?")
+            args.append(since_ms)
+        if open_only:
+            where.append("cleared_ms IS NULL")
+        sql = ("SELECT id, device, type, severity, opened_ms, cleared_ms, values_json, message FROM events"
+               " WHERE {} ORDER BY opened_ms DESC, id LIMIT ?".format(" AND ".join(where)))
+        rows = await self._fetch(sql, (*args, limit))
+        return [Event(r[0], r[1], r[2], r[3], r[4], r[5], json.loads(r[6]), r[7]) for r in rows]
+
+    async def put_trip(self, trip: Trip) -> None:
+        """Insert or update ``trip`` (by id)."""
+        device = normalize_device_id(trip.device)
+        async with self._lock:
+            await self._write(f"storing trip {trip.id}", [(
+                "INSERT INTO trips (id, device, started_ms, ended_ms, distance_km, fuel_l, values_json)"
+                " VALUES (?,?,?,?,?,?,?) ON CONFLICT (id) DO UPDATE SET ended_ms=excluded.ended_ms,"
+                " distance_km=excluded.distance_km, fuel_l=excluded.fuel_l, values_json=excluded.values_json",
+                (trip.id, device, trip.started_ms, trip.ended_ms, trip.distance_km, trip.fuel_l,
+                 json.dumps(trip.values, sort_keys=True)))])
+
+    async def trips(self, device: str | None = None, *, since_ms: int | None = None,
+                    limit: int = 100) -> list[Trip]:
+        """Trips, newest first."""
+        where, args = ["1"], []
+        if device is not None:
+            where.append("device=?")
+            args.append(normalize_device_id(device))
+        if since_ms is not None:
+            where.append("started_ms>=?")
+            args.append(since_ms)
+        rows = await self._fetch(
+            "SELECT id, device, started_ms, ended_ms, distance_km, fuel_l, values_json FROM trips"
+            " WHERE {} ORDER BY started_ms DESC LIMIT ?".format(" AND ".join(where)), (*args, limit))
+        return [Trip(r[0], r[1], r[2], r[3], r[4], r[5], json.loads(r[6])) for r in rows]
+
+    async def add_service(self, device: str, done_ms: int, odometer_km: float | None = None,
+                          note: str = "") -> int:
+        """Record a service (resets the service reminder); returns its id."""
+        device = normalize_device_id(device)
+        async with self._lock:
+            c = self._conn
+            try:
+                cur = await c.execute("INSERT INTO service_records (device, done_ms, odometer_km, note)"
+                                      " VALUES (?,?,?,?)", (device, done_ms, odometer_km, note))
+                return cur.lastrowid
+            except sqlite3.Error as e:
+                raise _map_error(e, "storing service record") from e
+
+    async def services(self, device: str) -> list[tuple[int, int, float | None, str]]:
+        """``(id, done_ms, odometer_km, note)`` of a device's services, newest first."""
+        return [tuple(r) for r in await self._fetch(
+            "SELECT id, done_ms, odometer_km, note FROM service_records WHERE device=?"
+            " ORDER BY done_ms DESC", (normalize_device_id(device),))]
+
+    async def outbox_due(self, target: str, *, now_ms: int | None = None, limit: int = 100) -> list[OutboxEntry]:
+        """Pending entries of ``target`` whose next attempt is due, oldest first."""
+        now = self._now_ms() if now_ms is None else now_ms
+        rows = await self._fetch(
+            "SELECT id, target, event_id, payload, created_ms, attempts, next_attempt, last_error, state"
+            " FROM outbox WHERE target=? AND state='pending' AND next_attempt<=? ORDER BY id LIMIT ?",
+            (target, now, limit))
+        return [OutboxEntry(*r) for r in rows]
+
+    async def outbox_sent(self, entry_id: int) -> None:
+        """Mark an entry delivered."""
+        async with self._lock:
+            await self._write(f"marking outbox entry {entry_id} sent", [
+                ("UPDATE outbox SET state='sent', attempts=attempts+1, last_error=NULL WHERE id=?", (entry_id,))])
+
+    async def outbox_failed(self, entry_id: int, error: str, next_attempt_ms: int) -> None:
+        """Count a failed attempt and schedule the next one."""
+        async with self._lock:
+            await self._write(f"marking outbox entry {entry_id} failed", [
+                ("UPDATE outbox SET attempts=attempts+1, last_error=?, next_attempt=? WHERE id=?",
+                 (error, next_attempt_ms, entry_id))])
+
+    async def outbox_counts(self) -> dict[tuple[str, str], int]:
+        """``(target, state) -> entries``."""
+        rows = await self._fetch("SELECT target, state, COUNT(*) FROM outbox GROUP BY target, state", ())
+        return {(r[0], r[1]): r[2] for r in rows}
+
+    # ---- queries -----------------------------------------------------------
+
+    async def _fetch(self, sql: str, args: tuple) -> list[tuple]:
+        async with self._lock:
+            try:
+                async with self._conn.execute(sql, args) as cur:
+                    return await cur.fetchall()
+            except sqlite3.Error as e:
+                raise _map_error(e, "query") from e
+
+    async def _num(self, device: str) -> int | None:
+        rows = await self._fetch("SELECT num FROM devices WHERE id=?", (normalize_device_id(device),))
+        return rows[0][0] if rows else None
+
+    async def samples(self, device: str, channel: int, *, since_ms: int | None = None,
+                      until_ms: int | None = None, limit: int = 1000) -> list[SampleRow]:
+        """Samples of one signal (a decode signal id) in ``[since, until)``, oldest first."""
+        num = await self._num(device)
+        if num is None:
+            return []
+        rows = await self._fetch(
+            "SELECT time_ms, channel, value, raw, approx, boot, t_ms, seq FROM samples"
+            " WHERE device=? AND channel=? AND time_ms>=? AND time_ms<? ORDER BY time_ms, seq, n LIMIT ?",
+            (num, channel, -(1 << 62) if since_ms is None else since_ms,
+             1 << 62 if until_ms is None else until_ms, limit))
+        return [SampleRow(r[0], r[1], r[2], r[3], bool(r[4]), r[5], r[6], r[7]) for r in rows]
+
+    async def export(self, device: str, *, since_ms: int | None = None, until_ms: int | None = None,
+                     channels: Sequence[int] | None = None, chunk: int = 5000) -> AsyncIterator[SampleRow]:
+        """All samples of a device, by channel then time, fetched ``chunk`` rows at a time
+        (ingest can run between chunks)."""
+        num = await self._num(device)
+        if num is None:
+            return
+        if channels is None:
+            channels = [r[0] for r in await self._fetch(
+                "SELECT channel FROM channels WHERE device=? ORDER BY channel", (num,))]
+        lo = -(1 << 62) if since_ms is None else since_ms
+        hi = 1 << 62 if until_ms is None else until_ms
+        for ch in channels:
+            key = (lo, -1, -1)
+            while True:
+                rows = await self._fetch(
+                    "SELECT time_ms, channel, value, raw, approx, boot, t_ms, seq, n FROM samples"
+                    " WHERE device=? AND channel=? AND (time_ms, seq, n) > (?,?,?) AND time_ms<?"
+                    " ORDER BY time_ms, seq, n LIMIT ?", (num, ch, key[0], key[1], key[2], hi, chunk))
+                for r in rows:
+                    if r[0] >= lo:
+                        yield SampleRow(r[0], r[1], r[2], r[3], bool(r[4]), r[5], r[6], r[7])
+                if len(rows) < chunk:
+                    break
+                key = (rows[-1][0], rows[-1][7], rows[-1][8])
+
+    async def dtcs(self, device: str, *, limit: int = 20) -> list[tuple[int, int, list[str], bool]]:
+        """``(time_ms, mode, codes, approx)`` of a device's DTC records, newest first."""
+        num = await self._num(device)
+        if num is None:
+            return []
+        rows = await self._fetch("SELECT time_ms, mode, codes, approx FROM dtcs WHERE device=?"
+                                 " ORDER BY time_ms DESC LIMIT ?", (num, limit))
+        return [(r[0], r[1], json.loads(r[2]), bool(r[3])) for r in rows]
+
+    async def device_events(self, device: str, *, limit: int = 50) -> list[tuple[int, int, int, bool]]:
+        """``(time_ms, code, millivolts, approx)`` of the dongle's EVENT records, newest first."""
+        num = await self._num(device)
+        if num is None:
+            return []
+        rows = await self._fetch("SELECT time_ms, code, millivolts, approx FROM device_events WHERE device=?"
+                                 " ORDER BY time_ms DESC LIMIT ?", (num, limit))
+        return [(r[0], r[1], r[2], bool(r[3])) for r in rows]
+
+    async def status(self, device: str | None = None) -> list[DeviceStatus]:
+        """Per-device bookkeeping: watermark, missing and lost records, latest values."""
+        where, args = "", ()
+        if device is not None:
+            where, args = " WHERE id=?", (normalize_device_id(device),)
+        devs = await self._fetch("SELECT num, id, name, address, vin, first_seen, last_seen, first_seq, contiguous"
+                                 " FROM devices" + where + " ORDER BY id", args)
+        out = []
+        for num, dev_id, name, address, vin, first_seen, last_seen, first_seq, contiguous in devs:
+            (records,), = await self._fetch("SELECT COUNT(*) FROM records WHERE device=?", (num,))
+            (gaps, lost), = await self._fetch("SELECT COUNT(*), COALESCE(SUM(count),0) FROM gaps WHERE device=?",
+                                              (num,))
+            (top,), = await self._fetch("SELECT MAX(seq) FROM records WHERE device=?", (num,))
+            missing = 0
+            if contiguous is not None and top is not None and top > contiguous:
+                (above,), = await self._fetch("SELECT COUNT(*) FROM records WHERE device=? AND seq>?",
+                                              (num, contiguous))
+                missing = top - contiguous - above
+            last = {r[0]: (r[1], r[2], r[3]) for r in await self._fetch(
+                "SELECT channel, last_ms, last_value, unit FROM channels WHERE device=?", (num,))}
+            out.append(DeviceStatus(dev_id, name, address, vin, first_seen, last_seen, first_seq, contiguous,
+                                    records, missing, gaps, lost, last))
+        return out
+
+    # ---- maintenance -------------------------------------------------------
+
+    async def retain(self, days: float, *, now_ms: int | None = None) -> int:
+        """Delete raw samples older than ``days``; events, trips, DTCs stay. Returns rows deleted.
+
+        One transaction per (device, channel), so ingest is never blocked for long.
+        """
+        if days <= 0:
+            return 0
+        cutoff = (self._now_ms() if now_ms is None else now_ms) - int(days * 86_400_000)
+        pairs = await self._fetch("SELECT device, channel FROM channels", ())
+        deleted = 0
+        for num, ch in pairs:
+            async with self._lock:
+                c = self._conn
+                try:
+                    cur = await c.execute("DELETE FROM samples WHERE device=? AND channel=? AND time_ms<?",
+                                          (num, ch, cutoff))
+                    deleted += max(cur.rowcount, 0)
+                except sqlite3.Error as e:
+                    raise _map_error(e, "deleting old samples") from e
+        if deleted:
+            log.info("retention: deleted %d samples older than %s days", deleted, days)
+        return deleted
+
+    async def vacuum(self) -> None:
+        """Give freed pages back to the file system (needs free space about the size of the file)."""
+        async with self._lock:
+            try:
+                await self._conn.execute("VACUUM")
+                await self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            except sqlite3.Error as e:
+                raise _map_error(e, "vacuum") from e
+
+
+@dataclass
+class _Plan:
+    records: list[tuple] = field(default_factory=list)
+    samples: list[tuple] = field(default_factory=list)
+    anchor_rows: list[tuple] = field(default_factory=list)
+    gap_rows: list[tuple] = field(default_factory=list)
+    event_rows: list[tuple] = field(default_factory=list)
+    dtc_rows: list[tuple] = field(default_factory=list)
+    channel_rows: list[tuple] = field(default_factory=list)
+    remaps: list[tuple[int, _Anchor, bool]] = field(default_factory=list)
+    anchors: dict[int, _Anchor] = field(default_factory=dict)
+    first_seq: int | None = None
+    contiguous: int | None = None
+    max_seq: int | None = None
+    pending: set[int] = field(default_factory=set)
+    gaps: list[tuple[int, int]] = field(default_factory=list)

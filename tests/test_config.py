@@ -1,0 +1,211 @@
+"""Config: defaults without a file, errors that name the key, unknown-key hints, secret files."""
+
+from __future__ import annotations
+
+import os
+import stat
+
+import pytest
+from obdsync import paths
+from obdsync.config import (
+    Config,
+    ConfigError,
+    Secret,
+    SecretError,
+    load_config,
+    load_secret,
+    parse_config,
+    save_secret,
+)
+
+DEV = "00112233AABBCCDD"
+
+
+@pytest.fixture(autouse=True)
+def xdg(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    return tmp_path
+
+
+def write(xdg, text):
+    p = xdg / "config" / "obdsync" / "config.toml"
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_text(text)
+    return p
+
+
+def test_no_file_gives_every_default(xdg):
+    cfg = load_config()
+    assert cfg == Config()
+    assert cfg.source is None
+    assert cfg.store.db_path == xdg / "data" / "obdsync" / "obdsync.db"
+    assert (cfg.vehicle.tank_litres, cfg.vehicle.fuel_type) == (50.0, "petrol")
+    assert (cfg.fuel.low_open_pct, cfg.fuel.low_clear_pct, cfg.fuel.refuel_min_pct, cfg.fuel.drop_min_pct) == (
+        15, 20, 10, 5)
+    assert (cfg.service.interval_km, cfg.service.warn_km, cfg.service.interval_months, cfg.service.warn_days) == (
+        15000, 1000, 12, 30)
+    assert (cfg.engine.overheat_open_c, cfg.engine.overheat_clear_c, cfg.engine.overheat_secs) == (110, 100, 30)
+    assert (cfg.battery.parked_warn_v, cfg.battery.parked_crit_v, cfg.battery.parked_secs,
+            cfg.battery.running_min_v, cfg.battery.running_secs) == (12.2, 11.8, 300, 13.0, 120)
+    assert (cfg.trip.end_after_secs, cfg.trip.hard_brake_ms2, cfg.trip.hard_accel_ms2) == (180, 3.0, 3.0)
+    assert cfg.forward.mqtt == () and cfg.poll == ()
+
+
+def test_a_file_overrides_and_is_frozen(xdg):
+    p = write(xdg, '[vehicle]\ntank_litres = 60\nfuel_type = "diesel"\n[store]\npath = "~/x.db"\n')
+    cfg = load_config()
+    assert cfg.source == p
+    assert (cfg.vehicle.tank_litres, cfg.vehicle.fuel_type) == (60.0, "diesel")
+    assert isinstance(cfg.vehicle.tank_litres, float)
+    assert cfg.store.db_path == paths.Path("~/x.db").expanduser()
+    with pytest.raises(AttributeError):
+        cfg.vehicle.tank_litres = 1
+
+
+def test_explicit_missing_file_is_an_error(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "nope.toml")
+
+
+def test_bad_toml_names_the_file(xdg):
+    p = write(xdg, "[fuel\n")
+    with pytest.raises(ConfigError, match="not valid TOML") as e:
+        load_config()
+    assert str(p) in str(e.value)
+
+
+@pytest.mark.parametrize("doc, message", [
+    ({"fuel": {"low_open_pct": 15, "low_clear_pct": 10}},
+     "fuel.low_clear_pct must be ≥ fuel.low_open_pct (15), got 10"),
+    ({"fuel": {"low_open_pct": 150}}, "fuel.low_open_pct must be between 0 and 100, got 150"),
+    ({"fuel": {"low_open_pct": "low"}}, "fuel.low_open_pct must be a number, got 'low'"),
+    ({"fuel": {"low_open_pct": True}}, "fuel.low_open_pct must be a number, got True"),
+    ({"vehicle": {"fuel_type": "lpg"}}, "vehicle.fuel_type must be one of petrol, diesel, got 'lpg'"),
+    ({"service": {"interval_months": 1.5}}, "service.interval_months must be an integer, got 1.5"),
+    ({"service": {"warn_km": 20000}}, "service.warn_km must be < service.interval_km (15000), got 20000"),
+    ({"engine": {"overheat_clear_c": 120}}, "engine.overheat_clear_c must be < engine.overheat_open_c (110), got 120"),
+    ({"battery": {"parked_crit_v": 12.5}}, "battery.parked_crit_v must be < battery.parked_warn_v (12.2), got 12.5"),
+    ({"link": {"backoff_base_s": 10, "backoff_cap_s": 5}},
+     "link.backoff_cap_s must be ≥ link.backoff_base_s (10), got 5"),
+    ({"trip": {"hard_brake_ms2": 0}}, "trip.hard_brake_ms2 must be between 0.5 and 20, got 0"),
+    ({"outbox": {"max_entries": 0}}, "outbox.max_entries must be between 1 and 10000000, got 0"),
+    ({"store": {"retention_days": -1}}, "store.retention_days must be between 0 and 36500, got -1"),
+    ({"forward": {"mqtt": [{"port": 1883}]}}, "forward.mqtt[0].host is required"),
+    ({"forward": {"webhook": [{"url": "ftp://x"}]}}, "forward.webhook[0].url must be an http:// or https:// URL"),
+    ({"forward": {"mqtt": [{"host": "a", "cert": "/c"}]}}, "forward.mqtt[0].cert and forward.mqtt[0].key go together"),
+    ({"forward": {"mqtt": [{"host": "a"}, {"host": "a"}]}}, "forward target name 'mqtt:a:1883' is used twice"),
+    ({"forward": {"mqtt": [{"host": "a", "password": "p", "password_file": "f"}]}},
+     "forward.mqtt[0].password and forward.mqtt[0].password_file are both set"),
+    ({"poll": {"RPM": [1, 2]}}, "poll.RPM must be [driving, idle, parked] seconds"),
+    ({"poll": {"RPM": {"driving": 7000}}}, "poll.RPM.driving must be between 0 and 6553.5 seconds"),
+    ({"poll": {"NOT_A_PID": [1, 1, 1]}}, "poll.NOT_A_PID: unknown channel"),
+])
+def test_each_validation_error_names_its_key(doc, message):
+    with pytest.raises(ConfigError) as e:
+        parse_config(doc)
+    assert any(err.startswith(message) for err in e.value.errors), e.value.errors
+
+
+def test_all_problems_are_reported_at_once():
+    with pytest.raises(ConfigError) as e:
+        parse_config({"fuel": {"low_open_pct": "x"}, "vehicle": {"fuel_type": "lpg"}})
+    assert len(e.value.errors) == 2
+    assert "2 problems" in str(e.value)
+
+
+@pytest.mark.parametrize("doc, message", [
+    ({"fuel": {"low_open_pc": 10}}, "unknown key fuel.low_open_pc (did you mean fuel.low_open_pct?)"),
+    ({"fule": {}}, "unknown section [fule] (did you mean [fuel]?)"),
+    ({"forward": {"mqt": []}}, "unknown key forward.mqt (did you mean forward.mqtt?)"),
+    ({"forward": {"mqtt": [{"host": "a", "topic_prefx": "x"}]}},
+     "unknown key forward.mqtt[0].topic_prefx (did you mean forward.mqtt[0].topic_prefix?)"),
+    ({"poll": {"RPM": {"idel": 1}}}, "unknown key poll.RPM.idel (did you mean poll.RPM.idle?)"),
+])
+def test_unknown_keys_get_a_did_you_mean_hint(doc, message):
+    with pytest.raises(ConfigError) as e:
+        parse_config(doc)
+    assert message in e.value.errors
+
+
+def test_targets_and_poll_overrides(xdg):
+    pw = xdg / "config" / "obdsync" / "mqtt.pw"
+    pw.parent.mkdir(parents=True)
+    pw.write_text("hunter2\n")
+    pw.chmod(0o600)
+    write(xdg, """
+[[forward.mqtt]]
+host = "broker.lan"
+ca = "/etc/ssl/ca.pem"
+username = "car"
+password_file = "mqtt.pw"
+ha_discovery = true
+
+[[forward.webhook]]
+url = "https://example.com/hook"
+secret = "s3cret"
+
+[poll]
+RPM = [0.5, 2, 0]
+0x2F = { parked = 600 }
+voltage = { driving = 10 }
+""")
+    cfg = load_config()
+    (m,) = cfg.forward.mqtt
+    assert (m.port, m.tls, m.name, m.ha_discovery) == (8883, True, "mqtt:broker.lan:8883", True)
+    assert m.password.reveal() == "hunter2"
+    (w,) = cfg.forward.webhook
+    assert (w.name, w.timeout, w.secret.reveal()) == ("webhook:example.com", 10.0, "s3cret")
+    # secrets never show
+    assert "hunter2" not in repr(cfg) and "s3cret" not in repr(cfg) and "s3cret" not in str(w)
+    assert [(p.channel, p.driving, p.idle, p.parked) for p in cfg.poll] == [
+        (0x0C, 0.5, 2.0, 0.0), (0x2F, None, None, 600.0), (0xFF, 10.0, None, None)]
+
+
+def test_password_file_readable_by_others_is_refused(xdg):
+    pw = xdg / "pw"
+    pw.write_text("hunter2")
+    pw.chmod(0o644)
+    with pytest.raises(ConfigError, match="forward.mqtt\\[0\\].password_file: .*readable by group or others"):
+        parse_config({"forward": {"mqtt": [{"host": "a", "password_file": str(pw)}]}})
+
+
+def test_secret_is_saved_private_and_loaded(xdg):
+    secret = bytes(range(32))
+    p = save_secret(DEV, secret)
+    assert p == xdg / "config" / "obdsync" / "secrets" / "00112233aabbccdd.key"
+    assert stat.S_IMODE(p.stat().st_mode) == 0o600
+    assert stat.S_IMODE(p.parent.stat().st_mode) == 0o700
+    loaded = load_secret(DEV.lower())
+    assert loaded.reveal() == secret
+    assert loaded == Secret(secret)
+    assert secret.hex() not in repr(loaded) and secret.hex() not in str(loaded)
+
+
+@pytest.mark.parametrize("mode", [0o640, 0o604, 0o660])
+def test_secret_readable_by_group_or_world_is_refused(xdg, mode):
+    p = save_secret(DEV, bytes(16))
+    os.chmod(p, mode)
+    with pytest.raises(SecretError, match="readable by group or others .*chmod 600"):
+        load_secret(DEV)
+
+
+def test_secret_errors_are_clear(xdg):
+    with pytest.raises(SecretError, match="does not exist"):
+        load_secret(DEV)
+    p = save_secret(DEV, bytes(16))
+    p.write_text("not hex")
+    with pytest.raises(SecretError, match="hex"):
+        load_secret(DEV)
+    with pytest.raises(ValueError, match="16 hex digits"):
+        save_secret("../../etc/passwd", bytes(16))
+    with pytest.raises(ValueError, match="16 to 64 bytes"):
+        save_secret(DEV, b"short")
+
+
+def test_secret_dir_is_tightened_if_it_existed_open(xdg):
+    d = paths.secrets_dir()
+    d.mkdir(parents=True)
+    d.chmod(0o755)
+    save_secret(DEV, bytes(16))
+    assert stat.S_IMODE(d.stat().st_mode) == 0o700
