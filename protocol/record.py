@@ -112,11 +112,15 @@ class RecordWriter:
         """Open a group: the samples of one request, taken at t_ms (ms since boot)."""
         if self.samples == 0:
             self.t0 = t_ms
-        g = self._s
+        g = self._g
+        if g < 0 or self._stage[g + 4]:
+            g = self._s
+            self._bound += _GROUP_BOUND
+        # else the previous request got no answer (NO DATA): reuse its slot, since
+        # the decoder rightly refuses a group without samples.
         struct.pack_into(">IB", self._stage, g, t_ms, 0)
         self._g = g
         self._s = g + _GROUP_HEAD
-        self._bound += _GROUP_BOUND
 
     def add(self, channel, src, start, n):
         """Add one sample to the open group: src[start:start+n] are its data bytes.
@@ -167,8 +171,12 @@ class RecordWriter:
     def seal(self, seq, boot):
         """Encode the staged samples as a SAMPLES record into self.out; return its
         length and start an empty record."""
+        if self.samples == 0:
+            raise ProtocolError("no samples to seal")
         out = self.out
         st = self._stage
+        if st[self._g + 4] == 0:
+            self._s = self._g  # the last request got no answer
         ntab = self._build_table()
         struct.pack_into(">BIHI", out, 0, (VERSION << 4) | KIND_SAMPLES, seq, boot, self.t0)
         o = HEADER_LEN
@@ -184,7 +192,8 @@ class RecordWriter:
         end = self._s
         index = self._index
         while g < end:
-            t = struct.unpack_from(">I", st, g)[0]
+            # By hand: unpack_from would allocate a tuple per group.
+            t = (st[g] << 24) | (st[g + 1] << 16) | (st[g + 2] << 8) | st[g + 3]
             count = st[g + 4]
             off = t - t0
             delta = off - prev_off
@@ -249,7 +258,12 @@ class Signer:
     def __init__(self, key):
         self._hmac = Hmac(key)
 
+    # Each refuses what decode_record would refuse: a signed record the daemon
+    # cannot decode would be stored and acked, then lost.
+
     def gap(self, out, seq, boot, t0, first, count):
+        if count == 0:
+            raise ProtocolError("gap record of no records")
         _head(out, KIND_GAP, seq, boot, t0)
         struct.pack_into(">II", out, HEADER_LEN, first, count)
         return _finish(out, HEADER_LEN + 8, self._hmac)
@@ -260,6 +274,8 @@ class Signer:
         return _finish(out, HEADER_LEN + 8, self._hmac)
 
     def event(self, out, seq, boot, t0, code, millivolts):
+        if code not in EVENT_NAMES:
+            raise ProtocolError("unknown event code %d" % code)
         _head(out, KIND_EVENT, seq, boot, t0)
         struct.pack_into(">BH", out, HEADER_LEN, code, millivolts)
         return _finish(out, HEADER_LEN + 3, self._hmac)
@@ -268,13 +284,12 @@ class Signer:
         """codes: raw bytes, 2 per code; ncodes of them are used."""
         if mode not in DTC_MODES:
             raise ProtocolError("DTC mode must be 03, 07 or 0A")
+        if HEADER_LEN + 1 + 2 * ncodes + MAC_LEN > min(len(out), MAX_RECORD):
+            raise ProtocolError("%d DTCs do not fit the record buffer" % ncodes)
         _head(out, KIND_DTC, seq, boot, t0)
         out[HEADER_LEN] = mode
         o = HEADER_LEN + 1
-        limit = len(out) - MAC_LEN
         for i in range(2 * ncodes):
-            if o >= limit:
-                break
             out[o] = codes[i]
             o += 1
         return _finish(out, o, self._hmac)

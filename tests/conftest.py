@@ -1,0 +1,66 @@
+"""Shared fixtures. Keep each one small and say what it is for."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from hil import mpy
+
+TESTS = Path(__file__).resolve().parent
+MPY_TESTS = TESTS / "mpy"  # scripts that run on MicroPython (some also import on CPython)
+
+
+# --- protocol/ on both interpreters -------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def protocol_vectors_path() -> Path:
+    return TESTS / "vectors" / "protocol.json"
+
+
+@pytest.fixture(scope="session")
+def protocol_vectors(protocol_vectors_path) -> dict:
+    return json.loads(protocol_vectors_path.read_text(encoding="utf-8"))
+
+
+@pytest.fixture(scope="session")
+def mpy_helpers():
+    """Import a module of tests/mpy on CPython (the code both interpreters share)."""
+    sys.path.insert(0, str(MPY_TESTS))
+    yield importlib.import_module
+    sys.path.remove(str(MPY_TESTS))
+
+
+@pytest.fixture(scope="session")
+def protocol_mpy(tmp_path_factory) -> Path:
+    """protocol/ compiled with mpy-cross, as the board holds it: importing the sources
+    would compile them on the device's heap, which does not fit in 64K."""
+    out = tmp_path_factory.mktemp("mpy") / "protocol"
+    out.mkdir()
+    for src in sorted((mpy.ROOT / "protocol").glob("*.py")):
+        subprocess.run([str(Path(mpy.interpreter()).with_name("mpy-cross")), "-o",
+                        str(out / (src.stem + ".mpy")), str(src)], check=True, capture_output=True)
+    return out.parent
+
+
+@pytest.fixture(scope="session")
+def run_mpy_json():
+    """Run a tests/mpy script on MicroPython; return its stdout as parsed JSON lines.
+
+    The script must print ["end", null] last, so a crash after partial output fails
+    here rather than passing as fewer results."""
+
+    def run(script: str, *args: str, heapsize: str | None = None, path: list[Path] = (), timeout=120):
+        proc = mpy.run(MPY_TESTS / script, *args, heapsize=heapsize, timeout=timeout,
+                       MICROPYPATH=mpy.module_path(simulated_ble=False, extra=[*path, MPY_TESTS]))
+        assert proc.returncode == 0, proc.stderr.decode(errors="replace")[-3000:]
+        lines = [json.loads(x) for x in proc.stdout.decode().splitlines() if x.strip()]
+        assert lines and lines[-1] == ["end", None], proc.stdout.decode()[-2000:]
+        return lines[:-1]
+
+    return run
