@@ -1,0 +1,139 @@
+"""The firmware's ELM327 driver on the real MicroPython interpreter: scripted replies, a
+seeded fuzz of hostile replies, and the ELM327 emulator on a pty."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from hil import mpy
+
+TESTS = Path(__file__).resolve().parent
+MODULES = {"firmware/dongle": ("__init__", "elm327", "plan", "scheduler", "uart"), "protocol": ("__init__", "channels")}
+WARNING_LOG = "version: 1\ndisable_existing_loggers: false\nroot:\n  level: WARNING\n  handlers: []\n"
+
+
+@pytest.fixture(scope="session")
+def dongle_mpy(tmp_path_factory) -> Path:
+    """The driver, protocol/channels and the tests/mpy scripts compiled with mpy-cross, as on
+    the board: compiling sources on a 64K heap does not fit."""
+    out = tmp_path_factory.mktemp("dongle_mpy")
+    cross = str(Path(mpy.interpreter()).with_name("mpy-cross"))
+    jobs = [(mpy.ROOT / d / f"{m}.py", out / Path(d).name / f"{m}.mpy") for d, ms in MODULES.items() for m in ms]
+    jobs += [(p, out / f"{p.stem}.mpy") for p in sorted((TESTS / "mpy").glob("elm_*.py"))]
+    jobs += [(p, out / f"{p.stem}.mpy") for p in sorted((TESTS / "mpy").glob("sched_*.py"))]
+    for src, dst in jobs:
+        dst.parent.mkdir(exist_ok=True)
+        subprocess.run([cross, "-o", str(dst), str(src)], check=True, capture_output=True)
+    return out
+
+
+def run_module(compiled: Path, module: str, *args: str, heapsize: str = mpy.HEAPSIZE, timeout: float = 120) -> list[str]:
+    """Run a compiled tests/mpy module on MicroPython; its stdout lines (fails on a crash)."""
+    env = dict(os.environ, MICROPYPATH=f"{compiled}:.frozen")
+    proc = subprocess.run([mpy.interpreter(), "-X", f"heapsize={heapsize}", "-m", module, *args],
+                          capture_output=True, timeout=timeout, env=env, cwd=compiled)
+    out = proc.stdout.decode(errors="replace")
+    assert proc.returncode == 0, out[-2000:] + proc.stderr.decode(errors="replace")[-3000:]
+    return out.splitlines()
+
+
+def lines_by_key(lines: list[str]) -> dict[str, str]:
+    return {ln.split(" ", 1)[0]: ln.split(" ", 1)[1] if " " in ln else "" for ln in lines}
+
+
+@pytest.fixture
+def elm_pty(tmp_path):
+    """`elm -b - -s car` on a pty (its path is its first stdout line); SIGINT stops it, and it
+    is stopped whatever the test did."""
+    cfg = tmp_path / "log.yaml"
+    cfg.write_text(WARNING_LOG)
+    proc = subprocess.Popen([str(Path(mpy.interpreter()).with_name("elm")), "-b", "-", "-s", "car"],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                            cwd=tmp_path, env=dict(os.environ, ELM_LOG_CFG=str(cfg)))
+    try:
+        path = proc.stdout.readline().decode().strip()
+        assert path.startswith("/dev/"), f"emulator printed {path!r}"
+        yield path
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+        proc.stdin.close()
+        proc.stdout.close()
+
+
+# The scripted cases create many drivers and a Python fake chip: a heap for them, not the board's.
+def test_scripted_replies_parse_to_defined_outcomes(dongle_mpy):
+    lines = run_module(dongle_mpy, "elm_cases", heapsize="256K")
+    got = lines_by_key(lines)
+    assert got["init"].startswith("6 True 12600 be3fa813901ff015") and "b'ATZ', b'ATE0'" in got["init"]
+    assert got["supported"] == "['0xc', '0xd', '0xa6']"  # 0x5E is not in the bitmap, A7 neither
+    both = "OK 0C=1af8 0D=32 uns=0 tr=0 gb=0"
+    for name in ("single", "spaces", "two_ecus", "searching"):
+        assert got[name] == both, name
+    assert got["reordered"] == "OK 0D=32 0C=1af8 uns=0 tr=0 gb=0"
+    six = "OK 0C=1af8 0D=32 04=11 05=0f 11=7f 0F=44 uns=0 tr=0 gb=0"
+    for name in ("multi", "multi_nolen", "two_ecus_multi", "slow_line"):
+        assert got[name] == six, name
+    assert got["partial"] == "OK 0C=1af8 uns=0 tr=0 gb=0"
+    assert got["no_data"] == "NO_DATA  uns=0 tr=0 gb=0"
+    assert got["unasked"] == "NO_DATA  uns=1 tr=0 gb=0"
+    assert got["truncated_pid"] == "OK 0C=1af8 uns=0 tr=1 gb=0"
+    assert got["odd_line"] == "NO_DATA  uns=0 tr=1 gb=0"
+    assert got["garbage"] == "GARBAGE  uns=0 tr=0 gb=1"
+    for name, st in (("can_error", "CAN_ERROR"), ("bus_init", "BUS_INIT"), ("unable", "UNABLE"),
+                     ("buffer_full", "BUFFER_FULL"), ("stopped", "STOPPED"), ("reset", "RESET"),
+                     ("no_prompt", "TIMEOUT")):
+        assert got[name].split()[0] == st, name
+    assert got["mode61"] == "NO_DATA  uns=1 tr=0 gb=0"  # the emulator's 0x61 answer to A6
+    assert got["frame_gap"].startswith("OK 0C=1af8 0D=32 uns=0")  # frames after a gap are dropped
+    assert got["reset_ready"] == "False 1"
+    assert got["stuck_refuses"] == "NOT_READY OK True"  # nothing is sent until recover() found a prompt
+    assert got["digit"] == "UNKNOWN OK [b'010D1', b'010D'] False"
+    assert got["multi_no_digit"] == "b'010C0D'"
+    assert got["busy"] == "True BUSY b'010C1'"
+    assert got["bad_args"] == "BAD_ARG BAD_ARG"
+    assert got["vin"] == "OK b'WP0ZZZ99ZTS390000'"
+    assert got["vin_kline"] == "OK b'WP0LSZZZ999ZTS390'"
+    assert got["dtc03"] == "OK 0133c123"
+    assert got["dtc_nocount"] == "OK 0133"
+    assert got["dtc07"] == "OK 0"
+    assert got["dtc_bad_mode"] == "BAD_ARG"
+    assert got["clear"] == "OK b'04'"
+    vol = [ln for ln in lines if ln.startswith("volts")]
+    assert vol[0] == "volts OK 12600 FF=3138"
+    assert [v.rsplit(" ", 2)[1:] for v in vol[1:]] == [["OK", "13000"], ["OK", "12450"], ["GARBAGE", "12450"],
+                                                       ["GARBAGE", "12450"], ["GARBAGE", "12450"]]
+    # the whitelist: no method sends caller-supplied text
+    assert got["methods"] == ("['clear_dtcs', 'clock', 'init', 'pid_supported', 'poll', 'query_pids', 'read_dtcs', "
+                              "'read_vin', 'read_voltage', 'recover', 'start_pids', 'start_voltage']")
+
+
+def test_fuzzed_replies_never_raise_or_hang_and_reinit_after_banner(dongle_mpy):
+    got = lines_by_key(run_module(dongle_mpy, "elm_fuzz", "3000", "20240611"))
+    assert not any(k == "FAIL" for k in got), got
+    assert got["cases"] == "3000 fails 0 reinits True after OK"
+    for st in ("OK", "NO_DATA", "GARBAGE", "TIMEOUT", "RESET", "UNKNOWN", "CAN_ERROR"):
+        assert f"'{st}'" in got["statuses"], st
+    assert got["counters"] == "True True True True True"
+
+
+def test_driver_against_the_emulator(dongle_mpy, elm_pty):
+    lines = run_module(dongle_mpy, "elm_emu", elm_pty, timeout=60)
+    got = lines_by_key(lines)
+    assert got["init"] == "OK protocol 6 can True volts True"
+    assert got["supported"] == "['0x1', '0x4', '0x5', '0xc', '0xd', '0xf', '0x10', '0x11', '0x2f', '0x31', '0x42', '0xa6']"
+    assert got["multi"] == "OK [4, 5, 12, 13, 15, 17] True"
+    assert got["single"] == "OK 1 True"  # the emulator ignores the count digit on one PID
+    assert got["odometer"] == "NO_DATA 0 1"  # A6 answered as 0x61: ignored and counted
+    assert got["vin"] == "OK 17 True"
+    assert [ln for ln in lines if ln.startswith("dtc")] == ["dtc 3 OK 0", "dtc 7 OK 0", "dtc 10 OK 0"]
+    assert got["volts"] == "True"
