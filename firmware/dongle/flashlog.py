@@ -1,0 +1,649 @@
+"""The dongle's lossless flash log: records wait here until the daemon acks them.
+
+Files under `root` (littlefs `/log` on the board, any directory on the unix port):
+- `XXXXXXXX.seg` segment files (hex id, oldest first), each a run of entries
+  `len u16 | crc32 u32 | record`; the CRC is binascii.crc32(record, len) (seeded with the
+  length, so a bent length field fails it too). A file is rotated once it reaches
+  `segment_bytes`; whole files are deleted, nothing is ever rewritten.
+- `state` (dongle.persist): boot counter, first unacked seq, next seq as of the last
+  flush, records lost so far, one past the highest seq a gap has named.
+
+Usage (one owner, the main loop; never from an IRQ):
+    seq = log.next_seq; n = writer.seal(seq, log.boot); log.append(writer.out, n)
+    log.tick()        # at least every flush_ms: timed flush and state save
+    log.ack(seq)      # the daemon's cumulative ack
+    c = log.cursor(); n = c.read_into(buf)   # replay, oldest unacked first; 0 = none yet
+
+Invariants (what makes it lossless):
+1. Every seq below next_seq is, at any moment, acked (< first_unacked), or held in the
+   log (RAM buffer or a segment), or named by a GAP record that is held or acked.
+   Seqs are assigned by the log only (append refuses any other), contiguously.
+2. A GAP written by the log names [first_unacked, x], x the highest seq lost so far, and
+   takes the next fresh seq (> x). So it comes after everything it names that is still
+   held, and it covers any earlier GAP that was itself dropped before delivery (that
+   one named a range starting at an older first_unacked and ended below its own seq).
+   The daemon's contiguous watermark cannot pass a lost seq until it holds the GAP
+   naming it; the GAP is unacked until then, so it is either held or re-covered by a
+   later GAP. For the daemon: a GAP says "every seq in this range that you have not
+   stored is lost"; ranges can overlap earlier GAPs and name seqs already stored (both
+   harmless); the lost count is the distinct seqs never stored.
+3. Readers see flushed records only. A power cut loses at most the RAM buffer (records
+   appended within the last flush_ms), and those seqs were never sent, so reusing them
+   after reboot cannot collide with a (device, seq) the daemon already has.
+4. Flash order: the boot counter is saved before anything else at boot; the state
+   (first_unacked, next seq) is saved before segments are deleted; a GAP is flushed
+   before the segments it accounts for are deleted. Power lost between two steps
+   leaves extra records (re-sent, deduped), never missing ones.
+
+Recovery reads every entry (boot time grows with the log): one that is short, out of
+bounds, fails its CRC or does not raise the seq ends its file (a torn tail; littlefs
+itself reverts unsynced data), and appends go to a new file after it. Seqs resume after
+the last good record. Unacked seqs that vanished otherwise (the state saw them flushed,
+a hole between files, or missing below the oldest record with no GAP naming them) get a
+GAP at boot and count as dropped.
+
+For the GATT server: send only what a Cursor returns (flushed records, so the latency is
+up to flush_ms unless it calls flush()); ack() with the daemon's cumulative ACK.
+
+Flash wear: appends go to a RAM buffer, written with one write + sync per flush (at
+most every flush_ms, or when the buffer fills); on littlefs each sync reprograms the
+file's last block, so flush_ms trades wear against the loss bound. The state file is
+28 bytes, saved at boot, before deletions, after acks at most every state_ms and on
+flush(). Allocation: append, tick and read_into allocate nothing on 64-bit ports; on
+32-bit ports binascii.crc32 boxes results >= 2**30 (one small int object per record).
+Opening a segment (rotation, a reader catching up) allocates a file object.
+"""
+
+import binascii
+import os
+import struct
+
+from micropython import const
+
+from dongle.persist import Persist
+from protocol.record import MAX_RECORD, MIN_RECORD, Signer
+
+_FRAME = const(6)  # len u16 | crc32 u32
+_MAX_ENTRY = const(518)  # _FRAME + MAX_RECORD
+_GAP_BUF = const(32)
+_SUFFIX = ".seg"
+
+# State fields (Persist values).
+_S_BOOT = const(0)
+_S_FIRST = const(1)  # first unacked seq
+_S_NEXT = const(2)  # next seq as of the last flush
+_S_DROPPED = const(3)
+_S_NAMED = const(4)  # one past the highest seq any GAP has named
+_S_N = const(5)
+
+
+def _seq(rec):
+    # peek_seq without struct.unpack_from's tuple: the append path must not allocate.
+    return (rec[1] << 24) | (rec[2] << 16) | (rec[3] << 8) | rec[4]
+
+
+class FlashLog:
+    """A bounded, power-cut-safe log of records on a filesystem directory.
+
+    key: the telemetry key (signs the GAP records the log writes itself).
+    capacity_bytes: bound on the segment files' total size; at least 2 segments, and
+      less than the filesystem holds (littlefs spends whole blocks per file). A write
+      that fails anyway (OSError) keeps the buffered records and goes to a new file.
+    clock: an object with ms() -> int, monotonic ms since boot.
+    """
+
+    def __init__(self, root, key, capacity_bytes, segment_bytes=16384, clock=None, flush_ms=1000,
+                 buffer_bytes=2048, state_ms=5000):
+        if clock is None:
+            raise ValueError("FlashLog needs a clock with ms()")
+        if not 0 < flush_ms <= 1000:
+            raise ValueError("flush_ms must be 1..1000, got %d" % flush_ms)
+        if segment_bytes < 2 * _MAX_ENTRY:
+            raise ValueError("segment_bytes must be at least %d" % (2 * _MAX_ENTRY))
+        if capacity_bytes < 2 * (segment_bytes + _MAX_ENTRY):
+            raise ValueError("capacity_bytes must hold two segments: at least %d"
+                             % (2 * (segment_bytes + _MAX_ENTRY)))
+        if buffer_bytes < _MAX_ENTRY:
+            raise ValueError("buffer_bytes must be at least %d" % _MAX_ENTRY)
+        self._root = root
+        self._cap = capacity_bytes
+        self._segb = segment_bytes
+        self._clock = clock
+        self._flush_ms = flush_ms
+        self._state_ms = state_ms
+        self._signer = Signer(key)
+        self._gapbuf = bytearray(_GAP_BUF)
+        self._ram = bytearray(buffer_bytes)
+        # Any 512-byte source: sizes the scratch buffer for a read without allocating.
+        self._grow = memoryview(self._ram)[:MAX_RECORD]
+        # The record being copied or read, always exactly its length, so crc32 and the
+        # copies need no slice objects.
+        self._scratch = bytearray(MAX_RECORD)
+        self._hdr = bytearray(_FRAME)
+        # Segment table, oldest first; the last entry is the one being written.
+        # Torn-tail boots can leave short segments, hence the slack over cap/seg.
+        self._maxseg = capacity_bytes // segment_bytes + 8
+        m = self._maxseg
+        self._sid = [0] * m
+        self._slast = [0] * m  # last seq put in it (the open one: including the RAM buffer)
+        self._ssize = [0] * m  # bytes of good entries on flash (what readers may read)
+        self._sbytes = [0] * m  # file size (what counts against capacity)
+        self._nseg = 0
+        self._tgen = 0  # bumped when the table changes: readers revalidate their segment
+        self._next_id = 0
+        self._f = None
+        self._pend = 0  # bytes in the RAM buffer
+        self._pend_t = 0
+        self._next = 0  # next seq to assign
+        self._dnext = 0  # next seq after the last flushed record
+        self._first = 0  # first unacked seq
+        self._dropped = 0
+        self._named = 0
+        self._boot = 0
+        self._dirty = False
+        self._state_t = 0
+        self._cursors = []
+        self._state = Persist(root + "/state", _S_N)
+        self._recover()
+
+    # -- status ------------------------------------------------------------------------
+
+    @property
+    def boot(self):
+        """This boot's counter, as records carry it (u16)."""
+        return self._boot & 0xFFFF
+
+    @property
+    def next_seq(self):
+        return self._next
+
+    @property
+    def first_unacked(self):
+        return self._first
+
+    @property
+    def flushed_seq(self):
+        """Next seq after the last record on flash: readers see records below it."""
+        return self._dnext
+
+    @property
+    def dropped(self):
+        """Seqs lost so far (log full, or corruption found at boot), all named by GAPs."""
+        return self._dropped
+
+    @property
+    def capacity(self):
+        return self._cap
+
+    @property
+    def used(self):
+        n = self._pend
+        for i in range(self._nseg):
+            n += self._sbytes[i]
+        return n
+
+    @property
+    def segments(self):
+        return self._nseg
+
+    # -- writing -----------------------------------------------------------------------
+
+    def append(self, buf, n):
+        """Store the record buf[:n]; its seq must be next_seq. Returns the seq.
+        Refused records (ValueError) change nothing."""
+        if n < MIN_RECORD or n > MAX_RECORD or n > len(buf):
+            raise ValueError("record of %d bytes: must be %d..%d and within its buffer"
+                             % (n, MIN_RECORD, MAX_RECORD))
+        seq = _seq(buf)
+        if seq != self._next:
+            raise ValueError("record has seq %d, the log's next_seq is %d" % (seq, self._next))
+        self._put(buf, n, seq)
+        if self._ssize[self._nseg - 1] + self._pend >= self._segb:
+            self._rotate()
+        elif self._clock.ms() - self._pend_t >= self._flush_ms:
+            self._flush()
+        return seq
+
+    def tick(self):
+        """Call at least every flush_ms: writes out buffered records that are due, and
+        the state after acks (at most every state_ms)."""
+        now = self._clock.ms()
+        if self._pend and now - self._pend_t >= self._flush_ms:
+            self._flush()
+        if self._dirty and now - self._state_t >= self._state_ms:
+            self._save()
+
+    def flush(self):
+        """Write out everything buffered and the state (before sleep or shutdown)."""
+        self._flush()
+        v = self._state.values
+        if self._dirty or v[_S_NEXT] != self._dnext:
+            self._save()
+
+    def ack(self, seq):
+        """The daemon stored every seq <= seq. Frees the segments wholly acked; returns
+        how many. An ack below an earlier one is ignored; one beyond the flushed records
+        (never sent) raises ValueError."""
+        if seq >= self._dnext:
+            raise ValueError("ack %d beyond the last flushed record %d" % (seq, self._dnext - 1))
+        if seq < self._first:
+            return 0
+        self._first = seq + 1
+        self._dirty = True
+        k = 0
+        while k < self._nseg - 1 and self._slast[k] <= seq:
+            k += 1
+        if k:
+            self._save()  # the pointer reaches flash before the records leave it
+            self._remove(k)
+        return k
+
+    def close(self):
+        self.flush()
+        if self._f is not None:
+            self._f.close()
+            self._f = None
+        for c in self._cursors:
+            c._close()
+
+    # -- reading -----------------------------------------------------------------------
+
+    def cursor(self, seq=None):
+        """A reader from seq (default first_unacked), oldest first; see Cursor."""
+        c = Cursor(self, self._first if seq is None else seq)
+        self._cursors.append(c)
+        return c
+
+    # -- internals ---------------------------------------------------------------------
+
+    def _path(self, sid):
+        return "%s/%08x%s" % (self._root, sid, _SUFFIX)
+
+    def _put(self, buf, n, seq):
+        o = self._pend
+        if o + _FRAME + n > len(self._ram):
+            self._flush()
+            o = 0
+        sc = self._scratch
+        sc[0:len(sc)] = buf
+        sc[n:] = b""
+        ram = self._ram
+        struct.pack_into(">HI", ram, o, n, binascii.crc32(sc, n))
+        ram[o + _FRAME:o + _FRAME + n] = sc
+        if o == 0:
+            self._pend_t = self._clock.ms()
+        self._pend = o + _FRAME + n
+        self._next = seq + 1
+        self._slast[self._nseg - 1] = seq
+
+    def _flush(self):
+        p = self._pend
+        if not p:
+            return
+        if self._f is None:  # the last write failed: carry on in a fresh file
+            self._slast[self._nseg - 1] = self._dnext - 1
+            self._start_segment()
+            p = self._pend
+            if not p:
+                return
+        i = self._nseg - 1
+        try:
+            w = self._f.write(self._ram, 0, p)
+            if w != p:
+                raise OSError(28)  # ENOSPC: a short write
+            self._f.flush()
+        except OSError:
+            self._abandon()
+            raise
+        self._ssize[i] += p
+        self._sbytes[i] += p
+        self._pend = 0
+        self._dnext = self._next
+
+    def _abandon(self):
+        # The open file may hold part of the buffer: keep the buffer, count the file
+        # as written up to its good entries, and let the next flush start a new one.
+        i = self._nseg - 1
+        try:
+            self._f.close()
+        except OSError:
+            pass
+        self._f = None
+        self._slast[i] = self._dnext - 1
+        try:
+            self._sbytes[i] = os.stat(self._path(self._sid[i]))[6]
+        except OSError:
+            self._sbytes[i] = self._ssize[i] + self._pend
+
+    def _rotate(self):
+        self._flush()
+        self._f.close()
+        self._f = None
+        self._start_segment()
+
+    def _start_segment(self):
+        # Room for a full new segment first: drop the oldest files (acked or not).
+        used = 0
+        for i in range(self._nseg):
+            used += self._sbytes[i]
+        k = 0
+        lost = -1
+        while k < self._nseg and (used + self._segb + _MAX_ENTRY > self._cap
+                                  or self._nseg - k >= self._maxseg):
+            used -= self._sbytes[k]
+            if self._slast[k] >= self._first:
+                lost = self._slast[k]
+            k += 1
+        gone = self._sid[:k]
+        self._shift(k)
+        sid = self._next_id
+        try:
+            f = open(self._path(sid), "wb")
+        except OSError:
+            # The filesystem is full: free the dropped files before the GAP is on flash.
+            # A reboot in between finds seqs missing below the oldest record and no GAP
+            # naming them, and names them then.
+            for s in gone:
+                self._unlink(s)
+            gone = ()
+            f = open(self._path(sid), "wb")
+        self._next_id = sid + 1
+        i = self._nseg
+        self._sid[i] = sid
+        self._slast[i] = self._next - 1
+        self._ssize[i] = 0
+        self._sbytes[i] = 0
+        self._nseg = i + 1
+        self._tgen += 1
+        self._f = f
+        # Below the oldest held, every unacked seq is already named (invariant 1).
+        base = self._named if self._named > self._first else self._first
+        if self._lose(lost, lost + 1 - base) or k:
+            self._save()
+        for s in gone:
+            self._unlink(s)
+
+    def _lose(self, x, count):
+        """`count` more seqs up to x are gone: write and flush a GAP naming
+        [first_unacked, x] unless one already named them. Returns whether one was written."""
+        first = self._first
+        if x < first or x < self._named:
+            return False
+        self._dropped += count
+        self._named = x + 1
+        seq = self._next
+        n = self._signer.gap(self._gapbuf, seq, self._boot & 0xFFFF, self._clock.ms() & 0xFFFFFFFF,
+                             first, x + 1 - first)
+        self._put(self._gapbuf, n, seq)
+        self._flush()
+        return True
+
+    def _shift(self, k):
+        if not k:
+            return
+        n = self._nseg
+        for lst in (self._sid, self._slast, self._ssize, self._sbytes):
+            for j in range(k, n):
+                lst[j - k] = lst[j]
+        self._nseg = n - k
+        self._tgen += 1
+
+    def _remove(self, k):
+        gone = self._sid[:k]
+        self._shift(k)
+        for s in gone:
+            self._unlink(s)
+
+    def _unlink(self, sid):
+        for c in self._cursors:
+            if c._sid == sid:
+                c._close()
+        try:
+            os.remove(self._path(sid))
+        except OSError:
+            pass
+
+    def _save(self):
+        v = self._state.values
+        v[_S_BOOT] = self._boot
+        v[_S_FIRST] = self._first
+        v[_S_NEXT] = self._dnext
+        v[_S_DROPPED] = self._dropped
+        v[_S_NAMED] = self._named
+        self._state.save()
+        self._dirty = False
+        self._state_t = self._clock.ms()
+
+    def _read(self, f, avail):
+        """Read one entry from f into the scratch buffer; its length, or -1 if the next
+        `avail` bytes do not start with an intact entry."""
+        hdr = self._hdr
+        if avail < _FRAME + MIN_RECORD or f.readinto(hdr) != _FRAME:
+            return -1
+        n = (hdr[0] << 8) | hdr[1]
+        if n < MIN_RECORD or n > MAX_RECORD or _FRAME + n > avail:
+            return -1
+        sc = self._scratch
+        sc[0:len(sc)] = self._grow
+        sc[n:] = b""
+        if f.readinto(sc) != n:
+            return -1
+        if binascii.crc32(sc, n) != (hdr[2] << 24) | (hdr[3] << 16) | (hdr[4] << 8) | hdr[5]:
+            return -1
+        return n
+
+    def _scan(self, sid, prev):
+        """(first, last, good bytes, file size, boot of last) of a segment's intact
+        prefix whose seqs rise above prev; first is -1 when none."""
+        first = -1
+        last = prev
+        boot = -1
+        good = 0
+        try:
+            f = open(self._path(sid), "rb")
+        except OSError:
+            return -1, prev, 0, 0, -1
+        with f:
+            size = f.seek(0, 2)
+            f.seek(0)
+            while True:
+                n = self._read(f, size - good)
+                if n < 0:
+                    break
+                sc = self._scratch
+                seq = _seq(sc)
+                if seq <= last:
+                    break
+                if first < 0:
+                    first = seq
+                last = seq
+                boot = (sc[5] << 8) | sc[6]
+                good += _FRAME + n
+        return first, last, good, size, boot
+
+    def _recover(self):
+        try:
+            os.mkdir(self._root)
+        except OSError:
+            os.stat(self._root)  # exists already: fine; anything else raises here
+        ok = self._state.load()
+        v = self._state.values
+        ids = []
+        for name in os.listdir(self._root):
+            if len(name) == 12 and name.endswith(_SUFFIX):
+                try:
+                    ids.append(int(name[:8], 16))
+                except ValueError:
+                    pass
+        ids.sort()
+        first = v[_S_FIRST] if ok else -1
+        named = v[_S_NAMED] if ok else 0
+        garbage = []
+        holes = []  # (lo, hi): seqs that went missing from the log
+        prev = -1
+        last_boot = -1
+        firsts = []
+        last_clean = False
+        for sid in ids:
+            s_first, s_last, good, size, boot = self._scan(sid, prev)
+            self._next_id = sid + 1
+            if s_first < 0:
+                garbage.append(sid)
+                continue
+            if self._nseg == self._maxseg:
+                # More files than this capacity allows (it shrank): the oldest go.
+                holes.append((firsts.pop(0), self._slast[0]))
+                garbage.append(self._sid[0])
+                self._shift(1)
+            if prev >= 0 and s_first > prev + 1:
+                holes.append((prev + 1, s_first - 1))  # a corrupt entry cut a segment short
+            firsts.append(s_first)
+            i = self._nseg
+            self._sid[i] = sid
+            self._slast[i] = s_last
+            self._ssize[i] = good
+            self._sbytes[i] = size
+            self._nseg = i + 1
+            prev = s_last
+            last_boot = boot
+            last_clean = good == size
+        oldest = firsts[0] if firsts else -1
+        if first < 0:
+            first = oldest if oldest >= 0 else 0
+        nxt = v[_S_NEXT] if ok else 0
+        if prev + 1 >= nxt:
+            nxt = prev + 1
+        else:
+            holes.append((prev + 1, nxt - 1))  # flushed records missing from the tail
+        if first > nxt:
+            first = nxt
+        if oldest > first and named < oldest:
+            holes.append((first, oldest - 1))  # gone before the oldest held, and no GAP named them
+        lost = -1
+        count = 0
+        low = named if named > first else first
+        for lo, hi in holes:
+            if hi > lost:
+                lost = hi
+            if lo < low:
+                lo = low
+            if hi >= lo:
+                count += hi + 1 - lo
+        self._first = first
+        self._next = nxt
+        self._dnext = nxt
+        self._named = named
+        self._dropped = v[_S_DROPPED] if ok else 0
+        base = v[_S_BOOT] if ok else (last_boot if last_boot > 0 else 0)
+        self._boot = base + 1
+        self._save()  # the boot counter first
+        for sid in garbage:
+            try:
+                os.remove(self._path(sid))
+            except OSError:
+                pass
+        self._tgen += 1
+        i = self._nseg - 1
+        if i >= 0 and last_clean and self._ssize[i] < self._segb:
+            self._f = open(self._path(self._sid[i]), "ab")
+        else:
+            # A torn tail stays behind as garbage past the segment's good bytes.
+            self._start_segment()
+        if self._lose(lost, count):
+            self._save()
+
+
+class Cursor:
+    """Reads records oldest first, from seq on, while the log keeps growing.
+
+    read_into(buf) copies the next flushed record into buf[:n] and returns n, or 0
+    when there is none yet (call again later). A record longer than buf raises
+    ValueError and stays next. When the segment under the cursor is freed or dropped,
+    it moves on to the oldest record still held past its position (a GAP tells the
+    daemon what went). close() when done.
+    """
+
+    def __init__(self, log, seq):
+        self._log = log
+        self.seq = seq  # the next seq wanted: records below it are skipped
+        self._sid = -1
+        self._i = -1
+        self._tgen = -1
+        self._off = 0
+        self._f = None
+        self._known = 0  # bytes of the file that existed when it was opened
+
+    def read_into(self, buf):
+        log = self._log
+        while True:
+            i = self._index()
+            if i < 0:
+                i = 0
+                while i < log._nseg and log._slast[i] < self.seq:
+                    i += 1
+                if i == log._nseg:
+                    return 0
+                self._move(i)
+            limit = log._ssize[i]
+            off = self._off
+            if off >= limit:
+                if i == log._nseg - 1:
+                    return 0
+                self._move(i + 1)
+                continue
+            f = self._f
+            if f is None or off >= self._known:
+                # Reopened to see what the writer flushed since: littlefs handles do
+                # not pick up another handle's appends.
+                self._close()
+                f = open(log._path(self._sid), "rb")
+                f.seek(off)
+                self._f = f
+                self._known = limit
+            n = log._read(f, limit - off)
+            if n < 0:
+                # Corrupt on flash: never delivered; skip the rest of this segment.
+                self._off = limit
+                continue
+            sc = log._scratch
+            seq = _seq(sc)
+            if seq < self.seq:
+                self._off = off + _FRAME + n
+                continue
+            if n > len(buf):
+                f.seek(off)
+                raise ValueError("buffer of %d bytes for a %d-byte record" % (len(buf), n))
+            buf[0:n] = sc
+            self._off = off + _FRAME + n
+            self.seq = seq + 1
+            return n
+
+    def close(self):
+        self._close()
+        cs = self._log._cursors
+        if self in cs:
+            cs.remove(self)
+
+    def _index(self):
+        log = self._log
+        if self._tgen != log._tgen:
+            self._tgen = log._tgen
+            self._i = -1
+            for j in range(log._nseg):
+                if log._sid[j] == self._sid:
+                    self._i = j
+                    break
+        return self._i
+
+    def _move(self, i):
+        log = self._log
+        self._close()
+        self._sid = log._sid[i]
+        self._i = i
+        self._tgen = log._tgen
+        self._off = 0
+
+    def _close(self):
+        if self._f is not None:
+            self._f.close()
+            self._f = None
