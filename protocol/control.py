@@ -88,9 +88,13 @@ def encode(type_, req, payload=b"", session=None, status=None):
     if status is not None:
         t |= REPLY
     authed = (type_ & 0x7F) not in UNAUTHENTICATED
-    counter = session.next_counter() if (authed and session is not None) else 0
     if authed and session is None:
-        raise ProtocolError("%s needs an authenticated session" % COMMAND_NAMES.get(type_, "command"))
+        # Refusals to a peer without a session can't be MACed: an error status
+        # with no payload is all they may carry.
+        if status is None or status == OK or payload:
+            raise ProtocolError("%s needs an authenticated session" % COMMAND_NAMES.get(type_, "command"))
+        authed = False
+    counter = session.next_counter() if authed else 0
     head = struct.pack(">BBI", t, req, counter)
     if status is not None:
         head += bytes((status,))
@@ -126,6 +130,10 @@ def decode(data, session=None):
     if kind in UNAUTHENTICATED:
         if counter != 0:
             raise ProtocolError("%s carries a counter" % COMMAND_NAMES[kind])
+    elif is_reply and counter == 0:
+        # An unauthenticated refusal (see encode): error status, nothing else.
+        if status == OK or end != o:
+            raise ProtocolError("unauthenticated reply may only refuse")
     else:
         if session is None:
             raise ProtocolError("%s outside an authenticated session" % COMMAND_NAMES[kind])
@@ -134,6 +142,14 @@ def decode(data, session=None):
         end -= CONTROL_MAC_LEN
         session.verify(data[:end], counter, data[end:])
     return Message(kind, req, counter, status, data[o:end])
+
+
+def peek(data):
+    """(type, req) of a message too broken or unauthenticated to decode, so the
+    dongle can still refuse it by its request id; None when not even that."""
+    if len(data) < 2 or (data[0] & 0x7F) not in COMMAND_NAMES:
+        return None
+    return data[0] & 0x7F, data[1]
 
 
 # --- payloads -----------------------------------------------------------------

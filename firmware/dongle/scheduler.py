@@ -69,6 +69,9 @@ class Scheduler:
         self.bus_errors = 0
         self.running = False
         self._pv = -1  # plan version the due times were set for
+        # One-off requests (DTCs, VIN, clear) run here, between two polls: the chip
+        # serves one request at a time and this task owns it.
+        self.jobs = []
 
     # ---- power state (set by the power manager) ---------------------------------------------
 
@@ -182,6 +185,8 @@ class Scheduler:
         clock = self.clock
         last_init = clock()
         while self.running:
+            while self.jobs:
+                await self.jobs.pop(0)()
             # Re-initialise when the chip reset or was lost, and look for the ECU again every
             # ECU_RETRY_MS while the car is not parked (ignition came on after an UNABLE).
             if not elm.ready or (not elm.ecu and self.power < PARKED

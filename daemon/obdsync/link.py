@@ -1,0 +1,344 @@
+"""The BLE link to one dongle: connect, authenticate, sync the backlog, stream.
+
+Delivery contract (DESIGN.md): records are acknowledged only after the sink has
+stored them durably, and the ack is cumulative — the highest sequence number up
+to which everything is stored. The dongle frees its log only up to that, so
+whatever is lost on the air or refused by a full disk is sent again.
+
+The link uses bleak's public API only. Which radio it talks to — BlueZ, or the
+hil simulation — is decided by the backend class it is handed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
+
+from bleak import BleakClient
+from bleak.exc import BleakError
+
+from protocol import auth, control, uuids
+from protocol.errors import ProtocolError
+from protocol.frames import Fragmenter, Reassembler
+from protocol.info import CAP_PAIRING, Info, decode_info
+from protocol.auth import Hmac
+from protocol.record import Record, decode_record
+
+log = logging.getLogger("obdsync.link")
+
+COMMAND_TIMEOUT = 10.0
+BATCH_SECONDS = 0.1
+BATCH_RECORDS = 512
+STALL_SECONDS = 2.0  # records beyond a hole for this long: ask the dongle to resend
+STATUS_SECONDS = 30.0
+
+
+class LinkError(Exception):
+    """The dongle could not be reached or refused us; the run loop retries."""
+
+
+class AuthError(LinkError):
+    """The dongle did not accept our secret, or did not prove it knows it."""
+
+
+class CommandError(LinkError):
+    def __init__(self, command: int, status: int):
+        self.command = command
+        self.status = status
+        super().__init__(f"{control.COMMAND_NAMES.get(command, command)}: {control.STATUS_NAMES.get(status, status)}")
+
+
+class Sink(Protocol):
+    """Where records go. `ingest` returns the highest contiguous sequence number
+    now durable for the device (what may be acked), or raises to refuse."""
+
+    async def ingest(self, device: str, records: list[Record]) -> int: ...
+
+
+class Stats:
+    def __init__(self) -> None:
+        self.records = 0
+        self.samples = 0
+        self.rejected_records = 0  # bad MAC or malformed: forged or corrupt
+        self.broken_fragments = 0
+        self.acked = -1
+        self.backlog_first = 0
+        self.backlog_end = 0
+        self.connected_since: float | None = None
+        self.last_seen: float | None = None
+        self.status: dict[str, Any] = {}
+        self.log_used = 0
+        self.log_capacity = 0
+
+
+class DongleLink:
+    """One connection lifetime at a time with one dongle (see `session`); the
+    service's reconnect loop calls it again and again."""
+
+    def __init__(
+        self,
+        address: str,
+        secret: bytes,
+        sink: Sink,
+        *,
+        backend: type | None = None,
+        backend_kwargs: dict[str, Any] | None = None,
+        plan: list[tuple[int, int, int, int]] | None = None,
+        wall_clock: Callable[[], float] = time.time,
+        progress: Callable[[str, int, int], None] | None = None,
+        on_ready: Callable[[Info], Awaitable[None] | None] | None = None,
+    ) -> None:
+        auth.check_secret(secret)
+        self.address = address
+        self._secret = secret
+        self._tkey = Hmac(auth.telemetry_key(secret))
+        self._sink = sink
+        self._backend = backend
+        self._backend_kwargs = dict(backend_kwargs or {})
+        self._plan = plan
+        self._wall = wall_clock
+        self._progress = progress
+        self.on_ready = on_ready
+        self.info: Info | None = None
+        self.device: str | None = None
+        self.stats = Stats()
+        self._client: BleakClient | None = None
+        self._session: auth.Session | None = None
+        self._pending: dict[int, asyncio.Future] = {}
+        self._req = random.randrange(256)
+        self._cmd_lock = asyncio.Lock()
+        self._ctl_rx = Reassembler()
+        self._ctl_tx = Fragmenter()
+        self._tel_rx = Reassembler()
+        self._records: list[Record] = []
+        self._wake = asyncio.Event()
+        self._gone = asyncio.Event()
+        self._stop = asyncio.Event()
+        self._max_seen = -1
+        self._stalled_since: float | None = None
+
+    # -- public ------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Finish the batch in hand, ack it, disconnect."""
+        self._stop.set()
+        self._wake.set()
+
+    @property
+    def connected(self) -> bool:
+        return self._client is not None and self._client.is_connected and self._session is not None
+
+    async def session(self) -> None:
+        """Connect, authenticate, sync and stream until the link drops or stop()."""
+        self._reset_connection_state()
+        client = BleakClient(self.address, disconnected_callback=self._on_disconnect,
+                             timeout=COMMAND_TIMEOUT, backend=self._backend, **self._backend_kwargs)
+        try:
+            await client.connect()
+        except (BleakError, OSError, asyncio.TimeoutError) as e:
+            raise LinkError(f"cannot connect to {self.address}: {e or type(e).__name__}") from e
+        self._client = client
+        try:
+            await self._handshake(client)
+            await self._stream_loop()
+        except (BleakError, OSError) as e:
+            if not self._gone.is_set():
+                raise LinkError(f"{self.address}: {e or type(e).__name__}") from e
+        finally:
+            await self._flush()
+            self._session = None
+            self._client = None
+            self.stats.connected_since = None
+            for fut in self._pending.values():
+                if not fut.done():
+                    fut.set_exception(LinkError("disconnected"))
+            self._pending.clear()
+            if client.is_connected:
+                try:
+                    await client.disconnect()
+                except (BleakError, OSError):
+                    pass
+
+    async def command(self, type_: int, payload: bytes = b"", timeout: float = COMMAND_TIMEOUT) -> bytes:
+        """Send a command in the authenticated session; return the reply payload
+        or raise CommandError with the dongle's status."""
+        if self._session is None:
+            raise LinkError("not connected")
+        reply = await self._request(type_, payload, timeout)
+        if reply.status != control.OK:
+            raise CommandError(type_, reply.status)
+        return reply.payload
+
+    # -- handshake -------------------------------------------------------------
+
+    def _reset_connection_state(self) -> None:
+        self._ctl_rx.reset()
+        self._tel_rx.reset()
+        self._gone.clear()
+        self._session = None
+        self._records = []
+        self._max_seen = -1
+        self._stalled_since = None
+
+    async def _handshake(self, client: BleakClient) -> None:
+        self.info = decode_info(await client.read_gatt_char(uuids.INFO))
+        self.device = self.info.device_id.hex()
+        if self.info.caps & CAP_PAIRING:
+            # LE Secure Connections with the passkey from the label. On BlueZ the
+            # system's agent asks for it; backends that can take it do.
+            await client.pair(passkey=auth.passkey(self._secret))
+        await client.start_notify(uuids.CONTROL, self._on_control)
+        await client.start_notify(uuids.TELEMETRY, self._on_telemetry)
+        nonce_c = os.urandom(auth.NONCE_LEN)
+        reply = await self._request(control.HELLO, nonce_c)
+        if reply.status != control.OK:
+            raise CommandError(control.HELLO, reply.status)
+        device_id, nonce_d = control.parse_hello_reply(reply.payload)
+        if device_id != self.info.device_id:
+            raise AuthError("dongle changed its device id between info and hello")
+        reply = await self._request(control.AUTH, auth.proof_central(self._secret, nonce_c, nonce_d))
+        if reply.status != control.OK:
+            raise AuthError(f"dongle refused authentication: {control.STATUS_NAMES.get(reply.status)}")
+        if not auth.equal(reply.payload, auth.proof_dongle(self._secret, nonce_c, nonce_d)):
+            raise AuthError("dongle could not prove it holds the secret (impostor?)")
+        self._session = auth.Session(auth.session_key(self._secret, nonce_c, nonce_d), auth.DIR_CENTRAL)
+        await self.command(control.TIME, control.pack_u64(int(self._wall() * 1000)))
+        if self._plan:
+            await self.command(control.SET_PLAN, control.pack_plan(self._plan))
+        self.stats.connected_since = time.monotonic()
+        if self.on_ready is not None:
+            r = self.on_ready(self.info)
+            if asyncio.iscoroutine(r):
+                await r
+        await self._start_stream()
+
+    async def _start_stream(self) -> None:
+        first, end = control.parse_pair(await self.command(control.STREAM))
+        self.stats.backlog_first = first
+        self.stats.backlog_end = end
+        if self._progress is not None:
+            self._progress(self.device or self.address, 0, max(0, end - first))
+
+    # -- streaming ---------------------------------------------------------------
+
+    async def _stream_loop(self) -> None:
+        next_status = time.monotonic()
+        while not self._stop.is_set() and not self._gone.is_set():
+            try:
+                await asyncio.wait_for(self._wake.wait(), BATCH_SECONDS)
+            except asyncio.TimeoutError:
+                pass
+            self._wake.clear()
+            await self._flush()
+            now = time.monotonic()
+            if self._stalled_since is not None and now - self._stalled_since > STALL_SECONDS:
+                # A record went missing on the air: ask for a resend from the
+                # first unacked one (duplicates are dropped by the store).
+                log.info("%s: hole after seq %d, asking the dongle to resend", self.device, self.stats.acked)
+                self._stalled_since = None
+                await self._start_stream()
+            if now >= next_status and not self._gone.is_set():
+                next_status = now + STATUS_SECONDS
+                await self._refresh_status()
+
+    async def _refresh_status(self) -> None:
+        try:
+            self.stats.status = control.parse_status(await self.command(control.STATUS))
+        except (CommandError, ProtocolError, asyncio.TimeoutError) as e:
+            log.debug("%s: status not available: %s", self.device, e)
+
+    async def _flush(self) -> None:
+        if not self._records or self.device is None:
+            return
+        batch, self._records = self._records, []
+        try:
+            contiguous = await self._sink.ingest(self.device, batch)
+        except Exception as e:  # noqa: BLE001 - the store says why; nothing is acked
+            log.error("%s: could not store %d records, not acknowledging them: %s", self.device, len(batch), e)
+            self._stalled_since = time.monotonic()  # ask for them again later
+            return
+        if contiguous > self.stats.acked:
+            self.stats.acked = contiguous
+            if self._session is not None and not self._gone.is_set():
+                try:
+                    used, cap = control.parse_pair(await self.command(control.ACK, control.pack_u32(contiguous)))
+                    self.stats.log_used, self.stats.log_capacity = used, cap
+                except (LinkError, ProtocolError, asyncio.TimeoutError, BleakError, OSError) as e:
+                    log.debug("%s: ack %d not delivered: %s", self.device, contiguous, e)
+            if self._progress is not None:
+                self._progress(self.device, contiguous - self.stats.backlog_first + 1,
+                               self.stats.backlog_end - self.stats.backlog_first)
+        if self._max_seen > self.stats.acked:
+            if self._stalled_since is None:
+                self._stalled_since = time.monotonic()
+        else:
+            self._stalled_since = None
+
+    # -- notifications (called in the event loop by bleak) ---------------------
+
+    def _on_telemetry(self, _char: Any, data: bytearray) -> None:
+        try:
+            raw = self._tel_rx.feed(bytes(data))
+        except ProtocolError:
+            self.stats.broken_fragments += 1
+            return
+        if raw is None:
+            return
+        try:
+            rec = decode_record(raw, self._tkey)
+        except ProtocolError as e:
+            self.stats.rejected_records += 1
+            log.warning("%s: rejected a telemetry record: %s", self.device, e)
+            return
+        self.stats.records += 1
+        self.stats.samples += len(rec.samples)
+        self.stats.last_seen = time.time()
+        if rec.seq > self._max_seen:
+            self._max_seen = rec.seq
+        self._records.append(rec)
+        if len(self._records) >= BATCH_RECORDS:
+            self._wake.set()
+
+    def _on_control(self, _char: Any, data: bytearray) -> None:
+        try:
+            raw = self._ctl_rx.feed(bytes(data))
+            if raw is None:
+                return
+            msg = control.decode(raw, self._session)
+        except ProtocolError as e:
+            log.warning("%s: dropped a control reply: %s", self.device, e)
+            return
+        fut = self._pending.pop(msg.req, None)
+        if fut is not None and not fut.done() and msg.is_reply:
+            fut.set_result(msg)
+
+    def _on_disconnect(self, _client: Any) -> None:
+        self._gone.set()
+        self._wake.set()
+        for fut in self._pending.values():
+            if not fut.done():
+                fut.set_exception(LinkError("disconnected"))
+
+    # -- requests ----------------------------------------------------------------
+
+    async def _request(self, type_: int, payload: bytes, timeout: float = COMMAND_TIMEOUT) -> control.Message:
+        client = self._client
+        if client is None or self._gone.is_set():
+            raise LinkError("not connected")
+        async with self._cmd_lock:
+            self._req = (self._req + 1) & 0xFF
+            req = self._req
+            msg = control.encode(type_, req, payload, self._session if type_ not in control.UNAUTHENTICATED else None)
+            fut = asyncio.get_running_loop().create_future()
+            self._pending[req] = fut
+            try:
+                for frag in self._ctl_tx.split(msg, client.mtu_size):
+                    await client.write_gatt_char(uuids.CONTROL, frag, response=True)
+                return await asyncio.wait_for(fut, timeout)
+            finally:
+                self._pending.pop(req, None)

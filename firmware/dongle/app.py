@@ -1,0 +1,351 @@
+"""The dongle: poll the car, log every record, serve the daemon over BLE.
+
+Tasks (MicroPython asyncio):
+- the scheduler polls the ELM327 and hands each answer to `_sink`, which stages
+  it in the record being built;
+- housekeeping seals a record once it is a second old (the loss bound on a power
+  cut is that plus the log's flush interval), ticks the log, runs the power rules;
+- the control task authenticates the daemon and executes its commands;
+- the sender replays the log from the first unacked record, then follows it live.
+
+Hardware comes in through the constructor; main.py decides what is real.
+"""
+
+import asyncio
+
+from micropython import const
+
+from protocol import auth, control
+from protocol.channels import CH_VOLTAGE, PID_RPM, PID_SPEED, PID_STATUS
+from protocol.control import POWER_SLEEPING
+from protocol.info import CAP_CAN, CAP_PAIRING, encode_info
+from protocol.record import (EVENT_ADAPTER_RESET, EVENT_BOOT, EVENT_NAMES, MAX_RECORD, RecordWriter,
+                             Signer)
+from protocol.uuids import adv_name
+
+from . import elm327
+from .commands import Actions, CommandHandler
+from .elm327 import ELM327
+from .flashlog import FlashLog
+from .gatt import Gatt
+from .plan import Plan
+from .power import BATTERY_LOW, ENGINE_OFF, ENGINE_ON, NONE, Power
+from .scheduler import Scheduler
+
+FIRMWARE_VERSION = "0.1.0"
+RECORD_MS = const(1000)  # a record is sealed at this age: bounds loss on a power cut
+HOUSEKEEPING_MS = const(100)
+SILENT_MS = const(5000)  # no ECU answer this long: the engine is off (for the power rules)
+
+
+class Dongle(Actions):
+    def __init__(self, ble, stream, clock, flash_root, secret, device_id, *, pairing=True, bonds=None,
+                 log_capacity=1 << 20, segment_bytes=16384, power_config=None, sleeper=None,
+                 random_bytes=None, name=None, out=print):
+        key = auth.telemetry_key(secret)
+        self.clock = clock
+        self._out = out
+        self.device_id = bytes(device_id)
+        self.log = FlashLog(flash_root + "/log", key, log_capacity, segment_bytes, clock)
+        self.writer = RecordWriter(key)
+        self._signer = Signer(key)
+        self._small = bytearray(MAX_RECORD)  # event/anchor/dtc records
+        self._txbuf = bytearray(MAX_RECORD)  # the record being notified
+        # Serial timeouts are physics (baud, ECU latency): real ticks, never the
+        # simulation's warped clock. Poll intervals and records use `clock`.
+        self.elm = ELM327(stream)
+        self.plan = Plan()
+        self.sched = Scheduler(self.elm, self.plan, self._sink, clock.ms, on_reset=self._on_reset)
+        self.power = Power(clock, power_config)
+        self._sleeper = sleeper
+        self._pairing = pairing
+        self.gatt = Gatt(ble, name or adv_name(self.device_id), self._info(), pairing, auth.passkey(secret),
+                         bonds)
+        if random_bytes is None:
+            import os
+            random_bytes = os.urandom
+        self.cmd = CommandHandler(secret, self.device_id, clock, self, random_bytes)
+        self._cursor = None
+        self._wake_sender = asyncio.ThreadSafeFlag()
+        self._last_status = -1  # the last PID 0x01 data (MIL + count), to notice changes
+        self._dtc_due = False
+        self.sleeps = 0
+        self._slept_at = 0
+        self._adapter_up = False
+        self.running = True
+        self._event(EVENT_BOOT)
+
+    # -- info -------------------------------------------------------------------
+
+    def _info(self):
+        caps = (CAP_CAN if self.elm.is_can else 0) | (CAP_PAIRING if self._pairing else 0)
+        vin = bytes(self.elm.vin[: self.elm.vin_n]) if self.elm.vin_n else b""
+        return encode_info(self.device_id, FIRMWARE_VERSION, bytes(self.elm.supported), vin, caps)
+
+    # -- records ----------------------------------------------------------------
+
+    def _sink(self, t_ms, n, ch, off, ln, data):
+        """Answers of one request (the scheduler's callback; allocation-free)."""
+        w = self.writer
+        nbytes = 0
+        for i in range(n):
+            nbytes += ln[i]
+        if not w.fits(n, nbytes):
+            self._seal()
+        w.group(t_ms)
+        p = self.power
+        for i in range(n):
+            c = ch[i]
+            o = off[i]
+            w.add(c, data, o, ln[i])
+            if c == PID_RPM:
+                p.ecu(((data[o] << 8) | data[o + 1]) >> 2, -1)
+            elif c == PID_SPEED:
+                p.ecu(-1, data[o])
+            elif c == CH_VOLTAGE:
+                self._power_event(p.volts((data[o] << 8) | data[o + 1]))
+            elif c == PID_STATUS:
+                # MIL bit and DTC count: read the codes when they change.
+                s = data[o]
+                if s != self._last_status:
+                    self._last_status = s
+                    self._dtc_due = True
+
+    def _seal(self):
+        w = self.writer
+        if w.empty():
+            return
+        log = self.log
+        n = w.seal(log.next_seq, log.boot)
+        log.append(w.out, n)
+
+    def _append_small(self, n):
+        self.log.append(self._small, n)
+
+    def _event(self, code):
+        self._seal()  # keep the order: samples before the event they led to
+        log = self.log
+        self._append_small(self._signer.event(self._small, log.next_seq, log.boot, self.clock.ms(), code,
+                                              self.power.millivolts))
+        self._out("event %s" % EVENT_NAMES.get(code, code))
+
+    def _power_event(self, code):
+        if code == NONE:
+            return
+        self._event(code)
+        if code == ENGINE_OFF:
+            self.sched.set_power(self.power.state)
+        elif code == ENGINE_ON:
+            self.sched.set_power(self.power.state)
+            self._dtc_due = True  # trip start
+        elif code == BATTERY_LOW:
+            self.sched.set_power(self.power.state)
+            self.log.flush()
+            self.sleeps += 1
+            self._slept_at = self.clock.ms()
+            self._out("sleep %d" % self.power.config.sleep_ms)
+            if self._sleeper is not None:
+                self._sleeper(self.power.config.sleep_ms)  # on the board: does not return
+
+    def _on_reset(self, mv):
+        # The adapter came up: the first time at boot, later after a reset or loss.
+        if self._adapter_up:
+            self._event(EVENT_ADAPTER_RESET)
+        self._adapter_up = True
+        self.gatt.set_info(self._info())  # protocol and supported PIDs are known now
+
+    async def _read_codes(self):
+        elm = self.elm
+        for mode in (0x03, 0x07, 0x0A):
+            st = await elm.read_dtcs(mode)
+            if st != elm327.OK and st != elm327.NO_DATA:
+                continue
+            self._seal()
+            log = self.log
+            n = self._signer.dtc(self._small, log.next_seq, log.boot, self.clock.ms(), mode, elm.dtc, elm.dtc_n)
+            self._append_small(n)
+
+    async def _elm_job(self, fn):
+        """Run fn (an async function using the chip) in the scheduler's task."""
+        done = asyncio.Event()
+        box = [None]
+
+        async def job():
+            try:
+                box[0] = await fn()
+            finally:
+                done.set()
+
+        self.sched.jobs.append(job)
+        await done.wait()
+        return box[0]
+
+    # -- tasks ------------------------------------------------------------------
+
+    async def housekeeping(self):
+        vin_known = False
+        while self.running:
+            await asyncio.sleep_ms(HOUSEKEEPING_MS)
+            now = self.clock.ms()
+            w = self.writer
+            if not w.empty() and now - w.t0 >= RECORD_MS:
+                self._seal()
+            self.log.tick()
+            if self.log.flushed_seq >= self.log.first_unacked:
+                self._wake_sender.set()
+            if self.power.state == POWER_SLEEPING and now - self._slept_at >= self.power.config.sleep_ms:
+                # The timer wake (where deep sleep returns instead of rebooting).
+                self.power.woke()
+                self.sched.set_power(self.power.state)
+                self._out("woke")
+            if self.power.polling and not self.elm.ecu:
+                self.power.no_answer()
+            if self._dtc_due and self.elm.ecu:
+                self._dtc_due = False
+                self.sched.jobs.append(self._read_codes)
+            if not vin_known and self.elm.ecu and self.elm.ready:
+                vin_known = True
+                self.sched.jobs.append(self._read_vin_once)
+
+    async def _read_vin_once(self):
+        if await self.elm.read_vin() == elm327.OK:
+            self.gatt.set_info(self._info())
+
+    async def control(self):
+        g = self.gatt
+        while self.running:
+            await g.rx_ready.wait()
+            while True:
+                msg = g.next_command()
+                if msg is None:
+                    break
+                reply = await self.cmd.handle(msg)
+                if reply is not None:
+                    await g.reply(reply)
+
+    async def connection(self):
+        g = self.gatt
+        was = None
+        while self.running:
+            await g.changed.wait()
+            if g.conn != was:
+                if g.conn is None:
+                    self.cmd.disconnected()
+                    self._stop_stream()
+                    self._out("disconnected")
+                else:
+                    self._out("connected")
+                was = g.conn
+
+    def _stop_stream(self):
+        if self._cursor is not None:
+            self._cursor.close()
+            self._cursor = None
+
+    async def sender(self):
+        g = self.gatt
+        buf = self._txbuf
+        while self.running:
+            c = self._cursor
+            if c is None or g.conn is None or not self.cmd.authenticated:
+                await self._wake_sender.wait()
+                continue
+            n = c.read_into(buf)
+            if n == 0:
+                await self._wake_sender.wait()
+                continue
+            if not await g.send_record(buf, n):
+                self._stop_stream()
+
+    async def run(self):
+        tasks = [asyncio.create_task(self.sched.run()), asyncio.create_task(self.housekeeping()),
+                 asyncio.create_task(self.control()), asyncio.create_task(self.connection()),
+                 asyncio.create_task(self.sender())]
+        try:
+            while self.running:
+                await asyncio.sleep_ms(200)
+        finally:
+            self.sched.stop()
+            for t in tasks:
+                t.cancel()
+            self._seal()
+            self.log.close()
+
+    def stop(self):
+        self.running = False
+
+    # -- commands (Actions) -----------------------------------------------------
+
+    def time_sync(self, wall_ms):
+        self._seal()
+        log = self.log
+        self._append_small(self._signer.anchor(self._small, log.next_seq, log.boot, self.clock.ms(), wall_ms))
+        return control.OK, b""
+
+    def ack(self, seq):
+        log = self.log
+        if seq >= log.first_unacked:
+            if seq > log.flushed_seq:
+                return control.BAD_REQUEST, b""
+            log.ack(seq)
+        return control.OK, control.pack_pair(log.used, log.capacity)
+
+    def stream(self):
+        self._stop_stream()
+        log = self.log
+        self._cursor = log.cursor()
+        self._wake_sender.set()
+        return control.OK, control.pack_pair(log.first_unacked, log.next_seq)
+
+    def set_plan(self, entries):
+        self.plan.apply_entries(entries, self.elm.supported if self.elm.ecu else None)
+        return control.OK, b""
+
+    async def read_dtc(self, mode):
+        elm = self.elm
+
+        async def read():
+            return await elm.read_dtcs(mode)
+
+        st = await self._elm_job(read)
+        if st == elm327.OK or st == elm327.NO_DATA:
+            return control.OK, control.pack_dtcs(mode, [bytes(elm.dtc[2 * i:2 * i + 2]) for i in range(elm.dtc_n)])
+        return control.ADAPTER_ERROR, b""
+
+    async def clear_dtc(self):
+        # Mode 04 resets emissions monitors: never while the car moves, whatever
+        # the daemon says (the daemon checks too, but the dongle decides).
+        if not self.power.stationary:
+            return control.REFUSED_MOVING, b""
+        elm = self.elm
+
+        async def clear():
+            return await elm.clear_dtcs()
+
+        st = await self._elm_job(clear)
+        if st != elm327.OK:
+            return control.ADAPTER_ERROR, b""
+        self._dtc_due = True
+        return control.OK, b""
+
+    async def read_vin(self):
+        elm = self.elm
+
+        async def read():
+            return await elm.read_vin()
+
+        st = await self._elm_job(read)
+        if st != elm327.OK:
+            return control.ADAPTER_ERROR, b""
+        return control.OK, bytes(elm.vin[: elm.vin_n])
+
+    def status(self):
+        log = self.log
+        values = (self.power.millivolts, self.elm.protocol, self.power.state, self.clock.ms() // 1000, log.used,
+                  log.capacity, log.first_unacked, log.next_seq, log.boot, self.cmd.total_failures & 0xFFFF)
+        rates = []
+        r = self.sched.rate
+        for j in range(self.plan.n):
+            ch = self.plan.chans[j]
+            rates.append((ch, r[ch]))
+        return control.OK, control.pack_status(values, rates)

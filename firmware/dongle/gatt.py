@@ -1,0 +1,245 @@
+"""The dongle's GATT server on MicroPython's raw `bluetooth` API.
+
+One service, three characteristics (protocol.uuids): `info` (read, open),
+`telemetry` (notify) and `control` (write + notify). The IRQ handler does the
+least it can: it copies what it must and wakes the application's tasks.
+
+NimBLE facts this relies on (REFERENCE.md): the MTU stays 23 until the central
+exchanges it; a notification longer than MTU-3 is truncated silently, so every
+message is fragmented to the negotiated MTU; values hold 20 bytes unless
+gatts_set_buffer enlarges them; notifying faster than the link drains raises
+OSError(ENOMEM), which we answer by pacing, never by dropping; the addr in an IRQ
+tuple is reused, so it is copied.
+"""
+
+import asyncio
+from collections import deque
+
+import bluetooth
+from micropython import const
+
+from protocol import uuids
+from protocol.frames import Fragmenter, Reassembler
+from protocol.errors import ProtocolError
+
+_IRQ_CENTRAL_CONNECT = const(1)
+_IRQ_CENTRAL_DISCONNECT = const(2)
+_IRQ_GATTS_WRITE = const(3)
+_IRQ_MTU_EXCHANGED = const(21)
+_IRQ_ENCRYPTION_UPDATE = const(28)
+_IRQ_GET_SECRET = const(29)
+_IRQ_SET_SECRET = const(30)
+_IRQ_PASSKEY_ACTION = const(31)
+
+_FLAG_READ = const(0x0002)
+_FLAG_WRITE = const(0x0008)
+_FLAG_NOTIFY = const(0x0010)
+_FLAG_READ_AUTHENTICATED = const(0x0400)
+_FLAG_WRITE_AUTHENTICATED = const(0x2000)
+
+_PASSKEY_ACTION_DISPLAY = const(3)
+_IO_DISPLAY_ONLY = const(0)
+_ENOMEM = const(12)
+
+_ADV_INTERVAL_US = const(250000)
+_CONTROL_BUFFER = const(512)
+_INFO_BUFFER = const(160)
+_RX_QUEUE = const(16)
+_MAX_MTU = const(247)
+
+
+def _adv_payload(name, service_uuid):
+    # Flags (general discoverable, BR/EDR unsupported), 128-bit service UUID, name.
+    p = bytearray(b"\x02\x01\x06")
+    u = bytes(service_uuid)
+    p += bytes((len(u) + 1, 0x07)) + u
+    n = name.encode()
+    p += bytes((len(n) + 1, 0x09)) + n
+    return bytes(p)
+
+
+class _Channel:
+    def __init__(self, handle):
+        self.handle = handle
+        self.frag = Fragmenter()
+        self.out = bytearray(_MAX_MTU)
+        self._views = [None] * (_MAX_MTU + 1)  # memoryviews of `out` by length, made once
+
+    def view(self, k):
+        v = self._views[k]
+        if v is None:
+            v = memoryview(self.out)[:k]
+            self._views[k] = v
+        return v
+
+
+class Gatt:
+    """The GATT server. `ble` is a bluetooth.BLE() (the hil shim on the unix
+    port); `bonds` stores pairing keys (an object with get(key) / set(key, value))."""
+
+    def __init__(self, ble, name, info, pairing=True, passkey=0, bonds=None, mtu=_MAX_MTU):
+        self._ble = ble
+        self._name = name
+        self._pairing = pairing
+        self._passkey = passkey
+        self._bonds = bonds
+        ble.active(True)
+        ble.config(gap_name=name, mtu=mtu)
+        if pairing:
+            ble.config(bond=True, mitm=True, le_secure=True, io=_IO_DISPLAY_ONLY)
+        ble.irq(self._irq)
+        secured = (_FLAG_READ_AUTHENTICATED | _FLAG_WRITE_AUTHENTICATED) if pairing else 0
+        service = (
+            bluetooth.UUID(uuids.SERVICE),
+            (
+                (bluetooth.UUID(uuids.INFO), _FLAG_READ),
+                (bluetooth.UUID(uuids.TELEMETRY), _FLAG_NOTIFY | (_FLAG_READ_AUTHENTICATED if pairing else 0)),
+                (bluetooth.UUID(uuids.CONTROL), _FLAG_WRITE | _FLAG_NOTIFY | secured),
+            ),
+        )
+        ((self._h_info, self._h_tel, self._h_ctl),) = ble.gatts_register_services((service,))
+        ble.gatts_set_buffer(self._h_info, _INFO_BUFFER)
+        # Fragments of a command arrive as writes of up to MTU-3 bytes.
+        ble.gatts_set_buffer(self._h_ctl, _CONTROL_BUFFER)
+        self.set_info(info)
+        self._adv = _adv_payload(name, bluetooth.UUID(uuids.SERVICE))
+        self.conn = None
+        self.mtu = 23
+        self.link_authenticated = False
+        self.peer = b""
+        self._rx = deque((), _RX_QUEUE)
+        self.rx_overflow = 0
+        self.changed = asyncio.ThreadSafeFlag()  # connect/disconnect/MTU
+        self.rx_ready = asyncio.ThreadSafeFlag()
+        # Telemetry and control replies are sent by different tasks: each has
+        # its own fragment counter and buffer.
+        self._tel = _Channel(self._h_tel)
+        self._ctl = _Channel(self._h_ctl)
+        self._ctl_rx = Reassembler()
+        self.notified_bytes = 0
+        self.notifications = 0
+        self.enomem = 0
+        self.advertise()
+
+    def set_info(self, info):
+        self._ble.gatts_write(self._h_info, info)
+
+    def advertise(self):
+        self._ble.gap_advertise(_ADV_INTERVAL_US, adv_data=self._adv)
+
+    def disconnect(self):
+        if self.conn is not None:
+            try:
+                self._ble.gap_disconnect(self.conn)
+            except OSError:
+                pass
+
+    # -- IRQ: copy, queue, wake; nothing slow ---------------------------------
+
+    def _irq(self, event, data):
+        if event == _IRQ_CENTRAL_CONNECT:
+            conn, _, addr = data
+            if self.conn is not None:
+                # One central at a time: a second one is turned away.
+                self._ble.gap_disconnect(conn)
+                return
+            self.conn = conn
+            self.peer = bytes(addr)
+            self.mtu = 23
+            self.link_authenticated = False
+            self._ctl_rx.reset()
+            self.changed.set()
+        elif event == _IRQ_CENTRAL_DISCONNECT:
+            conn = data[0]
+            if conn != self.conn:
+                return
+            self.conn = None
+            self.mtu = 23
+            self.link_authenticated = False
+            self.changed.set()
+            self.advertise()
+        elif event == _IRQ_GATTS_WRITE:
+            conn, handle = data[0], data[1]
+            if conn == self.conn and handle == self._h_ctl:
+                if len(self._rx) >= _RX_QUEUE:
+                    self.rx_overflow += 1
+                    return
+                self._rx.append(self._ble.gatts_read(self._h_ctl))
+                self.rx_ready.set()
+        elif event == _IRQ_MTU_EXCHANGED:
+            conn, mtu = data
+            if conn == self.conn:
+                self.mtu = mtu if mtu <= _MAX_MTU else _MAX_MTU
+                self.changed.set()
+        elif event == _IRQ_ENCRYPTION_UPDATE:
+            conn, encrypted, authenticated, bonded, key_size = data
+            if conn == self.conn:
+                # Encrypted is not enough: Just Works is encrypted too. MITM
+                # (passkey) pairing is what `authenticated` says.
+                self.link_authenticated = bool(encrypted and authenticated)
+        elif event == _IRQ_PASSKEY_ACTION:
+            conn, action, _ = data
+            if action == _PASSKEY_ACTION_DISPLAY:
+                self._ble.gap_passkey(conn, action, self._passkey)
+        elif event == _IRQ_GET_SECRET:
+            if self._bonds is None:
+                return None
+            sec_type, index, key = data
+            return self._bonds.get(sec_type, index, None if key is None else bytes(key))
+        elif event == _IRQ_SET_SECRET:
+            if self._bonds is None:
+                return False
+            sec_type, key, value = data
+            return self._bonds.set(sec_type, bytes(key), None if value is None else bytes(value))
+
+    # -- control ---------------------------------------------------------------
+
+    def next_command(self):
+        """A whole control message from the central, or None. Broken fragment
+        streams are dropped here (the central times out and retries)."""
+        while self._rx:
+            frag = self._rx.popleft()
+            try:
+                msg = self._ctl_rx.feed(frag)
+            except ProtocolError:
+                continue
+            if msg is not None:
+                return msg
+        return None
+
+    async def reply(self, msg):
+        await self._send(self._ctl, msg, len(msg))
+
+    # -- telemetry -------------------------------------------------------------
+
+    async def send_record(self, buf, n):
+        """Notify one record (buf[:n]) in fragments sized to the MTU. Returns
+        False when the central went away before all of it was sent."""
+        return await self._send(self._tel, buf, n)
+
+    async def _send(self, ch, msg, n):
+        off = 0
+        backoff = 2
+        while off < n:
+            conn = self.conn
+            if conn is None:
+                return False
+            k = ch.frag.fill(ch.out, msg, n, off, self.mtu)
+            view = ch.view(k)
+            while True:
+                try:
+                    self._ble.gatts_notify(conn, ch.handle, view)
+                    break
+                except OSError as e:
+                    if e.args[0] != _ENOMEM or self.conn != conn:
+                        return False
+                    # The controller's buffers are full: let the link drain.
+                    self.enomem += 1
+                    await asyncio.sleep_ms(backoff)
+                    if backoff < 64:
+                        backoff <<= 1
+            backoff = 2
+            self.notifications += 1
+            self.notified_bytes += k
+            off += k - 1
+        return True

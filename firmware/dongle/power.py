@@ -1,0 +1,109 @@
+"""Power states: poll while the engine runs, let the car sleep when it doesn't.
+
+A dongle that keeps querying a parked car keeps its ECUs awake and drains the
+battery, so: engine off (the ECU stops answering or RPM is 0, and the supply is
+below the charging level for a while) stops OBD polling and leaves only a slow
+ATRV. Volts rising again (the alternator) or the ECU answering resumes. A
+battery below the floor for long enough sends the dongle to deep sleep with a
+timer wake, after the application has logged it and flushed the log.
+"""
+
+from micropython import const
+
+from protocol.control import POWER_DRIVING, POWER_IDLE, POWER_PARKED, POWER_SLEEPING
+
+NONE = const(0)
+ENGINE_ON = const(2)  # the protocol.record EVENT codes
+ENGINE_OFF = const(3)
+BATTERY_LOW = const(4)
+
+
+class PowerConfig:
+    def __init__(self, running_mv=13000, off_after_ms=60000, floor_mv=11800, floor_after_ms=300000,
+                 sleep_ms=900000):
+        if floor_mv >= running_mv:
+            raise ValueError("battery floor must be below the running voltage")
+        self.running_mv = running_mv  # above: the alternator charges, the engine runs
+        self.off_after_ms = off_after_ms
+        self.floor_mv = floor_mv
+        self.floor_after_ms = floor_after_ms
+        self.sleep_ms = sleep_ms  # deep-sleep length before the timer wakes us to look again
+
+
+class Power:
+    def __init__(self, clock, config=None):
+        self._clock = clock
+        self.config = config or PowerConfig()
+        self.state = POWER_IDLE
+        self.millivolts = 0
+        self.speed = 0
+        self.rpm = 0
+        self._quiet_since = -1  # engine looks off since (ms), -1: it doesn't
+        self._low_since = -1
+
+    @property
+    def polling(self):
+        return self.state == POWER_DRIVING or self.state == POWER_IDLE
+
+    @property
+    def stationary(self):
+        """For clear-DTC: the car is not moving (speed 0, or the engine is off)."""
+        return self.speed == 0 or not self.polling
+
+    def ecu(self, rpm, speed):
+        """The ECU answered: its RPM and speed (-1 when not in this answer)."""
+        if rpm >= 0:
+            self.rpm = rpm
+        if speed >= 0:
+            self.speed = speed
+        if self.state == POWER_PARKED or self.state == POWER_SLEEPING:
+            if self.rpm > 0:
+                self._quiet_since = -1
+                self.state = POWER_DRIVING if self.speed > 0 else POWER_IDLE
+                return ENGINE_ON
+            return NONE
+        self.state = POWER_DRIVING if self.speed > 0 else POWER_IDLE
+        if self.rpm > 0:
+            self._quiet_since = -1
+        return NONE
+
+    def no_answer(self):
+        """The ECU didn't answer a poll (NO DATA, UNABLE TO CONNECT)."""
+        self.rpm = 0
+        self.speed = 0
+
+    def volts(self, millivolts):
+        """A supply reading (ATRV). Returns an event code or NONE."""
+        now = self._clock.ms()
+        self.millivolts = millivolts
+        c = self.config
+        if millivolts < c.floor_mv and self.state != POWER_DRIVING:
+            if self._low_since < 0:
+                self._low_since = now
+            elif now - self._low_since >= c.floor_after_ms and self.state != POWER_SLEEPING:
+                self.state = POWER_SLEEPING
+                return BATTERY_LOW
+        else:
+            self._low_since = -1
+        if self.polling:
+            if millivolts < c.running_mv and self.rpm == 0:
+                if self._quiet_since < 0:
+                    self._quiet_since = now
+                elif now - self._quiet_since >= c.off_after_ms:
+                    self.state = POWER_PARKED
+                    self.speed = 0
+                    return ENGINE_OFF
+            else:
+                self._quiet_since = -1
+        elif millivolts >= c.running_mv:
+            # The alternator charges: someone started the engine.
+            self._quiet_since = -1
+            self._low_since = -1
+            self.state = POWER_IDLE
+            return ENGINE_ON
+        return NONE
+
+    def woke(self):
+        """Back from a (simulated) deep sleep: judge the car afresh."""
+        self.state = POWER_PARKED
+        self._low_since = -1

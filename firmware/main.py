@@ -1,0 +1,72 @@
+"""Start the dongle. The same firmware runs on the ESP32 and on the MicroPython
+unix port (hil); only what is constructed here differs.
+
+The board reads /config.json (device id, secret, UART pins), written at
+provisioning. The unix port takes everything from the environment:
+OBDSYNC_FLASH (a directory standing in for the board's filesystem, holding
+config.json), OBDSYNC_UART (the link model's pty), OBDSYNC_SIM_CLOCK (optional).
+"""
+
+import asyncio
+import gc
+import json
+import sys
+
+from dongle.app import Dongle
+
+
+def _config(root):
+    with open(root + "/config.json") as f:
+        cfg = json.load(f)
+    return cfg, bytes.fromhex(cfg["secret"]), bytes.fromhex(cfg["device_id"])
+
+
+def board():
+    import bluetooth
+    import machine
+
+    from dongle.bonds import Bonds
+    from dongle.clock import TicksClock
+    from dongle.uart import from_uart
+
+    cfg, secret, device_id = _config("")
+    uart = machine.UART(cfg.get("uart", 2), baudrate=cfg.get("baud", 38400), tx=cfg.get("tx", 17),
+                        rx=cfg.get("rx", 16), timeout=0, rxbuf=1024)
+    return Dongle(bluetooth.BLE(), from_uart(uart), TicksClock(), "", secret, device_id,
+                  pairing=cfg.get("pairing", True), bonds=Bonds("/bonds.json"),
+                  log_capacity=cfg.get("log_capacity", 1 << 20), sleeper=machine.deepsleep)
+
+
+def unix():
+    import os
+
+    import bluetooth  # hil/mpy: the simulated radio
+
+    from dongle.bonds import Bonds
+    from dongle.clock import TicksClock
+    from dongle.uart import open_pty
+
+    root = os.getenv("OBDSYNC_FLASH")
+    if not root:
+        raise SystemExit("OBDSYNC_FLASH is not set: the directory that stands in for the board's flash")
+    cfg, secret, device_id = _config(root)
+    if os.getenv("OBDSYNC_SIM_CLOCK"):
+        from simclock import SimClock
+
+        clock = SimClock()
+    else:
+        clock = TicksClock()
+    return Dongle(bluetooth.BLE(), open_pty(os.getenv("OBDSYNC_UART")), clock, root, secret, device_id,
+                  pairing=cfg.get("pairing", True), bonds=Bonds(root + "/bonds.json"),
+                  log_capacity=cfg.get("log_capacity", 1 << 20))
+
+
+def main():
+    dongle = unix() if sys.platform == "linux" else board()
+    gc.collect()
+    # The heap figure lets the HIL kit watch the firmware's memory from outside.
+    print("ready", dongle.device_id.hex(), "heap", gc.mem_alloc(), gc.mem_free())
+    asyncio.run(dongle.run())
+
+
+main()

@@ -1,0 +1,230 @@
+"""A test rig: the vehicle on the ELM327 emulator, the link model, and the real
+firmware on the MicroPython unix port with the simulated radio.
+
+    with Rig("city", workdir) as rig:       # emulator + link model + one dongle
+        rig.dongle.label                     # what `obdsync pair` takes
+        rig.dongle.wait_for("ready")
+        ... a daemon with backend=SimClient, air=rig.air ...
+
+Every process and thread it starts, it stops — also when the test fails (use it
+as a context manager). The dongle is a subprocess so that tests can SIGKILL it
+("power cut") and start it again on the same flash directory.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import secrets
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from hil import mpy
+from hil.blesim import shim
+from hil.build_firmware import code_heap_kb, sim_tree
+from hil.emulator import Emulator
+from hil.linkmodel import FaultPlan, LinkModel
+from hil.scenario import Scenario, load
+from hil.simclock import Schedule
+
+
+class RigError(RuntimeError):
+    pass
+
+
+def heapsize(tree: Path, data: str = mpy.HEAPSIZE) -> str:
+    """The -X heapsize that leaves the firmware `data` for its data: the board's
+    budget plus the simulated radio and the firmware's code, both of which cost
+    the unix port's heap but not the board's (see code_heap_kb)."""
+    kb = int(shim.heapsize(data)[:-1]) + code_heap_kb(tree) + 200
+    return f"{kb}K"
+
+
+class SimDongle:
+    """One simulated dongle: the firmware's main.py on MicroPython, its flash a
+    directory, its UART a pty, its radio the shared air directory."""
+
+    def __init__(self, flash: Path, uart: str, air: Path, *, clock: Schedule | None = None,
+                 device_id: bytes | None = None, secret: bytes | None = None, mac: str | None = None,
+                 pairing: bool = True, log_capacity: int = 1 << 20, heap: str = mpy.HEAPSIZE,
+                 echo: Callable[[str], None] | None = None) -> None:
+        self.flash = Path(flash)
+        self.flash.mkdir(parents=True, exist_ok=True)
+        cfg_path = self.flash / "config.json"
+        if cfg_path.exists():  # a restart: the board keeps its identity
+            cfg = json.loads(cfg_path.read_text())
+        else:
+            cfg = {"device_id": (device_id or secrets.token_bytes(8)).hex(),
+                   "secret": (secret or secrets.token_bytes(32)).hex(),
+                   "pairing": pairing, "log_capacity": log_capacity}
+            cfg_path.write_text(json.dumps(cfg))
+        self.device_id = cfg["device_id"]
+        self.secret = bytes.fromhex(cfg["secret"])
+        self.mac = mac or ":".join(self.device_id[i:i + 2] for i in range(4, 16, 2)).upper()
+        self.uart = uart
+        self.air = Path(air)
+        self.clock = clock
+        self.heap = heap
+        self._echo = echo
+        self.proc: subprocess.Popen | None = None
+        self.lines: list[str] = []
+        self._q: queue.Queue[str | None] = queue.Queue()
+        self._reader: threading.Thread | None = None
+
+    @property
+    def label(self) -> str:
+        """The text on the dongle's label / QR code."""
+        return f"obdsync:{self.device_id}:{self.secret.hex()}"
+
+    def start(self) -> SimDongle:
+        if self.proc is not None and self.proc.poll() is None:
+            return self
+        tree = sim_tree()
+        env = mpy.env(simulated_ble=False, extra=[shim.module_dir(), tree],
+                      OBDSYNC_FLASH=str(self.flash), OBDSYNC_UART=self.uart,
+                      OBDSYNC_SIM_AIR=str(self.air), OBDSYNC_SIM_MAC=self.mac)
+        if self.clock is not None:
+            env["OBDSYNC_SIM_CLOCK"] = self.clock.encode()
+        else:
+            env.pop("OBDSYNC_SIM_CLOCK", None)
+        self.proc = subprocess.Popen(mpy.argv(tree / "main.py", heapsize=heapsize(tree, self.heap)),
+                                     env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                     stderr=subprocess.STDOUT, text=True, bufsize=1)
+        self._q = queue.Queue()
+        self._reader = threading.Thread(target=self._read, args=(self.proc, self._q), daemon=True)
+        self._reader.start()
+        return self
+
+    def _read(self, proc: subprocess.Popen, q: queue.Queue) -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            line = line.rstrip("\n")
+            self.lines.append(line)
+            if self._echo:
+                self._echo(line)
+            q.put(line)
+        q.put(None)
+
+    def wait_for(self, prefix: str, timeout: float = 30.0) -> str:
+        """The next output line starting with prefix; RigError when the firmware
+        exits or the deadline passes (its output is in the message)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise RigError(f"dongle printed no {prefix!r} within {timeout} s; output:\n" + self.output())
+            try:
+                line = self._q.get(timeout=left)
+            except queue.Empty:
+                continue
+            if line is None:
+                raise RigError(f"dongle exited ({self.proc.returncode if self.proc else '?'}) before {prefix!r}; "
+                               "output:\n" + self.output())
+            if line.startswith(prefix):
+                return line
+
+    def output(self) -> str:
+        return "\n".join(self.lines[-60:])
+
+    def kill(self) -> None:
+        """A power cut: SIGKILL, nothing flushed."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+        self._join()
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self._join()
+
+    def _join(self) -> None:
+        if self._reader is not None:
+            self._reader.join(5)
+            self._reader = None
+        if self.proc is not None and self.proc.stdout is not None:
+            self.proc.stdout.close()
+
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+
+class Rig:
+    """Vehicle, link model and dongles for one scenario."""
+
+    def __init__(self, scenario: Scenario | str, workdir: str | os.PathLike, *, baud: int = 38400,
+                 latency_s: float = 0.030, faults: FaultPlan | None = None, pairing: bool = True,
+                 dongles: int = 1, log_capacity: int = 1 << 20, echo: Callable[[str], None] | None = None,
+                 epoch: float | None = None) -> None:
+        self.scenario = load(scenario) if isinstance(scenario, str) else scenario
+        self.workdir = Path(workdir)
+        self.air = self.workdir / "air"
+        self.air.mkdir(parents=True, exist_ok=True)
+        self.schedule = self.scenario.schedule(epoch)
+        self._baud = baud
+        self._latency = latency_s
+        self._faults = faults
+        self._pairing = pairing
+        self._n = dongles
+        self._log_capacity = log_capacity
+        self._echo = echo
+        self.emulators: list[Emulator] = []
+        self.links: list[LinkModel] = []
+        self.dongles: list[SimDongle] = []
+
+    @property
+    def dongle(self) -> SimDongle:
+        return self.dongles[0]
+
+    @property
+    def link(self) -> LinkModel:
+        return self.links[0]
+
+    @property
+    def emulator(self) -> Emulator:
+        return self.emulators[0]
+
+    def start(self) -> Rig:
+        try:
+            for i in range(self._n):
+                emu = Emulator(self.scenario, clock=self.schedule).start()
+                self.emulators.append(emu)
+                link = LinkModel(emu.pty, baud=self._baud, latency_s=self._latency, plan=self._faults).start()
+                self.links.append(link)
+                d = SimDongle(self.workdir / f"flash{i}", link.pty, self.air, clock=self.schedule,
+                              pairing=self._pairing, log_capacity=self._log_capacity, echo=self._echo)
+                self.dongles.append(d.start())
+            for d in self.dongles:
+                d.wait_for("ready")
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def sim_s(self) -> float:
+        return self.schedule.sim_s()
+
+    def close(self) -> None:
+        for d in self.dongles:
+            d.stop()
+        for link in self.links:
+            link.close()
+        for emu in self.emulators:
+            emu.close()
+
+    def __enter__(self) -> Rig:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
