@@ -19,7 +19,12 @@ class Info:
         self.vin = vin
 
     def supports(self, pid):
-        return bool(self.supported[pid >> 3] & (0x80 >> (pid & 7)))
+        """As the ECU reports it: the bitmap of PID 0x00 lists 0x01-0x20 (bit 7
+        of its first byte is PID 0x01), that of 0x20 lists 0x21-0x40, and so on."""
+        if pid == 0:
+            return True
+        i = pid - 1
+        return bool(self.supported[i >> 3] & (0x80 >> (i & 7)))
 
     def __repr__(self):
         return "Info(device=%s firmware=%s)" % (self.device_id.hex(), self.firmware)

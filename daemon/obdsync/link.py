@@ -23,10 +23,10 @@ from bleak import BleakClient
 from bleak.exc import BleakError
 
 from protocol import auth, control, uuids
+from protocol.auth import Hmac
 from protocol.errors import ProtocolError
 from protocol.frames import Fragmenter, Reassembler
 from protocol.info import CAP_PAIRING, Info, decode_info
-from protocol.auth import Hmac
 from protocol.record import Record, decode_record
 
 log = logging.getLogger("obdsync.link")
@@ -92,6 +92,7 @@ class DongleLink:
         wall_clock: Callable[[], float] = time.time,
         progress: Callable[[str, int, int], None] | None = None,
         on_ready: Callable[[Info], Awaitable[None] | None] | None = None,
+        probe_only: bool = False,
     ) -> None:
         auth.check_secret(secret)
         self.address = address
@@ -104,6 +105,9 @@ class DongleLink:
         self._wall = wall_clock
         self._progress = progress
         self.on_ready = on_ready
+        # Pairing and one-off commands: authenticate, run on_ready, leave without
+        # streaming (nothing is received, so nothing is acked).
+        self._probe_only = probe_only
         self.info: Info | None = None
         self.device: str | None = None
         self.stats = Stats()
@@ -140,12 +144,14 @@ class DongleLink:
                              timeout=COMMAND_TIMEOUT, backend=self._backend, **self._backend_kwargs)
         try:
             await client.connect()
-        except (BleakError, OSError, asyncio.TimeoutError) as e:
+        except (TimeoutError, BleakError, OSError) as e:
             raise LinkError(f"cannot connect to {self.address}: {e or type(e).__name__}") from e
         self._client = client
         try:
             await self._handshake(client)
-            await self._stream_loop()
+            if not self._probe_only:
+                await self._start_stream()
+                await self._stream_loop()
         except (BleakError, OSError) as e:
             if not self._gone.is_set():
                 raise LinkError(f"{self.address}: {e or type(e).__name__}") from e
@@ -215,7 +221,6 @@ class DongleLink:
             r = self.on_ready(self.info)
             if asyncio.iscoroutine(r):
                 await r
-        await self._start_stream()
 
     async def _start_stream(self) -> None:
         first, end = control.parse_pair(await self.command(control.STREAM))
@@ -231,7 +236,7 @@ class DongleLink:
         while not self._stop.is_set() and not self._gone.is_set():
             try:
                 await asyncio.wait_for(self._wake.wait(), BATCH_SECONDS)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
             self._wake.clear()
             await self._flush()
@@ -249,7 +254,7 @@ class DongleLink:
     async def _refresh_status(self) -> None:
         try:
             self.stats.status = control.parse_status(await self.command(control.STATUS))
-        except (CommandError, ProtocolError, asyncio.TimeoutError) as e:
+        except (TimeoutError, CommandError, ProtocolError) as e:
             log.debug("%s: status not available: %s", self.device, e)
 
     async def _flush(self) -> None:
@@ -268,7 +273,7 @@ class DongleLink:
                 try:
                     used, cap = control.parse_pair(await self.command(control.ACK, control.pack_u32(contiguous)))
                     self.stats.log_used, self.stats.log_capacity = used, cap
-                except (LinkError, ProtocolError, asyncio.TimeoutError, BleakError, OSError) as e:
+                except (TimeoutError, LinkError, ProtocolError, BleakError, OSError) as e:
                     log.debug("%s: ack %d not delivered: %s", self.device, contiguous, e)
             if self._progress is not None:
                 self._progress(self.device, contiguous - self.stats.backlog_first + 1,

@@ -159,6 +159,16 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX outbox_due ON outbox (target, state, next_attempt);
     """,
+    # 2: the rules engine's state per device, with the last sequence number fed to
+    # it, so a restart resumes derivation instead of re-deriving all history.
+    """
+    CREATE TABLE rules_state (
+        device   TEXT PRIMARY KEY,
+        seq      INTEGER NOT NULL,
+        snapshot TEXT NOT NULL,
+        saved_ms INTEGER NOT NULL
+    );
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

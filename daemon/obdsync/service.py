@@ -74,7 +74,7 @@ class DeviceRunner:
             delay = self.backoff.next()
             try:
                 await asyncio.wait_for(self._stopping.wait(), delay)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
 
     def _mark(self, available: bool, why: str, level: int = logging.WARNING) -> None:
@@ -93,11 +93,11 @@ class DeviceRunner:
 
 
 async def run_service(runners: list[DeviceRunner], on_stop: Callable[[], Any] | None = None,
-                      install_signals: bool = True) -> None:
-    """Run every dongle's loop until SIGINT/SIGTERM, then stop them cleanly:
-    the batch in hand is stored and acked before the links close."""
+                      install_signals: bool = True, stop: asyncio.Event | None = None) -> None:
+    """Run every dongle's loop until SIGINT/SIGTERM (or `stop` is set), then stop
+    them cleanly: the batch in hand is stored and acked before the links close."""
     loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
+    stop = stop or asyncio.Event()
     if install_signals:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)

@@ -552,6 +552,14 @@ class Store:
             try:
                 await c.execute("BEGIN IMMEDIATE")
                 try:
+                    async with c.execute("SELECT severity, cleared_ms, values_json, message FROM events WHERE id=?",
+                                         (event.id,)) as cur:
+                        old = await cur.fetchone()
+                    if old == (event.severity, event.cleared_ms, json.dumps(event.values, sort_keys=True),
+                               event.message):
+                        # Re-derived after a restart or a replay, unchanged: its
+                        # deliveries were queued the first time.
+                        outbox = ()
                     await c.execute(
                         "INSERT INTO events (id, device, type, severity, opened_ms, cleared_ms, values_json, message)"
                         " VALUES (?,?,?,?,?,?,?,?) ON CONFLICT (id) DO UPDATE SET severity=excluded.severity,"
@@ -596,6 +604,67 @@ class Store:
                " WHERE {} ORDER BY opened_ms DESC, id LIMIT ?".format(" AND ".join(where)))
         rows = await self._fetch(sql, (*args, limit))
         return [Event(r[0], r[1], r[2], r[3], r[4], r[5], json.loads(r[6]), r[7]) for r in rows]
+
+    def anchor_base(self, device_id: str, boot: int) -> tuple[int, bool] | None:
+        """(wall_ms - t_ms offset, approximate?) of a boot, as ingest mapped it; None
+        for a boot not seen (call after ingest: it reads what ingest cached)."""
+        dev = self._devices.get(normalize_device_id(device_id))
+        a = None if dev is None else dev.anchors.get(boot)
+        if a is None:
+            return None
+        return a.wall_ms - a.t0, bool(a.approx)
+
+    async def rules_state(self, device: str) -> tuple[int, str] | None:
+        """(last seq fed, snapshot JSON) saved for a device's rules engine."""
+        rows = await self._fetch("SELECT seq, snapshot FROM rules_state WHERE device=?",
+                                 (normalize_device_id(device),))
+        return (rows[0][0], rows[0][1]) if rows else None
+
+    async def save_rules_state(self, device: str, seq: int, snapshot: str) -> None:
+        async with self._lock:
+            await self._write("saving the rules state", [(
+                "INSERT INTO rules_state (device, seq, snapshot, saved_ms) VALUES (?,?,?,?) ON CONFLICT (device)"
+                " DO UPDATE SET seq=excluded.seq, snapshot=excluded.snapshot, saved_ms=excluded.saved_ms",
+                (normalize_device_id(device), seq, snapshot, self._now_ms()))])
+
+    async def replay_items(self, device: str, after_seq: int, upto_seq: int | None = None,
+                           chunk: int = 2000) -> AsyncIterator[tuple]:
+        """Stored records of a device with seq in (after_seq, upto_seq], in seq order,
+        as the rules engine takes them: ("samples", seq, [(wall_ms, signal, value)]),
+        ("dtc", seq, wall_ms, mode, codes) or ("event", seq, wall_ms, code)."""
+        num = await self._num(device)
+        if num is None:
+            return
+        hi = (1 << 62) if upto_seq is None else upto_seq
+        lo = after_seq
+        while True:
+            recs = await self._fetch("SELECT seq, kind FROM records WHERE device=? AND seq>? AND seq<=?"
+                                     " ORDER BY seq LIMIT ?", (num, lo, hi, chunk))
+            if not recs:
+                return
+            first, last = recs[0][0], recs[-1][0]
+            rows = await self._fetch("SELECT seq, time_ms, channel, value FROM samples WHERE device=?"
+                                     " AND seq BETWEEN ? AND ? ORDER BY seq, n, channel", (num, first, last))
+            dtcs = {r[0]: r[1:] for r in await self._fetch(
+                "SELECT seq, time_ms, mode, codes FROM dtcs WHERE device=? AND seq BETWEEN ? AND ?",
+                (num, first, last))}
+            evs = {r[0]: r[1:] for r in await self._fetch(
+                "SELECT seq, time_ms, code FROM device_events WHERE device=? AND seq BETWEEN ? AND ?",
+                (num, first, last))}
+            by_seq: dict[int, list] = {}
+            for seq, t, ch, v in rows:
+                if v is not None:
+                    by_seq.setdefault(seq, []).append((t, ch, v))
+            for seq, kind in recs:
+                if kind == KIND_SAMPLES:
+                    yield ("samples", seq, by_seq.get(seq, []))
+                elif kind == KIND_DTC and seq in dtcs:
+                    t, mode, codes = dtcs[seq]
+                    yield ("dtc", seq, t, mode, json.loads(codes))
+                elif kind == KIND_EVENT and seq in evs:
+                    t, code = evs[seq]
+                    yield ("event", seq, t, code)
+            lo = last
 
     async def put_trip(self, trip: Trip) -> None:
         """Insert or update ``trip`` (by id)."""

@@ -298,18 +298,21 @@ class Dongle(Actions):
         return control.OK, control.pack_pair(log.first_unacked, log.next_seq)
 
     def set_plan(self, entries):
-        self.plan.apply_entries(entries, self.elm.supported if self.elm.ecu else None)
+        self.plan.apply_entries(entries, self.elm.pid_supported if self.elm.ecu else None)
         return control.OK, b""
 
     async def read_dtc(self, mode):
         elm = self.elm
 
         async def read():
-            return await elm.read_dtcs(mode)
+            # Copied inside the job: the next job (the housekeeping's DTC read) reuses elm.dtc
+            # before this task resumes.
+            st = await elm.read_dtcs(mode)
+            return st, [bytes(elm.dtc[2 * i:2 * i + 2]) for i in range(elm.dtc_n)]
 
-        st = await self._elm_job(read)
+        st, codes = await self._elm_job(read)
         if st == elm327.OK or st == elm327.NO_DATA:
-            return control.OK, control.pack_dtcs(mode, [bytes(elm.dtc[2 * i:2 * i + 2]) for i in range(elm.dtc_n)])
+            return control.OK, control.pack_dtcs(mode, codes)
         return control.ADAPTER_ERROR, b""
 
     async def clear_dtc(self):
@@ -332,12 +335,13 @@ class Dongle(Actions):
         elm = self.elm
 
         async def read():
-            return await elm.read_vin()
+            st = await elm.read_vin()
+            return st, bytes(elm.vin[: elm.vin_n])  # before another job reuses elm.vin
 
-        st = await self._elm_job(read)
+        st, vin = await self._elm_job(read)
         if st != elm327.OK:
             return control.ADAPTER_ERROR, b""
-        return control.OK, bytes(elm.vin[: elm.vin_n])
+        return control.OK, vin
 
     def status(self):
         log = self.log

@@ -170,8 +170,12 @@ class CommandHandler:
                 raise ProtocolError("clear_dtc takes no payload")
             return await a.clear_dtc()
         if t == control.READ_VIN:
+            if p:
+                raise ProtocolError("read_vin takes no payload")
             return await a.read_vin()
         if t == control.STATUS:
+            if p:
+                raise ProtocolError("status takes no payload")
             return a.status()
         return control.UNSUPPORTED, b""
 

@@ -18,6 +18,7 @@ STATES = const(3)  # states with a column in the table
 MAX_INTERVAL = const(36000)  # 1 hour: a slower poll is a plan error, not a wish
 MIN_INTERVAL = const(1)  # 100 ms
 MAX_CHANNELS = const(32)
+KEEP = const(0xFFFF)  # SET_PLAN: leave this state's interval unchanged
 
 # channel, driving, idle, parked (100 ms units)
 DEFAULT = (
@@ -67,12 +68,20 @@ class Plan:
             if self.chans[j] == ch:
                 k = j
                 break
-        if k < 0 and (driving or idle or parked):
+        if k < 0 and ((driving and driving != KEEP) or (idle and idle != KEEP) or (parked and parked != KEEP)):
             if self.n >= MAX_CHANNELS:
                 return False
             self.chans[self.n] = ch
             self.n += 1
         self.version += 1
+        # KEEP in a state's column leaves that state's interval as it was (the daemon
+        # overrides one state without knowing the firmware's defaults).
+        if driving == KEEP:
+            driving = self.iv[ch]
+        if idle == KEEP:
+            idle = self.iv[256 + ch]
+        if parked == KEEP:
+            parked = self.iv[512 + ch]
         v = (driving, idle, parked)
         for s in range(STATES):
             x = v[s]

@@ -31,3 +31,7 @@ from .client import SimClient
 from .scanner import SimScanner
 
 __all__ = ["SimClient", "SimScanner"]
+
+# What `obdsync --ble-backend hil.blesim` looks up (obdsync.cli.Ctx.backends).
+CLIENT_BACKEND = SimClient
+SCANNER_BACKEND = SimScanner

@@ -1,0 +1,548 @@
+"""The `obdsync` command line (click).
+
+Every command works with no config file (defaults everywhere); `--config` and
+`--db` point elsewhere. The BLE radio is bleak's default backend unless
+`--ble-backend MODULE` (or $OBDSYNC_BLE_BACKEND) names a module exposing
+CLIENT_BACKEND and SCANNER_BACKEND — how the HIL kit runs the daemon on its
+simulated radio without the daemon knowing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import datetime as dt
+import importlib
+import json
+import logging
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from obdsync import __version__, devices, paths
+from obdsync.config import Config, ConfigError, SecretError, load_config
+
+T = TypeVar("T")
+log = logging.getLogger("obdsync")
+
+
+class Ctx:
+    def __init__(self, config_path: Path | None, db: Path | None, backend: str | None) -> None:
+        self.config_path = config_path
+        self.db_override = db
+        self.backend_spec = backend
+        self._config: Config | None = None
+
+    @property
+    def config(self) -> Config:
+        if self._config is None:
+            try:
+                self._config = load_config(self.config_path)
+            except ConfigError as e:
+                raise click.ClickException(str(e)) from None
+        return self._config
+
+    @property
+    def db(self) -> Path:
+        return self.db_override or self.config.store.db_path
+
+    def backends(self) -> tuple[type | None, type | None]:
+        """(client backend, scanner backend); (None, None) is bleak's own choice."""
+        if not self.backend_spec:
+            return None, None
+        try:
+            mod = importlib.import_module(self.backend_spec)
+            return mod.CLIENT_BACKEND, mod.SCANNER_BACKEND
+        except (ImportError, AttributeError) as e:
+            raise click.ClickException(f"BLE backend {self.backend_spec!r} is not usable: {e}") from None
+
+
+def run_async(coro: Awaitable[T]) -> T:
+    return asyncio.run(coro)  # type: ignore[arg-type]
+
+
+def fmt_ms(ms: int | None) -> str:
+    if ms is None:
+        return "-"
+    return dt.datetime.fromtimestamp(ms / 1000).astimezone().strftime("%Y-%m-%d %H:%M:%S")
+
+
+def parse_when(text: str | None) -> int | None:
+    """An ISO date/time, or a relative age like 2h, 3d, 30m, as Unix ms."""
+    if text is None:
+        return None
+    t = text.strip()
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+    if t and t[-1] in units and t[:-1].replace(".", "", 1).isdigit():
+        return int((dt.datetime.now().timestamp() - float(t[:-1]) * units[t[-1]]) * 1000)
+    try:
+        when = dt.datetime.fromisoformat(t)
+    except ValueError:
+        raise click.BadParameter(f"{text!r}: give an ISO date/time (2026-11-25T08:00) or an age (30m, 2h, 7d)") from None
+    if when.tzinfo is None:
+        when = when.astimezone()
+    return int(when.timestamp() * 1000)
+
+
+async def open_store(ctx: Ctx) -> Any:
+    from obdsync.store import Store, StoreError
+
+    cfg = ctx.config
+    try:
+        return await Store.open(ctx.db, max_bytes=(cfg.store.max_size_mb * 2**20) or None,
+                                outbox_max=cfg.outbox.max_entries)
+    except StoreError as e:
+        raise click.ClickException(str(e)) from None
+
+
+def with_store(ctx: Ctx, fn: Callable[[Any], Awaitable[T]]) -> T:
+    async def go() -> T:
+        store = await open_store(ctx)
+        try:
+            return await fn(store)
+        finally:
+            await store.close()
+
+    return run_async(go())
+
+
+def resolve_device(store_status: list[Any], device: str | None) -> str:
+    ids = [s.device for s in store_status]
+    if device is None:
+        if len(ids) == 1:
+            return ids[0]
+        if not ids:
+            raise click.ClickException("no device has sent anything yet")
+        raise click.ClickException("several devices: name one with --device (" + ", ".join(ids) + ")")
+    try:
+        d = paths.normalize_device_id(device)
+    except ValueError:
+        matches = [i for i in ids if i.endswith(device.lower())]
+        if len(matches) == 1:
+            return matches[0]
+        raise click.ClickException(f"unknown device {device!r}") from None
+    return d
+
+
+class LazyGroup(click.Group):
+    """Subcommands whose code loads only when used: `hil` lives in the HIL kit,
+    which the daemon's run-time path must not import."""
+
+    lazy = {"hil": ("hil.cli", "hil")}
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(super().list_commands(ctx)) | set(self.lazy))
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name in self.lazy:
+            module, attr = self.lazy[name]
+            try:
+                return getattr(importlib.import_module(module), attr)
+            except ImportError as e:
+                raise click.ClickException(f"`obdsync {name}` needs the HIL kit: {e}") from None
+        return super().get_command(ctx, name)
+
+
+@click.group(cls=LazyGroup)
+@click.version_option(__version__, prog_name="obdsync")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Config file (default: $XDG_CONFIG_HOME/obdsync/config.toml).")
+@click.option("--db", type=click.Path(dir_okay=False, path_type=Path), help="SQLite database file.")
+@click.option("--ble-backend", envvar="OBDSYNC_BLE_BACKEND", hidden=True,
+              help="Module with CLIENT_BACKEND/SCANNER_BACKEND (HIL simulation).")
+@click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
+@click.pass_context
+def cli(ctx: click.Context, config_path: Path | None, db: Path | None, ble_backend: str | None,
+        verbose: int) -> None:
+    """obdsync: keep every sample your car's dongle sends, and tell you what matters."""
+    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if verbose < 2:
+        logging.getLogger("bleak").setLevel(logging.WARNING)
+    logging.getLogger("pint").setLevel(logging.ERROR)  # python-OBD redefines units at import
+    ctx.obj = Ctx(config_path, db, ble_backend)
+
+
+# ---- the service ---------------------------------------------------------------------
+
+
+@cli.command()
+@click.option("--device", "only", multiple=True, help="Only these paired dongles (device id or address).")
+@click.pass_obj
+def run(ctx: Ctx, only: tuple[str, ...]) -> None:
+    """Run the background service: stay connected to the paired dongles."""
+    from obdsync.daemon import Daemon
+
+    paired = devices.load()
+    if only:
+        want = {o.lower() for o in only}
+        paired = [p for p in paired if p.device in want or p.address.lower() in want]
+    if not paired:
+        raise click.ClickException("no paired dongle: run `obdsync scan`, then `obdsync pair ADDRESS`")
+    client_backend, _ = ctx.backends()
+    interactive = sys.stderr.isatty()
+    if not logging.getLogger().isEnabledFor(logging.INFO):
+        logging.getLogger("obdsync").setLevel(logging.INFO)
+    try:
+        daemon = Daemon(ctx.config, ctx.db, paired, backend=client_backend, interactive=interactive)
+    except SecretError as e:
+        raise click.ClickException(str(e)) from None
+    run_async(daemon.run())
+
+
+@cli.command()
+@click.option("--timeout", default=5.0, show_default=True, help="Seconds to listen.")
+@click.pass_obj
+def scan(ctx: Ctx, timeout: float) -> None:
+    """List nearby obdsync dongles."""
+    from bleak import BleakScanner
+
+    from protocol import uuids
+
+    _, scanner = ctx.backends()
+
+    async def go() -> dict:
+        kw = {"backend": scanner} if scanner else {}
+        return await BleakScanner.discover(timeout=timeout, return_adv=True, service_uuids=[uuids.SERVICE], **kw)
+
+    found = run_async(go())
+    rows = [(d.address, a.local_name or d.name or "", a.rssi) for d, a in found.values()
+            if uuids.SERVICE in [u.lower() for u in a.service_uuids]
+            or (a.local_name or "").startswith(uuids.NAME_PREFIX)]
+    if not rows:
+        click.echo("no dongle found (is it powered, and not connected to another phone?)")
+        return
+    click.echo(f"{'ADDRESS':<18} {'NAME':<12} RSSI")
+    for addr, name, rssi in sorted(rows, key=lambda r: -r[2]):
+        click.echo(f"{addr:<18} {name:<12} {rssi}")
+
+
+@cli.command()
+@click.argument("address")
+@click.option("--secret", "label", help="The label / QR text (obdsync:<id>:<secret>) or the secret's hex.")
+@click.pass_obj
+def pair(ctx: Ctx, address: str, label: str | None) -> None:
+    """Pair a dongle: check its secret against it, then remember both."""
+    from obdsync.link import DongleLink, LinkError
+
+    if label is None:
+        label = click.prompt("Secret from the dongle's label", hide_input=True)
+    try:
+        device, secret = devices.parse_label(label)
+    except devices.PairingError as e:
+        raise click.ClickException(str(e)) from None
+    client_backend, _ = ctx.backends()
+
+    class NoSink:
+        async def ingest(self, device: str, records: list) -> int:
+            return -1  # pairing stores nothing and acks nothing
+
+    async def go() -> str:
+        link = DongleLink(address, secret, NoSink(), backend=client_backend, probe_only=True)
+        await link.session()
+        assert link.info is not None
+        return link.info.device_id.hex()
+
+    try:
+        found = run_async(go())
+    except LinkError as e:
+        raise click.ClickException(f"pairing failed: {e}") from None
+    if device is not None and device != found:
+        raise click.ClickException(f"the label is for dongle {device}, but {address} is dongle {found}")
+    devices.add(found, address, secret)
+    click.echo(f"paired dongle {found} at {address}; the secret is stored in {paths.secret_path(found)} (0600)")
+
+
+# ---- what is stored ------------------------------------------------------------------------
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_obj
+def status(ctx: Ctx, as_json: bool) -> None:
+    """Each dongle: last seen, records, gaps, latest values; forwarding backlog."""
+    from obdsync.decode import signal_name
+    from obdsync.status import gather
+
+    info = with_store(ctx, lambda store: gather(store, ctx.config))
+    if as_json:
+        click.echo(json.dumps(info, indent=2, default=str))
+        return
+    if not info["devices"]:
+        click.echo("no data yet: pair a dongle and run `obdsync run`")
+    for d in info["devices"]:
+        live = d.get("live") or {}
+        conn = "connected" if live.get("connected") else "not connected"
+        click.echo(f"dongle {d['device']}  {d.get('name') or ''}  {conn}  last seen {fmt_ms(d['last_seen'])}")
+        if d.get("vin"):
+            click.echo(f"  VIN {d['vin']}")
+        click.echo(f"  records {d['records']}  acked up to seq {d['contiguous']}  waiting for {d['missing']}"
+                   f"  gaps {d['gaps']} ({d['lost']} records lost on the dongle)")
+        if live:
+            click.echo(f"  dongle: battery {live.get('volts', '-')} V  log {live.get('log_fill', '-')}"
+                       f"  backlog {live.get('backlog', '-')}  power {live.get('power', '-')}")
+            if live.get("rates"):
+                click.echo("  poll rates: " + ", ".join(f"{signal_name(ch)} {hz:.1f} Hz"
+                                                        for ch, hz in sorted(live["rates"].items())))
+        for sig, (t, value, unit) in sorted(d["last_values"].items()):
+            v = "-" if value is None else f"{value:g}"
+            click.echo(f"    {signal_name(int(sig)):<28} {v:>10} {unit:<6} {fmt_ms(t)}")
+        for k, v in (d.get("service") or {}).items():
+            click.echo(f"  service: {k} {v}")
+    for t in info.get("forwarding", []):
+        click.echo(f"forward {t['target']}: backlog {t['pending']}  dead letters {t['dead']}  dropped {t['dropped']}"
+                   f"  last success {fmt_ms(t.get('last_success'))}  last error {t.get('last_error') or '-'}")
+
+
+@cli.command()
+@click.option("--device")
+@click.option("--signal", "signal", default="speed", show_default=True, help="Signal name or PID (0x0D).")
+@click.option("--since", help="ISO time or age (2h, 7d).")
+@click.option("--limit", default=50, show_default=True)
+@click.pass_obj
+def samples(ctx: Ctx, device: str | None, signal: str, since: str | None, limit: int) -> None:
+    """Stored samples of one signal, newest last."""
+    from obdsync.decode import signal_by_name, signal_name
+
+    try:
+        sig = signal_by_name(signal)
+    except ValueError as e:
+        raise click.BadParameter(str(e)) from None
+
+    async def go(store: Any) -> list:
+        dev = resolve_device(await store.status(), device)
+        return await store.samples(dev, sig, since_ms=parse_when(since), limit=limit)
+
+    rows = with_store(ctx, go)
+    click.echo(f"{signal_name(sig)}: {len(rows)} samples")
+    for r in rows:
+        v = r.raw.hex() if r.value is None else f"{r.value:g}"
+        click.echo(f"{fmt_ms(r.time_ms)}{'~' if r.approx else ' '} {v}")
+
+
+@cli.command()
+@click.option("--device")
+@click.option("--since", help="ISO time or age (2h, 7d).")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def events(ctx: Ctx, device: str | None, since: str | None, as_json: bool) -> None:
+    """Events: low fuel, refuel, fuel drop, trouble codes, overheating, battery, service."""
+
+    async def go(store: Any) -> list:
+        return await store.events(None if device is None else resolve_device(await store.status(), device),
+                                  since_ms=parse_when(since))
+
+    evs = with_store(ctx, go)
+    if as_json:
+        for e in evs:
+            click.echo(json.dumps({"id": e.id, "device": e.device, "type": e.type, "severity": e.severity,
+                                   "opened_ms": e.opened_ms, "cleared_ms": e.cleared_ms, "values": e.values,
+                                   "message": e.message}))
+        return
+    if not evs:
+        click.echo("no events")
+    for e in evs:
+        cleared = f" (cleared {fmt_ms(e.cleared_ms)})" if e.cleared_ms else ""
+        click.echo(f"{fmt_ms(e.opened_ms)} {e.severity:<8} {e.type:<14} {e.message}{cleared}")
+
+
+@cli.command()
+@click.option("--device")
+@click.option("--format", "fmt", type=click.Choice(["csv", "jsonl"]), default="csv", show_default=True)
+@click.option("--since", help="ISO time or age.")
+@click.option("--until", help="ISO time or age.")
+@click.option("--output", "-o", type=click.File("w"), default="-")
+@click.pass_obj
+def export(ctx: Ctx, device: str | None, fmt: str, since: str | None, until: str | None, output: Any) -> None:
+    """Export samples as CSV or JSON Lines (decoded values with units)."""
+    from obdsync.decode import Decoder, signal_name
+
+    units = Decoder().units
+
+    async def go(store: Any) -> int:
+        dev = resolve_device(await store.status(), device)
+        n = 0
+        writer = csv.writer(output) if fmt == "csv" else None
+        if writer:
+            writer.writerow(["time", "time_ms", "device", "signal", "value", "unit", "raw", "approx"])
+        async for r in store.export(dev, since_ms=parse_when(since), until_ms=parse_when(until)):
+            name = signal_name(r.channel)
+            unit = units.get(r.channel, "")
+            if writer:
+                writer.writerow([fmt_ms(r.time_ms), r.time_ms, dev, name, "" if r.value is None else r.value,
+                                 unit, r.raw.hex(), int(r.approx)])
+            else:
+                output.write(json.dumps({"time_ms": r.time_ms, "device": dev, "signal": name, "value": r.value,
+                                         "unit": unit, "raw": r.raw.hex(), "approx": r.approx}) + "\n")
+            n += 1
+        return n
+
+    n = with_store(ctx, go)
+    click.echo(f"exported {n} samples", err=True)
+
+
+@cli.command()
+@click.option("--days", type=float, help="Keep raw samples this many days (default: store.retention_days).")
+@click.pass_obj
+def vacuum(ctx: Ctx, days: float | None) -> None:
+    """Apply retention to raw samples (events and trips stay) and compact the file."""
+    keep = ctx.config.store.retention_days if days is None else days
+
+    async def go(store: Any) -> int:
+        n = await store.retain(keep)
+        await store.vacuum()
+        return n
+
+    n = with_store(ctx, go)
+    click.echo(f"deleted {n} samples older than {keep:g} days; {ctx.db} compacted")
+
+
+# ---- trouble codes -----------------------------------------------------------------------
+
+
+@cli.group()
+def dtc() -> None:
+    """Diagnostic trouble codes (check-engine light)."""
+
+
+@dtc.command("read")
+@click.option("--device")
+@click.option("--live", is_flag=True, help="Ask the dongle now instead of showing the last reads.")
+@click.pass_obj
+def dtc_read(ctx: Ctx, device: str | None, live: bool) -> None:
+    """Stored, pending and permanent codes with their descriptions."""
+    from obdsync.decode import describe_dtc, dtcs_from_raw
+
+    names = {3: "stored", 7: "pending", 10: "permanent"}
+    if live:
+        from protocol import control
+
+        async def go(link: Any) -> list:
+            out = []
+            for mode in (3, 7, 10):
+                payload = await link.command(control.READ_DTC, bytes((mode,)))
+                m, codes = control.parse_dtcs(payload)
+                out.append((m, dtcs_from_raw(codes)))
+            return out
+
+        reads = [(None, m, codes) for m, codes in with_dongle(ctx, device, go)]
+    else:
+        async def stored(store: Any) -> list:
+            dev = resolve_device(await store.status(), device)
+            latest: dict[int, tuple] = {}
+            for t, mode, codes, _ in await store.dtcs(dev, limit=50):
+                latest.setdefault(mode, (t, mode, codes))
+            return list(latest.values())
+
+        reads = with_store(ctx, stored)
+    if not reads:
+        click.echo("no trouble codes read yet (they are read when the MIL or code count changes and at trip start)")
+    for t, mode, codes in sorted(reads, key=lambda r: r[1]):
+        when = "" if t is None else f" (read {fmt_ms(t)})"
+        click.echo(f"{names.get(mode, mode)}{when}: {'none' if not codes else ''}")
+        for c in codes:
+            click.echo(f"  {c}  {describe_dtc(c)}")
+
+
+@dtc.command("clear")
+@click.option("--device")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.pass_obj
+def dtc_clear(ctx: Ctx, device: str | None, yes: bool) -> None:
+    """Clear trouble codes (mode 04). Refused by the dongle while the car moves."""
+    from obdsync.link import CommandError
+    from protocol import control
+
+    if not yes:
+        click.confirm("Clearing codes also resets the emissions readiness monitors. Clear now?", abort=True)
+
+    async def go(link: Any) -> None:
+        await link.command(control.CLEAR_DTC)
+
+    try:
+        with_dongle(ctx, device, go)
+    except CommandError as e:
+        if e.status == control.REFUSED_MOVING:
+            raise click.ClickException("the dongle refused: the vehicle is moving. Stop the car and try again.") \
+                from None
+        raise click.ClickException(f"the dongle refused: {e}") from None
+    click.echo("trouble codes cleared")
+
+
+def with_dongle(ctx: Ctx, device: str | None, fn: Callable[[Any], Awaitable[T]]) -> T:
+    """Connect to one paired dongle (not while `obdsync run` holds it), run fn(link)."""
+    from obdsync.link import DongleLink, LinkError
+
+    paired = devices.load()
+    if device:
+        paired = [p for p in paired if p.device.endswith(device.lower()) or p.address.lower() == device.lower()]
+    if len(paired) != 1:
+        raise click.ClickException("name one paired dongle with --device" if paired else "no paired dongle")
+    p = paired[0]
+    try:
+        secret = devices.secret_of(p.device).reveal()
+    except SecretError as e:
+        raise click.ClickException(str(e)) from None
+    client_backend, _ = ctx.backends()
+
+    class NoSink:
+        async def ingest(self, device: str, records: list) -> int:
+            return -1
+
+    async def go() -> T:
+        box: dict[str, Any] = {}
+        done = asyncio.Event()
+
+        async def ready(_info: Any) -> None:
+            try:
+                box["result"] = await fn(link)
+            except Exception as e:  # noqa: BLE001 - re-raised below, outside the session
+                box["error"] = e
+            done.set()
+            link.stop()
+
+        link = DongleLink(p.address, secret, NoSink(), backend=client_backend, on_ready=ready, probe_only=True)
+        await link.session()
+        if "error" in box:
+            raise box["error"]
+        if not done.is_set():
+            raise LinkError("the dongle went away")
+        return box["result"]
+
+    try:
+        return run_async(go())
+    except LinkError as e:
+        raise click.ClickException(f"{e} (is `obdsync run` connected to it? one phone at a time)") from None
+
+
+# ---- config --------------------------------------------------------------------------------
+
+
+@cli.group()
+def config() -> None:
+    """The configuration file."""
+
+
+@config.command("check")
+@click.argument("file", required=False, type=click.Path(dir_okay=False, path_type=Path))
+@click.pass_obj
+def config_check(ctx: Ctx, file: Path | None) -> None:
+    """Validate a config file (default: the one in use); exits 1 on errors."""
+    path = file or ctx.config_path or paths.config_path()
+    try:
+        cfg = load_config(path)
+    except ConfigError as e:
+        raise click.ClickException(str(e)) from None
+    src = cfg.source or f"{path} (absent: all defaults)"
+    click.echo(f"{src}: OK")
+
+
+def main() -> None:
+    cli(prog_name="obdsync")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,182 @@
+"""The daemon: store, rules, forwarding and one link per paired dongle, run together.
+
+`obdsync run` builds one Daemon; the HIL scenario runner builds the same object
+with the simulated radio's backend class. Nothing here knows which radio it is.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from obdsync import paths
+from obdsync.config import Config
+from obdsync.devices import Paired, secret_of
+from obdsync.link import DongleLink
+from obdsync.pipeline import Pipeline
+from obdsync.service import Backoff, DeviceRunner, run_service
+from protocol import control
+
+log = logging.getLogger("obdsync.daemon")
+
+LIVE_SECONDS = 5.0
+RETENTION_SECONDS = 6 * 3600.0
+KEEP = 0xFFFF  # SET_PLAN: leave that state's interval as the firmware has it
+
+
+def plan_from_config(config: Config) -> list[tuple[int, int, int, int]]:
+    """[poll] overrides as SET_PLAN rows (seconds → 100 ms units)."""
+    rows = []
+    for o in config.poll:
+        def units(v: float | None) -> int:
+            return KEEP if v is None else min(36000, round(v * 10))
+
+        rows.append((o.channel, units(o.driving), units(o.idle), units(o.parked)))
+    return rows
+
+
+def live_path() -> Path:
+    return paths.data_dir() / "live.json"
+
+
+class Daemon:
+    def __init__(self, config: Config, db: Path, paired: list[Paired], *, backend: type | None = None,
+                 backend_kwargs: dict[str, Any] | None = None, interactive: bool = False,
+                 wall_clock: Callable[[], float] = time.time, secrets: dict[str, bytes] | None = None,
+                 live_file: Path | None = None) -> None:
+        self.config = config
+        self.db = db
+        self.paired = paired
+        self._backend = backend
+        self._backend_kwargs = backend_kwargs or {}
+        self._interactive = interactive
+        self._wall = wall_clock
+        # Secrets are read now: a bad secret file is an error at start, not at 3 a.m.
+        self._secrets = secrets or {p.device: secret_of(p.device).reveal() for p in paired}
+        self._live_file = live_file or live_path()
+        self.store: Any = None
+        self.pipeline: Pipeline | None = None
+        self.forwarder: Any = None
+        self.runners: list[DeviceRunner] = []
+        self.started = asyncio.Event()
+        self._stop: asyncio.Event | None = None
+        self._progress_last: dict[str, int] = {}
+
+    def _progress(self, device: str, done: int, total: int) -> None:
+        """Backlog sync progress: a bar on a terminal, a log line per 10 % otherwise."""
+        if total <= 0:
+            return
+        pct = max(0, min(100, done * 100 // total))
+        if self._interactive:
+            bar = "#" * (pct // 4)
+            print(f"\rsync {device}: [{bar:<25}] {pct:3d}% ({done}/{total} records)", end="", flush=True)
+            if pct == 100:
+                print()
+        else:
+            step = pct // 10
+            if self._progress_last.get(device) != step:
+                self._progress_last[device] = step
+                log.info("dongle %s: backlog %d%% (%d of %d records)", device, pct, done, total)
+
+    async def run(self, install_signals: bool = True) -> None:
+        from obdsync.forward import Forwarder
+        from obdsync.store import Store
+
+        cfg = self.config
+        self.store = await Store.open(self.db, max_bytes=(cfg.store.max_size_mb * 2**20) or None,
+                                      outbox_max=cfg.outbox.max_entries)
+        try:
+            self.forwarder = Forwarder(self.store, cfg.forward)
+            await self.forwarder.start()
+            self.pipeline = Pipeline(self.store, cfg, forwarder=self.forwarder)
+            plan = plan_from_config(cfg)
+            for p in self.paired:
+                link = DongleLink(p.address, self._secrets[p.device], self.pipeline, backend=self._backend,
+                                  backend_kwargs=self._backend_kwargs, plan=plan, wall_clock=self._wall,
+                                  progress=self._progress)
+                self.runners.append(DeviceRunner(link, Backoff(cfg.link.backoff_base_s, cfg.link.backoff_cap_s)))
+            chores = [asyncio.create_task(self._live_loop()), asyncio.create_task(self._retention_loop())]
+            self.started.set()
+            log.info("obdsync running: %d dongle(s), database %s", len(self.runners), self.db)
+            try:
+                await run_service(self.runners, install_signals=install_signals, stop=self._stop_event())
+            finally:
+                for c in chores:
+                    c.cancel()
+                await asyncio.gather(*chores, return_exceptions=True)
+                await self._write_live()
+        finally:
+            if self.forwarder is not None:
+                await self.forwarder.stop()
+            if self.pipeline is not None:
+                await self.pipeline.close()
+            await self.store.close()
+
+    def _stop_event(self) -> asyncio.Event:
+        if self._stop is None:
+            self._stop = asyncio.Event()
+        return self._stop
+
+    def stop(self) -> None:
+        """Stop as SIGTERM would: store and ack what is in hand, close the links."""
+        self._stop_event().set()
+
+    # -- chores ------------------------------------------------------------------
+
+    def live(self) -> dict[str, Any]:
+        out = {}
+        for r in self.runners:
+            link = r.link
+            st = link.stats
+            s = st.status
+            dev = link.device or link.address
+            out[dev] = {
+                "address": link.address,
+                "connected": link.connected,
+                "available": r.available,
+                "last_error": r.last_error,
+                "records_received": st.records,
+                "rejected_records": st.rejected_records,
+                "acked": st.acked,
+                "backlog": max(0, st.backlog_end - st.acked - 1) if st.connected_since else None,
+                "volts": round(s["millivolts"] / 1000, 2) if s.get("millivolts") else None,
+                "log_fill": f"{100 * st.log_used / st.log_capacity:.1f}%" if st.log_capacity else None,
+                "power": control.POWER_NAMES.get(s.get("power_state")) if s else None,
+                "rates": s.get("rates", {}),
+                "updated": time.time(),
+            }
+        return out
+
+    async def _write_live(self) -> None:
+        """`obdsync status` runs in another process: leave it what only we know."""
+        data = json.dumps({"pid": os.getpid(), "devices": self.live()}, default=str)
+        p = self._live_file
+        try:
+            p.parent.mkdir(parents=True, exist_ok=True)
+            tmp = p.with_name(p.name + ".tmp")
+            tmp.write_text(data)
+            os.replace(tmp, p)
+        except OSError as e:
+            log.debug("live status not written: %s", e)
+
+    async def _live_loop(self) -> None:
+        while True:
+            await self._write_live()
+            await asyncio.sleep(LIVE_SECONDS)
+
+    async def _retention_loop(self) -> None:
+        days = self.config.store.retention_days
+        if days <= 0:
+            return
+        while True:
+            try:
+                await self.store.retain(days)
+            except Exception as e:  # noqa: BLE001 - retention is housekeeping; ingest goes on
+                log.warning("retention failed: %s", e)
+            await asyncio.sleep(RETENTION_SECONDS)

@@ -1,0 +1,245 @@
+"""The delivery loop: one worker per target drains the store's outbox through a sender.
+
+Guarantees (state lives only in SQLite, so they hold across restarts and kill -9):
+
+- at least once: an entry leaves ``pending`` only after the target confirmed it (the
+  broker's PUBACK, a 2xx) or refused it for good (dead letter);
+- ordered per device and target: an entry is not tried before the earlier entries of
+  its device on that target are delivered or dead-lettered;
+- loss is visible: entries the outbox bound dropped are reported to the target as one
+  ``dropped`` record per device, before anything else is sent to it.
+
+Failures come in three kinds, raised by a sender:
+:class:`TargetDown` (no connection, timeout: the whole target backs off),
+:class:`RetryLater` (this message failed, e.g. HTTP 5xx: the entry backs off and blocks
+its device), :class:`Rejected` (refused, e.g. HTTP 4xx: dead letter with the reason).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from ..store import StoreError
+from . import payloads
+from .outbox_sql import DroppedRun, OutboxSql, Pending
+
+log = logging.getLogger(__name__)
+
+
+class DeliveryError(Exception):
+    """A delivery did not happen; the subclass says what to do about it."""
+
+
+class TargetDown(DeliveryError):
+    """The target can't be reached (connect failed, connection lost, timeout)."""
+
+
+class RetryLater(DeliveryError):
+    """The target is there but did not take this message now."""
+
+
+class Rejected(DeliveryError):
+    """The target refused this message; retrying the same bytes won't help."""
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One message for a sender. ``entry_id`` is None for a ``dropped`` record."""
+
+    entry_id: int | None
+    device: str
+    key: str
+    payload: bytes
+    message: dict[str, Any]
+
+    @property
+    def type(self) -> str:
+        return str(self.message.get("type") or "event")
+
+
+class Sender(Protocol):
+    name: str
+
+    async def send(self, delivery: Delivery) -> None:
+        """Deliver, returning only once the target confirmed; raise a :class:`DeliveryError`."""
+
+    async def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Capped exponential backoff with jitter: attempt n waits base·2^(n-1), at most cap,
+    times a random factor in [0.5, 1) so that many clients don't retry in step."""
+
+    base_s: float = 1.0
+    cap_s: float = 300.0
+
+    def delay_s(self, attempt: int, rnd: Callable[[], float] = random.random) -> float:
+        d = min(self.cap_s, self.base_s * (2.0 ** min(max(attempt, 1) - 1, 60)))
+        return d * (0.5 + 0.5 * rnd())
+
+
+@dataclass
+class LiveStatus:
+    """What a running worker knows beyond the database (exact times, connection state)."""
+
+    up: bool | None = None
+    last_success_ms: int | None = None
+    last_error: str | None = None
+    last_error_ms: int | None = None
+    retry_at_ms: int | None = None
+
+
+class TargetWorker:
+    """Drains one target. ``wake()`` makes a sleeping worker look at the outbox now."""
+
+    def __init__(self, sql: OutboxSql, sender: Sender, *, backoff: Backoff = Backoff(),
+                 idle_poll_s: float = 30.0, batch: int = 200, rnd: Callable[[], float] = random.random):
+        self.sql = sql
+        self.sender = sender
+        self.target = sender.name
+        self.backoff = backoff
+        self.idle_poll_s = idle_poll_s
+        self.batch = batch
+        self.rnd = rnd
+        self.live = LiveStatus()
+        self._wake = asyncio.Event()
+        self._down_count = 0
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Deliver until cancelled."""
+        while True:
+            self._wake.clear()
+            try:
+                more = await self._pass()
+            except TargetDown as e:
+                await self._target_down(e)
+                continue
+            except StoreError as e:
+                # The database is busy or full: nothing was marked, try again later.
+                log.error("forward %s: outbox not readable: %s", self.target, e)
+                self._note_error(f"store: {e}")
+                await self._sleep(self.backoff.delay_s(3, self.rnd))
+                continue
+            if self._down_count:
+                log.info("forward %s: target reachable again", self.target)
+                self._down_count = 0
+            self.live.up, self.live.retry_at_ms = True, None
+            if more:
+                continue
+            due = await self.sql.next_attempt(self.target)
+            now = self.sql.now_ms()
+            timeout = self.idle_poll_s if due is None else min(self.idle_poll_s, max(0, due - now) / 1000)
+            if timeout > 0:
+                await self._sleep(timeout, wakeable=True)
+
+    async def _sleep(self, seconds: float, *, wakeable: bool = False) -> None:
+        if not wakeable:
+            await asyncio.sleep(seconds)
+            return
+        try:
+            async with asyncio.timeout(seconds):
+                await self._wake.wait()
+        except TimeoutError:
+            pass
+
+    async def _target_down(self, e: TargetDown) -> None:
+        self._down_count += 1
+        delay = self.backoff.delay_s(self._down_count, self.rnd)
+        if self._down_count == 1:
+            log.warning("forward %s: target unavailable: %s (retrying with backoff)", self.target, e)
+        else:
+            log.debug("forward %s: still unavailable (%d): %s", self.target, self._down_count, e)
+        self.live.up = False
+        self.live.retry_at_ms = self.sql.now_ms() + int(delay * 1000)
+        # New entries don't make a down target come back: no wake-up, only the backoff.
+        await self._sleep(delay)
+
+    def _note_error(self, text: str) -> None:
+        self.live.last_error, self.live.last_error_ms = text, self.sql.now_ms()
+
+    def _note_success(self) -> None:
+        self.live.last_success_ms = self.sql.now_ms()
+
+    async def _pass(self) -> bool:
+        """One pass over the due entries; True when a full batch was seen (look again now)."""
+        for run in await self.sql.dropped_runs(self.target):
+            await self._report_dropped(run)
+        rows = await self.sql.pending(self.target, self.batch)
+        now = self.sql.now_ms()
+        blocked: set[str] = set()
+        for row in rows:
+            if row.device in blocked:
+                continue
+            if row.next_attempt > now:
+                blocked.add(row.device)  # its head is in backoff: the rest of its entries wait
+                continue
+            if not await self._deliver(row):
+                blocked.add(row.device)
+            now = self.sql.now_ms()
+        return len(rows) == self.batch
+
+    async def _deliver(self, row: Pending) -> bool:
+        """Try one entry; True if it left the pending state (sent or dead-lettered)."""
+        try:
+            msg = payloads.decode(row.payload)
+        except ValueError as e:
+            await self._dead(row, f"payload is not a JSON object: {e}")
+            return True
+        key = str(msg.get("key") or row.event_id or row.id)
+        device = str(msg.get("device") or row.device)
+        d = Delivery(row.id, device, key, row.payload, msg)
+        log.debug("forward %s: sending outbox entry %d (%s)", self.target, row.id, key)
+        try:
+            await self.sender.send(d)
+        except Rejected as e:
+            await self._dead(row, str(e))
+            return True
+        except RetryLater as e:
+            delay = self.backoff.delay_s(row.attempts + 1, self.rnd)
+            self._note_error(str(e))
+            log.info("forward %s: entry %d not taken (%s); retry in %.1f s", self.target, row.id, e, delay)
+            await self.sql.failed(row.id, str(e), self.sql.now_ms() + int(delay * 1000))
+            return False
+        except TargetDown as e:
+            # Counted on the entry (status shows why it waits); due again as soon as the
+            # target is back, whose own backoff paces the retries.
+            self._note_error(str(e))
+            await self.sql.failed(row.id, str(e), self.sql.now_ms())
+            raise
+        await self.sql.sent(row.id, self.sql.now_ms())
+        self._note_success()
+        log.debug("forward %s: outbox entry %d delivered", self.target, row.id)
+        return True
+
+    async def _dead(self, row: Pending, reason: str) -> None:
+        log.error("forward %s: outbox entry %d (event %s) refused, moved to dead letters: %s",
+                  self.target, row.id, row.event_id, reason)
+        self._note_error(reason)
+        await self.sql.dead(row.id, reason, self.sql.now_ms())
+
+    async def _report_dropped(self, run: DroppedRun) -> None:
+        msg = payloads.dropped_message(run.device, run.count, run.first_id, run.last_id, run.first_ms, run.last_ms)
+        d = Delivery(None, run.device, msg["key"], payloads.encode(msg), msg)
+        try:
+            await self.sender.send(d)
+        except Rejected as e:
+            # Not retried: the drop stays counted in status (dropped_total) and in the log.
+            log.error("forward %s: the report of %d dropped entries of %s was refused: %s",
+                      self.target, run.count, run.device, e)
+            self._note_error(str(e))
+        except RetryLater as e:
+            # It must go first: hold the target back as if it were down.
+            raise TargetDown(f"dropped record not taken: {e}") from e
+        else:
+            self._note_success()
+            log.warning("forward %s: reported %d dropped entries of %s", self.target, run.count, run.device)
+        await self.sql.dropped_reported(self.target, run)

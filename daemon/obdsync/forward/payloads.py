@@ -1,0 +1,131 @@
+"""What goes on the wire to the platform: event JSON, the ``dropped`` record, MQTT topics.
+
+An outbox entry's payload is the event JSON built here when the event is stored, so a
+retry sends the very bytes of the first attempt (the webhook signs those bytes).
+
+Event message (``v`` 1)::
+
+    {"v": 1, "key": "<event id>:open", "id": "<event id>", "device": "0011223344556677",
+     "type": "low_fuel", "state": "open", "severity": "warning", "opened_ms": ..., "cleared_ms": null,
+     "values": {...}, "message": "..."}
+
+Opens and clears of one event share ``id`` and differ in ``state``; ``key`` (id and state)
+is the idempotency key: a consumer that keeps the keys it has seen processes each
+delivery exactly once, and still sees the clear after the open.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from ..store import Event
+
+VERSION = 1
+DEFAULT_PREFIX = "obdsync"
+
+#: Keys of the retained state JSON (``<prefix>/<device>/state``) that Home Assistant
+#: discovery reads. ``publish_state`` takes any JSON-able dict; these are the ones with a meaning.
+STATE_KEYS = {
+    "fuel_pct": "fuel level, % of the tank",
+    "range_km": "estimated range, km",
+    "battery_v": "battery voltage, V",
+    "coolant_c": "coolant temperature, °C",
+    "odometer_km": "odometer, km",
+    "dtc_count": "stored trouble codes",
+    "mil": "malfunction indicator lamp on (bool)",
+    "overheating": "overheating event open (bool)",
+    "low_fuel": "low fuel event open (bool)",
+    "time_ms": "when these values were current, Unix ms",
+}
+
+_SEGMENT_BAD = re.compile(r"[^A-Za-z0-9_.-]")
+
+
+def topic_segment(text: str) -> str:
+    """``text`` made safe as one MQTT topic level: no ``/``, wildcards or control characters."""
+    seg = _SEGMENT_BAD.sub("_", text)
+    return seg or "_"
+
+
+def event_state(event: Event) -> str:
+    return "open" if event.cleared_ms is None else "cleared"
+
+
+def delivery_key(event_id: str, state: str) -> str:
+    return f"{event_id}:{state}"
+
+
+def event_message(event: Event) -> dict[str, Any]:
+    state = event_state(event)
+    return {
+        "v": VERSION,
+        "key": delivery_key(event.id, state),
+        "id": event.id,
+        "device": event.device,
+        "type": event.type,
+        "state": state,
+        "severity": event.severity,
+        "opened_ms": event.opened_ms,
+        "cleared_ms": event.cleared_ms,
+        "values": event.values,
+        "message": event.message,
+    }
+
+
+def encode(message: dict[str, Any]) -> bytes:
+    # Compact and key-sorted: the same event always gives the same bytes.
+    return json.dumps(message, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+                      allow_nan=False).encode("utf-8")
+
+
+def event_payload(event: Event) -> bytes:
+    """The outbox payload of ``event`` (raises ``ValueError`` for values JSON can't hold,
+    NaN included: better refused when stored than dead-lettered later)."""
+    return encode(event_message(event))
+
+
+def dropped_message(device: str, count: int, first_id: int, last_id: int,
+                    first_ms: int, last_ms: int) -> dict[str, Any]:
+    """The record that tells a target ``count`` of its entries were dropped (outbox full).
+
+    ``first_id``/``last_id`` are the local outbox ids the count covers, so a consumer
+    that receives two reports of overlapping ranges (a retry after new drops) can tell.
+    """
+    return {
+        "v": VERSION,
+        "key": f"dropped:{device}:{first_id}-{last_id}",
+        "type": "dropped",
+        "device": device,
+        "count": count,
+        "first_outbox_id": first_id,
+        "last_outbox_id": last_id,
+        "first_ms": first_ms,
+        "last_ms": last_ms,
+        "message": f"{count} undelivered event messages were dropped because the outbox was full",
+    }
+
+
+def decode(payload: bytes) -> dict[str, Any]:
+    """An outbox payload back as a dict; ``ValueError`` if it is not a JSON object."""
+    msg = json.loads(payload)
+    if not isinstance(msg, dict):
+        raise ValueError("payload is not a JSON object")
+    return msg
+
+
+def event_topic(prefix: str, device: str, event_type: str) -> str:
+    return f"{prefix}/{topic_segment(device)}/event/{topic_segment(event_type)}"
+
+
+def state_topic(prefix: str, device: str) -> str:
+    return f"{prefix}/{topic_segment(device)}/state"
+
+
+def status_topic(prefix: str, device: str) -> str:
+    return f"{prefix}/{topic_segment(device)}/status"
+
+
+ONLINE = b"online"
+OFFLINE = b"offline"

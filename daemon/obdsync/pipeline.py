@@ -1,0 +1,222 @@
+"""What happens to records after the link: store, derive events, queue deliveries.
+
+    contiguous = await pipeline.ingest(device, records)   # the link acks this
+
+1. The store commits the batch durably (duplicates dropped) and returns the
+   contiguous watermark.
+2. The rules engine is fed records strictly in sequence order, up to the
+   watermark — records beyond a hole wait until it fills. Records of a boot whose
+   time anchor has not arrived yet wait for it too (the dongle logs the anchor
+   when the daemon connects, after the backlog it then replays), unless a later
+   boot shows that anchor will never come. So live derivation sees exactly what a
+   replay from the store sees, in the same order, with the same times.
+3. Each event change is stored with its outbox entries in one transaction; the
+   forwarder is woken.
+4. The engine's state is saved with the last sequence number fed, so a restart
+   (kill -9 included) resumes from there and re-derives only what came after:
+   the same ids, stored once; deliveries queued again only if an event changed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from obdsync.config import Config
+from obdsync.decode import SIG_DTC_COUNT, SIG_MIL
+from obdsync.rules import EventChange, RuleEngine
+from obdsync.store import Event, Store, Trip
+from protocol.record import KIND_DTC, KIND_EVENT, KIND_SAMPLES
+
+log = logging.getLogger("obdsync.pipeline")
+
+SNAPSHOT_SECONDS = 10.0
+STATE_SECONDS = 1.0
+# signal -> the state key forwarded (retained MQTT state, Home Assistant sensors)
+STATE_KEYS = {0x2F: "fuel_pct", 0xFF: "battery_v", 0x05: "coolant_c", 0xA6: "odometer_km", 0x0D: "speed_kmh",
+              0x0C: "rpm", SIG_MIL: "mil", SIG_DTC_COUNT: "dtc_count"}
+
+
+@dataclass
+class _DeviceState:
+    engine: RuleEngine
+    fed: int  # last seq given to the engine
+    held: dict[int, tuple] = field(default_factory=dict)  # seq -> (kind, boot, payload)
+    max_boot: int = -1
+    snapshot_at: float = 0.0
+    dirty: bool = False
+    state: dict[str, Any] = field(default_factory=dict)
+    state_at: float = 0.0
+
+
+class Pipeline:
+    def __init__(self, store: Store, config: Config, forwarder: Any = None) -> None:
+        self.store = store
+        self.config = config
+        self.forwarder = forwarder
+        self._devices: dict[str, _DeviceState] = {}
+        self.events_stored = 0
+
+    async def close(self) -> None:
+        for dev, st in self._devices.items():
+            if st.dirty:
+                await self._save(dev, st)
+
+    async def _state(self, device: str) -> _DeviceState:
+        st = self._devices.get(device)
+        if st is not None:
+            return st
+        saved = await self.store.rules_state(device)
+        if saved is None:
+            st = _DeviceState(RuleEngine(self.config, device), fed=-1)
+        else:
+            seq, snap = saved
+            st = _DeviceState(RuleEngine.restore(self.config, device, json.loads(snap)), fed=seq)
+            # Stored after the snapshot but not derived yet (a restart, kill -9
+            # included): take them from the store, already on wall time.
+            async for item in self.store.replay_items(device, seq):
+                if item[0] == "samples":
+                    st.held[item[1]] = ("samples", None, item[2])
+                elif item[0] == "dtc":
+                    st.held[item[1]] = ("dtc", None, (item[2], item[3], item[4]))
+                else:
+                    st.held[item[1]] = ("event", None, (item[2], item[3]))
+        self._devices[device] = st
+        return st
+
+    async def ingest(self, device: str, records: list[Any]) -> int:
+        st = await self._state(device)
+        staged: list[Any] = []
+
+        def stored(_dev: str, batch: list[Any], rows: list[tuple]) -> None:
+            staged.append((batch, rows))
+
+        contiguous = await self.store.ingest(device, records, sink=stored)
+        if contiguous is None:
+            return -1
+        for batch, rows in staged:
+            self._hold(st, batch, rows)
+        if st.fed < 0 and not st.held:
+            st.fed = contiguous  # nothing new here (all duplicates of a fresh engine's past)
+        await self._advance(device, st, contiguous)
+        return contiguous
+
+    def _hold(self, st: _DeviceState, batch: list[Any], rows: list[tuple]) -> None:
+        by_seq: dict[int, list] = {}
+        for r in rows:  # SAMPLE_ROW order: device, signal, time_ms, seq, n, boot, t_ms, value, raw, approx
+            if r[7] is not None:
+                by_seq.setdefault(r[3], []).append((r[6], r[1], r[7]))
+        for rec in batch:
+            if rec.seq <= st.fed:
+                continue
+            if rec.boot > st.max_boot:
+                st.max_boot = rec.boot
+            if rec.kind == KIND_SAMPLES:
+                st.held[rec.seq] = ("samples", rec.boot, by_seq.get(rec.seq, []))
+            elif rec.kind == KIND_DTC:
+                from obdsync.decode import dtcs_from_raw
+
+                st.held[rec.seq] = ("dtc", rec.boot, (rec.t0, rec.mode, dtcs_from_raw(rec.codes)))
+            elif rec.kind == KIND_EVENT:
+                st.held[rec.seq] = ("event", rec.boot, (rec.t0, rec.code))
+            else:
+                st.held[rec.seq] = ("none", rec.boot, None)  # anchors and gaps move the watermark only
+
+    async def _advance(self, device: str, st: _DeviceState, contiguous: int) -> None:
+        engine = st.engine
+        if st.fed < 0 and st.held:
+            st.fed = min(st.held) - 1
+        seq = st.fed
+        state = st.state
+        while seq < contiguous:
+            nxt = seq + 1
+            item = st.held.get(nxt)
+            if item is None:
+                seq = nxt  # a record the dongle lost (a GAP covers it), or one with nothing to derive
+                continue
+            kind, boot, payload = item
+            if boot is None:
+                offset = 0  # loaded from the store: already wall time
+            else:
+                base = self.store.anchor_base(device, boot)
+                if base is None or (base[1] and boot >= st.max_boot):
+                    break  # this boot's anchor is still to come
+                offset = base[0]
+            if kind == "samples":
+                rows = [(offset + t, sig, v) for t, sig, v in payload]
+                engine.samples(rows)
+                for _t, sig, v in rows:
+                    key = STATE_KEYS.get(sig)
+                    if key is not None:
+                        state[key] = v
+            elif kind == "dtc":
+                t0, mode, codes = payload
+                engine.dtcs(offset + t0, mode, codes)
+            elif kind == "event":
+                t0, code = payload
+                engine.dongle_event(offset + t0, code)
+            del st.held[nxt]
+            seq = nxt
+        if seq != st.fed:
+            st.fed = seq
+            st.dirty = True
+        changes = engine.drain()
+        if changes:
+            await self.apply(changes)
+        now = time.monotonic()
+        if state and self.forwarder is not None and now - st.state_at >= STATE_SECONDS:
+            st.state_at = now
+            self.forwarder.publish_state(device, dict(state, open_events=sorted(
+                e.type for e in engine.open_events())))
+        if st.dirty and (changes or now - st.snapshot_at >= SNAPSHOT_SECONDS):
+            await self._save(device, st)
+
+    async def _save(self, device: str, st: _DeviceState) -> None:
+        await self.store.save_rules_state(device, st.fed, json.dumps(st.engine.snapshot()))
+        st.dirty = False
+        st.snapshot_at = time.monotonic()
+
+    async def apply(self, changes: list[EventChange]) -> None:
+        """Store event changes (and trips) with their deliveries; wake the forwarder."""
+        for ch in changes:
+            ev = ch.event
+            event = Event(ev.id, ev.device, ev.type, ev.severity, ev.opened_ms, ev.cleared_ms, dict(ev.values),
+                          ev.message)
+            outbox = self.forwarder.outbox_entries(event) if self.forwarder is not None else []
+            await self.store.put_event(event, outbox=outbox)
+            self.events_stored += 1
+            if ch.trip is not None:
+                t = ch.trip
+                await self.store.put_trip(Trip(t.id, t.device, t.started_ms, t.ended_ms, t.distance_km, t.fuel_l,
+                                               t.values))
+            log.info("%s %s: %s", ev.device, ev.type, ev.message)
+        if self.forwarder is not None:
+            self.forwarder.notify()
+
+    async def state_of(self, device: str) -> dict[str, Any]:
+        st = await self._state(device)
+        return {"service": st.engine.service_state(), "open_events": [e.type for e in st.engine.open_events()]}
+
+
+async def replay(store: Store, config: Config, device: str, *, since_seq: int = -1,
+                 forwarder: Any = None) -> list[EventChange]:
+    """Re-derive events and trips from stored samples (a fresh engine from since_seq)
+    and store them: unchanged ones stay as they are (same ids)."""
+    engine = RuleEngine(config, device)
+    out: list[EventChange] = []
+    async for item in store.replay_items(device, since_seq):
+        if item[0] == "samples":
+            engine.samples(item[2])
+        elif item[0] == "dtc":
+            engine.dtcs(item[2], item[3], item[4])
+        elif item[0] == "event":
+            engine.dongle_event(item[2], item[3])
+        out.extend(engine.drain())
+    out.extend(engine.drain())
+    if out:
+        p = Pipeline(store, config, forwarder)
+        await p.apply(out)
+    return out

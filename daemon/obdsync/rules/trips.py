@@ -1,0 +1,148 @@
+"""Trips: from the engine running (or the car moving) to the engine off for
+``trip.end_after_secs`` — a stop shorter than that (a fuel stop, start-stop at a light)
+stays within the trip. The trip ends at the moment the engine stopped, not when the
+wait ran out, so the summary does not depend on when the next input arrived.
+
+Distance: odometer 0xA6 where the car has it (bridged with integrated speed before its
+first and after its last reading), else integrated speed. Fuel: from the consumption
+source (0x5E, else MAF) when there was one during the trip, else from the judged
+level at start and end. Hard braking/acceleration: speed change over at least a
+second beyond the threshold, counted once per episode (it must ease off to 70 % of
+the threshold before counting again), so 1 km/h quantisation at 5 Hz counts nothing.
+"""
+
+from __future__ import annotations
+
+from .context import MOVING_KMH, ODOMETER, SPEED, Context, Rule
+from .events import INFO, Trip, event_id
+from .fuel import FuelRule
+
+ACCEL_WINDOW_MS = 1_000
+ACCEL_MAX_SPAN_MS = 3_000
+IDLE_GAP_MS = 10_000
+REARM = 0.7
+
+
+def _fmt_duration(s: float) -> str:
+    m = int(round(s / 60.0))
+    return f"{m // 60} h {m % 60:02d} min" if m >= 60 else f"{m} min"
+
+
+class TripRule(Rule):
+    CHANNELS = (SPEED, ODOMETER)
+    STATE = ("trip",)
+
+    def __init__(self, ctx: Context, fuel: FuelRule):
+        super().__init__(ctx)
+        self.fuel = fuel
+        self.trip: dict | None = None
+
+    def engine(self, on: bool, t: int) -> None:
+        if on and self.trip is None:
+            ctx = self.ctx
+            self.trip = {
+                "start": t, "km0": ctx.km_total, "l0": ctx.litres_total, "src": None,
+                "level0": self.fuel.level(), "odo": None,  # [first, km_total at first, last, km_total at last]
+                "idle_ms": 0, "vmax": 0.0, "brakes": 0, "accels": 0, "brake_armed": True, "accel_armed": True,
+                "recent": [], "prev": None,
+            }
+
+    def sample(self, t: int, channel: int, value: float) -> None:
+        tr = self.trip
+        if tr is None:
+            return
+        if channel == ODOMETER:
+            if tr["odo"] is None:
+                tr["odo"] = [value, self.ctx.km_total, value, self.ctx.km_total]
+            elif value >= tr["odo"][2]:
+                tr["odo"][2:] = [value, self.ctx.km_total]
+            return
+        prev = tr["prev"]
+        if prev is not None and 0 <= t - prev[0] <= IDLE_GAP_MS and self.ctx.on \
+                and prev[1] <= MOVING_KMH and value <= MOVING_KMH:
+            tr["idle_ms"] += t - prev[0]
+        tr["prev"] = [t, value]
+        tr["vmax"] = max(tr["vmax"], value)
+        self._hard(tr, t, value)
+
+    def _hard(self, tr: dict, t: int, v: float) -> None:
+        recent = tr["recent"]
+        recent.append([t, v])
+        while len(recent) > 2 and t - recent[1][0] >= ACCEL_WINDOW_MS:
+            recent.pop(0)
+        t0, v0 = recent[0]
+        span = t - t0
+        if span < ACCEL_WINDOW_MS or span > ACCEL_MAX_SPAN_MS:
+            if span > ACCEL_MAX_SPAN_MS:
+                del recent[:-1]  # a dropout: start the window afresh
+            return
+        a = (v - v0) / 3.6 / (span / 1000.0)
+        tc = self.config.trip
+        if a <= -tc.hard_brake_ms2:
+            if tr["brake_armed"]:
+                tr["brakes"] += 1
+                tr["brake_armed"] = False
+        elif a > -tc.hard_brake_ms2 * REARM:
+            tr["brake_armed"] = True
+        if a >= tc.hard_accel_ms2:
+            if tr["accel_armed"]:
+                tr["accels"] += 1
+                tr["accel_armed"] = False
+        elif a < tc.hard_accel_ms2 * REARM:
+            tr["accel_armed"] = True
+
+    def consumption(self) -> None:
+        """A consumption sample arrived during the trip (the engine forwards it)."""
+        if self.trip is not None:
+            self.trip["src"] = self.ctx.source
+
+    def tick(self, t: int) -> None:
+        ctx = self.ctx
+        if self.trip is None or ctx.on or ctx.off_since is None:
+            return
+        if t - ctx.off_since >= self.config.trip.end_after_secs * 1000:
+            self._end(ctx.off_since)
+
+    def _end(self, end: int) -> None:
+        tr, ctx = self.trip, self.ctx
+        self.trip = None
+        start = tr["start"]
+        end = max(end, start)
+        km = ctx.km_total - tr["km0"]
+        dsrc = "speed"
+        if tr["odo"] is not None and tr["odo"][2] > tr["odo"][0]:
+            first, km_first, last, km_last = tr["odo"]
+            km = (km_first - tr["km0"]) + (last - first) + (ctx.km_total - km_last)
+            dsrc = "odometer"
+        fuel: float | None = None
+        fsrc = "none"
+        if tr["src"] is not None:
+            fuel, fsrc = ctx.litres_total - tr["l0"], tr["src"]
+        else:
+            lvl = self.fuel.level()
+            if tr["level0"] is not None and lvl is not None and tr["level0"] >= lvl:
+                fuel, fsrc = (tr["level0"] - lvl) / 100.0 * self.fuel.tank, "level"
+        dur = (end - start) / 1000.0
+        l100 = round(fuel / km * 100.0, 2) if fuel is not None and km >= 0.1 else None
+        trip = Trip(
+            id=event_id(ctx.device, "trip", "", start), device=ctx.device, started_ms=start, ended_ms=end,
+            distance_km=round(km, 3), fuel_l=None if fuel is None else round(fuel, 3), duration_s=dur,
+            idle_s=round(tr["idle_ms"] / 1000.0, 1), max_speed_kmh=tr["vmax"],
+            avg_speed_kmh=round(km / (dur / 3600.0), 1) if dur > 0 else 0.0, l_per_100km=l100,
+            hard_brakes=tr["brakes"], hard_accels=tr["accels"], fuel_source=fsrc, distance_source=dsrc)
+        msg = f"Trip: {trip.distance_km:.1f} km in {_fmt_duration(dur)}"
+        if l100 is not None:
+            msg += f", {trip.fuel_l:.1f} L ({l100:.1f} L/100 km)"
+        if trip.hard_brakes or trip.hard_accels:
+            msg += f", {trip.hard_brakes} hard brakes, {trip.hard_accels} hard accelerations"
+        ev = ctx.instant("trip", "", INFO, start, {k: v for k, v in trip.json().items()
+                                                   if k not in ("id", "device")}, msg, trip=trip)
+        assert ev.id == trip.id
+
+    def current(self) -> dict | None:
+        """The trip in progress (start, km and litres so far), or None."""
+        tr = self.trip
+        if tr is None:
+            return None
+        return {"started_ms": tr["start"], "distance_km": round(self.ctx.km_total - tr["km0"], 3),
+                "fuel_l": round(self.ctx.litres_total - tr["l0"], 3) if tr["src"] else None}

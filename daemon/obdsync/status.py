@@ -1,0 +1,52 @@
+"""What `obdsync status` shows, gathered from the store, the running daemon's
+live file and the forwarder's bookkeeping. Secrets never appear here."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from obdsync.config import Config
+
+LIVE_STALE_SECONDS = 30.0
+
+
+def read_live() -> dict[str, Any]:
+    from obdsync.daemon import live_path
+
+    try:
+        data = json.loads(live_path().read_text())
+    except (OSError, ValueError):
+        return {}
+    devs = data.get("devices", {})
+    now = time.time()
+    for d in devs.values():
+        if now - d.get("updated", 0) > LIVE_STALE_SECONDS:
+            d["connected"] = False  # the daemon is not running (or hung)
+    return devs
+
+
+async def gather(store: Any, config: Config) -> dict[str, Any]:
+    live = read_live()
+    devices = []
+    for s in await store.status():
+        devices.append({
+            "device": s.device, "name": s.name, "address": s.address, "vin": s.vin,
+            "first_seen": s.first_seen, "last_seen": s.last_seen, "records": s.records,
+            "contiguous": s.contiguous, "missing": s.missing, "gaps": s.gaps, "lost": s.lost,
+            "last_values": {str(k): v for k, v in s.last_values.items()},
+            "live": live.get(s.device),
+        })
+    forwarding = []
+    try:
+        from obdsync.forward import outbox_status
+
+        for t in await outbox_status(store, config.forward):
+            forwarding.append({"target": t.target, "pending": t.pending, "dead": getattr(t, "dead", 0),
+                               "dropped": getattr(t, "dropped", 0),
+                               "last_success": getattr(t, "last_success_ms", None),
+                               "last_error": getattr(t, "last_error", None)})
+    except ImportError:
+        pass
+    return {"devices": devices, "forwarding": forwarding}
