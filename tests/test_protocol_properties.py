@@ -406,5 +406,6 @@ def test_info_round_trip(device_id, fw, supported, vin, caps):
     info = decode_info(encode_info(device_id, fw, supported, vin, caps))
     assert (info.device_id, info.firmware, info.supported, info.vin, info.caps) == \
         (device_id, fw, supported, vin, caps)
+    # the ECU's layout: bit 7 of the first byte is PID 0x01; 0x00 is always answered
     assert [p for p in range(256) if info.supports(p)] == \
-        [p for p in range(256) if supported[p >> 3] & (0x80 >> (p & 7))]
+        [0] + [p for p in range(1, 256) if supported[(p - 1) >> 3] & (0x80 >> ((p - 1) & 7))]

@@ -49,8 +49,9 @@ def test_a_clone_without_multi_pid_falls_back_to_single(sched):
 
 
 def test_set_plan_validates_and_bounds(sched):
-    # 0x5E unsupported and 0x20 (a bitmap) skipped, 0xFFFF clamped to an hour
+    # 0x5E unsupported and 0x20 (a bitmap) skipped, 0xFFFE clamped to an hour
     assert sched["set_plan"] == "2 [12, 255] 36000 10 0"
+    assert sched["set_plan_keep"] == "2 7 0"  # driving and parked kept, idle set
     assert sched["set_plan_off"] == "1 1"
     assert sched["set_plan_bad"] == "SET_PLAN: want 1 + 7*n bytes 1"  # and the plan unchanged
     assert sched["set_plan_entries"] == "1 2"  # rows parsed by protocol.control.parse_plan

@@ -138,9 +138,12 @@ print("no_multi", s.batch_max, got.get(0x0C, 0) > 10)
 # 8. SET_PLAN
 pl = P.Plan(())
 pay = bytes([4, 0x0C, 0, 2, 0, 10, 0, 0, 0x5E, 0, 10, 0, 10, 0, 0, 0x20, 0, 1, 0, 1, 0, 1,
-             0xFF, 0xFF, 0xFF, 0, 0, 0, 0])
+             0xFF, 0xFF, 0xFE, 0, 0, 0, 0])
 print("set_plan", pl.apply(pay, elm.pid_supported), [pl.chans[i] for i in range(pl.n)], pl.interval(0xFF, P.DRIVING),
       pl.interval(0x0C, P.IDLE), pl.interval(0x0C, P.PARKED))
+# 0xFFFF keeps that state's interval: the daemon overrides one column only
+pl.apply(bytes([1, 0x0C, 0xFF, 0xFF, 0, 7, 0xFF, 0xFF]))
+print("set_plan_keep", pl.interval(0x0C, P.DRIVING), pl.interval(0x0C, P.IDLE), pl.interval(0x0C, P.PARKED))
 print("set_plan_off", pl.apply(bytes([1, 0x0C, 0, 0, 0, 0, 0, 0])), pl.n)
 for bad in (b"", bytes([2, 0x0C, 0, 1, 0, 1, 0, 1]), bytes([1, 0x0C, 0, 1])):
     try:

@@ -283,7 +283,7 @@ def info_vectors():
         out.append({"name": name, "hex": data.hex(),
                     "fields": {"proto": 1, "caps": caps, "device_id": DEVICE_ID.hex(), "firmware": fw,
                                "supported": supported.hex(), "vin": vin.hex()},
-                    "supports": [p for p in range(256) if supported[p >> 3] & (0x80 >> (p & 7))]})
+                    "supports": [0] + [p for p in range(1, 256) if supported[(p - 1) >> 3] & (0x80 >> ((p - 1) & 7))]})
     return out
 
 
