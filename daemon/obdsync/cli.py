@@ -282,11 +282,16 @@ def status(ctx: Ctx, as_json: bool) -> None:
         click.echo(f"  records {d['records']}  acked up to seq {d['contiguous']}  waiting for {d['missing']}"
                    f"  gaps {d['gaps']} ({d['lost']} records lost on the dongle)")
         if live:
-            click.echo(f"  dongle: battery {live.get('volts', '-')} V  log {live.get('log_fill', '-')}"
-                       f"  backlog {live.get('backlog', '-')}  power {live.get('power', '-')}")
+            def shown(k: str) -> Any:
+                v = live.get(k)
+                return "-" if v is None else v
+
+            click.echo(f"  dongle: battery {shown('volts')} V  log {shown('log_fill')}"
+                       f"  backlog {shown('backlog')}  power {shown('power')}")
             if live.get("rates"):
-                click.echo("  poll rates: " + ", ".join(f"{signal_name(ch)} {hz:.1f} Hz"
-                                                        for ch, hz in sorted(live["rates"].items())))
+                click.echo("  poll rates: " + ", ".join(f"{signal_name(int(ch))} {hz:.1f} Hz"
+                                                        for ch, hz in sorted(live["rates"].items(),
+                                                                             key=lambda kv: int(kv[0]))))
         for sig, (t, value, unit) in sorted(d["last_values"].items()):
             v = "-" if value is None else f"{value:g}"
             click.echo(f"    {signal_name(int(sig)):<28} {v:>10} {unit:<6} {fmt_ms(t)}")

@@ -70,8 +70,10 @@ class Daemon:
 
     def _progress(self, device: str, done: int, total: int) -> None:
         """Backlog sync progress: a bar on a terminal, a log line per 10 % otherwise."""
-        if total <= 0:
-            return
+        if done == 0:
+            self._progress_last.pop(device, None)  # a new connection, a new backlog
+        if total <= 0 or self._progress_last.get(device) == 100:
+            return  # no backlog, or synced: live records are not progress
         pct = max(0, min(100, done * 100 // total))
         if self._interactive:
             bar = "#" * (pct // 4)
@@ -81,8 +83,8 @@ class Daemon:
         else:
             step = pct // 10
             if self._progress_last.get(device) != step:
-                self._progress_last[device] = step
-                log.info("dongle %s: backlog %d%% (%d of %d records)", device, pct, done, total)
+                log.info("dongle %s: backlog %d%% (%d of %d records)", device, pct, min(done, total), total)
+        self._progress_last[device] = 100 if pct == 100 else pct // 10
 
     async def run(self, install_signals: bool = True) -> None:
         from obdsync.forward import Forwarder

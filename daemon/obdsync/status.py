@@ -42,11 +42,11 @@ async def gather(store: Any, config: Config) -> dict[str, Any]:
     try:
         from obdsync.forward import outbox_status
 
-        for t in await outbox_status(store, config.forward):
-            forwarding.append({"target": t.target, "pending": t.pending, "dead": getattr(t, "dead", 0),
-                               "dropped": getattr(t, "dropped", 0),
-                               "last_success": getattr(t, "last_success_ms", None),
-                               "last_error": getattr(t, "last_error", None)})
+        names = [t.name for t in (*config.forward.mqtt, *config.forward.webhook)]
+        for t in await outbox_status(store, names):
+            forwarding.append({"target": t.target, "configured": t.configured, "pending": t.pending,
+                               "dead": t.dead, "dropped": t.dropped_total, "sent": t.sent,
+                               "last_success": t.last_success_ms, "last_error": t.last_error})
     except ImportError:
         pass
     return {"devices": devices, "forwarding": forwarding}
