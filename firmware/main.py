@@ -4,7 +4,9 @@ unix port (hil); only what is constructed here differs.
 The board reads /config.json (device id, secret, UART pins), written at
 provisioning. The unix port takes everything from the environment:
 OBDSYNC_FLASH (a directory standing in for the board's filesystem, holding
-config.json), OBDSYNC_UART (the link model's pty), OBDSYNC_SIM_CLOCK (optional).
+config.json), OBDSYNC_UART (the link model's pty), OBDSYNC_SIM_CLOCK (optional),
+OBDSYNC_HEAP_REPORT_MS (optional: print "heap ALLOC FREE" every so many ms of
+the dongle's clock). config.json may hold "power": PowerConfig's keywords.
 """
 
 import asyncio
@@ -21,6 +23,14 @@ def _config(root):
     return cfg, bytes.fromhex(cfg["secret"]), bytes.fromhex(cfg["device_id"])
 
 
+def _power(cfg):
+    # Optional "power": {"running_mv", "off_after_ms", "floor_mv", "floor_after_ms", "sleep_ms"}.
+    from dongle.power import PowerConfig
+
+    p = cfg.get("power")
+    return PowerConfig(**p) if p else None
+
+
 def board():
     import bluetooth
     import machine
@@ -34,7 +44,8 @@ def board():
                         rx=cfg.get("rx", 16), timeout=0, rxbuf=1024)
     return Dongle(bluetooth.BLE(), from_uart(uart), TicksClock(), "", secret, device_id,
                   pairing=cfg.get("pairing", True), bonds=Bonds("/bonds.json"),
-                  log_capacity=cfg.get("log_capacity", 1 << 20), sleeper=machine.deepsleep)
+                  log_capacity=cfg.get("log_capacity", 1 << 20), power_config=_power(cfg),
+                  sleeper=machine.deepsleep)
 
 
 def unix():
@@ -58,7 +69,8 @@ def unix():
         clock = TicksClock()
     return Dongle(bluetooth.BLE(), open_pty(os.getenv("OBDSYNC_UART")), clock, root, secret, device_id,
                   pairing=cfg.get("pairing", True), bonds=Bonds(root + "/bonds.json"),
-                  log_capacity=cfg.get("log_capacity", 1 << 20))
+                  log_capacity=cfg.get("log_capacity", 1 << 20), power_config=_power(cfg),
+                  heap_report_ms=int(os.getenv("OBDSYNC_HEAP_REPORT_MS") or 0))
 
 
 def main():

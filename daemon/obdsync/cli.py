@@ -282,7 +282,7 @@ def status(ctx: Ctx, as_json: bool) -> None:
         click.echo(f"  records {d['records']}  acked up to seq {d['contiguous']}  waiting for {d['missing']}"
                    f"  gaps {d['gaps']} ({d['lost']} records lost on the dongle)")
         if live:
-            def shown(k: str) -> Any:
+            def shown(k: str, live: dict = live) -> Any:
                 v = live.get(k)
                 return "-" if v is None else v
 

@@ -12,6 +12,7 @@ Hardware comes in through the constructor; main.py decides what is real.
 """
 
 import asyncio
+import gc
 
 from micropython import const
 
@@ -36,12 +37,13 @@ FIRMWARE_VERSION = "0.1.0"
 RECORD_MS = const(1000)  # a record is sealed at this age: bounds loss on a power cut
 HOUSEKEEPING_MS = const(100)
 SILENT_MS = const(5000)  # no ECU answer this long: the engine is off (for the power rules)
+VOLTS_STALE_MS = const(120000)  # a supply reading at least this often, even if the plan has none
 
 
 class Dongle(Actions):
     def __init__(self, ble, stream, clock, flash_root, secret, device_id, *, pairing=True, bonds=None,
                  log_capacity=1 << 20, segment_bytes=16384, power_config=None, sleeper=None,
-                 random_bytes=None, name=None, out=print):
+                 random_bytes=None, name=None, out=print, heap_report_ms=0):
         key = auth.telemetry_key(secret)
         self.clock = clock
         self._out = out
@@ -72,6 +74,11 @@ class Dongle(Actions):
         self.sleeps = 0
         self._slept_at = 0
         self._adapter_up = False
+        self._ecu_at = 0  # clock ms of the last ECU answer (ECU silence: the engine is off)
+        self._mv_at = 0  # ... and of the last supply reading (the power rules' input)
+        self._volts_job = False
+        self._heap_ms = heap_report_ms  # > 0: print "heap ALLOC FREE" this often (tests watch it)
+        self._heap_at = 0
         self.running = True
         self._event(EVENT_BOOT)
 
@@ -94,22 +101,28 @@ class Dongle(Actions):
             self._seal()
         w.group(t_ms)
         p = self.power
+        code = NONE
         for i in range(n):
             c = ch[i]
             o = off[i]
             w.add(c, data, o, ln[i])
+            if c == CH_VOLTAGE:
+                self._mv_at = t_ms
+                code = p.volts((data[o] << 8) | data[o + 1])
+                continue
+            self._ecu_at = t_ms
             if c == PID_RPM:
-                p.ecu(((data[o] << 8) | data[o + 1]) >> 2, -1)
+                code = p.ecu(((data[o] << 8) | data[o + 1]) >> 2, -1)
             elif c == PID_SPEED:
-                p.ecu(-1, data[o])
-            elif c == CH_VOLTAGE:
-                self._power_event(p.volts((data[o] << 8) | data[o + 1]))
+                code = p.ecu(-1, data[o])
             elif c == PID_STATUS:
                 # MIL bit and DTC count: read the codes when they change.
                 s = data[o]
                 if s != self._last_status:
                     self._last_status = s
                     self._dtc_due = True
+        # After the group: an event seals the record, which must not split a group.
+        self._power_event(code)
 
     def _seal(self):
         w = self.writer
@@ -198,14 +211,41 @@ class Dongle(Actions):
                 self.power.woke()
                 self.sched.set_power(self.power.state)
                 self._out("woke")
-            if self.power.polling and not self.elm.ecu:
+            if self.power.polling and (not self.elm.ecu or now - self._ecu_at > SILENT_MS):
+                # A stopped engine answers NO DATA, not RPM 0: silence counts as RPM 0.
                 self.power.no_answer()
+            if (self.power.state != POWER_SLEEPING and not self._volts_job and self.elm.ready
+                    and now - self._mv_at > self._volts_stale_ms()):
+                # The power rules need a fresh supply reading whatever the plan says (a
+                # SET_PLAN without ATRV, or a scheduler starving it while the bus is held).
+                self._volts_job = True
+                self.sched.jobs.append(self._read_volts)
             if self._dtc_due and self.elm.ecu:
                 self._dtc_due = False
                 self.sched.jobs.append(self._read_codes)
             if not vin_known and self.elm.ecu and self.elm.ready:
                 vin_known = True
                 self.sched.jobs.append(self._read_vin_once)
+            if self._heap_ms and now - self._heap_at >= self._heap_ms:
+                self._heap_at = now
+                gc.collect()  # what stays allocated, not garbage waiting for a collection
+                self._out("heap %d %d" % (gc.mem_alloc(), gc.mem_free()))
+
+    def _volts_stale_ms(self):
+        iv = self.plan.interval(CH_VOLTAGE, self.power.state) * 100
+        return 2 * iv if iv else VOLTS_STALE_MS
+
+    async def _read_volts(self):
+        try:
+            if self.power.state == POWER_SLEEPING:
+                return  # queued before the dongle went to sleep: asleep, nothing is read
+            mv = await self.elm.read_voltage()
+            if mv >= 0:
+                now = self.clock.ms()
+                self._mv_at = now
+                self._power_event(self.power.volts(mv))
+        finally:
+            self._volts_job = False
 
     async def _read_vin_once(self):
         if await self.elm.read_vin() == elm327.OK:
@@ -219,7 +259,11 @@ class Dongle(Actions):
                 msg = g.next_command()
                 if msg is None:
                     break
-                reply = await self.cmd.handle(msg)
+                try:
+                    reply = await self.cmd.handle(msg)
+                except Exception as e:  # noqa: BLE001 - one bad command must not deafen the dongle
+                    self._out("command error %r" % (e,))
+                    continue
                 if reply is not None:
                     await g.reply(reply)
 

@@ -110,6 +110,8 @@ class TargetWorker:
         self.live = LiveStatus()
         self._wake = asyncio.Event()
         self._down_count = 0
+        self.sleeping_until_ms: int | None = None
+        """while idle: when the worker looks again unless woken (the earliest due device head)."""
 
     def wake(self) -> None:
         self._wake.set()
@@ -119,7 +121,7 @@ class TargetWorker:
         while True:
             self._wake.clear()
             try:
-                more = await self._pass()
+                wake_at = await self._pass()
             except TargetDown as e:
                 await self._target_down(e)
                 continue
@@ -129,17 +131,12 @@ class TargetWorker:
                 self._note_error(f"store: {e}")
                 await self._sleep(self.backoff.delay_s(3, self.rnd))
                 continue
-            if self._down_count:
-                log.info("forward %s: target reachable again", self.target)
-                self._down_count = 0
-            self.live.up, self.live.retry_at_ms = True, None
-            if more:
-                continue
-            due = await self.sql.next_attempt(self.target)
             now = self.sql.now_ms()
-            timeout = self.idle_poll_s if due is None else min(self.idle_poll_s, max(0, due - now) / 1000)
+            timeout = self.idle_poll_s if wake_at is None else min(self.idle_poll_s, max(0, wake_at - now) / 1000)
+            self.sleeping_until_ms = now + int(timeout * 1000)
             if timeout > 0:
                 await self._sleep(timeout, wakeable=True)
+            self.sleeping_until_ms = None
 
     async def _sleep(self, seconds: float, *, wakeable: bool = False) -> None:
         if not wakeable:
@@ -167,33 +164,48 @@ class TargetWorker:
         self.live.last_error, self.live.last_error_ms = text, self.sql.now_ms()
 
     def _note_success(self) -> None:
+        if self._down_count:
+            log.info("forward %s: target reachable again", self.target)
+            self._down_count = 0
+        self.live.up, self.live.retry_at_ms = True, None
         self.live.last_success_ms = self.sql.now_ms()
 
-    async def _pass(self) -> bool:
-        """One pass over the due entries; True when a full batch was seen (look again now)."""
+    async def _pass(self) -> int | None:
+        """One pass over every pending entry, page by page (entries added meanwhile included).
+
+        Walking past a blocked device's entries costs a read of them, but never lets
+        one device's backlog hide another device's head. Returns when the earliest
+        device head waiting in backoff is due (None: nothing waits)."""
         for run in await self.sql.dropped_runs(self.target):
             await self._report_dropped(run)
-        rows = await self.sql.pending(self.target, self.batch)
-        now = self.sql.now_ms()
         blocked: set[str] = set()
-        for row in rows:
-            if row.device in blocked:
-                continue
-            if row.next_attempt > now:
-                blocked.add(row.device)  # its head is in backoff: the rest of its entries wait
-                continue
-            if not await self._deliver(row):
-                blocked.add(row.device)
+        wake_at: int | None = None
+        after = 0
+        while True:
+            rows = await self.sql.pending(self.target, after, self.batch)
             now = self.sql.now_ms()
-        return len(rows) == self.batch
+            for row in rows:
+                after = row.id
+                if row.device in blocked:
+                    continue
+                retry_at = row.next_attempt if row.next_attempt > now else await self._deliver(row)
+                if retry_at is not None:
+                    # Its head waits in backoff: the device's later entries wait behind it,
+                    # and only the head's time matters for when to look again.
+                    blocked.add(row.device)
+                    wake_at = retry_at if wake_at is None else min(wake_at, retry_at)
+                now = self.sql.now_ms()
+            if len(rows) < self.batch:
+                return wake_at
 
-    async def _deliver(self, row: Pending) -> bool:
-        """Try one entry; True if it left the pending state (sent or dead-lettered)."""
+    async def _deliver(self, row: Pending) -> int | None:
+        """Try one entry: None if it left the pending state (sent or dead-lettered), else
+        when it is due again."""
         try:
             msg = payloads.decode(row.payload)
         except ValueError as e:
             await self._dead(row, f"payload is not a JSON object: {e}")
-            return True
+            return None
         key = str(msg.get("key") or row.event_id or row.id)
         device = str(msg.get("device") or row.device)
         d = Delivery(row.id, device, key, row.payload, msg)
@@ -202,13 +214,14 @@ class TargetWorker:
             await self.sender.send(d)
         except Rejected as e:
             await self._dead(row, str(e))
-            return True
+            return None
         except RetryLater as e:
             delay = self.backoff.delay_s(row.attempts + 1, self.rnd)
             self._note_error(str(e))
             log.info("forward %s: entry %d not taken (%s); retry in %.1f s", self.target, row.id, e, delay)
-            await self.sql.failed(row.id, str(e), self.sql.now_ms() + int(delay * 1000))
-            return False
+            retry_at = self.sql.now_ms() + int(delay * 1000)
+            await self.sql.failed(row.id, str(e), retry_at)
+            return retry_at
         except TargetDown as e:
             # Counted on the entry (status shows why it waits); due again as soon as the
             # target is back, whose own backoff paces the retries.
@@ -218,7 +231,7 @@ class TargetWorker:
         await self.sql.sent(row.id, self.sql.now_ms())
         self._note_success()
         log.debug("forward %s: outbox entry %d delivered", self.target, row.id)
-        return True
+        return None
 
     async def _dead(self, row: Pending, reason: str) -> None:
         log.error("forward %s: outbox entry %d (event %s) refused, moved to dead letters: %s",

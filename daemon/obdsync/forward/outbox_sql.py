@@ -88,18 +88,13 @@ class OutboxSql:
     def now_ms(self) -> int:
         return self._store._now_ms()
 
-    async def pending(self, target: str, limit: int = 200) -> list[Pending]:
-        """Pending entries of ``target`` whatever their next attempt, oldest first."""
+    async def pending(self, target: str, after_id: int = 0, limit: int = 200) -> list[Pending]:
+        """Pending entries of ``target`` with id above ``after_id``, whatever their next
+        attempt, oldest first."""
         rows = await self._store._fetch(
             f"SELECT id, {_DEVICE}, event_id, payload, attempts, next_attempt FROM outbox"
-            " WHERE target=? AND state='pending' ORDER BY id LIMIT ?", (target, limit))
+            " WHERE target=? AND state='pending' AND id>? ORDER BY id LIMIT ?", (target, after_id, limit))
         return [Pending(r[0], r[1], r[2], bytes(r[3]), r[4], r[5]) for r in rows]
-
-    async def next_attempt(self, target: str) -> int | None:
-        """The earliest ``next_attempt`` of the target's pending entries (None: none pending)."""
-        rows = await self._store._fetch(
-            "SELECT MIN(next_attempt) FROM outbox WHERE target=? AND state='pending'", (target,))
-        return rows[0][0]
 
     async def dropped_runs(self, target: str) -> list[DroppedRun]:
         rows = await self._store._fetch(

@@ -65,6 +65,8 @@ __all__ = ["RuleEngine", "Event", "EventChange", "Trip", "event_id", "EVENT_TYPE
            "SEVERITIES", "INFO", "WARNING", "CRITICAL", "SNAPSHOT_VERSION"]
 
 SNAPSHOT_VERSION = 1
+# An input this long after the previous one first lets time-driven rules catch up.
+PRE_TICK_GAP_MS = 1_000
 
 
 class RuleEngine:
@@ -97,9 +99,7 @@ class RuleEngine:
 
     def sample(self, wall_ms: int, channel: int, value: float | None) -> None:
         ctx = self.ctx
-        t = ctx.clock(wall_ms)
-        if ctx.quiet(t) and ctx.rpm_seen:
-            self._set_on(False, t)
+        t = self._begin(wall_ms)
         if value is not None and math.isfinite(value):
             v = float(value)
             if channel == RPM:
@@ -126,7 +126,7 @@ class RuleEngine:
 
     def dtcs(self, wall_ms: int, mode: int, codes: list[str]) -> None:
         """A DTC read: mode 0x03 stored, 0x07 pending, 0x0A permanent; codes like "P0301"."""
-        t = self.ctx.clock(wall_ms)
+        t = self._begin(wall_ms)
         self.dtc.read(t, mode, list(codes))
         self._tick(t)
 
@@ -134,7 +134,7 @@ class RuleEngine:
         """The dongle's EVENT record: 1 boot, 2 engine on, 3 engine off (polling stopped),
         4 battery low (it sleeps); other codes (adapter reset/lost) only advance the clock."""
         ctx = self.ctx
-        t = ctx.clock(wall_ms)
+        t = self._begin(wall_ms)
         if code == EV_ENGINE_ON:
             self._set_on(True, t)
         elif code == EV_ENGINE_OFF:
@@ -152,16 +152,29 @@ class RuleEngine:
     def service_baseline(self, odometer_km: float, wall_ms: int) -> None:
         """The user's reading of the odometer at ``wall_ms`` (cars without 0xA6 count from it).
         With no service recorded yet, service intervals count from the baseline."""
-        t = self.ctx.clock(wall_ms)
+        t = self._begin(wall_ms)
         self.service.set_baseline(odometer_km, t)
         self._tick(t)
 
     def service_done(self, wall_ms: int, km: float | None = None) -> None:
         """A service at ``wall_ms`` (odometer ``km``, default: the current estimate); both
         the distance and the time interval restart."""
-        t = self.ctx.clock(wall_ms)
+        t = self._begin(wall_ms)
         self.service.done(t, km)
         self._tick(t)
+
+    def _begin(self, wall_ms: int) -> int:
+        """Clock an input; let what the silence before it means happen first (the engine
+        stopped, a trip ended) so that the input itself starts afresh."""
+        ctx = self.ctx
+        before = ctx.now
+        t = ctx.clock(wall_ms)
+        quiet = ctx.quiet(t)
+        if quiet:
+            self._set_on(False, t)
+        if quiet or (before is not None and t - before >= PRE_TICK_GAP_MS):
+            self._tick(t)
+        return t
 
     def _set_on(self, on: bool, t: int) -> None:
         if self.ctx.set_on(on, t):

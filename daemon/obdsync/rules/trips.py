@@ -13,7 +13,7 @@ the threshold before counting again), so 1 km/h quantisation at 5 Hz counts noth
 
 from __future__ import annotations
 
-from .context import MOVING_KMH, ODOMETER, SPEED, Context, Rule
+from .context import FUEL_LEVEL, MOVING_KMH, ODOMETER, SPEED, Context, Rule
 from .events import INFO, Trip, event_id
 from .fuel import FuelRule
 
@@ -29,7 +29,7 @@ def _fmt_duration(s: float) -> str:
 
 
 class TripRule(Rule):
-    CHANNELS = (SPEED, ODOMETER)
+    CHANNELS = (SPEED, ODOMETER, FUEL_LEVEL)  # after FuelRule: its judgement is fresh
     STATE = ("trip",)
 
     def __init__(self, ctx: Context, fuel: FuelRule):
@@ -42,7 +42,7 @@ class TripRule(Rule):
             ctx = self.ctx
             self.trip = {
                 "start": t, "km0": ctx.km_total, "l0": ctx.litres_total, "src": None,
-                "level0": self.fuel.level(), "odo": None,  # [first, km_total at first, last, km_total at last]
+                "level0": None, "odo": None,  # [first, km_total at first, last, km_total at last]
                 "idle_ms": 0, "vmax": 0.0, "brakes": 0, "accels": 0, "brake_armed": True, "accel_armed": True,
                 "recent": [], "prev": None,
             }
@@ -50,6 +50,10 @@ class TripRule(Rule):
     def sample(self, t: int, channel: int, value: float) -> None:
         tr = self.trip
         if tr is None:
+            return
+        if channel == FUEL_LEVEL:
+            if tr["level0"] is None and self.fuel.last is not None and self.fuel.last[0] == t:
+                tr["level0"] = self.fuel.last[1]
             return
         if channel == ODOMETER:
             if tr["odo"] is None:
