@@ -23,11 +23,12 @@ SENSORS: tuple[tuple[str, str, str | None, str | None, str | None, str | None], 
     ("dtc_count", "Trouble codes", None, None, "measurement", "mdi:engine-off"),
 )
 
-# key, name, device_class, icon
-BINARY_SENSORS: tuple[tuple[str, str, str | None, str | None], ...] = (
-    ("mil", "Check engine light", "problem", "mdi:engine-outline"),
-    ("overheating", "Overheating", "heat", None),
-    ("low_fuel", "Low fuel", "problem", "mdi:gas-station-off"),
+# key, name, device_class, icon, the event type whose presence in ``open_events`` means ON
+# when the state has no such key (the pipeline sends open_events, not these flags)
+BINARY_SENSORS: tuple[tuple[str, str, str | None, str | None, str | None], ...] = (
+    ("mil", "Check engine light", "problem", "mdi:engine-outline", "mil_on"),
+    ("overheating", "Overheating", "heat", None, "overheat"),
+    ("low_fuel", "Low fuel", "problem", "mdi:gas-station-off", "low_fuel"),
 )
 
 
@@ -35,9 +36,13 @@ def _value(key: str) -> str:
     return "{{ value_json.KEY if value_json.KEY is defined else 'None' }}".replace("KEY", key)
 
 
-def _flag(key: str) -> str:
-    return ("{{ ('ON' if value_json.KEY else 'OFF') if value_json.KEY is defined else 'None' }}"
-            .replace("KEY", key))
+def _flag(key: str, event_type: str | None) -> str:
+    fallback = "'None'"
+    if event_type is not None:
+        fallback = ("(('ON' if 'TYPE' in value_json.open_events else 'OFF')"
+                    " if value_json.open_events is defined else 'None')").replace("TYPE", event_type)
+    return ("{{ ('ON' if value_json.KEY else 'OFF') if value_json.KEY is defined else FALLBACK }}"
+            .replace("KEY", key).replace("FALLBACK", fallback))
 
 
 def device_block(device: str) -> dict[str, Any]:
@@ -70,9 +75,9 @@ def discovery_configs(prefix: str, device: str, *, discovery_prefix: str = "home
             if v is not None:
                 cfg[k] = v
         out.append((f"{discovery_prefix}/sensor/{node}/{key}/config", cfg))
-    for key, name, dclass, icon in BINARY_SENSORS:
+    for key, name, dclass, icon, event_type in BINARY_SENSORS:
         cfg = {**common, "name": name, "unique_id": f"{node}_{key}",
-               "value_template": _flag(key), "payload_on": "ON", "payload_off": "OFF"}
+               "value_template": _flag(key, event_type), "payload_on": "ON", "payload_off": "OFF"}
         if dclass is not None:
             cfg["device_class"] = dclass
         if icon is not None:

@@ -37,6 +37,7 @@ STATE_KEYS = {
     "mil": "malfunction indicator lamp on (bool)",
     "overheating": "overheating event open (bool)",
     "low_fuel": "low fuel event open (bool)",
+    "open_events": "types of the device's open events (list); stands in for the three flags above",
     "time_ms": "when these values were current, Unix ms",
 }
 

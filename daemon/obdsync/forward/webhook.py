@@ -24,6 +24,7 @@ import asyncio
 import hashlib
 import hmac
 import logging
+import os
 import ssl
 import time
 from collections.abc import Callable
@@ -75,8 +76,6 @@ def ssl_context(ca: str | None = None) -> ssl.SSLContext:
     """Verifying TLS context: the system CAs, or only ``ca`` (a PEM file or directory)."""
     if ca is None:
         return ssl.create_default_context()
-    import os
-
     if os.path.isdir(ca):
         return ssl.create_default_context(capath=ca)
     return ssl.create_default_context(cafile=ca)
