@@ -228,7 +228,9 @@ class TargetWorker:
             self._note_error(str(e))
             await self.sql.failed(row.id, str(e), self.sql.now_ms())
             raise
-        await self.sql.sent(row.id, self.sql.now_ms())
+        # Delivered: record it even if we are being stopped right now, or a clean
+        # shutdown would deliver it again after the restart.
+        await asyncio.shield(self.sql.sent(row.id, self.sql.now_ms()))
         self._note_success()
         log.debug("forward %s: outbox entry %d delivered", self.target, row.id)
         return None
