@@ -405,6 +405,188 @@ def vacuum(ctx: Ctx, days: float | None) -> None:
     click.echo(f"deleted {n} samples older than {keep:g} days; {ctx.db} compacted")
 
 
+# ---- trips, replay, service --------------------------------------------------------------
+
+
+@cli.group(invoke_without_command=True)
+@click.option("--device")
+@click.option("--since", help="ISO time or age (7d).")
+@click.pass_context
+def trips(click_ctx: click.Context, device: str | None, since: str | None) -> None:
+    """Trips: distance, time, fuel and L/100 km, hard braking (`trips show ID` for one)."""
+    if click_ctx.invoked_subcommand is not None:
+        return
+    ctx: Ctx = click_ctx.obj
+
+    async def go(store: Any) -> list:
+        dev = None if device is None else resolve_device(await store.status(), device)
+        return await store.trips(dev, since_ms=parse_when(since))
+
+    rows = with_store(ctx, go)
+    if not rows:
+        click.echo("no trips yet")
+    for t in rows:
+        v = t.values
+        l100 = v.get("l_per_100km")
+        click.echo(f"{t.id[:12]}  {fmt_ms(t.started_ms)}  {t.distance_km or 0:7.1f} km  "
+                   f"{v.get('duration_s', 0) / 60:6.1f} min  {t.fuel_l or 0:6.2f} L"
+                   + (f"  {l100:5.1f} L/100 km" if l100 else "")
+                   + f"  hard brakes {v.get('hard_brakes', 0)}")
+
+
+@trips.command("show")
+@click.argument("trip_id")
+@click.option("--plot", type=click.Path(dir_okay=False, path_type=Path), help="Write a PNG of speed and fuel.")
+@click.pass_obj
+def trips_show(ctx: Ctx, trip_id: str, plot: Path | None) -> None:
+    """One trip with a sparkline of its speed and fuel level."""
+    from obdsync import plot as plotting
+
+    async def go(store: Any) -> tuple:
+        found = [t for t in await store.trips(limit=100000) if t.id.startswith(trip_id)]
+        if len(found) != 1:
+            raise click.ClickException(f"no single trip matches {trip_id!r}")
+        t = found[0]
+        speed = await store.samples(t.device, 0x0D, since_ms=t.started_ms, until_ms=t.ended_ms + 1, limit=1000000)
+        fuel = await store.samples(t.device, 0x2F, since_ms=t.started_ms, until_ms=t.ended_ms + 1, limit=1000000)
+        return t, [r.value for r in speed if r.value is not None], [r.value for r in fuel if r.value is not None]
+
+    t, speed, fuel = with_store(ctx, go)
+    v = t.values
+    click.echo(f"trip {t.id}  {fmt_ms(t.started_ms)} → {fmt_ms(t.ended_ms)}")
+    click.echo(f"  {t.distance_km or 0:.1f} km in {v.get('duration_s', 0) / 60:.1f} min (idle {v.get('idle_s', 0) / 60:.1f}),"
+               f" avg {v.get('avg_speed_kmh', 0):.1f} km/h, max {v.get('max_speed_kmh', 0):.1f} km/h")
+    l100 = v.get("l_per_100km")
+    click.echo(f"  fuel {t.fuel_l or 0:.2f} L" + (f" ({l100:.1f} L/100 km, from {v.get('fuel_source')})" if l100 else "")
+               + f"; hard brakes {v.get('hard_brakes', 0)}, hard accelerations {v.get('hard_accels', 0)}")
+    if speed:
+        click.echo(f"  speed {plotting.sparkline(speed)}  max {max(speed):.0f} km/h")
+    if fuel:
+        click.echo(f"  fuel  {plotting.sparkline(fuel)}  {fuel[0]:.0f} → {fuel[-1]:.0f} %")
+    if plot:
+        plot.write_bytes(plotting.png([(speed, (30, 90, 200)), (fuel, (220, 120, 20))]))
+        click.echo(f"  plot written to {plot} (speed above, fuel level below)")
+
+
+@cli.command()
+@click.option("--device")
+@click.option("--since-seq", type=int, default=-1, help="Start after this record (default: all history).")
+@click.pass_obj
+def replay(ctx: Ctx, device: str | None, since_seq: int) -> None:
+    """Re-derive events and trips from the stored samples (same ids as live)."""
+    from obdsync.pipeline import replay as do_replay
+
+    async def go(store: Any) -> tuple[str, int]:
+        dev = resolve_device(await store.status(), device)
+        changes = await do_replay(store, ctx.config, dev, since_seq=since_seq)
+        return dev, len(changes)
+
+    dev, n = with_store(ctx, go)
+    click.echo(f"replayed dongle {dev}: {n} event changes derived (stored events with the same id were kept)")
+
+
+@cli.group()
+def service() -> None:
+    """Service reminders by distance and time."""
+
+
+def _add_service(ctx: Ctx, device: str | None, km: float | None, at: str | None, note: str) -> tuple[str, int]:
+    async def go(store: Any) -> tuple[str, int]:
+        dev = resolve_device(await store.status(), device)
+        when = parse_when(at) or int(dt.datetime.now().timestamp() * 1000)
+        await store.add_service(dev, when, km, note)
+        return dev, when
+
+    return with_store(ctx, go)
+
+
+@service.command("baseline")
+@click.argument("odometer_km", type=click.FloatRange(0, 5_000_000))
+@click.option("--device")
+@click.option("--at", help="When you read it (default: now).")
+@click.pass_obj
+def service_baseline(ctx: Ctx, odometer_km: float, device: str | None, at: str | None) -> None:
+    """The odometer reading now (cars without an odometer PID count from it)."""
+    from obdsync.pipeline import NOTE_BASELINE
+
+    dev, when = _add_service(ctx, device, odometer_km, at, NOTE_BASELINE)
+    click.echo(f"dongle {dev}: odometer {odometer_km:g} km at {fmt_ms(when)}")
+
+
+@service.command("done")
+@click.option("--km", type=click.FloatRange(0, 5_000_000), help="Odometer at the service (default: estimated).")
+@click.option("--device")
+@click.option("--at", help="When (default: now).")
+@click.pass_obj
+def service_done(ctx: Ctx, km: float | None, device: str | None, at: str | None) -> None:
+    """Record a service: both the distance and the time interval restart."""
+    dev, when = _add_service(ctx, device, km, at, "service")
+    click.echo(f"dongle {dev}: service recorded at {fmt_ms(when)}" + (f", {km:g} km" if km is not None else ""))
+
+
+@service.command("history")
+@click.option("--device")
+@click.pass_obj
+def service_history(ctx: Ctx, device: str | None) -> None:
+    """Services and odometer baselines entered."""
+
+    async def go(store: Any) -> list:
+        return await store.services(resolve_device(await store.status(), device))
+
+    for _sid, when, km, note in with_store(ctx, go):
+        click.echo(f"{fmt_ms(when)}  {note:<9} {'' if km is None else f'{km:g} km'}")
+
+
+# ---- forwarding ---------------------------------------------------------------------------
+
+
+@cli.group()
+def outbox() -> None:
+    """Events waiting to be forwarded, and dead letters."""
+
+
+@outbox.command("retry")
+@click.option("--target", help="One target (default: all).")
+@click.pass_obj
+def outbox_retry(ctx: Ctx, target: str | None) -> None:
+    """Make dead letters and backed-off entries due now."""
+    from obdsync.forward import outbox_retry as retry
+
+    n = with_store(ctx, lambda store: retry(store, target))
+    click.echo(f"{n} entries due now (a running daemon sends them within 30 s)")
+
+
+@outbox.command("purge")
+@click.option("--target", help="One target (default: all).")
+@click.option("--pending", is_flag=True, help="Also drop entries not delivered yet (they are lost).")
+@click.option("--yes", is_flag=True)
+@click.pass_obj
+def outbox_purge(ctx: Ctx, target: str | None, pending: bool, yes: bool) -> None:
+    """Delete dead letters (and with --pending, undelivered entries)."""
+    from obdsync.forward import outbox_purge as purge
+
+    states = ("dead", "pending") if pending else ("dead",)
+    if pending and not yes:
+        click.confirm("Undelivered events will never reach the platform. Purge them?", abort=True)
+    n = with_store(ctx, lambda store: purge(store, target, states=states))
+    click.echo(f"purged {n} entries")
+
+
+@outbox.command("dead")
+@click.option("--target")
+@click.pass_obj
+def outbox_dead(ctx: Ctx, target: str | None) -> None:
+    """Entries a target refused, with the reason."""
+    from obdsync.forward import dead_letters
+
+    rows = with_store(ctx, lambda store: dead_letters(store, target))
+    if not rows:
+        click.echo("no dead letters")
+    for d in rows:
+        click.echo(f"{d.id:>6} {d.target:<12} {fmt_ms(d.dead_ms)} {d.device} event {d.event_id or '-'}"
+                   f" after {d.attempts} attempts: {d.reason}")
+
+
 # ---- trouble codes -----------------------------------------------------------------------
 
 

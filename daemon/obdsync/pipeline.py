@@ -34,6 +34,8 @@ from protocol.record import KIND_DTC, KIND_EVENT, KIND_SAMPLES
 log = logging.getLogger("obdsync.pipeline")
 
 SNAPSHOT_SECONDS = 10.0
+SERVICE_POLL_SECONDS = 10.0
+NOTE_BASELINE = "baseline"  # a service_records row that is the user's odometer reading, not a service
 STATE_SECONDS = 1.0
 # signal -> the state key forwarded (retained MQTT state, Home Assistant sensors)
 STATE_KEYS = {0x2F: "fuel_pct", 0xFF: "battery_v", 0x05: "coolant_c", 0xA6: "odometer_km", 0x0D: "speed_kmh",
@@ -50,6 +52,8 @@ class _DeviceState:
     dirty: bool = False
     state: dict[str, Any] = field(default_factory=dict)
     state_at: float = 0.0
+    services_fed: int = 0  # id of the last service record given to the engine
+    services_at: float = 0.0
 
 
 class Pipeline:
@@ -74,7 +78,9 @@ class Pipeline:
             st = _DeviceState(RuleEngine(self.config, device), fed=-1)
         else:
             seq, snap = saved
-            st = _DeviceState(RuleEngine.restore(self.config, device, json.loads(snap)), fed=seq)
+            data = json.loads(snap)
+            st = _DeviceState(RuleEngine.restore(self.config, device, data["engine"]), fed=seq,
+                              services_fed=data.get("services_fed", 0))
             # Stored after the snapshot but not derived yet (a restart, kill -9
             # included): take them from the store, already on wall time.
             async for item in self.store.replay_items(device, seq):
@@ -125,8 +131,23 @@ class Pipeline:
             else:
                 st.held[rec.seq] = ("none", rec.boot, None)  # anchors and gaps move the watermark only
 
+    async def _services(self, device: str, st: _DeviceState) -> None:
+        """Service records the user entered (`obdsync service …`, maybe from another
+        process) go to the engine once, in the order they were entered."""
+        now = time.monotonic()
+        if now - st.services_at < SERVICE_POLL_SECONDS:
+            return
+        st.services_at = now
+        for sid, done_ms, km, note in sorted(await self.store.services(device)):
+            if sid <= st.services_fed:
+                continue
+            feed_service(st.engine, done_ms, km, note)
+            st.services_fed = sid
+            st.dirty = True
+
     async def _advance(self, device: str, st: _DeviceState, contiguous: int) -> None:
         engine = st.engine
+        await self._services(device, st)
         if st.fed < 0 and st.held:
             st.fed = min(st.held) - 1
         seq = st.fed
@@ -175,7 +196,8 @@ class Pipeline:
             await self._save(device, st)
 
     async def _save(self, device: str, st: _DeviceState) -> None:
-        await self.store.save_rules_state(device, st.fed, json.dumps(st.engine.snapshot()))
+        await self.store.save_rules_state(device, st.fed, json.dumps(
+            {"engine": st.engine.snapshot(), "services_fed": st.services_fed}))
         st.dirty = False
         st.snapshot_at = time.monotonic()
 
@@ -201,13 +223,26 @@ class Pipeline:
         return {"service": st.engine.service_state(), "open_events": [e.type for e in st.engine.open_events()]}
 
 
+def feed_service(engine: RuleEngine, done_ms: int, km: float | None, note: str) -> None:
+    if note == NOTE_BASELINE:
+        if km is not None:
+            engine.service_baseline(km, done_ms)
+    else:
+        engine.service_done(done_ms, km)
+
+
 async def replay(store: Store, config: Config, device: str, *, since_seq: int = -1,
                  forwarder: Any = None) -> list[EventChange]:
     """Re-derive events and trips from stored samples (a fresh engine from since_seq)
     and store them: unchanged ones stay as they are (same ids)."""
     engine = RuleEngine(config, device)
     out: list[EventChange] = []
+    services = sorted(await store.services(device), key=lambda r: (r[1], r[0]))
     async for item in store.replay_items(device, since_seq):
+        t = item[2][0][0] if item[0] == "samples" and item[2] else (item[2] if item[0] != "samples" else None)
+        while services and t is not None and services[0][1] <= t:
+            _sid, done_ms, km, note = services.pop(0)
+            feed_service(engine, done_ms, km, note)
         if item[0] == "samples":
             engine.samples(item[2])
         elif item[0] == "dtc":
