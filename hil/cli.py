@@ -31,14 +31,16 @@ def list_scenarios() -> None:
 @click.option("--workdir", type=click.Path(file_okay=False, path_type=Path),
               help="Keep the flash, air and database here (default: a temporary directory).")
 @click.option("--board", metavar="PORT", help="Run against a real dongle: the emulator on this serial port.")
-def run(scenario: str, workdir: Path | None, board: str | None) -> None:
+@click.option("--address", envvar="OBDSYNC_BOARD_ADDRESS", help="With --board: the dongle's BLE address.")
+@click.option("--secret", "label", envvar="OBDSYNC_BOARD_SECRET", help="With --board: the label text.")
+def run(scenario: str, workdir: Path | None, board: str | None, address: str | None, label: str | None) -> None:
     """Run SCENARIO end to end and check the expected events (exit 1 on a miss)."""
     from hil.runner import format_report, run_scenario
 
     if board:
         from hil.board import run_board
 
-        sys.exit(run_board(scenario, board))
+        sys.exit(run_board(scenario, board, address, label))
     if workdir:
         workdir.mkdir(parents=True, exist_ok=True)
     report = asyncio.run(run_scenario(scenario, workdir=workdir, echo=click.echo))
