@@ -1,0 +1,137 @@
+# The firmware's poll path on the MicroPython unix port, measured in windows:
+# ELM327 driver + Scheduler + RecordWriter + FlashLog, as dongle.app wires them.
+#
+# argv: pty flash_dir warp warm_ms windows window_ms pid,pid,...
+# The scheduler's clock runs `warp` times faster than real time, so the plan asks
+# more than the bus carries and the figure is the bus-bound throughput (the plan's
+# 100 ms minimum interval would otherwise cap it). Serial timeouts stay real.
+#
+# Heap: the sink reads gc.mem_alloc() once per answered request; positive steps are
+# allocations since the last request, a drop is a collection. Their sum over the
+# samples of a window is the steady-state allocation per sample.
+#
+# Output lines (read by hil.bench.pids at the moment they arrive):
+#   init STATUS is_can
+#   win_start I
+#   win I samples requests ms alloc_bytes collections peak_alloc seal_alloc_bytes records_sealed
+#   end timeouts errors garbage truncated given_up heap_total records
+
+import asyncio
+import gc
+import sys
+import time
+
+from dongle import elm327 as E
+from dongle.clock import TicksClock
+from dongle.flashlog import FlashLog
+from dongle.plan import DEFAULT, Plan
+from dongle.scheduler import Scheduler
+from dongle.uart import open_pty
+from protocol.auth import telemetry_key
+from protocol.record import RecordWriter
+
+PTY = sys.argv[1]
+FLASH = sys.argv[2]
+WARP = int(sys.argv[3])
+WARM_MS = int(sys.argv[4])
+WINDOWS = int(sys.argv[5])
+WINDOW_MS = int(sys.argv[6])
+PIDS = [int(p, 16) for p in sys.argv[7].split(",")]
+
+_T0 = time.ticks_ms()
+
+
+def warped():
+    return time.ticks_add(_T0, time.ticks_diff(time.ticks_ms(), _T0) * WARP)
+
+
+clock = TicksClock()
+log = FlashLog(FLASH, telemetry_key(bytes(32)), 1 << 20, 16384, clock)
+writer = RecordWriter(telemetry_key(bytes(32)))
+samples = 0
+alloc_pos = 0
+collections = 0
+peak = 0
+last_alloc = 0
+rec_t = time.ticks_ms()
+records = 0
+seal_alloc = 0
+
+
+def seal():
+    global records
+    if writer.empty():
+        return
+    n = writer.seal(log.next_seq, log.boot)
+    log.append(writer.out, n)
+    records += 1
+
+
+def sink(t, n, ch, off, ln, data):
+    global samples, alloc_pos, collections, peak, last_alloc, rec_t, seal_alloc
+    a = gc.mem_alloc()
+    d = a - last_alloc
+    if d > 0:
+        alloc_pos += d
+    elif d < 0:
+        collections += 1
+    if a > peak:
+        peak = a
+    last_alloc = a  # this call's own work shows in the next step
+    nbytes = 0
+    for i in range(n):
+        nbytes += ln[i]
+    if not writer.fits(n, nbytes) or time.ticks_diff(time.ticks_ms(), rec_t) >= 1000:
+        b = gc.mem_alloc()
+        seal()
+        b = gc.mem_alloc() - b
+        if b > 0:
+            seal_alloc += b  # also in alloc_pos: this says how much of it is sealing records
+        rec_t = time.ticks_ms()
+    writer.group(t)
+    for i in range(n):
+        writer.add(ch[i], data, off[i], ln[i])
+    samples += n
+
+
+async def housekeeping(stop):
+    while not stop[0]:
+        await asyncio.sleep_ms(100)
+        log.tick()
+        if log.flushed_seq > log.first_unacked + 200:
+            log.ack(log.flushed_seq - 1)  # a daemon acks: the log stays bounded
+
+
+async def main():
+    global last_alloc
+    elm = E.ELM327(open_pty(PTY))
+    st = await elm.init()
+    print("init", E.NAMES[st], elm.is_can)
+    plan = Plan(tuple(r for r in DEFAULT if r[0] in PIDS))
+    s = Scheduler(elm, plan, sink, clock=warped)
+    stop = [False]
+    task = asyncio.create_task(s.run())
+    hk = asyncio.create_task(housekeeping(stop))
+    await asyncio.sleep_ms(WARM_MS)
+    gc.collect()
+    last_alloc = gc.mem_alloc()
+    for w in range(WINDOWS):
+        print("win_start", w)
+        last_alloc = gc.mem_alloc()  # the print's own allocation is ours, not the firmware's
+        s0, r0, a0, c0, e0, k0 = samples, s.requests, alloc_pos, collections, seal_alloc, records
+        t0 = time.ticks_ms()
+        await asyncio.sleep_ms(WINDOW_MS)
+        ms = time.ticks_diff(time.ticks_ms(), t0)
+        print("win", w, samples - s0, s.requests - r0, ms, alloc_pos - a0, collections - c0, peak,
+              seal_alloc - e0, records - k0)
+    s.stop()
+    stop[0] = True
+    await task
+    await hk
+    seal()
+    log.close()
+    print("end", elm.timeouts, elm.errors, elm.garbage, elm.truncated, s.given_up,
+          gc.mem_alloc() + gc.mem_free(), records)
+
+
+asyncio.run(main())
