@@ -114,10 +114,10 @@ class Daemon:
                 await asyncio.gather(*chores, return_exceptions=True)
                 await self._write_live()
         finally:
+            if self.pipeline is not None:
+                await self.pipeline.close()  # derive and store what is in hand first
             if self.forwarder is not None:
                 await self.forwarder.stop()
-            if self.pipeline is not None:
-                await self.pipeline.close()
             await self.store.close()
 
     def _stop_event(self) -> asyncio.Event:

@@ -19,6 +19,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -54,6 +55,10 @@ class _DeviceState:
     state_at: float = 0.0
     services_fed: int = 0  # id of the last service record given to the engine
     services_at: float = 0.0
+    contiguous: int = -1  # the store's watermark: derive up to here
+    unsaved: list[EventChange] = field(default_factory=list)  # derived, not stored yet
+    pending: bool = False
+    worker: asyncio.Task | None = None
 
 
 class Pipeline:
@@ -65,9 +70,17 @@ class Pipeline:
         self.events_stored = 0
 
     async def close(self) -> None:
+        await self.flush()
         for dev, st in self._devices.items():
-            if st.dirty:
+            if st.dirty and not st.unsaved:
                 await self._save(dev, st)
+
+    async def flush(self) -> None:
+        """Wait until derivation has caught up with what is stored (or is waiting
+        for a time anchor)."""
+        for st in list(self._devices.values()):
+            while st.worker is not None and not st.worker.done():
+                await asyncio.wait([st.worker])
 
     async def _state(self, device: str) -> _DeviceState:
         st = self._devices.get(device)
@@ -107,8 +120,22 @@ class Pipeline:
             self._hold(st, batch, rows)
         if st.fed < 0 and not st.held:
             st.fed = contiguous  # nothing new here (all duplicates of a fresh engine's past)
-        await self._advance(device, st, contiguous)
+        st.contiguous = contiguous
+        # Durable now: the link may ack. Derivation runs beside the next batch's
+        # SQLite commit instead of before the ack (a crash re-derives from the store).
+        st.pending = True
+        if st.worker is None or st.worker.done():
+            st.worker = asyncio.create_task(self._work(device, st))
         return contiguous
+
+    async def _work(self, device: str, st: _DeviceState) -> None:
+        while st.pending:
+            st.pending = False
+            try:
+                await self._advance(device, st, st.contiguous)
+            except Exception as e:  # noqa: BLE001 - the store says why; the next batch tries again
+                log.error("%s: deriving events failed, will retry: %s", device, e)
+                return
 
     def _hold(self, st: _DeviceState, batch: list[Any], rows: list[tuple]) -> None:
         by_seq: dict[int, list] = {}
@@ -184,9 +211,11 @@ class Pipeline:
         if seq != st.fed:
             st.fed = seq
             st.dirty = True
-        changes = engine.drain()
-        if changes:
-            await self.apply(changes)
+        st.unsaved.extend(engine.drain())
+        changes = bool(st.unsaved)
+        while st.unsaved:
+            await self.apply(st.unsaved[:1])  # raises (disk full): kept, retried next time
+            st.unsaved.pop(0)
         now = time.monotonic()
         if state and self.forwarder is not None and now - st.state_at >= STATE_SECONDS:
             st.state_at = now

@@ -177,6 +177,8 @@ async def _feed(db: Path, raws: list[bytes], with_rules: bool, profile: cProfile
             recs = [decode_record(r, hmac) for r in raws[i:i + BATCH_RECORDS]]
             t_decode += time.perf_counter() - td
             acked = await sink.ingest(DEVICE, recs)
+        if with_rules:
+            await sink.flush()  # derivation runs beside the commits: count it to the end
         if profile is not None:
             profile.disable()
         elapsed = time.perf_counter() - t0
