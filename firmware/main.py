@@ -44,8 +44,8 @@ def board():
                         rx=cfg.get("rx", 16), timeout=0, rxbuf=1024)
     return Dongle(bluetooth.BLE(), from_uart(uart), TicksClock(), "", secret, device_id,
                   pairing=cfg.get("pairing", True), bonds=Bonds("/bonds.json"),
-                  log_capacity=cfg.get("log_capacity", 1 << 20), power_config=_power(cfg),
-                  sleeper=machine.deepsleep)
+                  log_capacity=cfg.get("log_capacity", 1 << 20), segment_bytes=cfg.get("segment_bytes", 16384),
+                  power_config=_power(cfg), sleeper=machine.deepsleep)
 
 
 def unix():
@@ -69,8 +69,8 @@ def unix():
         clock = TicksClock()
     return Dongle(bluetooth.BLE(), open_pty(os.getenv("OBDSYNC_UART")), clock, root, secret, device_id,
                   pairing=cfg.get("pairing", True), bonds=Bonds(root + "/bonds.json"),
-                  log_capacity=cfg.get("log_capacity", 1 << 20), power_config=_power(cfg),
-                  heap_report_ms=int(os.getenv("OBDSYNC_HEAP_REPORT_MS") or 0))
+                  log_capacity=cfg.get("log_capacity", 1 << 20), segment_bytes=cfg.get("segment_bytes", 16384),
+                  power_config=_power(cfg), heap_report_ms=int(os.getenv("OBDSYNC_HEAP_REPORT_MS") or 0))
 
 
 def main():

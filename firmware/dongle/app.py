@@ -20,8 +20,7 @@ from protocol import auth, control
 from protocol.channels import CH_VOLTAGE, PID_RPM, PID_SPEED, PID_STATUS
 from protocol.control import POWER_SLEEPING
 from protocol.info import CAP_CAN, CAP_PAIRING, encode_info
-from protocol.record import (EVENT_ADAPTER_RESET, EVENT_BOOT, EVENT_NAMES, MAX_RECORD, RecordWriter,
-                             Signer)
+from protocol.record import EVENT_ADAPTER_RESET, EVENT_BOOT, EVENT_NAMES, MAX_RECORD, RecordWriter, Signer
 from protocol.uuids import adv_name
 
 from . import elm327
@@ -77,6 +76,7 @@ class Dongle(Actions):
         self._ecu_at = 0  # clock ms of the last ECU answer (ECU silence: the engine is off)
         self._mv_at = 0  # ... and of the last supply reading (the power rules' input)
         self._volts_job = False
+        self._gen = 0  # the gatt generation the session belongs to
         self._heap_ms = heap_report_ms  # > 0: print "heap ALLOC FREE" this often (tests watch it)
         self._heap_at = 0
         self.running = True
@@ -106,21 +106,24 @@ class Dongle(Actions):
             c = ch[i]
             o = off[i]
             w.add(c, data, o, ln[i])
+            e = NONE
             if c == CH_VOLTAGE:
                 self._mv_at = t_ms
-                code = p.volts((data[o] << 8) | data[o + 1])
-                continue
-            self._ecu_at = t_ms
-            if c == PID_RPM:
-                code = p.ecu(((data[o] << 8) | data[o + 1]) >> 2, -1)
+                e = p.volts((data[o] << 8) | data[o + 1])
+            elif c == PID_RPM:
+                e = p.ecu(((data[o] << 8) | data[o + 1]) >> 2, -1)
             elif c == PID_SPEED:
-                code = p.ecu(-1, data[o])
+                e = p.ecu(-1, data[o])
             elif c == PID_STATUS:
                 # MIL bit and DTC count: read the codes when they change.
                 s = data[o]
                 if s != self._last_status:
                     self._last_status = s
                     self._dtc_due = True
+            if c != CH_VOLTAGE:
+                self._ecu_at = t_ms
+            if e != NONE:
+                code = e
         # After the group: an event seals the record, which must not split a group.
         self._power_event(code)
 
@@ -251,6 +254,17 @@ class Dongle(Actions):
         if await self.elm.read_vin() == elm327.OK:
             self.gatt.set_info(self._info())
 
+    def _peer_changed(self):
+        """Whether the central changed since the session was made; if so the session and
+        the stream end here, before anything else is done for the new one."""
+        g = self.gatt
+        if g.generation == self._gen:
+            return False
+        self._gen = g.generation
+        self.cmd.disconnected()
+        self._stop_stream()
+        return True
+
     async def control(self):
         g = self.gatt
         while self.running:
@@ -259,27 +273,32 @@ class Dongle(Actions):
                 msg = g.next_command()
                 if msg is None:
                     break
+                self._peer_changed()
+                gen = g.generation
                 try:
                     reply = await self.cmd.handle(msg)
                 except Exception as e:  # noqa: BLE001 - one bad command must not deafen the dongle
                     self._out("command error %r" % (e,))
                     continue
-                if reply is not None:
+                if reply is not None and g.generation == gen:
                     await g.reply(reply)
 
     async def connection(self):
         g = self.gatt
-        was = None
+        seen_c = 0
+        seen_d = 0
         while self.running:
             await g.changed.wait()
-            if g.conn != was:
-                if g.conn is None:
-                    self.cmd.disconnected()
-                    self._stop_stream()
-                    self._out("disconnected")
-                else:
+            self._peer_changed()
+            # Every connect and disconnect once, in order, even when both happened since the
+            # last look (the HIL kit waits for these lines).
+            while seen_c < g.connects or seen_d < g.disconnects:
+                if seen_c == seen_d:
+                    seen_c += 1
                     self._out("connected")
-                was = g.conn
+                else:
+                    seen_d += 1
+                    self._out("disconnected")
 
     def _stop_stream(self):
         if self._cursor is not None:
@@ -290,6 +309,7 @@ class Dongle(Actions):
         g = self.gatt
         buf = self._txbuf
         while self.running:
+            self._peer_changed()
             c = self._cursor
             if c is None or g.conn is None or not self.cmd.authenticated:
                 await self._wake_sender.wait()
@@ -329,7 +349,7 @@ class Dongle(Actions):
     def ack(self, seq):
         log = self.log
         if seq >= log.first_unacked:
-            if seq > log.flushed_seq:
+            if seq >= log.flushed_seq:  # flushed_seq is one past the last record ever sent
                 return control.BAD_REQUEST, b""
             log.ack(seq)
         return control.OK, control.pack_pair(log.used, log.capacity)

@@ -19,8 +19,8 @@ import bluetooth
 from micropython import const
 
 from protocol import uuids
-from protocol.frames import Fragmenter, Reassembler
 from protocol.errors import ProtocolError
+from protocol.frames import Fragmenter, Reassembler
 
 _IRQ_CENTRAL_CONNECT = const(1)
 _IRQ_CENTRAL_DISCONNECT = const(2)
@@ -104,6 +104,11 @@ class Gatt:
         self.set_info(info)
         self._adv = _adv_payload(name, bluetooth.UUID(uuids.SERVICE))
         self.conn = None
+        # Connections and disconnections so far. Connection handles are reused by NimBLE, so
+        # these counts (not the handle) tell the application that the central changed, even
+        # when a central came and went between two looks.
+        self.connects = 0
+        self.disconnects = 0
         self.mtu = 23
         self.link_authenticated = False
         self.peer = b""
@@ -144,16 +149,20 @@ class Gatt:
                 self._ble.gap_disconnect(conn)
                 return
             self.conn = conn
+            self.connects += 1
             self.peer = bytes(addr)
             self.mtu = 23
             self.link_authenticated = False
             self._ctl_rx.reset()
+            while self._rx:
+                self._rx.popleft()  # the previous central's unread commands are not this one's
             self.changed.set()
         elif event == _IRQ_CENTRAL_DISCONNECT:
             conn = data[0]
             if conn != self.conn:
                 return
             self.conn = None
+            self.disconnects += 1
             self.mtu = 23
             self.link_authenticated = False
             self.changed.set()
@@ -217,13 +226,19 @@ class Gatt:
         False when the central went away before all of it was sent."""
         return await self._send(self._tel, buf, n)
 
+    @property
+    def generation(self):
+        """Changes whenever the central does (see connects)."""
+        return self.connects + self.disconnects
+
     async def _send(self, ch, msg, n):
         off = 0
         backoff = 2
+        gen = self.generation
         while off < n:
             conn = self.conn
-            if conn is None:
-                return False
+            if conn is None or self.generation != gen:
+                return False  # the rest of a message is never another central's
             k = ch.frag.fill(ch.out, msg, n, off, self.mtu)
             view = ch.view(k)
             while True:
