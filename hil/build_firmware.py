@@ -96,6 +96,11 @@ import bluetooth  # the shim: counted apart (hil.blesim.shim)
 gc.collect()
 a = gc.mem_alloc()
 import dongle.app
+import dongle.bonds
+import dongle.clock
+import dongle.uart
+import json
+import simclock
 gc.collect()
 print(gc.mem_alloc() - a)
 """

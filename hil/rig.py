@@ -41,7 +41,7 @@ def heapsize(tree: Path, data: str = mpy.HEAPSIZE) -> str:
     """The -X heapsize that leaves the firmware `data` for its data: the board's
     budget plus the simulated radio and the firmware's code, both of which cost
     the unix port's heap but not the board's (see code_heap_kb)."""
-    kb = int(shim.heapsize(data)[:-1]) + code_heap_kb(tree) + 200
+    kb = int(shim.heapsize(data)[:-1]) + code_heap_kb(tree)
     return f"{kb}K"
 
 
@@ -52,7 +52,7 @@ class SimDongle:
     def __init__(self, flash: Path, uart: str, air: Path, *, clock: Schedule | None = None,
                  device_id: bytes | None = None, secret: bytes | None = None, mac: str | None = None,
                  pairing: bool = True, log_capacity: int = 1 << 20, heap: str = mpy.HEAPSIZE,
-                 echo: Callable[[str], None] | None = None) -> None:
+                 echo: Callable[[str], None] | None = None, config: dict | None = None) -> None:
         self.flash = Path(flash)
         self.flash.mkdir(parents=True, exist_ok=True)
         cfg_path = self.flash / "config.json"
@@ -62,6 +62,7 @@ class SimDongle:
             cfg = {"device_id": (device_id or secrets.token_bytes(8)).hex(),
                    "secret": (secret or secrets.token_bytes(32)).hex(),
                    "pairing": pairing, "log_capacity": log_capacity}
+            cfg.update(config or {})  # e.g. "power": PowerConfig's keywords, "segment_bytes"
             cfg_path.write_text(json.dumps(cfg))
         self.device_id = cfg["device_id"]
         self.secret = bytes.fromhex(cfg["secret"])
@@ -166,7 +167,7 @@ class Rig:
     def __init__(self, scenario: Scenario | str, workdir: str | os.PathLike, *, baud: int = 38400,
                  latency_s: float = 0.030, faults: FaultPlan | None = None, pairing: bool = True,
                  dongles: int = 1, log_capacity: int = 1 << 20, echo: Callable[[str], None] | None = None,
-                 epoch: float | None = None) -> None:
+                 epoch: float | None = None, dongle_config: dict | None = None) -> None:
         self.scenario = load(scenario) if isinstance(scenario, str) else scenario
         self.workdir = Path(workdir)
         self.air = self.workdir / "air"
@@ -179,6 +180,7 @@ class Rig:
         self._n = dongles
         self._log_capacity = log_capacity
         self._echo = echo
+        self._dongle_config = dongle_config
         self.emulators: list[Emulator] = []
         self.links: list[LinkModel] = []
         self.dongles: list[SimDongle] = []
@@ -203,7 +205,8 @@ class Rig:
                 link = LinkModel(emu.pty, baud=self._baud, latency_s=self._latency, plan=self._faults).start()
                 self.links.append(link)
                 d = SimDongle(self.workdir / f"flash{i}", link.pty, self.air, clock=self.schedule,
-                              pairing=self._pairing, log_capacity=self._log_capacity, echo=self._echo)
+                              pairing=self._pairing, log_capacity=self._log_capacity, echo=self._echo,
+                              config=self._dongle_config)
                 self.dongles.append(d.start())
             for d in self.dongles:
                 d.wait_for("ready")

@@ -114,6 +114,7 @@ class Phase:
     peak_c: float = 118.0          # overheat: coolant heads here
     end_volts: float = 11.7        # weak_battery: resting volts at the end of the phase
     alternator: bool = True        # engine-on phases: False = charging fault
+    charging_v: float | None = None  # engine-on phases: a weak alternator charges only to this
     drive: str = "city"            # overheat, dtc: the speed profile to drive
 
     def __post_init__(self):
@@ -438,7 +439,8 @@ class Vehicle:
             rest = rest + (p.end_volts - rest) * f
         if p.engine_on:
             if p.alternator:
-                return self.params.running_v + 0.04 * _smooth_noise(self.params.seed + 3, t, 2.0)
+                v = p.charging_v if p.charging_v is not None else self.params.running_v
+                return v + 0.04 * _smooth_noise(self.params.seed + 3, t, 2.0)
             # a dead alternator: the battery alone feeds the car and slowly drains
             return rest - 0.25 - 0.4 * min(1.0, self._tau(i, t) / 1800.0)
         off = self._off_since[i]

@@ -24,7 +24,7 @@ def test_slow_bus_degrades_fast_channels_evenly_and_starves_none(sched):
 
 
 def test_power_states_select_the_plan_column(sched):
-    assert sched["parked"] == "['RV'] 10"  # ten minutes parked: ATRV once a minute, no PID
+    assert sched["parked"] == "['RV'] 60"  # ten minutes parked: ATRV every 10 s, no PID
     assert sched["idle_speed"] == "60 idle_rv 12"
     assert sched["driving_speed"] == "300 fuel_level 7"
     assert sched["sleeping"] == "{}"

@@ -63,10 +63,12 @@ class _Channel:
         self.handle = handle
         self.frag = Fragmenter()
         self.out = bytearray(_MAX_MTU)
-        self._views = [None] * (_MAX_MTU + 1)  # memoryviews of `out` by length, made once
+        # memoryviews of `out` by length, each made once: a link uses two or three
+        # sizes (full fragments at its MTU, and tails), so a dict stays small.
+        self._views = {}
 
     def view(self, k):
-        v = self._views[k]
+        v = self._views.get(k)
         if v is None:
             v = memoryview(self.out)[:k]
             self._views[k] = v

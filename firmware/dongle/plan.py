@@ -23,7 +23,7 @@ KEEP = const(0xFFFF)  # SET_PLAN: leave this state's interval unchanged
 # channel, driving, idle, parked (100 ms units)
 DEFAULT = (
     (0x0D, 2, 10, 0),  # speed: 5 Hz driving
-    (0x0C, 2, 10, 300),  # RPM; parked, a probe every 30 s sees an engine start the volts miss (dead alternator)
+    (0x0C, 2, 10, 0),  # RPM
     (0x04, 2, 10, 0),  # engine load
     (0x11, 2, 10, 0),  # throttle
     (0x05, 10, 10, 0),  # coolant temperature: 1 Hz
@@ -35,7 +35,8 @@ DEFAULT = (
     (0xA6, 100, 100, 0),  # odometer, where supported
     (0x01, 100, 100, 0),  # MIL and DTC count
     (0x42, 100, 100, 0),  # control module voltage
-    (CH_VOLTAGE, 50, 50, 100),  # ATRV (no bus traffic): parked, every 10 s watches for the alternator
+    (CH_VOLTAGE, 50, 50, 100),  # ATRV (no bus traffic): parked, the only poll — every 10 s it watches
+    # for the alternator (an engine start), so the car's modules can sleep
 )
 
 

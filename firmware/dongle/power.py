@@ -20,10 +20,13 @@ BATTERY_LOW = const(4)
 
 class PowerConfig:
     def __init__(self, running_mv=13000, off_after_ms=60000, floor_mv=11800, floor_after_ms=300000,
-                 sleep_ms=900000):
+                 sleep_ms=900000, rise_mv=500):
         if floor_mv >= running_mv:
             raise ValueError("battery floor must be below the running voltage")
         self.running_mv = running_mv  # above: the alternator charges, the engine runs
+        # A weak alternator (or a smart one) may never reach running_mv; a rise this
+        # far above the lowest parked reading also means someone started the engine.
+        self.rise_mv = rise_mv
         self.off_after_ms = off_after_ms
         self.floor_mv = floor_mv
         self.floor_after_ms = floor_after_ms
@@ -40,6 +43,7 @@ class Power:
         self.rpm = 0
         self._quiet_since = -1  # engine looks off since (ms), -1: it doesn't
         self._low_since = -1
+        self._rest_mv = 0  # lowest supply reading since the engine stopped (0: none yet)
 
     @property
     def polling(self):
@@ -95,12 +99,17 @@ class Power:
                     return ENGINE_OFF
             else:
                 self._quiet_since = -1
-        elif millivolts >= c.running_mv:
-            # The alternator charges: someone started the engine.
+        elif millivolts >= c.running_mv or (self._rest_mv and millivolts - self._rest_mv >= c.rise_mv):
+            # The alternator charges: someone started the engine. (If it was a
+            # blip, the ECU's silence sends us back to parked after off_after_ms.)
             self._quiet_since = -1
             self._low_since = -1
+            self._rest_mv = 0
             self.state = POWER_IDLE
             return ENGINE_ON
+        else:
+            if not self._rest_mv or millivolts < self._rest_mv:
+                self._rest_mv = millivolts
         return NONE
 
     def woke(self):

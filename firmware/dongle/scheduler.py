@@ -117,8 +117,15 @@ class Scheduler:
         """Send the next request: PENDING, or the ms to wait before trying again."""
         hold = time.ticks_diff(self._hold_until, now)
         if hold > 0:
-            return hold
-        n = self._select(now)
+            # The bus is held (the ECU is silent), not the adapter: ATRV costs the
+            # car nothing and the power rules need it.
+            if not self._atrv_due(now):
+                return hold
+            self._volt = True
+            self._batch[0] = CH_VOLTAGE
+            n = 1
+        else:
+            n = self._select(now)
         if n == 0:
             return self._wait
         self._n = n
@@ -144,7 +151,13 @@ class Scheduler:
                 self._last_answer = now
                 self._streak = 0
             elif not self._volt and time.ticks_diff(now, self._last_answer) > SILENT_MS:
-                self._backoff(now)  # the ECU is silent: not the PIDs' fault
+                # The ECU is silent: not the PIDs' fault, so no miss is charged, but
+                # they were asked: next due one interval on (else their lateness
+                # grows without bound and starves ATRV).
+                for i in range(n):
+                    ch = self._batch[i]
+                    self._due[ch] = time.ticks_add(now, self.plan.interval(ch, self.power) * 100)
+                self._backoff(now)
                 return st
             plan = self.plan
             for i in range(n):
@@ -246,6 +259,12 @@ class Scheduler:
             self.rate[ch] = self._hits[ch] * 1000 // ds
             self._hits[ch] = 0
         self._win0 = now
+
+    def _atrv_due(self, now):
+        if self.power >= STATES:
+            return False
+        iv = self.plan.interval(CH_VOLTAGE, self.power)
+        return iv != 0 and time.ticks_diff(now, self._due[CH_VOLTAGE]) >= 0
 
     def _select(self, now):
         """Fill _batch with the most overdue channels, return how many; _wait = ms until the
