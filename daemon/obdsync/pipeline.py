@@ -29,7 +29,7 @@ from typing import Any
 from obdsync.config import Config
 from obdsync.decode import SIG_DTC_COUNT, SIG_MIL
 from obdsync.rules import EventChange, RuleEngine
-from obdsync.store import Event, Store, Trip
+from obdsync.store import Store, Trip
 from protocol.record import KIND_DTC, KIND_EVENT, KIND_SAMPLES
 
 log = logging.getLogger("obdsync.pipeline")
@@ -233,9 +233,7 @@ class Pipeline:
     async def apply(self, changes: list[EventChange]) -> None:
         """Store event changes (and trips) with their deliveries; wake the forwarder."""
         for ch in changes:
-            ev = ch.event
-            event = Event(ev.id, ev.device, ev.type, ev.severity, ev.opened_ms, ev.cleared_ms, dict(ev.values),
-                          ev.message)
+            event = ev = ch.event  # a store.Event
             outbox = self.forwarder.outbox_entries(event) if self.forwarder is not None else []
             await self.store.put_event(event, outbox=outbox)
             self.events_stored += 1

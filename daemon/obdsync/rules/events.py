@@ -9,8 +9,10 @@ store's upsert keeps one row per situation.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Literal
+
+from ..store import Event as StoredEvent
 
 INFO, WARNING, CRITICAL = "info", "warning", "critical"
 SEVERITIES = (INFO, WARNING, CRITICAL)
@@ -32,17 +34,9 @@ def event_id(device: str, type_: str, key: str, opened_ms: int) -> str:
 
 
 @dataclass(frozen=True)
-class Event:
-    """One derived event; field names match ``obdsync.store.Event``."""
-
-    id: str
-    device: str
-    type: str
-    severity: str
-    opened_ms: int
-    cleared_ms: int | None = None
-    values: dict[str, Any] = field(default_factory=dict)
-    message: str = ""
+class Event(StoredEvent):
+    """One derived event: the store's event (same fields, stored as it is) with
+    what the rules need of it."""
 
     @property
     def persistent(self) -> bool:
