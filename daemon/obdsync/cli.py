@@ -176,6 +176,7 @@ def run(ctx: Ctx, only: tuple[str, ...]) -> None:
     """Run the background service: stay connected to the paired dongles."""
     from obdsync.daemon import Daemon
 
+    ctx.config  # noqa: B018 - a bad config is the first thing to hear about, paired or not
     paired = devices.load()
     if only:
         want = {o.lower() for o in only}
@@ -363,12 +364,13 @@ def events(ctx: Ctx, device: str | None, since: str | None, as_json: bool) -> No
 @click.pass_obj
 def export(ctx: Ctx, device: str | None, fmt: str, since: str | None, until: str | None, output: Any) -> None:
     """Export samples as CSV or JSON Lines (decoded values with units)."""
-    from obdsync.decode import Decoder, signal_name
-
-    units = Decoder().units
+    from obdsync.decode import signal_name
 
     async def go(store: Any) -> int:
-        dev = resolve_device(await store.status(), device)
+        sts = await store.status()
+        dev = resolve_device(sts, device)
+        # The unit each signal was stored with (a fresh Decoder knows none before it decodes).
+        units = {sig: unit for s in sts if s.device == dev for sig, (_t, _v, unit) in s.last_values.items()}
         n = 0
         writer = csv.writer(output) if fmt == "csv" else None
         if writer:
@@ -615,7 +617,12 @@ def dtc_read(ctx: Ctx, device: str | None, live: bool) -> None:
                 out.append((m, dtcs_from_raw(codes)))
             return out
 
-        reads = [(None, m, codes) for m, codes in with_dongle(ctx, device, go)]
+        from obdsync.link import CommandError
+
+        try:
+            reads = [(None, m, codes) for m, codes in with_dongle(ctx, device, go)]
+        except CommandError as e:
+            raise click.ClickException(f"the dongle could not read the codes: {e}") from None
     else:
         async def stored(store: Any) -> list:
             dev = resolve_device(await store.status(), device)
@@ -661,7 +668,7 @@ def dtc_clear(ctx: Ctx, device: str | None, yes: bool) -> None:
 
 def with_dongle(ctx: Ctx, device: str | None, fn: Callable[[Any], Awaitable[T]]) -> T:
     """Connect to one paired dongle (not while `obdsync run` holds it), run fn(link)."""
-    from obdsync.link import DongleLink, LinkError
+    from obdsync.link import CommandError, DongleLink, LinkError
 
     paired = devices.load()
     if device:
@@ -701,6 +708,8 @@ def with_dongle(ctx: Ctx, device: str | None, fn: Callable[[Any], Awaitable[T]])
 
     try:
         return run_async(go())
+    except CommandError:
+        raise  # the dongle answered: its refusal is the caller's to explain, not a busy link
     except LinkError as e:
         raise click.ClickException(f"{e} (is `obdsync run` connected to it? one phone at a time)") from None
 

@@ -125,6 +125,8 @@ class DongleLink:
         self._stop = asyncio.Event()
         self._max_seen = -1
         self._stalled_since: float | None = None
+        self._store_error: str | None = None  # the kind of the last ingest failure, logged once
+        self._store_failures = 0
 
     # -- public ------------------------------------------------------------------
 
@@ -197,7 +199,15 @@ class DongleLink:
         if self.info.caps & CAP_PAIRING:
             # LE Secure Connections with the passkey from the label. On BlueZ the
             # system's agent asks for it; backends that can take it do.
-            await client.pair(passkey=auth.passkey(self._secret))
+            try:
+                await client.pair(passkey=auth.passkey(self._secret))
+            except BleakError as e:
+                if self._gone.is_set():
+                    raise
+                # The passkey is derived from the secret: a refusal here is a wrong
+                # secret far more often than a radio problem, so say that first.
+                raise AuthError(f"the dongle refused BLE pairing with the passkey of this secret "
+                                f"(wrong secret?): {e}") from e
         await client.start_notify(uuids.CONTROL, self._on_control)
         await client.start_notify(uuids.TELEMETRY, self._on_telemetry)
         nonce_c = os.urandom(auth.NONCE_LEN)
@@ -264,9 +274,18 @@ class DongleLink:
         try:
             contiguous = await self._sink.ingest(self.device, batch)
         except Exception as e:  # noqa: BLE001 - the store says why; nothing is acked
-            log.error("%s: could not store %d records, not acknowledging them: %s", self.device, len(batch), e)
+            # Once per cause, not once per batch: a full disk overnight must not fill the journal.
+            if type(e).__name__ != self._store_error:
+                log.error("%s: could not store %d records, not acknowledging them (the dongle keeps them;"
+                          " retrying): %s", self.device, len(batch), e)
+                self._store_error = type(e).__name__
+            self._store_failures += 1
             self._stalled_since = time.monotonic()  # ask for them again later
             return
+        if self._store_error is not None and contiguous > self.stats.acked:  # duplicates prove nothing
+            log.warning("%s: storing again after %d failed batches", self.device, self._store_failures)
+            self._store_error = None
+            self._store_failures = 0
         if contiguous > self.stats.acked:
             self.stats.acked = contiguous
             if self._session is not None and not self._gone.is_set():

@@ -1,0 +1,248 @@
+"""`obdsync` as a user runs it: config errors, pairing, the service, what is stored, trouble
+codes. Each command is a subprocess with its own XDG directories (tests/e2e.py `Home`);
+with a rig, on the simulated radio. No secret appears in anything any command printed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import json
+import os
+import re
+import stat
+
+import pytest
+from e2e import Answers, Home, dongle_status, query, record_count, scenario, short_city, wait_until
+
+from hil.rig import Rig
+from obdsync import devices
+from obdsync.decode import signal_name
+
+BAD_RANGE = "fuel.low_open_pct must be between 0 and 100, got 150"
+
+
+@pytest.fixture
+def home(tmp_path):
+    h = Home(tmp_path / "home")
+    yield h
+    h.close()
+
+
+def fails_with(p, text: str) -> None:
+    assert p.returncode == 1, f"exit {p.returncode}\n{p.stdout}{p.stderr}"
+    assert text in p.stderr, p.stderr
+    assert "Traceback" not in p.stderr, p.stderr
+
+
+# ---- config (no rig) -------------------------------------------------------------------------
+
+def test_config_check_names_the_key_and_its_range(home, tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[fuel]\nlow_open_pct = 150\n")
+    fails_with(home.cli("--config", str(bad), "config", "check"), BAD_RANGE)
+    fails_with(home.cli("config", "check", str(bad)), BAD_RANGE)
+    good = tmp_path / "good.toml"
+    good.write_text("[fuel]\nlow_open_pct = 12\n")
+    p = home.cli("--config", str(good), "config", "check")
+    assert p.returncode == 0 and "OK" in p.stdout, p.stdout + p.stderr
+
+
+def test_run_refuses_a_bad_config_with_the_same_message(home, tmp_path):
+    # A working setup (one paired dongle) whose config was then edited wrongly.
+    devices.add("0011223344556677", "AA:BB:CC:DD:EE:01", bytes(32), base=home.config_home / "obdsync")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[fuel]\nlow_open_pct = 150\n")
+    fails_with(home.cli("--config", str(bad), "run", timeout=30), BAD_RANGE)
+    home.write_config("[fuel]\nlow_open_pct = 150\n")  # the default location too
+    fails_with(home.cli("run", timeout=30), BAD_RANGE)
+    assert not home.db.exists(), "run created a database before refusing"
+
+
+def test_unknown_key_suggests_the_right_one(home, tmp_path):
+    typo = tmp_path / "typo.toml"
+    typo.write_text("[fuel]\nlow_open_pc = 10\n\n[enigne]\novereat_open_c = 100\n")
+    p = home.cli("--config", str(typo), "config", "check")
+    fails_with(p, "unknown key fuel.low_open_pc (did you mean fuel.low_open_pct?)")
+    assert "unknown section [enigne] (did you mean [engine]?)" in p.stderr
+
+
+def test_missing_or_broken_config_file_is_a_clear_error(home, tmp_path):
+    fails_with(home.cli("--config", str(tmp_path / "nope.toml"), "config", "check"), "config file not found")
+    broken = tmp_path / "broken.toml"
+    broken.write_text("[fuel\nlow_open_pct = 1\n")
+    fails_with(home.cli("--config", str(broken), "config", "check"), "not valid TOML")
+
+
+# ---- pairing, the service, what is stored -----------------------------------------------------
+
+@pytest.mark.slow
+def test_pair_run_and_read_back_what_is_stored(tmp_path):
+    with Rig(short_city(600, speedup=60), tmp_path / "rig") as rig:
+        d = rig.dongle
+        home = Home(tmp_path / "home", rig.air)
+        try:
+            # A wrong secret: its BLE passkey is refused, the user is told, nothing is kept.
+            fails_with(home.cli("pair", d.mac, "--secret", wrong_label(d)), "pairing failed")
+            assert "wrong secret?" in home.outputs[-1]
+            assert_nothing_paired(home)
+
+            p = home.pair(d)
+            assert d.device_id in p.stdout
+            key = home.config_home / "obdsync" / "secrets" / f"{d.device_id}.key"
+            assert stat.S_IMODE(key.stat().st_mode) == 0o600
+            assert stat.S_IMODE(key.parent.stat().st_mode) == 0o700
+            assert [x.address for x in devices.load(home.config_home / "obdsync")] == [d.mac]
+
+            daemon = home.run("-vv")  # debug logging: the secrets check reads it all
+            wait_until(lambda: record_count(home.db, d.device_id) >= 40, 30, "40 records stored")
+            assert daemon.terminate() == 0, daemon.output[-3000:]
+        finally:
+            home.close()
+
+    db = home.db
+    n_records = record_count(db, d.device_id)
+
+    # status: the device, its records and gaps, the last values
+    p = home.cli("status")
+    assert p.returncode == 0, p.stderr
+    assert f"dongle {d.device_id}" in p.stdout
+    assert f"records {n_records}" in p.stdout and "gaps 0" in p.stdout, p.stdout
+    for name in ("RPM", "SPEED", "FUEL_LEVEL", "VOLTAGE"):
+        assert re.search(rf"^\s+{name}\s+[-\d.]+ ", p.stdout, re.M), f"no last {name} in:\n{p.stdout}"
+    info = json.loads(home.cli("status", "--json").stdout)
+    (dev,) = info["devices"]
+    assert (dev["device"], dev["records"], dev["gaps"], dev["missing"]) == (d.device_id, n_records, 0, 0)
+    last_rpm = query(db, "SELECT value FROM samples WHERE channel = 12 ORDER BY time_ms DESC, seq DESC LIMIT 1")
+    assert dev["last_values"]["12"][1] == last_rpm[0][0]
+
+    # samples: one signal, as stored
+    rpm = [v for (v,) in query(db, "SELECT value FROM samples WHERE channel = 12 ORDER BY time_ms, seq, n")]
+    p = home.cli("samples", "--signal", "rpm", "--limit", "100000")
+    assert p.returncode == 0, p.stderr
+    lines = p.stdout.splitlines()
+    assert lines[0] == f"RPM: {len(rpm)} samples"
+    assert [float(x.split()[-1]) for x in lines[1:]] == pytest.approx(rpm, rel=1e-5)
+
+    # events: what the rules stored, whatever they are
+    stored_events = {r[0] for r in query(db, "SELECT id FROM events")}
+    p = home.cli("events", "--json")
+    assert p.returncode == 0, p.stderr
+    assert {json.loads(x)["id"] for x in p.stdout.splitlines()} == stored_events
+
+    # export: every stored sample once, with its value, raw bytes and unit
+    rows = query(db, "SELECT time_ms, channel, value, raw FROM samples")
+    want = {(t, ch, raw.hex()): v for t, ch, v, raw in rows}
+    p = home.cli("export", "--format", "csv")
+    assert p.returncode == 0, p.stderr
+    got = list(csv.DictReader(io.StringIO(p.stdout)))
+    assert len(got) == len(rows) and f"exported {len(rows)} samples" in p.stderr
+    by_key = {(int(r["time_ms"]), r["signal"], r["raw"]): r for r in got}
+    assert len(by_key) == len(rows)
+    for (t, ch, raw), v in want.items():
+        r = by_key[(t, signal_name(ch), raw)]
+        assert (float(r["value"]) if r["value"] else None) == (pytest.approx(v) if v is not None else None)
+    units = {r["signal"]: r["unit"] for r in got}
+    assert (units["RPM"], units["SPEED"], units["VOLTAGE"]) == ("rpm", "km/h", "V"), units
+    p = home.cli("export", "--format", "jsonl", "-o", str(tmp_path / "out.jsonl"))
+    assert p.returncode == 0, p.stderr
+    lines = [json.loads(x) for x in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert {(x["time_ms"], x["signal"], x["raw"]) for x in lines} == set(by_key)
+    assert all(x["device"] == d.device_id and x["approx"] is False for x in lines)
+
+    assert_no_secret(home, d.secret)
+
+
+def test_pair_refuses_a_secret_the_dongle_does_not_accept(tmp_path):
+    """Without BLE pairing (a board built so) the wrong secret meets the dongle's AUTH."""
+    with Rig(short_city(60, speedup=10), tmp_path / "rig", pairing=False) as rig:
+        home = Home(tmp_path / "home", rig.air)
+        try:
+            p = home.cli("pair", rig.dongle.mac, "--secret", wrong_label(rig.dongle))
+            fails_with(p, "pairing failed: dongle refused authentication: authentication failed")
+            assert_nothing_paired(home)
+            other = f"obdsync:{'00' * 8}:{rig.dongle.secret.hex()}"  # a label of another dongle
+            p = home.cli("pair", rig.dongle.mac, "--secret", other)
+            fails_with(p, f"the label is for dongle {'00' * 8}, but {rig.dongle.mac} is dongle {rig.dongle.device_id}")
+            assert_nothing_paired(home)
+        finally:
+            home.close()
+    assert_no_secret(home, rig.dongle.secret)
+
+
+def wrong_label(d) -> str:
+    return f"obdsync:{d.device_id}:{bytes(32).hex()}"
+
+
+def assert_nothing_paired(home: Home) -> None:
+    assert not (home.config_home / "obdsync" / "paired.json").exists()
+    assert not list(home.root.rglob("*.key")), "a refused secret was stored"
+
+
+# ---- trouble codes ---------------------------------------------------------------------------
+
+STANDING_S = 60  # sim seconds idling with the code stored, at 10x: 6 s for pair, read, clear
+
+
+@pytest.mark.slow
+def test_dtc_read_live_and_clear_only_when_stationary(tmp_path, monkeypatch):
+    answers = Answers().install(monkeypatch)
+    sc = scenario("dtc-short", [
+        {"kind": "dtc", "code": "P0301", "at_s": 2, "drive": "idle", "duration_s": STANDING_S, "speedup": 10},
+        {"kind": "highway", "duration_s": 900, "speedup": 20},
+    ], seed=5)
+    with Rig(sc, tmp_path / "rig") as rig:
+        d = rig.dongle
+        car = rig.emulator.vehicle
+        home = Home(tmp_path / "home", rig.air)
+        try:
+            home.pair(d)
+            # Standing, engine running, P0301 stored.
+            wait_until(lambda: car.truth(rig.sim_s()).stored_dtcs == ("P0301",), 10, "the code to be stored")
+            p = home.cli("dtc", "read", "--live")
+            assert p.returncode == 0, p.stderr
+            assert re.search(r"^stored: *\n  P0301  Cylinder 1 Misfire", p.stdout, re.M), p.stdout
+            assert "pending: \n  P0301" in p.stdout and "permanent: \n  P0301" in p.stdout, p.stdout
+            p = home.cli("dtc", "clear", "--yes")
+            assert rig.sim_s() < STANDING_S, "the test was too slow: the car drove off before the clear"
+            assert p.returncode == 0, p.stdout + p.stderr
+            assert "cleared" in p.stdout
+            assert answers.requests(car).count("04") == 1, "mode 04 did not reach the car once"
+            assert car.truth(rig.sim_s()).stored_dtcs == ()
+            p = home.cli("dtc", "read", "--live")
+            assert p.returncode == 0, p.stderr
+            assert re.search(r"^stored: none$", p.stdout, re.M) and "permanent: \n  P0301" in p.stdout, p.stdout
+
+            # Moving: the dongle has seen highway speed.
+            wait_until(lambda: sum(1 for _t, data in answers.mode01(car).get(0x0D, []) if data[0] > 50) >= 3,
+                       30, "the dongle to see the car moving")
+            p = home.cli("dtc", "clear", "--yes")
+            assert car.truth(rig.sim_s()).speed_kmh > 30, "the car stopped during the test: the refusal proves nothing"
+            fails_with(p, "the dongle refused: the vehicle is moving")
+            assert answers.requests(car).count("04") == 1, "mode 04 reached the car while it moved"
+            assert asyncio.run(dongle_status(rig, d))["auth_failures"] == 0
+        finally:
+            home.close()
+    assert_no_secret(home, d.secret)
+
+
+def test_dtc_commands_without_a_paired_dongle_say_so(home):
+    fails_with(home.cli("dtc", "read", "--live"), "no paired dongle")
+    fails_with(home.cli("dtc", "clear", "--yes"), "no paired dongle")
+
+
+# ---- secrets ----------------------------------------------------------------------------------
+
+def assert_no_secret(home: Home, secret: bytes) -> None:
+    """No command output and no log line carries the secret (hex in either case, or
+    its bytes as Python would print them)."""
+    needles = [secret.hex(), secret.hex().upper(), repr(secret)[2:-1]]
+    text = "\n".join(home.outputs)
+    assert text.strip(), "nothing was captured: the check would be empty"
+    for n in needles:
+        assert n not in text, "a secret appears in CLI output or the daemon's log"
+    for path in home.root.rglob("*"):
+        if path.is_file() and path.suffix != ".key" and os.access(path, os.R_OK):
+            data = path.read_bytes()
+            assert secret.hex().encode() not in data and secret not in data, f"the secret is in {path}"
