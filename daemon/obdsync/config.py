@@ -171,6 +171,7 @@ class WebhookTarget:
     secret: Secret | None = opt(None, kind=Secret, help="HMAC signing secret")
     secret_file: str | None = opt(None, kind=str)
     timeout: float = opt(10.0, 0.1, 600)
+    ca: str | None = opt(None, kind=str, help="CA file to trust instead of the system's (a private platform)")
 
 
 @dataclass(frozen=True)

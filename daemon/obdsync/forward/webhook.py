@@ -136,8 +136,8 @@ class WebhookSender:
 
     def __init__(self, cfg: WebhookTarget, *, ca: str | None = None, clock: Callable[[], float] = time.time):
         self.cfg = cfg
-        # The CA to trust instead of the system's; config has no [[forward.webhook]] ca yet.
-        self.ca = ca if ca is not None else getattr(cfg, "ca", None)
+        # The CA to trust instead of the system's.
+        self.ca = ca if ca is not None else cfg.ca
         self.name = cfg.name or f"webhook:{urlsplit(cfg.url).hostname}"
         self.clock = clock
         self._ssl: ssl.SSLContext | None = None
