@@ -78,7 +78,12 @@ def main():
     gc.collect()
     # The heap figure lets the HIL kit watch the firmware's memory from outside.
     print("ready", dongle.device_id.hex(), "heap", gc.mem_alloc(), gc.mem_free())
-    asyncio.run(dongle.run())
+    try:
+        asyncio.run(dongle.run())
+    except KeyboardInterrupt:
+        # Ctrl-C on the REPL (or SIGINT on the unix port): asyncio.run is gone before
+        # run()'s cleanup, so seal and flush here — a clean stop loses nothing.
+        dongle.shutdown()
 
 
 main()

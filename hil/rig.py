@@ -140,8 +140,10 @@ class SimDongle:
         self._join()
 
     def stop(self) -> None:
+        """A clean stop (SIGINT: the firmware seals and flushes its log), SIGKILL if
+        it does not exit in time."""
         if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
+            self.proc.send_signal(signal.SIGINT)
             try:
                 self.proc.wait(5)
             except subprocess.TimeoutExpired:

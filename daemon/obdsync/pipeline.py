@@ -59,6 +59,7 @@ class _DeviceState:
     unsaved: list[EventChange] = field(default_factory=list)  # derived, not stored yet
     pending: bool = False
     worker: asyncio.Task | None = None
+    failing: str | None = None  # the kind of error derivation last failed with
 
 
 class Pipeline:
@@ -134,8 +135,14 @@ class Pipeline:
             try:
                 await self._advance(device, st, st.contiguous)
             except Exception as e:  # noqa: BLE001 - the store says why; the next batch tries again
-                log.error("%s: deriving events failed, will retry: %s", device, e)
+                # Once per kind of failure, not once per batch (a full disk lasts).
+                if st.failing != type(e).__name__:
+                    st.failing = type(e).__name__
+                    log.error("%s: deriving events failed, will retry with each batch: %s", device, e)
                 return
+            if st.failing is not None:
+                log.warning("%s: deriving events again", device)
+                st.failing = None
 
     def _hold(self, st: _DeviceState, batch: list[Any], rows: list[tuple]) -> None:
         by_seq: dict[int, list] = {}

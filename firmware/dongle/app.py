@@ -73,6 +73,7 @@ class Dongle(Actions):
         self.sleeps = 0
         self._slept_at = 0
         self._adapter_up = False
+        self._closed = False
         self._ecu_at = 0  # clock ms of the last ECU answer (ECU silence: the engine is off)
         self._mv_at = 0  # ... and of the last supply reading (the power rules' input)
         self._volts_job = False
@@ -332,11 +333,18 @@ class Dongle(Actions):
             self.sched.stop()
             for t in tasks:
                 t.cancel()
-            self._seal()
-            self.log.close()
+            self.shutdown()
 
     def stop(self):
         self.running = False
+
+    def shutdown(self):
+        """Seal the record being built and flush the log (idempotent)."""
+        if self._closed:
+            return
+        self._closed = True
+        self._seal()
+        self.log.close()
 
     # -- commands (Actions) -----------------------------------------------------
 
