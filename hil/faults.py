@@ -22,7 +22,6 @@ import binascii
 import contextlib
 import json
 import os
-import queue
 import random
 import re
 import signal
@@ -38,6 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hil.proc import LineProcess
 from hil.scenario import Scenario, parse
 from protocol.auth import telemetry_key
 from protocol.errors import ProtocolError
@@ -100,13 +100,11 @@ class DaemonProc:
         self.db = self.dir / "data" / "obdsync" / "obdsync.db"
         self.live_file = self.dir / "data" / "obdsync" / "live.json"
         self.exe = str(Path(sys.executable).with_name("obdsync"))
-        self.proc: subprocess.Popen | None = None
-        self.lines: list[str] = []
+        self.process: LineProcess | None = None
+        self._earlier: list[str] = []  # output of earlier runs
         self.runs = 0
         self._run_from = 0
         self._echo = echo
-        self._q: queue.Queue[str | None] = queue.Queue()
-        self._reader: threading.Thread | None = None
 
     def write_config(self, text: str) -> None:
         self.config_path.parent.mkdir(parents=True, exist_ok=True)
@@ -121,43 +119,27 @@ class DaemonProc:
     def start(self) -> DaemonProc:
         if self.alive:
             return self
-        self.proc = subprocess.Popen([self.exe, "-v", "run"], env=self.env, stdin=subprocess.DEVNULL,
-                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
-                                     cwd=self.dir)
+        if self.process is not None:
+            self._earlier += self.process.lines
+        self._run_from = len(self._earlier)
+        self.process = LineProcess([self.exe, "-v", "run"], env=self.env, cwd=self.dir, on_line=self._echo,
+                                   error=FaultError, name="obdsync run")
         self.runs += 1
-        self._run_from = len(self.lines)
-        self._q = queue.Queue()
-        self._reader = threading.Thread(target=self._read, args=(self.proc, self._q), daemon=True)
-        self._reader.start()
         return self
 
-    def _read(self, proc: subprocess.Popen, q: queue.Queue) -> None:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            line = line.rstrip("\n")
-            self.lines.append(line)
-            if self._echo:
-                self._echo(line)
-            q.put(line)
-        q.put(None)
+    @property
+    def proc(self):
+        return None if self.process is None else self.process.proc
+
+    @property
+    def lines(self) -> list[str]:
+        """Every line of every run."""
+        return self._earlier + (self.process.lines if self.process is not None else [])
 
     def wait_line(self, pred: Callable[[str], bool] | str, timeout: float = 30.0) -> str:
         """The next output line of this run for which pred is true (a string: contained)."""
         test = (lambda ln: pred in ln) if isinstance(pred, str) else pred
-        deadline = time.monotonic() + timeout
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise FaultError(f"daemon printed no matching line within {timeout} s; output:\n{self.tail()}")
-            try:
-                line = self._q.get(timeout=left)
-            except queue.Empty:
-                continue
-            if line is None:
-                self._q.put(None)  # stays exited for the next wait
-                raise FaultError(f"daemon exited ({self.proc.poll() if self.proc else '?'}):\n{self.tail()}")
-            if test(line):
-                return line
+        return self.process.wait_line(test, timeout)
 
     def backlog_pct(self) -> int | None:
         """The last backlog progress this run logged (None: none yet)."""
@@ -172,37 +154,16 @@ class DaemonProc:
 
     @property
     def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
+        return self.process is not None and self.process.alive
 
     def kill(self) -> None:
         """SIGKILL: the crash the store's durability and the dongle's replay must absorb."""
-        if self.alive:
-            self.proc.send_signal(signal.SIGKILL)
-        self._join()
+        if self.process is not None:
+            self.process.kill()
 
     def stop(self, timeout: float = 30.0) -> int | None:
         """SIGTERM, then wait; SIGKILL if it hangs (and say so in the return code)."""
-        if self.alive:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-        self._join()
-        return self.proc.returncode if self.proc else None
-
-    def _join(self) -> None:
-        if self.proc is not None:
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        if self._reader is not None:
-            self._reader.join(5)
-            self._reader = None
-        if self.proc is not None and self.proc.stdout is not None:
-            self.proc.stdout.close()
+        return None if self.process is None else self.process.stop(signal.SIGTERM, timeout)
 
     def live(self) -> dict[str, Any]:
         """What the last run left in live.json (its link counters), {} if nothing."""

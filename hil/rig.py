@@ -15,12 +15,8 @@ from __future__ import annotations
 
 import json
 import os
-import queue
 import secrets
 import signal
-import subprocess
-import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -29,6 +25,7 @@ from hil.blesim import shim
 from hil.build_firmware import code_heap_kb, sim_tree
 from hil.emulator import Emulator
 from hil.linkmodel import FaultPlan, LinkModel
+from hil.proc import LineProcess
 from hil.scenario import Scenario, load
 from hil.simclock import Schedule
 
@@ -72,10 +69,8 @@ class SimDongle:
         self.clock = clock
         self.heap = heap
         self._echo = echo
-        self.proc: subprocess.Popen | None = None
-        self.lines: list[str] = []
-        self._q: queue.Queue[str | None] = queue.Queue()
-        self._reader: threading.Thread | None = None
+        self.process: LineProcess | None = None
+        self._lines: list[str] = []  # output of earlier boots
 
     @property
     def label(self) -> str:
@@ -83,7 +78,7 @@ class SimDongle:
         return f"obdsync:{self.device_id}:{self.secret.hex()}"
 
     def start(self) -> SimDongle:
-        if self.proc is not None and self.proc.poll() is None:
+        if self.alive:
             return self
         tree = sim_tree()
         env = mpy.env(simulated_ble=False, extra=[shim.module_dir(), tree],
@@ -93,74 +88,45 @@ class SimDongle:
             env["OBDSYNC_SIM_CLOCK"] = self.clock.encode()
         else:
             env.pop("OBDSYNC_SIM_CLOCK", None)
-        self.proc = subprocess.Popen(mpy.argv(tree / "main.py", heapsize=heapsize(tree, self.heap)),
-                                     env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                     stderr=subprocess.STDOUT, text=True, bufsize=1)
-        self._q = queue.Queue()
-        self._reader = threading.Thread(target=self._read, args=(self.proc, self._q), daemon=True)
-        self._reader.start()
+        if self.process is not None:
+            self._lines += self.process.lines
+        self.process = LineProcess(mpy.argv(tree / "main.py", heapsize=heapsize(tree, self.heap)), env=env,
+                                   on_line=self._echo, error=RigError, name=f"dongle {self.mac}")
         return self
 
-    def _read(self, proc: subprocess.Popen, q: queue.Queue) -> None:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            line = line.rstrip("\n")
-            self.lines.append(line)
-            if self._echo:
-                self._echo(line)
-            q.put(line)
-        q.put(None)
+    @property
+    def proc(self):
+        return None if self.process is None else self.process.proc
+
+    @property
+    def lines(self) -> list[str]:
+        """Every line the firmware printed, across reboots."""
+        return self._lines + (self.process.lines if self.process is not None else [])
 
     def wait_for(self, prefix: str, timeout: float = 30.0) -> str:
         """The next output line starting with prefix; RigError when the firmware
         exits or the deadline passes (its output is in the message)."""
-        deadline = time.monotonic() + timeout
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise RigError(f"dongle printed no {prefix!r} within {timeout} s; output:\n" + self.output())
-            try:
-                line = self._q.get(timeout=left)
-            except queue.Empty:
-                continue
-            if line is None:
-                raise RigError(f"dongle exited ({self.proc.returncode if self.proc else '?'}) before {prefix!r}; "
-                               "output:\n" + self.output())
-            if line.startswith(prefix):
-                return line
+        if self.process is None:
+            raise RigError("the dongle was never started")
+        return self.process.wait_line(prefix, timeout)
 
     def output(self) -> str:
         return "\n".join(self.lines[-60:])
 
     def kill(self) -> None:
         """A power cut: SIGKILL, nothing flushed."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(10)
-        self._join()
+        if self.process is not None:
+            self.process.kill()
 
     def stop(self) -> None:
         """A clean stop (SIGINT: the firmware seals and flushes its log), SIGKILL if
         it does not exit in time."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        self._join()
-
-    def _join(self) -> None:
-        if self._reader is not None:
-            self._reader.join(5)
-            self._reader = None
-        if self.proc is not None and self.proc.stdout is not None:
-            self.proc.stdout.close()
+        if self.process is not None:
+            self.process.stop(signal.SIGINT)
 
     @property
     def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
+        return self.process is not None and self.process.alive
 
 
 class Rig:

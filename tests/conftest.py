@@ -64,3 +64,21 @@ def run_mpy_json():
         return lines[:-1]
 
     return run
+
+
+@pytest.fixture
+def requests_to_car(monkeypatch):
+    """Every command the emulated ELM327 receives, in order (AT and OBD alike)."""
+    import re
+
+    from elm.elm import Elm
+
+    seen: list[str] = []
+    original = Elm.handle_request
+
+    def recording(self, cmd, do_write=False):
+        seen.append(re.sub(r"\s+", "", cmd).upper())
+        return original(self, cmd, do_write)
+
+    monkeypatch.setattr(Elm, "handle_request", recording)
+    return seen

@@ -15,19 +15,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import queue
 import re
 import signal
 import sqlite3
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
 from hil.blesim import SimClient
+from hil.proc import LineProcess
 from hil.rig import Rig, SimDongle
 from hil.scenario import Scenario, parse
 from hil.vehicle import Vehicle
@@ -82,6 +81,19 @@ def wait_until(cond: Callable[[], Any], timeout: float, what: str) -> Any:
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {what}")
         time.sleep(0.02)
+
+
+def records_logged(dongle: SimDongle) -> int:
+    """Intact records in a running dongle's flash log (a lower bound: a tail being
+    written is not counted) — what it has to sync, whatever the machine's load."""
+    from hil.faults import entries, segments
+
+    return sum(1 for seg in segments(dongle.flash) for _o, _n, rec in entries(seg.read_bytes()) if rec)
+
+
+async def backlog_reaches(dongle: SimDongle, n: int, timeout: float = 90.0) -> None:
+    """Wait until the dongle has logged at least n records (before a daemon comes)."""
+    await until(lambda: records_logged(dongle) >= n, timeout, f"{n} records in the dongle's log")
 
 
 async def sim_reaches(rig: Rig, sim_s: float, timeout: float | None = None) -> None:
@@ -251,23 +263,11 @@ def assert_exactly_once(db: Path, device: str, upto: int) -> list[int]:
 
 # ---- `obdsync` as a user runs it ---------------------------------------------------------------
 
-class DaemonProc:
-    """`obdsync run` in a subprocess; its stderr (the log) collected line by line."""
+class DaemonProc(LineProcess):
+    """`obdsync run` in a subprocess; its log collected line by line."""
 
     def __init__(self, argv: list[str], env: dict[str, str]) -> None:
-        self.proc = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                     stderr=subprocess.STDOUT, text=True, bufsize=1)
-        self.lines: list[str] = []
-        self._q: queue.Queue[str | None] = queue.Queue()
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.lines.append(line.rstrip("\n"))
-            self._q.put(self.lines[-1])
-        self._q.put(None)
+        super().__init__(argv, env=env, error=AssertionError, name="obdsync run")
 
     @property
     def output(self) -> str:
@@ -275,45 +275,14 @@ class DaemonProc:
 
     def wait_for(self, pattern: str, timeout: float = 30.0) -> re.Match:
         """The first new log line matching the regex `pattern`."""
-        rx = re.compile(pattern)
-        deadline = time.monotonic() + timeout
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise AssertionError(f"obdsync run logged no /{pattern}/ within {timeout} s:\n{self.output[-3000:]}")
-            try:
-                line = self._q.get(timeout=left)
-            except queue.Empty:
-                continue
-            if line is None:
-                raise AssertionError(f"obdsync run exited ({self.proc.wait()}) before /{pattern}/:\n"
-                                     + self.output[-3000:])
-            m = rx.search(line)
-            if m:
-                return m
+        return self.wait_line(re.compile(pattern), timeout)
 
     def terminate(self, timeout: float = 30.0) -> int:
         """SIGTERM, as systemd stops the service; the exit code."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        rc = self.proc.wait(timeout)
-        self._reader.join(5)
-        return rc
-
-    def kill(self) -> None:
-        """kill -9: nothing flushed, nothing acked beyond what already was."""
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait(10)
-        self._reader.join(5)
+        return self.stop(signal.SIGTERM, timeout)
 
     def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
-        self._reader.join(5)
-        if self.proc.stdout is not None:
-            self.proc.stdout.close()
+        self.kill()
 
 
 class Home:
@@ -362,3 +331,44 @@ class Home:
         for d in self.procs:
             d.close()
             self.outputs.append(d.output)
+
+
+# ---- records as the link delivers them (firmware tests) --------------------------------------
+
+
+def fingerprint(r) -> tuple:
+    """Everything a record says: two deliveries of one seq must have the same."""
+    return (r.kind, r.seq, r.boot, r.t0, tuple(r.samples), r.first, r.count, r.wall_ms, r.code,
+            r.millivolts, r.mode, tuple(r.codes))
+
+
+class RecordingSink:
+    """A link sink that keeps every delivery; `ack_limit` caps what it reports durable
+    (to leave a backlog on the dongle)."""
+
+    def __init__(self, ack_limit: int | None = None) -> None:
+        self.deliveries: dict[int, list[tuple]] = {}
+        self.records: dict[int, object] = {}
+        self.top = -1
+        self.ack_limit = ack_limit
+
+    async def ingest(self, device: str, records: list) -> int:
+        from protocol.record import KIND_GAP
+
+        for r in records:
+            self.deliveries.setdefault(r.seq, []).append(fingerprint(r))
+            self.records.setdefault(r.seq, r)
+            if r.kind == KIND_GAP:
+                for s in range(r.first, r.first + r.count):
+                    self.records.setdefault(s, r)
+        while self.top + 1 in self.records:
+            self.top += 1
+        return self.top if self.ack_limit is None else min(self.top, self.ack_limit)
+
+    def assert_consistent(self) -> None:
+        """No hole below the top, and every re-delivery is the very record sent before."""
+        assert self.top >= 0
+        missing = [s for s in range(self.top + 1) if s not in self.records]
+        assert not missing, missing[:20]
+        for seq, got in self.deliveries.items():
+            assert all(g == got[0] for g in got), f"seq {seq} delivered with different content"

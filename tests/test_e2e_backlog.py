@@ -14,11 +14,12 @@ import pytest
 from e2e import (
     Home,
     assert_exactly_once,
+    backlog_reaches,
     dongle_status,
     record_count,
+    records_logged,
     running_daemon,
     short_city,
-    sim_reaches,
     synced,
     until,
     wait_until,
@@ -53,7 +54,7 @@ async def test_radio_drop_mid_backlog_loses_and_doubles_nothing(tmp_path):
     db = tmp_path / "obdsync.db"
     client = cuttable()
     with Rig(sc, tmp_path) as rig:
-        await sim_reaches(rig, BACKLOG_SIM_S)
+        await backlog_reaches(rig.dongle, MIN_BACKLOG + 20)
         # MTU 23: many small notifications, so the sync lasts long enough to be cut in.
         async with running_daemon(rig, db, backend=client, mtu=23) as daemon:
             stats = daemon.runners[0].link.stats
@@ -86,7 +87,8 @@ def test_daemon_killed_mid_backlog_restarts_where_it_was(tmp_path):
         try:
             home.pair(rig.dongle)
             device = rig.dongle.device_id
-            wait_until(lambda: rig.sim_s() >= BACKLOG_SIM_S, 30, f"sim time {BACKLOG_SIM_S} s")
+            wait_until(lambda: records_logged(rig.dongle) >= MIN_BACKLOG + 20, 90,
+                       f"{MIN_BACKLOG + 20} records in the dongle's log")
             first = home.run()
             m = first.wait_for(r"backlog ([1-7]\d)% \((\d+) of (\d+) records\)")
             backlog_end = int(m.group(3))

@@ -7,6 +7,7 @@ import pytest
 from e2e import (
     Answers,
     assert_exactly_once,
+    backlog_reaches,
     dongle_status,
     query,
     running_daemon,
@@ -28,7 +29,8 @@ async def test_two_dongles_stream_at_once_and_both_land_completely(tmp_path, mon
     with Rig(sc, tmp_path, dongles=2) as rig:
         a, b = rig.dongles
         assert len({a.device_id, b.device_id}) == 2 and len({a.mac, b.mac}) == 2
-        await sim_reaches(rig, 120)  # both log a backlog before the daemon comes
+        for d in rig.dongles:  # both log a backlog before the daemon comes
+            await backlog_reaches(d, 10)
         async with running_daemon(rig, db) as daemon:
             assert len(daemon.runners) == 2
             runners = daemon.runners

@@ -14,58 +14,14 @@ import secrets
 from pathlib import Path
 
 import pytest
+from e2e import RecordingSink, until
 
 from hil.blesim import SimClient
 from hil.rig import Rig
 from obdsync.link import DongleLink
 from protocol import control
-from protocol.record import KIND_GAP
 
 pytestmark = pytest.mark.slow
-
-
-async def until(cond, timeout: float, what: str) -> None:
-    """Wait for cond() with a deadline."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not cond():
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        await asyncio.sleep(0.02)
-
-
-def fingerprint(r) -> tuple:
-    return (r.kind, r.seq, r.boot, r.t0, tuple(r.samples), r.first, r.count, r.wall_ms, r.code,
-            r.millivolts, r.mode, tuple(r.codes))
-
-
-class RecordingSink:
-    """Stores every delivery; `ack_limit` caps what it reports durable (to leave a backlog)."""
-
-    def __init__(self, ack_limit: int | None = None) -> None:
-        self.deliveries: dict[int, list[tuple]] = {}
-        self.records: dict[int, object] = {}
-        self.top = -1
-        self.ack_limit = ack_limit
-
-    async def ingest(self, device: str, records: list) -> int:
-        for r in records:
-            self.deliveries.setdefault(r.seq, []).append(fingerprint(r))
-            self.records.setdefault(r.seq, r)
-            if r.kind == KIND_GAP:
-                for s in range(r.first, r.first + r.count):
-                    self.records.setdefault(s, r)
-        while self.top + 1 in self.records:
-            self.top += 1
-        return self.top if self.ack_limit is None else min(self.top, self.ack_limit)
-
-    def assert_consistent(self) -> None:
-        """No hole below the top, and every re-delivery is the very record sent before."""
-        assert self.top >= 0
-        missing = [s for s in range(self.top + 1) if s not in self.records]
-        assert not missing, missing[:20]
-        for seq, got in self.deliveries.items():
-            assert all(g == got[0] for g in got), f"seq {seq} delivered with different content"
 
 
 def provision(workdir: Path, **cfg) -> None:
@@ -123,7 +79,7 @@ async def test_ack_frees_the_log(tmp_path):
                 await asyncio.sleep(0.1)
             assert before["first_unacked"] == 0
             sink.ack_limit = None  # stored now: the link acks
-            await until(lambda: link.stats.acked > before["next_seq"], 20, "acks past the backlog")
+            await until(lambda: link.stats.acked > before["next_seq"], 60, "acks past the backlog")
             after = await status(link)
         finally:
             link.stop()

@@ -6,7 +6,6 @@ recorded at the emulated ELM327, so "polling stops" is checked where it matters.
 from __future__ import annotations
 
 import json
-import re
 import secrets
 import time
 from pathlib import Path
@@ -20,22 +19,6 @@ pytestmark = pytest.mark.slow
 
 # ATRV, and the RPM probe of the default plan's parked column (firmware/dongle/plan.py)
 PARKED_REQUESTS = {"ATRV"}
-
-
-@pytest.fixture
-def requests_to_car(monkeypatch):
-    """Every command the emulated ELM327 receives, in order."""
-    from elm.elm import Elm
-
-    seen: list[str] = []
-    original = Elm.handle_request
-
-    def recording(self, cmd, do_write=False):
-        seen.append(re.sub(r"\s+", "", cmd).upper())
-        return original(self, cmd, do_write)
-
-    monkeypatch.setattr(Elm, "handle_request", recording)
-    return seen
 
 
 def wait_until(cond, timeout: float, what: str) -> None:

@@ -11,6 +11,7 @@ import random
 import time
 
 import pytest
+from e2e import RecordingSink, until
 
 from hil.blesim import SimClient
 from hil.rig import Rig
@@ -26,38 +27,6 @@ CUTS = 2
 # reach flash: that tail may be lost. Plus the test's view of the kill instant (scheduling).
 LOSS_BOUND_MS = 2000
 SLACK_MS = 1500
-
-
-async def until(cond, timeout: float, what: str) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not cond():
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        await asyncio.sleep(0.02)
-
-
-def fingerprint(r) -> tuple:
-    return (r.kind, r.seq, r.boot, r.t0, tuple(r.samples), r.first, r.count, r.wall_ms, r.code,
-            r.millivolts, r.mode, tuple(r.codes))
-
-
-class RecordingSink:
-    def __init__(self) -> None:
-        self.deliveries: dict[int, list[tuple]] = {}
-        self.records: dict[int, object] = {}
-        self.top = -1
-
-    async def ingest(self, device: str, records: list) -> int:
-        for r in records:
-            self.deliveries.setdefault(r.seq, []).append(fingerprint(r))
-            self.records.setdefault(r.seq, r)
-            if r.kind == KIND_GAP:
-                for s in range(r.first, r.first + r.count):
-                    self.records.setdefault(s, r)
-        while self.top + 1 in self.records:
-            self.top += 1
-        return self.top
 
 
 def last_ms(r) -> int:

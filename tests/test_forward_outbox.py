@@ -61,6 +61,8 @@ async def test_a_device_waits_for_its_failed_head_while_others_go_on(store):
     fwd = await run(store, sender)
     try:
         await wait_until(lambda: len(sender.delivered) == 5, what="all five delivered")
+        await wait_until(lambda: all(r[0] == "sent" for r in rows(store.path, "SELECT state FROM outbox")),
+                         what="all five marked sent")
     finally:
         await fwd.stop()
     calls = sender.calls

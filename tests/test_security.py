@@ -15,6 +15,7 @@ import re
 import pytest
 from bleak import BleakClient
 from bleak.exc import BleakError, BleakGATTProtocolError
+from e2e import until
 
 from hil.blesim import SimClient
 from hil.rig import Rig
@@ -36,16 +37,6 @@ GOOD = {control.TIME: control.pack_u64(1_700_000_000_000), control.ACK: control.
 # digit), 03, 07, 0A, 09 00/02. Mode 04 is checked apart (only after an authorised clear).
 AT_ALLOWED = {"ATZ", "ATWS", "ATE0", "ATL0", "ATS0", "ATH0", "ATSP0", "ATAT1", "ATAT2", "ATDPN", "ATRV", "ATI"}
 OBD_ALLOWED = re.compile(r"^(01([0-9A-F]{2}){1,6}[0-9A-F]?|03|07|0A|09(00|02))$")
-
-
-async def until(cond, timeout: float, what: str) -> None:
-    """Wait for cond() with a deadline (a condition, not a guess at how long things take)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not cond():
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        await asyncio.sleep(0.02)
 
 
 async def polls_pass(rig: Rig, n: int, timeout: float = 20.0) -> None:
@@ -97,22 +88,6 @@ class Central:
         await self.send(msg)
         raw = await asyncio.wait_for(self.replies.get(), 10)
         return control.decode(raw, session)
-
-
-@pytest.fixture
-def requests_to_car(monkeypatch):
-    """Every command the emulated ELM327 receives, in order (AT and OBD alike)."""
-    from elm.elm import Elm
-
-    seen: list[str] = []
-    original = Elm.handle_request
-
-    def recording(self, cmd, do_write=False):
-        seen.append(re.sub(r"\s+", "", cmd).upper())
-        return original(self, cmd, do_write)
-
-    monkeypatch.setattr(Elm, "handle_request", recording)
-    return seen
 
 
 @pytest.fixture

@@ -307,3 +307,58 @@ async def test_records_off_the_wire_are_stored(store):
     assert await store.ingest(DEV, recs) == 7
     rows = await store.samples(DEV, 0x0C)
     assert [(r.time_ms, r.value) for r in rows] == [(WALL + 500 + 250 * i, 1726.0) for i in range(3)]
+
+
+async def test_a_version_2_database_keeps_its_samples_through_the_split_of_values(tmp_path):
+    path = tmp_path / "obdsync.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    for step in range(2):  # the schema as obdsync with two migrations left it
+        conn.execute("BEGIN")
+        for stmt in schema._statements(schema.MIGRATIONS[step]):
+            conn.execute(stmt)
+        conn.execute(f"PRAGMA user_version = {step + 1}")
+        conn.execute("COMMIT")
+    old = [(1, 12, WALL + 5, 2, 0, 1, 5, 700.25, b"\x0a\xf1", 0), (1, 12, WALL + 9, 3, 0, 1, 9, 700.25, b"\x0a\xf1", 1),
+           (1, 13, WALL + 5, 2, 1, 1, 5, 30.0, b"\x1e", 0), (1, 0x43, WALL + 6, 2, 2, 1, 6, None, b"\x01", 0)]
+    conn.executemany("INSERT INTO samples VALUES (?,?,?,?,?,?,?,?,?,?)", old)
+    conn.close()
+    st = await Store.open(path)
+    try:
+        rows, _ = await dump(st)
+        assert sorted(rows) == sorted(old)
+        assert await count(st, "sample_values") == 3  # the repeated RPM value is stored once
+        # the values of migrated rows serve new ones too (ids continue after the old ones)
+        assert await st.ingest(DEV, [anchor(10), samples(11, n=1)]) == 11
+        assert len(await st.samples(DEV, 0x0C)) == 1
+    finally:
+        await st.close()
+
+
+async def test_values_stay_right_when_the_value_cache_restarts_or_a_batch_fails(tmp_path, monkeypatch):
+    import obdsync.store as store_mod
+
+    monkeypatch.setattr(store_mod, "VALUE_CACHE_LIMIT", 3)
+    path = tmp_path / "obdsync.db"
+    st = await Store.open(path, clock=lambda: NOW / 1000)
+    await st.ingest(DEV, [anchor(1)] + [samples(s) for s in range(2, 8)])
+    other = sqlite3.connect(path, isolation_level=None, timeout=0)
+    other.execute("BEGIN EXCLUSIVE")
+    try:
+        with pytest.raises(StoreBusyError):  # a failed batch: the ids it gave out were not stored
+            await st.ingest(DEV, [samples(s) for s in range(8, 12)])
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    await st.ingest(DEV, [samples(s) for s in range(8, 12)])
+    assert await st.retain(1, now_ms=WALL + 6_000 + 86_400_000) > 0
+    await st.vacuum()  # drops values no row uses; the cache must not hand their ids out again
+    await st.ingest(DEV, [samples(s) for s in range(12, 14)])
+    got = {(r.time_ms, r.raw): r.value for r in await st.samples(DEV, 0x0C, limit=10_000)}
+    await st.close()
+    want = {}
+    for s in range(6, 14):
+        for t, ch, data in samples(s).samples:
+            if ch == 0x0C and WALL + t >= WALL + 6_000:
+                want[(WALL + t, data)] = (data[0] * 256 + data[1]) / 4
+    assert got == want

@@ -5,17 +5,16 @@ from __future__ import annotations
 
 import os
 import platform
-import queue
 import statistics
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from hil import mpy
+from hil.proc import LineProcess
 
 BAUD = 38400
 LATENCY_S = 0.030
@@ -62,67 +61,17 @@ def fmt(x: float, digits: int = 1) -> str:
     return f"{x:,.{digits}f}"
 
 
-class LineProc:
-    """A subprocess whose stdout lines are read by a thread; `on_line(line)` runs in that
-    thread the moment a line arrives (to snapshot counters beside it), `expect` waits for a
-    line with a deadline. Always used as a context manager: the process is stopped on exit."""
+class LineProc(LineProcess):
+    """A benchmark's subprocess (hil.proc.LineProcess): `expect` waits for a line,
+    and as a context manager it is always stopped."""
 
     def __init__(self, argv: list[str], *, env: dict | None = None, cwd: str | Path | None = None,
-                 on_line: Callable[[str], None] | None = None, stdin=subprocess.DEVNULL) -> None:
-        self.argv = argv
-        self.lines: list[str] = []
-        self._q: queue.Queue[str | None] = queue.Queue()
-        self._on_line = on_line
-        self.proc = subprocess.Popen(argv, env=env, cwd=cwd, stdin=stdin, stdout=subprocess.PIPE,
-                                     stderr=subprocess.STDOUT, text=True, bufsize=1)
-        self._t = threading.Thread(target=self._read, daemon=True)
-        self._t.start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            line = line.rstrip("\n")
-            self.lines.append(line)
-            if self._on_line is not None:
-                try:
-                    self._on_line(line)
-                except Exception as e:  # noqa: BLE001 - surfaced through the queue
-                    self._q.put(f"on_line failed: {e!r}")
-            self._q.put(line)
-        self._q.put(None)
+                 on_line: Callable[[str], None] | None = None) -> None:
+        super().__init__(argv, env=env, cwd=cwd, on_line=on_line, error=BenchError,
+                         name=Path(argv[1] if len(argv) > 1 else argv[0]).name)
 
     def expect(self, prefix: str, timeout: float) -> str:
-        deadline = time.monotonic() + timeout
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise BenchError(f"{Path(self.argv[1 if len(self.argv) > 1 else 0]).name}: no {prefix!r} "
-                                 f"within {timeout:.0f} s; output:\n" + self.tail())
-            try:
-                line = self._q.get(timeout=left)
-            except queue.Empty:
-                continue
-            if line is None:
-                self.proc.wait(5)
-                raise BenchError(f"process exited ({self.proc.returncode}) before {prefix!r}; output:\n"
-                                 + self.tail())
-            if line.startswith(prefix):
-                return line
-
-    def tail(self, n: int = 40) -> str:
-        return "\n".join(self.lines[-n:])
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        self._t.join(5)
-        if self.proc.stdout is not None:
-            self.proc.stdout.close()
+        return self.wait_line(prefix, timeout)
 
     def __enter__(self) -> LineProc:
         return self
