@@ -330,7 +330,9 @@ async def test_a_version_2_database_keeps_its_samples_through_the_split_of_value
         assert await count(st, "sample_values") == 3  # the repeated RPM value is stored once
         # the values of migrated rows serve new ones too (ids continue after the old ones)
         assert await st.ingest(DEV, [anchor(10), samples(11, n=1)]) == 11
-        assert len(await st.samples(DEV, 0x0C)) == 1
+        rpm = [(r.time_ms, r.value, r.raw) for r in await st.samples(DEV, 0x0C)]  # DEV got num 1: the old rows
+        assert rpm == [(WALL + 5, 700.25, b"\x0a\xf1"), (WALL + 9, 700.25, b"\x0a\xf1"),
+                       (WALL + 11_000, (256 * 0x0B + 77) / 4, b"\x0b\x4d")]
     finally:
         await st.close()
 

@@ -52,13 +52,20 @@ KIND_ANCHOR = 3
 KIND_EVENT = 4
 KIND_DTC = 5
 
-#: Column order of the sample row tuples handed to an ingest ``sink``.
-SAMPLE_ROW = ("device_num", "channel", "time_ms", "seq", "n", "boot", "t_ms", "value", "raw", "approx")
+#: Column order of the sample row tuples handed to an ingest ``sink``. ``value_id`` is
+#: the row's ``sample_values.id`` (value and raw bytes live there, see schema step 3).
+SAMPLE_ROW = ("device_num", "channel", "time_ms", "seq", "n", "boot", "t_ms", "value", "value_id", "approx")
 
+# ?8 (the value) is in the row for the sink, not in the table: it is bound, unused.
 _INSERT_SAMPLE = (
-    "INSERT INTO samples (device, channel, time_ms, seq, n, boot, t_ms, value, raw, approx)"
-    " VALUES (?,?,?,?,?,?,?,?,?,?)"
+    "INSERT INTO sample_rows (device, channel, time_ms, seq, n, boot, t_ms, v, approx)"
+    " VALUES (?1,?2,?3,?4,?5,?6,?7,?9,?10)"
 )
+_INSERT_VALUE = "INSERT INTO sample_values (id, signal, value, raw) VALUES (?,?,?,?)"
+
+#: Distinct (channel, raw bytes) kept with their value ids; past it the cache starts
+#: afresh (and a pair seen again gets a new id: a few duplicate sample_values rows).
+VALUE_CACHE_LIMIT = 1 << 16
 
 
 class StoreError(Exception):
@@ -200,8 +207,9 @@ class Store:
     """See the module docstring. Create with :meth:`open`."""
 
     def __init__(self, conn: aiosqlite.Connection, path: Path, *, clock: Callable[[], float],
-                 decoder: Decoder, outbox_max: int):
+                 decoder: Decoder, outbox_max: int, raw: sqlite3.Connection | None = None):
         self._conn = conn
+        self._raw = raw  # the same connection, for bulk writes on the loop's thread (_commit_plan)
         self.path = path
         self._clock = clock
         self._decoder = decoder
@@ -209,6 +217,12 @@ class Store:
         self._lock = asyncio.Lock()
         self._devices: dict[str, _Device] = {}
         self._page_size = 4096
+        # channel -> raw bytes -> ((signal, value, value id), ...): one dict lookup per
+        # sample, without building a key tuple.
+        self._values: list[dict[bytes, tuple]] = [{} for _ in range(256)]
+        self._values_n = 0
+        self._raw_of: dict[int, bytes] = {}  # value id -> raw bytes, for the channels table
+        self._next_vid: int | None = None  # None: read MAX(id) first
 
     # ---- lifecycle ---------------------------------------------------------
 
@@ -228,11 +242,19 @@ class Store:
         except OSError as e:
             raise StoreError(f"cannot create {p.parent}: {e.strerror}") from e
         await asyncio.to_thread(_prepare, p)
+        made: list[sqlite3.Connection] = []
+
+        def connector() -> sqlite3.Connection:
+            # check_same_thread off: _commit_plan also uses it from the loop's thread,
+            # never while aiosqlite's thread runs something on it.
+            made.append(sqlite3.connect(p, isolation_level=None, timeout=busy_timeout_s, check_same_thread=False))
+            return made[0]
+
         try:
-            conn = await aiosqlite.connect(p, isolation_level=None, timeout=busy_timeout_s)
+            conn = await aiosqlite.Connection(connector, 64)
         except sqlite3.Error as e:
             raise _map_error(e, f"opening {p}") from e
-        store = cls(conn, p, clock=clock, decoder=decoder or Decoder(), outbox_max=outbox_max)
+        store = cls(conn, p, clock=clock, decoder=decoder or Decoder(), outbox_max=outbox_max, raw=made[0])
         try:
             # FULL: in WAL mode NORMAL skips the fsync at commit, and a commit is an ACK
             # promise. We commit once per batch, so this is one fsync per batch.
@@ -344,8 +366,16 @@ class Store:
             batch = await self._new_records(dev, records)
             if not batch:
                 return dev.contiguous
+            if self._next_vid is None:
+                async with self._conn.execute("SELECT COALESCE(MAX(id), 0) + 1 FROM sample_values") as cur:
+                    self._next_vid = (await cur.fetchone())[0]
             plan = self._plan(dev, batch, now)
-            await self._commit_plan(dev, plan)
+            try:
+                await self._commit_plan(dev, plan)
+            except BaseException:
+                # The ids given out for this batch's new values were not stored.
+                self._forget_values()
+                raise
             dev.first_seq, dev.contiguous = plan.first_seq, plan.contiguous
             dev.pending, dev.gaps = plan.pending, plan.gaps
             dev.anchors.update(plan.anchors)
@@ -410,9 +440,12 @@ class Store:
 
         rows = plan.samples
         append = rows.append
-        memo_get = self._decoder.memo.get
-        decode = self._decoder.decode
-        last: dict[int, tuple] = {}
+        values = self._values
+        new_value = self._new_value
+        value_rows = plan.value_rows
+        if self._values_n >= VALUE_CACHE_LIMIT:
+            # Only between batches: the rows of a plan keep finding their raw bytes.
+            self._forget_values(ids_unsure=False)
         for r in batch:
             kind = r.kind
             seq, boot = r.seq, r.boot
@@ -423,11 +456,13 @@ class Store:
                 approx = a.approx
                 n = 0
                 for t, ch, data in r.samples:
-                    readings = memo_get((ch, data)) or decode(ch, data)
-                    for rd in readings:
-                        row = (num, rd[0], base + t, seq, n, boot, t, rd[1], data, approx)
-                        append(row)
-                        last[rd[0]] = row
+                    readings = values[ch].get(data) or new_value(ch, data, value_rows)
+                    if len(readings) == 1:
+                        sig, value, vid = readings[0]
+                        append((num, sig, base + t, seq, n, boot, t, value, vid, approx))
+                    else:
+                        for sig, value, vid in readings:
+                            append((num, sig, base + t, seq, n, boot, t, value, vid, approx))
                     n += 1
             elif kind == KIND_GAP:
                 plan.gap_rows.append((num, seq, r.first, r.count, now))
@@ -440,7 +475,10 @@ class Store:
                 codes = json.dumps(dtcs_from_raw(r.codes))
                 plan.dtc_rows.append((num, seq, boot, r.t0, a.wall_ms - a.t0 + r.t0, a.approx, r.mode, codes))
         units = self._decoder.units
-        plan.channel_rows = [(num, sig, units.get(sig, ""), row[2], row[7], row[8]) for sig, row in last.items()]
+        raw_of = self._raw_of
+        last = {row[1]: row for row in rows}  # each signal's last row in batch order
+        plan.channel_rows = [(num, sig, units.get(sig, ""), row[2], row[7], raw_of[row[8]])
+                             for sig, row in last.items()]
 
         # Watermark: advance over stored seqs and GAP ranges.
         seqs = [r.seq for r in batch]
@@ -466,46 +504,45 @@ class Store:
         plan.gaps = [g for g in gaps if g[1] > c]
         return plan
 
+    def _new_value(self, ch: int, data: bytes, value_rows: list[tuple]) -> tuple:
+        """Decode a (channel, raw) pair not in the cache and give its readings value ids."""
+        data = bytes(data)
+        vid = self._next_vid
+        out = []
+        for rd in self._decoder.decode(ch, data):
+            out.append((rd[0], rd[1], vid))
+            value_rows.append((vid, rd[0], rd[1], data))
+            self._raw_of[vid] = data
+            vid += 1
+        self._next_vid = vid
+        entry = tuple(out)
+        self._values[ch][data] = entry
+        self._values_n += 1
+        return entry
+
+    def _forget_values(self, *, ids_unsure: bool = True) -> None:
+        """Empty the value cache; ``ids_unsure``: also re-read the next free id (after a
+        failed batch, or values deleted)."""
+        for d in self._values:
+            d.clear()
+        self._values_n = 0
+        self._raw_of.clear()
+        if ids_unsure:
+            self._next_vid = None
+
     async def _commit_plan(self, dev: _Device, plan: _Plan) -> None:
         c = self._conn
-        num = dev.num
         try:
             await c.execute("BEGIN IMMEDIATE")
             try:
-                for boot, a, was_approx in plan.remaps:
-                    base = a.wall_ms - a.t0
-                    if was_approx:
-                        await c.execute("UPDATE samples SET time_ms=?+t_ms, approx=0"
-                                        " WHERE device=? AND boot=? AND approx=1", (base, num, boot))
-                    else:  # an anchor of lower seq arrived late: rare, and a scan
-                        await c.execute("UPDATE samples SET time_ms=?+t_ms, approx=0 WHERE device=? AND boot=?",
-                                        (base, num, boot))
-                    for table in ("device_events", "dtcs"):
-                        await c.execute(f"UPDATE {table} SET time_ms=?+t_ms, approx=0 WHERE device=? AND boot=?",
-                                        (base, num, boot))
-                await c.executemany("INSERT INTO records (device, seq, boot, kind, received_ms) VALUES (?,?,?,?,?)",
-                                    plan.records)
-                if plan.samples:
-                    await c.executemany(_INSERT_SAMPLE, plan.samples)
-                if plan.anchor_rows:
-                    await c.executemany("INSERT OR REPLACE INTO anchors (device, boot, t0, wall_ms, seq, approx)"
-                                        " VALUES (?,?,?,?,?,?)", plan.anchor_rows)
-                if plan.gap_rows:
-                    await c.executemany("INSERT INTO gaps (device, seq, first, count, noticed_ms) VALUES (?,?,?,?,?)",
-                                        plan.gap_rows)
-                if plan.event_rows:
-                    await c.executemany("INSERT INTO device_events VALUES (?,?,?,?,?,?,?,?)", plan.event_rows)
-                if plan.dtc_rows:
-                    await c.executemany("INSERT INTO dtcs VALUES (?,?,?,?,?,?,?,?)", plan.dtc_rows)
-                if plan.channel_rows:
-                    await c.executemany(
-                        "INSERT INTO channels (device, channel, unit, last_ms, last_value, last_raw)"
-                        " VALUES (?,?,?,?,?,?) ON CONFLICT (device, channel) DO UPDATE SET"
-                        " unit=excluded.unit, last_ms=excluded.last_ms, last_value=excluded.last_value,"
-                        " last_raw=excluded.last_raw WHERE excluded.last_ms >= channels.last_ms",
-                        plan.channel_rows)
-                await c.execute("UPDATE devices SET last_seen=?, first_seq=?, contiguous=? WHERE num=?",
-                                (plan.records[-1][4], plan.first_seq, plan.contiguous, num))
+                # The rows go in on this thread, not aiosqlite's: executemany drops and
+                # retakes the GIL for every row, and with the event loop busy beside it
+                # (derivation of the previous batch) each retake waits out the switch
+                # interval; ingest ran at half speed. Here nothing competes: the loop is
+                # held for the batch (~2 us a sample). The connection is idle on
+                # aiosqlite's thread meanwhile (we hold the lock and awaited BEGIN).
+                _apply_plan(self._raw, dev.num, plan)
+                # COMMIT (the fsync) waits without the GIL: derivation runs beside it.
                 await c.execute("COMMIT")
             except BaseException:
                 await self._rollback()
@@ -849,7 +886,7 @@ class Store:
             async with self._lock:
                 c = self._conn
                 try:
-                    cur = await c.execute("DELETE FROM samples WHERE device=? AND channel=? AND time_ms<?",
+                    cur = await c.execute("DELETE FROM sample_rows WHERE device=? AND channel=? AND time_ms<?",
                                           (num, ch, cutoff))
                     deleted += max(cur.rowcount, 0)
                 except sqlite3.Error as e:
@@ -862,16 +899,57 @@ class Store:
         """Give freed pages back to the file system (needs free space about the size of the file)."""
         async with self._lock:
             try:
+                # Values no row refers to any more (retention): the cache may hold their
+                # ids, so it starts afresh.
+                await self._conn.execute("DELETE FROM sample_values WHERE id NOT IN (SELECT v FROM sample_rows)")
+                self._forget_values()
                 await self._conn.execute("VACUUM")
                 await self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             except sqlite3.Error as e:
                 raise _map_error(e, "vacuum") from e
 
 
+def _apply_plan(c: sqlite3.Connection, num: int, plan: _Plan) -> None:
+    """Write a plan's rows inside the open transaction."""
+    for boot, a, was_approx in plan.remaps:
+        base = a.wall_ms - a.t0
+        if was_approx:
+            c.execute("UPDATE sample_rows SET time_ms=?+t_ms, approx=0 WHERE device=? AND boot=? AND approx=1",
+                      (base, num, boot))
+        else:  # an anchor of lower seq arrived late: rare, and a scan
+            c.execute("UPDATE sample_rows SET time_ms=?+t_ms, approx=0 WHERE device=? AND boot=?", (base, num, boot))
+        for table in ("device_events", "dtcs"):
+            c.execute(f"UPDATE {table} SET time_ms=?+t_ms, approx=0 WHERE device=? AND boot=?", (base, num, boot))
+    c.executemany("INSERT INTO records (device, seq, boot, kind, received_ms) VALUES (?,?,?,?,?)", plan.records)
+    if plan.value_rows:
+        c.executemany(_INSERT_VALUE, plan.value_rows)
+    if plan.samples:
+        c.executemany(_INSERT_SAMPLE, plan.samples)
+    if plan.anchor_rows:
+        c.executemany("INSERT OR REPLACE INTO anchors (device, boot, t0, wall_ms, seq, approx) VALUES (?,?,?,?,?,?)",
+                      plan.anchor_rows)
+    if plan.gap_rows:
+        c.executemany("INSERT INTO gaps (device, seq, first, count, noticed_ms) VALUES (?,?,?,?,?)", plan.gap_rows)
+    if plan.event_rows:
+        c.executemany("INSERT INTO device_events VALUES (?,?,?,?,?,?,?,?)", plan.event_rows)
+    if plan.dtc_rows:
+        c.executemany("INSERT INTO dtcs VALUES (?,?,?,?,?,?,?,?)", plan.dtc_rows)
+    if plan.channel_rows:
+        c.executemany(
+            "INSERT INTO channels (device, channel, unit, last_ms, last_value, last_raw)"
+            " VALUES (?,?,?,?,?,?) ON CONFLICT (device, channel) DO UPDATE SET"
+            " unit=excluded.unit, last_ms=excluded.last_ms, last_value=excluded.last_value,"
+            " last_raw=excluded.last_raw WHERE excluded.last_ms >= channels.last_ms",
+            plan.channel_rows)
+    c.execute("UPDATE devices SET last_seen=?, first_seq=?, contiguous=? WHERE num=?",
+              (plan.records[-1][4], plan.first_seq, plan.contiguous, num))
+
+
 @dataclass
 class _Plan:
     records: list[tuple] = field(default_factory=list)
     samples: list[tuple] = field(default_factory=list)
+    value_rows: list[tuple] = field(default_factory=list)
     anchor_rows: list[tuple] = field(default_factory=list)
     gap_rows: list[tuple] = field(default_factory=list)
     event_rows: list[tuple] = field(default_factory=list)

@@ -38,6 +38,7 @@ from .context import (
     FUEL_RATE,
     MAF,
     MOVING_KMH,
+    QUIET_MS,
     RPM,
     SPEED,
     Context,
@@ -95,8 +96,52 @@ class RuleEngine:
     def samples(self, rows: Iterable[tuple[int, int, float | None]]) -> None:
         """Decoded samples ``(wall_ms, signal, value)`` in dongle order. Values that are
         None (undecodable) or not finite only advance the clock."""
+        # The ingest hot path (a backlog is a million samples): sample(), _begin(),
+        # ctx.clock() and ctx.quiet() inlined, same steps in the same order; the rule
+        # hooks stay calls. Keep in step with sample().
+        ctx = self.ctx
+        tickers = self._tickers
+        by_channel = self._by_channel
+        set_on = self._set_on
+        trips = self.trips
+        isfinite = math.isfinite
         for wall_ms, channel, value in rows:
-            self.sample(wall_ms, channel, value)
+            # _begin
+            before = ctx.now
+            t = int(wall_ms)
+            if before is not None and t < before:
+                t = before
+            ctx.now = t
+            quiet = ctx.on and ctx.last_active_ms is not None and t - ctx.last_active_ms > QUIET_MS
+            if quiet:
+                set_on(False, t)
+            if quiet or (before is not None and t - before >= PRE_TICK_GAP_MS):
+                for r in tickers:
+                    r.tick(t)
+            if value is not None and isfinite(value):
+                v = float(value)
+                if channel == RPM:
+                    ctx.rpm_seen = True
+                    if v > 0:
+                        set_on(True, t)
+                    elif not ctx.moving:
+                        set_on(False, t)
+                elif channel == SPEED:
+                    if v < 0:
+                        continue
+                    ctx.on_speed(t, v)
+                    if v > MOVING_KMH:
+                        set_on(True, t)
+                elif channel == FUEL_RATE:
+                    ctx.on_fuel_rate(t, max(0.0, v))
+                    trips.consumption()
+                elif channel == MAF:
+                    ctx.on_maf(t, max(0.0, v))
+                    trips.consumption()
+                for r in by_channel.get(channel, ()):
+                    r.sample(t, channel, v)
+            for r in tickers:
+                r.tick(t)
 
     def sample(self, wall_ms: int, channel: int, value: float | None) -> None:
         ctx = self.ctx
