@@ -20,8 +20,10 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import logging
+import operator
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,6 +36,9 @@ from protocol.record import KIND_DTC, KIND_EVENT, KIND_SAMPLES
 
 log = logging.getLogger("obdsync.pipeline")
 
+_SEQ = operator.itemgetter(3)
+ROW_FIELDS = (6, 1, 7)  # t_ms, signal, value in a store row (SAMPLE_ROW)
+WALL_FIELDS = (0, 1, 2)  # (wall_ms, signal, value), as Store.replay_items gives them
 SNAPSHOT_SECONDS = 10.0
 SERVICE_POLL_SECONDS = 10.0
 NOTE_BASELINE = "baseline"  # a service_records row that is the user's odometer reading, not a service
@@ -145,10 +150,9 @@ class Pipeline:
                 st.failing = None
 
     def _hold(self, st: _DeviceState, batch: list[Any], rows: list[tuple]) -> None:
-        by_seq: dict[int, list] = {}
-        for r in rows:  # SAMPLE_ROW order: device, signal, time_ms, seq, n, boot, t_ms, value, raw, approx
-            if r[7] is not None:
-                by_seq.setdefault(r[3], []).append((r[6], r[1], r[7]))
+        # The store's rows (SAMPLE_ROW: device, signal, time_ms, seq, n, boot, t_ms, value, ...)
+        # come record by record: group them by seq without a tuple per sample.
+        by_seq = {seq: list(group) for seq, group in itertools.groupby(rows, key=_SEQ)}
         for rec in batch:
             if rec.seq <= st.fed:
                 continue
@@ -201,12 +205,13 @@ class Pipeline:
                     break  # this boot's anchor is still to come
                 offset = base[0]
             if kind == "samples":
-                rows = [(offset + t, sig, v) for t, sig, v in payload]
-                engine.samples(rows)
-                for _t, sig, v in rows:
-                    key = STATE_KEYS.get(sig)
-                    if key is not None:
-                        state[key] = v
+                fields = ROW_FIELDS if boot is not None else WALL_FIELDS
+                engine.samples(payload, offset, fields)
+                _, si, vi = fields
+                for row in payload:
+                    key = STATE_KEYS.get(row[si])
+                    if key is not None and row[vi] is not None:
+                        state[key] = row[vi]
             elif kind == "dtc":
                 t0, mode, codes = payload
                 engine.dtcs(offset + t0, mode, codes)

@@ -690,8 +690,9 @@ class Store:
                 (num, first, last))}
             by_seq: dict[int, list] = {}
             for seq, t, ch, v in rows:
-                if v is not None:
-                    by_seq.setdefault(seq, []).append((t, ch, v))
+                # Undecodable values too: the engine advances its clock on them, live
+                # and in replay alike.
+                by_seq.setdefault(seq, []).append((t, ch, v))
             for seq, kind in recs:
                 if kind == KIND_SAMPLES:
                     yield ("samples", seq, by_seq.get(seq, []))

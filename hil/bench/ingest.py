@@ -156,6 +156,9 @@ async def _feed(db: Path, raws: list[bytes], with_rules: bool, profile: cProfile
                 stages: _Timed | None = None) -> dict:
     from obdsync.store import Store
 
+    from obdsync.daemon import tune_gc
+
+    tune_gc()  # as the daemon's process runs
     _remove(db)
     store = await Store.open(db)
     sink = store

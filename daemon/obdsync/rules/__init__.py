@@ -26,7 +26,7 @@ never run backwards). Gaps (NO DATA, a sleeping dongle) are not integrated acros
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from ..config import Config
@@ -93,9 +93,13 @@ class RuleEngine:
 
     # ---- inputs --------------------------------------------------------------------------------
 
-    def samples(self, rows: Iterable[tuple[int, int, float | None]]) -> None:
+    def samples(self, rows: Iterable[Sequence[Any]], offset: int = 0, fields: tuple[int, int, int] = (0, 1, 2)) -> None:
         """Decoded samples ``(wall_ms, signal, value)`` in dongle order. Values that are
-        None (undecodable) or not finite only advance the clock."""
+        None (undecodable) or not finite only advance the clock.
+
+        ``fields`` names where time, signal and value sit in each row and ``offset`` is
+        added to the time, so the pipeline hands over the store's own rows (ms since
+        boot + the boot's anchor) without building a tuple per sample."""
         # The ingest hot path (a backlog is a million samples): sample(), _begin(),
         # ctx.clock() and ctx.quiet() inlined, same steps in the same order; the rule
         # hooks stay calls. Keep in step with sample().
@@ -105,10 +109,13 @@ class RuleEngine:
         set_on = self._set_on
         trips = self.trips
         isfinite = math.isfinite
-        for wall_ms, channel, value in rows:
+        ti, si, vi = fields
+        for row in rows:
+            channel = row[si]
+            value = row[vi]
             # _begin
             before = ctx.now
-            t = int(wall_ms)
+            t = int(offset + row[ti])
             if before is not None and t < before:
                 t = before
             ctx.now = t
