@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hil import proc
 from hil.proc import LineProcess
 from hil.scenario import Scenario, parse
 from protocol.auth import telemetry_key
@@ -323,14 +324,7 @@ def max_stored_seq(db: Path, device: str) -> int:
 
 def wait_until(cond: Callable[[], Any], timeout: float, what: str, poll_s: float = 0.1) -> Any:
     """Poll cond until truthy; FaultError naming `what` after `timeout`."""
-    deadline = time.monotonic() + timeout
-    while True:
-        v = cond()
-        if v:
-            return v
-        if time.monotonic() > deadline:
-            raise FaultError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(poll_s)  # a re-check interval; the deadline bounds the wait
+    return proc.wait_until(cond, timeout, what, error=FaultError, poll_s=poll_s)
 
 
 def wait_synced(db: Path, device: str, upto_seq: int, timeout: float = 60.0) -> None:

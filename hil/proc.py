@@ -105,3 +105,17 @@ class LineProcess:
         self._reader.join(5)
         if self.proc.stdout is not None:
             self.proc.stdout.close()
+
+
+def wait_until(cond: Callable[[], Any], timeout: float, what: str, *, error: type[Exception] = AssertionError,
+               poll_s: float = 0.02) -> Any:
+    """Poll cond() until it is truthy (and return it); `error` naming `what` at the
+    deadline. The poll interval is a re-check, never a guess at how long things take."""
+    deadline = time.monotonic() + timeout
+    while True:
+        v = cond()
+        if v:
+            return v
+        if time.monotonic() > deadline:
+            raise error(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(poll_s)

@@ -18,6 +18,12 @@ DIR_CENTRAL = 0x43  # 'C': daemon -> dongle
 DIR_DONGLE = 0x44  # 'D': dongle -> daemon
 
 
+try:  # CPython: the C implementation (the daemon checks a MAC per record)
+    from hmac import digest as _c_hmac
+except ImportError:  # MicroPython has no hmac module: the pads below do it
+    _c_hmac = None
+
+
 class Hmac:
     """HMAC-SHA256 with the key's pads computed once (a record or command is
     MACed many times with the same key)."""
@@ -34,8 +40,11 @@ class Hmac:
             outer[i] = pad[i] ^ 0x5C
         self._inner = bytes(inner)
         self._outer = bytes(outer)
+        self._key = bytes(key)
 
     def digest(self, a, b=None, c=None):
+        if _c_hmac is not None and b is None:
+            return _c_hmac(self._key, a, "sha256")
         h = hashlib.sha256(self._inner)
         h.update(a)
         if b is not None:

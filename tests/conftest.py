@@ -82,3 +82,15 @@ def requests_to_car(monkeypatch):
 
     monkeypatch.setattr(Elm, "handle_request", recording)
     return seen
+
+
+@pytest.fixture
+def broker(tmp_path):
+    """A real Mosquitto on a free loopback port that a test may freeze, stop and
+    restart (tests/mosquitto.py); modules with their own `broker` fixture override it."""
+    import mosquitto
+
+    d = tmp_path / "mosquitto"
+    d.mkdir()
+    with mosquitto.running(d) as b:
+        yield b

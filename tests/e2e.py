@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from hil.blesim import SimClient
-from hil.proc import LineProcess
+from hil.proc import LineProcess, wait_until  # noqa: F401 - re-exported for the tests
 from hil.rig import Rig, SimDongle
 from hil.scenario import Scenario, parse
 from hil.vehicle import Vehicle
@@ -72,15 +72,6 @@ async def until(cond: Callable[[], Any], timeout: float, what: str, *, task: asy
         await asyncio.sleep(0.02)
 
 
-def wait_until(cond: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        v = cond()
-        if v:
-            return v
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.02)
 
 
 def records_logged(dongle: SimDongle) -> int:

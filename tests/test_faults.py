@@ -9,7 +9,6 @@ The figures are printed (pytest -s shows them)."""
 
 from __future__ import annotations
 
-import mosquitto
 import pytest
 
 from hil import faults
@@ -17,13 +16,6 @@ from hil import faults
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture
-def broker(tmp_path):
-    """A Mosquitto this test may freeze, stop and restart (tests/mosquitto.py)."""
-    d = tmp_path / "mosquitto"
-    d.mkdir()
-    with mosquitto.running(d) as b:
-        yield b
 
 
 def show(fig: faults.Figures, title: str) -> None:

@@ -4,7 +4,6 @@ Each prints its figures, and the last test the totals (hil.faults.Figures)."""
 
 from __future__ import annotations
 
-import mosquitto
 import pytest
 
 from hil import faults
@@ -14,12 +13,6 @@ pytestmark = [pytest.mark.soak, pytest.mark.timeout(3600)]
 TOTAL = faults.Figures()
 
 
-@pytest.fixture
-def broker(tmp_path):
-    d = tmp_path / "mosquitto"
-    d.mkdir()
-    with mosquitto.running(d) as b:
-        yield b
 
 
 def keep(fig: faults.Figures, title: str) -> None:

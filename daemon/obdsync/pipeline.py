@@ -205,13 +205,7 @@ class Pipeline:
                     break  # this boot's anchor is still to come
                 offset = base[0]
             if kind == "samples":
-                fields = ROW_FIELDS if boot is not None else WALL_FIELDS
-                engine.samples(payload, offset, fields)
-                _, si, vi = fields
-                for row in payload:
-                    key = STATE_KEYS.get(row[si])
-                    if key is not None and row[vi] is not None:
-                        state[key] = row[vi]
+                engine.samples(payload, offset, ROW_FIELDS if boot is not None else WALL_FIELDS)
             elif kind == "dtc":
                 t0, mode, codes = payload
                 engine.dtcs(offset + t0, mode, codes)
@@ -229,10 +223,18 @@ class Pipeline:
             await self.apply(st.unsaved[:1])  # raises (disk full): kept, retried next time
             st.unsaved.pop(0)
         now = time.monotonic()
-        if state and self.forwarder is not None and now - st.state_at >= STATE_SECONDS:
+        if self.forwarder is not None and seq > 0 and now - st.state_at >= STATE_SECONDS:
+            # The latest values, from the store's per-channel bookkeeping: at most once
+            # a second, instead of a look at every sample.
             st.state_at = now
-            self.forwarder.publish_state(device, dict(state, open_events=sorted(
-                e.type for e in engine.open_events())))
+            for status in await self.store.status(device):
+                for sig, (_t, value, _unit) in status.last_values.items():
+                    key = STATE_KEYS.get(sig)
+                    if key is not None and value is not None:
+                        state[key] = value
+            if state:
+                self.forwarder.publish_state(device, dict(state, open_events=sorted(
+                    e.type for e in engine.open_events())))
         if st.dirty and (changes or now - st.snapshot_at >= SNAPSHOT_SECONDS):
             await self._save(device, st)
 

@@ -33,6 +33,9 @@ def add_months(ms: int, months: int) -> int:
     return int(d.replace(year=y, month=m, day=day).timestamp()) * 1000 + ms % 1000
 
 
+_UNCHECKED = object()  # _check has not run since start, restore or a restart of the intervals
+
+
 class ServiceRule(Rule):
     CHANNELS = (ODOMETER, DIST_SINCE_CLEAR)
     STATE = ("odo", "src", "d31", "spd_km", "baseline", "start_ms", "start_km", "history",
@@ -51,6 +54,7 @@ class ServiceRule(Rule):
         self.lvl = {"due_km": 0, "due_t": 0, "soon_km": 0, "soon_t": 0}
         self.next_due_ms: int | None = None
         self.next_soon_ms: int | None = None
+        self._checked_odo: object = _UNCHECKED  # the odometer _check last judged (not in STATE)
 
     # ---- distance --------------------------------------------------------------------------
 
@@ -76,6 +80,12 @@ class ServiceRule(Rule):
         self.spd_km = self.ctx.km_total
         if self.src == "speed" and self.odo is not None and step > 0:
             self.odo += step
+        # Per sample: nothing to judge unless the distance moved or a date was reached
+        # (_check is idempotent then; skipping it halves the engine's cost per sample).
+        if (self.odo == self._checked_odo and (self.next_soon_ms is None or t < self.next_soon_ms)
+                and (self.next_due_ms is None or t < self.next_due_ms)):
+            return
+        self._checked_odo = self.odo
         self._check(t)
 
     # ---- user input ------------------------------------------------------------------------
@@ -97,6 +107,7 @@ class ServiceRule(Rule):
         self._restart(int(wall_ms), at)
 
     def _restart(self, wall_ms: int, km: float | None) -> None:
+        self._checked_odo = _UNCHECKED
         sc = self.config.service
         self.start_ms, self.start_km = wall_ms, km
         self.lvl = {"due_km": 0, "due_t": 0, "soon_km": 0, "soon_t": 0}
