@@ -17,13 +17,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from obdsync.config import Config, parse_config
-from obdsync.daemon import Daemon
-from obdsync.devices import Paired
-
 from hil.blesim import SimClient
 from hil.rig import Rig
 from hil.scenario import Expect, Scenario, load
+from obdsync.config import Config, parse_config
+from obdsync.daemon import Daemon
+from obdsync.devices import Paired
 
 DRAIN_TIMEOUT = 60.0
 

@@ -6,6 +6,7 @@ import os
 import stat
 
 import pytest
+
 from obdsync import paths
 from obdsync.config import (
     Config,

@@ -8,6 +8,7 @@ import obd
 import pytest
 from obd.OBDResponse import Status
 from obd.protocols.protocol import ECU, Frame, Message
+
 from obdsync import decode as d
 from obdsync.decode import (
     DecodeError,

@@ -18,6 +18,7 @@ import mosquitto
 import pytest
 from forward_util import DEV_A, DEV_B, FAST, event, rows, wait_until
 from mosquitto import Collector
+
 from obdsync.config import ForwardConfig, MqttTarget
 from obdsync.forward import Forwarder, outbox_status
 from obdsync.forward.homeassistant import BINARY_SENSORS, SENSORS

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 from forward_util import DEV_A, DEV_B, FAST, ScriptedSender, event, rows, wait_until
+
 from obdsync.forward import (
     Backoff,
     Forwarder,

@@ -12,6 +12,7 @@ import threading
 
 import pytest
 from forward_util import DEV_A, FAST, event, rows, wait_until
+
 from obdsync.config import ForwardConfig, Secret, WebhookTarget
 from obdsync.forward import (
     Delivery,

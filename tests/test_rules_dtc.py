@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from obdsync.rules import RuleEngine
 from test_rules_synth import DEVICE, EPOCH_MS, Car, config, run
+
+from obdsync.rules import RuleEngine
 
 
 def dtc_changes(changes):

@@ -3,9 +3,10 @@ conditions, hysteresis, dropouts."""
 
 from __future__ import annotations
 
+from test_rules_synth import ATRV, COOLANT, DEVICE, EPOCH_MS, MODV, RPM, SPEED, Car, config, run, types
+
 from obdsync.config import BatteryConfig, EngineConfig
 from obdsync.rules import RuleEngine
-from test_rules_synth import ATRV, COOLANT, DEVICE, EPOCH_MS, MODV, RPM, SPEED, Car, config, run, types
 
 
 def ramp(a: float, b: float, secs: float):

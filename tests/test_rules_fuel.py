@@ -6,8 +6,9 @@ from __future__ import annotations
 import math
 
 import pytest
-from obdsync.config import FuelConfig
 from test_rules_synth import Car, config, run, types
+
+from obdsync.config import FuelConfig
 
 
 def city(tau: float) -> float:

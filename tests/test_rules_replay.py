@@ -9,8 +9,9 @@ import random
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from obdsync.rules import RuleEngine
 from test_rules_synth import ATRV, DEVICE, EPOCH_MS, RPM, SPEED, Car, config, run, types
+
+from obdsync.rules import RuleEngine
 
 
 def feed_with_restore(items, cut, cfg=None):

@@ -14,11 +14,11 @@ import json
 from dataclasses import dataclass, field
 
 import pytest
+
+from hil import scenario as hil_scenario
 from obdsync.config import Config, FuelConfig, VehicleConfig
 from obdsync.decode import CH_VOLTAGE, Decoder, dtcs_from_raw
 from obdsync.rules import EventChange, RuleEngine
-
-from hil import scenario as hil_scenario
 from protocol.channels import DATA_LEN
 
 EPOCH_MS = 1_700_000_000_000

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import pytest
+from test_rules_synth import ATRV, DEVICE, EPOCH_MS, Car, config, run
+
 from obdsync.config import ServiceConfig
 from obdsync.rules import RuleEngine
 from obdsync.rules.service import add_months
-from test_rules_synth import ATRV, DEVICE, EPOCH_MS, Car, config, run
 
 DAY = 86_400_000
 

@@ -12,6 +12,7 @@ import random
 from collections.abc import Callable
 
 import pytest
+
 from obdsync.config import Config, VehicleConfig
 from obdsync.rules import EventChange, RuleEngine
 

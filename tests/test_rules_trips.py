@@ -5,9 +5,10 @@ from __future__ import annotations
 import re
 
 import pytest
+from test_rules_synth import ATRV, DEVICE, EPOCH_MS, RPM, SPEED, Car, config, run
+
 from obdsync.config import TripConfig
 from obdsync.rules import RuleEngine
-from test_rules_synth import ATRV, DEVICE, EPOCH_MS, RPM, SPEED, Car, config, run
 
 
 def trips(changes):

@@ -7,6 +7,7 @@ import sqlite3
 from types import SimpleNamespace
 
 import pytest
+
 from obdsync import schema
 from obdsync.store import (
     KIND_ANCHOR,

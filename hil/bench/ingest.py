@@ -154,9 +154,8 @@ def _pipeline_cls():
 
 async def _feed(db: Path, raws: list[bytes], with_rules: bool, profile: cProfile.Profile | None = None,
                 stages: _Timed | None = None) -> dict:
-    from obdsync.store import Store
-
     from obdsync.daemon import tune_gc
+    from obdsync.store import Store
 
     tune_gc()  # as the daemon's process runs
     _remove(db)

@@ -4,8 +4,9 @@
 
 import asyncio
 
-from dongle import elm327 as E
 from elm_fake import Clock, FakeChip, frames, run_sync
+
+from dongle import elm327 as E
 
 
 def new(script=None, chunk=64):

@@ -8,9 +8,9 @@ import asyncio
 import random
 import sys
 
-from dongle import elm327 as E
 from elm_fake import Clock, FakeChip, frames
 
+from dongle import elm327 as E
 from protocol.channels import DATA_LEN
 
 CASES = int(sys.argv[1]) if len(sys.argv) > 1 else 3000

@@ -7,8 +7,8 @@ import gc
 import sys
 
 import micropython
-from dongle.flashlog import FlashLog
 
+from dongle.flashlog import FlashLog
 from protocol.record import RecordWriter
 
 KEY = bytes(range(32))

@@ -11,8 +11,8 @@
 import sys
 
 import flashlog_lfs
-from dongle.flashlog import FlashLog
 
+from dongle.flashlog import FlashLog
 from protocol.record import RecordWriter, Signer
 
 KEY = bytes(range(32))

@@ -8,8 +8,8 @@ import sys
 import time
 
 import flashlog_lfs
-from dongle.flashlog import FlashLog
 
+from dongle.flashlog import FlashLog
 from protocol.record import RecordWriter
 
 KEY = bytes(range(32))

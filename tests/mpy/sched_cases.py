@@ -3,10 +3,11 @@ state, never an unsupported PID, misses backing off, SET_PLAN, STATUS rates."""
 
 import asyncio
 
+from elm_fake import LEN, Clock, FakeChip, run_sync
+
 from dongle import elm327 as E
 from dongle import plan as P
 from dongle.scheduler import Scheduler
-from elm_fake import LEN, Clock, FakeChip, run_sync
 
 asked = {}  # PID or "RV" -> requests carrying it
 

@@ -32,7 +32,7 @@ from ..store import Event, Store
 from . import payloads
 from .mqtt import MqttSender
 from .outbox import Backoff, Delivery, LiveStatus, Rejected, RetryLater, Sender, TargetDown, TargetWorker
-from .outbox_sql import DEAD, PENDING, SENT, DeadLetter, OutboxSql
+from .outbox_sql import DEAD, PENDING, SENT, DeadLetter, OutboxSql, TargetCounts
 from .webhook import WebhookSender, verify_signature
 
 __all__ = [
@@ -49,20 +49,12 @@ _NO_TARGETS = ForwardConfig()
 
 
 @dataclass(frozen=True)
-class TargetStatus:
-    """One target's line in ``obdsync status``. Fields from the database are exact across
-    processes; ``up``, ``last_error_ms`` and ``retry_at_ms`` only a running forwarder knows."""
+class TargetStatus(TargetCounts):
+    """One target's line in ``obdsync status``: the database's counts (exact across
+    processes), whether the config still names it, and what only a running forwarder
+    knows (``up``, ``last_error_ms``, ``retry_at_ms``)."""
 
-    target: str
-    configured: bool
-    pending: int
-    oldest_pending_ms: int | None
-    sent: int
-    last_success_ms: int | None
-    dead: int
-    dropped_unreported: int
-    dropped_total: int
-    last_error: str | None
+    configured: bool = True
     up: bool | None = None
     last_error_ms: int | None = None
     retry_at_ms: int | None = None
