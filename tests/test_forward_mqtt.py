@@ -195,10 +195,11 @@ async def test_connection_lost_while_waiting_for_puback_leaves_the_entry_pending
                              what="publish under way")
             own_broker.kill()
             # Noticed from the disconnect, long before the 60 s PUBACK timeout.
-            await wait_until(lambda: rows(store.path, "SELECT state, attempts FROM outbox") == [("pending", 1)],
-                             what="attempt counted, entry still pending")
-            [(err,)] = rows(store.path, "SELECT last_error FROM outbox")
-            assert "before PUBACK" in err, err
+            # Counted and still pending. (With the test's fast backoff the retries that
+            # follow, refused while the broker is gone, may count too: at least one.)
+            await wait_until(lambda: [(st, n >= 1) for st, n in rows(store.path, "SELECT state, attempts FROM outbox")]
+                             == [("pending", True)], what="attempt counted, entry still pending")
+            assert any("connection lost before PUBACK" in r.getMessage() for r in caplog.records)
         finally:
             await fwd.stop()
 
