@@ -1,7 +1,10 @@
 # The firmware's poll path on the MicroPython unix port, measured in windows:
 # ELM327 driver + Scheduler + RecordWriter + FlashLog, as dongle.app wires them.
 #
-# argv: pty flash_dir warp warm_ms windows window_ms pid,pid,...
+# argv: pty flash_dir warp warm_ms windows window_ms pid,pid,... plan
+# plan `flat`: every PID at the plan's shortest interval, all asked equally often, as
+# python-OBD's loop asks them (the like-for-like throughput figure); `default`: the
+# default plan's own rates for these PIDs (5 Hz, 1 Hz, 0.1 Hz), how the dongle polls a car.
 # The scheduler's clock runs `warp` times faster than real time, so the plan asks
 # more than the bus carries and the figure is the bus-bound throughput (the plan's
 # 100 ms minimum interval would otherwise cap it). Serial timeouts stay real.
@@ -24,7 +27,7 @@ import time
 from dongle import elm327 as E
 from dongle.clock import TicksClock
 from dongle.flashlog import FlashLog
-from dongle.plan import DEFAULT, Plan
+from dongle.plan import DEFAULT, MIN_INTERVAL, Plan
 from dongle.scheduler import Scheduler
 from dongle.uart import open_pty
 from protocol.auth import telemetry_key
@@ -37,6 +40,7 @@ WARM_MS = int(sys.argv[4])
 WINDOWS = int(sys.argv[5])
 WINDOW_MS = int(sys.argv[6])
 PIDS = [int(p, 16) for p in sys.argv[7].split(",")]
+PLAN = sys.argv[8]
 
 _T0 = time.ticks_ms()
 
@@ -107,7 +111,10 @@ async def main():
     elm = E.ELM327(open_pty(PTY))
     st = await elm.init()
     print("init", E.NAMES[st], elm.is_can)
-    plan = Plan(tuple(r for r in DEFAULT if r[0] in PIDS))
+    if PLAN == "flat":
+        plan = Plan(tuple((p, MIN_INTERVAL, MIN_INTERVAL, 0) for p in PIDS))
+    else:
+        plan = Plan(tuple(r for r in DEFAULT if r[0] in PIDS))
     s = Scheduler(elm, plan, sink, clock=warped)
     stop = [False]
     task = asyncio.create_task(s.run())
