@@ -1,12 +1,13 @@
-"""Authentication: HMAC-SHA256 written over hashlib.sha256 (MicroPython has no
-`hmac` module), the keys derived from a dongle's 32-byte secret, the
-challenge-response proofs, and the per-message counters of a control session.
+"""Authentication: HMAC-SHA256 (the C `hmac` on CPython, protocol.sha256 on
+MicroPython, which has no `hmac` module), the keys derived from a dongle's 32-byte
+secret, the challenge-response proofs, and the per-message counters of a control
+session.
 
 Why a counter and not a timestamp: the dongle has no clock worth trusting, and a
 strictly increasing counter rejects replayed and reordered commands alike.
 """
 
-import hashlib
+import sys
 
 from protocol.errors import ProtocolError
 
@@ -18,42 +19,28 @@ DIR_CENTRAL = 0x43  # 'C': daemon -> dongle
 DIR_DONGLE = 0x44  # 'D': dongle -> daemon
 
 
-try:  # CPython: the C implementation (the daemon checks a MAC per record)
+if sys.implementation.name == "micropython":
+    # Viper: a record's MAC allocates nothing (the dongle seals one a second).
+    from protocol.sha256 import Hmac
+else:
     from hmac import digest as _c_hmac
-except ImportError:  # MicroPython has no hmac module: the pads below do it
-    _c_hmac = None
 
+    class Hmac:
+        """HMAC-SHA256 with one key, on the C implementation (the daemon checks a MAC
+        per record). The same methods as protocol.sha256.Hmac."""
 
-class Hmac:
-    """HMAC-SHA256 with the key's pads computed once (a record or command is
-    MACed many times with the same key)."""
+        def __init__(self, key):
+            self._key = bytes(key)
 
-    def __init__(self, key):
-        if len(key) > 64:
-            key = hashlib.sha256(key).digest()
-        pad = bytearray(64)
-        pad[: len(key)] = key
-        inner = bytearray(64)
-        outer = bytearray(64)
-        for i in range(64):
-            inner[i] = pad[i] ^ 0x36
-            outer[i] = pad[i] ^ 0x5C
-        self._inner = bytes(inner)
-        self._outer = bytes(outer)
-        self._key = bytes(key)
-
-    def digest(self, a, b=None, c=None):
-        if _c_hmac is not None and b is None:
+        def digest(self, a, b=None, c=None):
+            """The MAC of a + b + c, as bytes."""
+            if b is not None:
+                a = bytes(a) + bytes(b) + (bytes(c) if c is not None else b"")
             return _c_hmac(self._key, a, "sha256")
-        h = hashlib.sha256(self._inner)
-        h.update(a)
-        if b is not None:
-            h.update(b)
-        if c is not None:
-            h.update(c)
-        o = hashlib.sha256(self._outer)
-        o.update(h.digest())
-        return o.digest()
+
+        def mac_into(self, msg, length, out, offset, n):
+            """Write the first n bytes of the MAC of msg[:length] to out[offset:]."""
+            out[offset:offset + n] = _c_hmac(self._key, memoryview(msg)[:length], "sha256")[:n]
 
 
 def hmac_sha256(key, msg):

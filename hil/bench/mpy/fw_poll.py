@@ -11,7 +11,9 @@
 #
 # Heap: the sink reads gc.mem_alloc() once per answered request; positive steps are
 # allocations since the last request, a drop is a collection. Their sum over the
-# samples of a window is the steady-state allocation per sample.
+# samples of a window is the steady-state allocation per sample. Sealing and storing
+# a record is also counted apart (seal_alloc_bytes), to show that a record's MAC
+# allocates nothing (protocol/sha256.py).
 #
 # Output lines (read by hil.bench.pids at the moment they arrive):
 #   init STATUS is_can
