@@ -133,3 +133,55 @@ def test_a_snapshot_of_another_device_or_version_is_refused():
         RuleEngine.restore(config(), DEVICE, {**snap, "version": 99})
     with pytest.raises(ValueError, match="malformed"):
         RuleEngine.restore(config(), DEVICE, {**snap, "ctx": {}})
+
+
+LOAD, THROTTLE = 0x04, 0x11  # signals no rule reads
+
+
+def with_unread_signals(items, rng):
+    """The items with load and throttle samples mixed in as a dongle's requests carry
+    them: first in a request, between others, and in requests of their own."""
+    out = []
+    for it in items:
+        if it[0] != "s":
+            out.append(it)
+            continue
+        rows = []
+        for r in it[1]:
+            if rng.random() < 0.3:
+                rows.append((r[0], LOAD, rng.uniform(0, 100)))
+            rows.append(r)
+            if rng.random() < 0.3:
+                rows.append((r[0] - rng.choice([0, 0, 5]), THROTTLE, rng.uniform(0, 100)))
+        if rng.random() < 0.2:
+            rows.append((rows[-1][0] + rng.choice([1, 700, 400_000]), LOAD, 12.0))
+        out.append(("s", rows))
+    return out
+
+
+def feed_one_by_one(items):
+    eng = RuleEngine(config(), DEVICE)
+    out = []
+    for it in items:
+        if it[0] == "s":
+            for wall, sig, v in it[1]:
+                eng.sample(wall, sig, v)
+        elif it[0] == "d":
+            eng.dtcs(it[1], it[2], it[3])
+        else:
+            eng.dongle_event(it[1], it[2])
+        out += eng.drain()
+    return out, eng.snapshot()
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(segment, min_size=1, max_size=6), st.integers(0, 3), st.integers(0, 2**32))
+def test_batched_samples_equal_one_at_a_time_with_signals_no_rule_reads(segments, seed, mix):
+    # samples() passes over unread signals at a time already clocked: exactly as if
+    # each sample had gone through sample() on its own.
+    items = with_unread_signals(build(segments, seed), random.Random(mix))
+    eng = RuleEngine(config(), DEVICE)
+    batched = run(items, engine=eng)
+    one_by_one, snap = feed_one_by_one(items)
+    assert batched == one_by_one
+    assert eng.snapshot() == snap

@@ -43,6 +43,7 @@ SNAPSHOT_SECONDS = 10.0
 SERVICE_POLL_SECONDS = 10.0
 NOTE_BASELINE = "baseline"  # a service_records row that is the user's odometer reading, not a service
 STATE_SECONDS = 1.0
+YIELD_RECORDS = 64  # records derived between two looks at the event loop (~1.5 ms)
 # signal -> the state key forwarded (retained MQTT state, Home Assistant sensors)
 STATE_KEYS = {0x2F: "fuel_pct", 0xFF: "battery_v", 0x05: "coolant_c", 0xA6: "odometer_km", 0x0D: "speed_kmh",
               0x0C: "rpm", SIG_MIL: "mil", SIG_DTC_COUNT: "dtc_count"}
@@ -190,9 +191,12 @@ class Pipeline:
             st.fed = min(st.held) - 1
         seq = st.fed
         state = st.state
+        held = st.held
+        bases: dict[int, tuple[int, bool] | None] = {}  # boot -> anchor_base, until the next yield
+        slice_left = YIELD_RECORDS
         while seq < contiguous:
             nxt = seq + 1
-            item = st.held.get(nxt)
+            item = held.get(nxt)
             if item is None:
                 seq = nxt  # a record the dongle lost (a GAP covers it), or one with nothing to derive
                 continue
@@ -200,7 +204,9 @@ class Pipeline:
             if boot is None:
                 offset = 0  # loaded from the store: already wall time
             else:
-                base = self.store.anchor_base(device, boot)
+                base = bases.get(boot, False)
+                if base is False:
+                    base = bases[boot] = self.store.anchor_base(device, boot)
                 if base is None or (base[1] and boot >= st.max_boot):
                     break  # this boot's anchor is still to come
                 offset = base[0]
@@ -212,8 +218,18 @@ class Pipeline:
             elif kind == "event":
                 t0, code = payload
                 engine.dongle_event(offset + t0, code)
-            del st.held[nxt]
+            del held[nxt]
             seq = nxt
+            slice_left -= 1
+            if not slice_left:
+                # A backlog batch is ~10 ms of derivation: let the loop in between slices
+                # (the radio's notifications, the next batch's COMMIT, whose fsync then
+                # waits beside derivation instead of after it).
+                st.fed = seq
+                st.dirty = True
+                await asyncio.sleep(0)
+                bases.clear()  # the next batch may have brought a boot's real anchor
+                slice_left = YIELD_RECORDS
         if seq != st.fed:
             st.fed = seq
             st.dirty = True

@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import operator
 import os
 import sqlite3
 import time
@@ -66,6 +67,7 @@ _INSERT_VALUE = "INSERT INTO sample_values (id, signal, value, raw) VALUES (?,?,
 #: Distinct (channel, raw bytes) kept with their value ids; past it the cache starts
 #: afresh (and a pair seen again gets a new id: a few duplicate sample_values rows).
 VALUE_CACHE_LIMIT = 1 << 16
+_SIGNAL = operator.itemgetter(1)  # of a SAMPLE_ROW
 
 
 class StoreError(Exception):
@@ -454,16 +456,15 @@ class Store:
                 a = anchor(boot)
                 base = a.wall_ms - a.t0
                 approx = a.approx
-                n = 0
-                for t, ch, data in r.samples:
-                    readings = values[ch].get(data) or new_value(ch, data, value_rows)
-                    if len(readings) == 1:
-                        sig, value, vid = readings[0]
-                        append((num, sig, base + t, seq, n, boot, t, value, vid, approx))
+                # The ingest's hot loop: a sample's readings are cached by its raw bytes,
+                # a single reading (all but PID 0x01) as the bare (signal, value, id).
+                for n, (t, ch, data) in enumerate(r.samples):
+                    e = values[ch].get(data) or new_value(ch, data, value_rows)
+                    if len(e) == 3:
+                        append((num, e[0], base + t, seq, n, boot, t, e[1], e[2], approx))
                     else:
-                        for sig, value, vid in readings:
+                        for sig, value, vid in e[3]:
                             append((num, sig, base + t, seq, n, boot, t, value, vid, approx))
-                    n += 1
             elif kind == KIND_GAP:
                 plan.gap_rows.append((num, seq, r.first, r.count, now))
             elif kind == KIND_EVENT:
@@ -476,7 +477,7 @@ class Store:
                 plan.dtc_rows.append((num, seq, boot, r.t0, a.wall_ms - a.t0 + r.t0, a.approx, r.mode, codes))
         units = self._decoder.units
         raw_of = self._raw_of
-        last = {row[1]: row for row in rows}  # each signal's last row in batch order
+        last = dict(zip(map(_SIGNAL, rows), rows, strict=True))  # each signal's last row in batch order
         plan.channel_rows = [(num, sig, units.get(sig, ""), row[2], row[7], raw_of[row[8]])
                              for sig, row in last.items()]
 
@@ -515,7 +516,8 @@ class Store:
             self._raw_of[vid] = data
             vid += 1
         self._next_vid = vid
-        entry = tuple(out)
+        # (signal, value, id), or for several readings (None, None, None, readings).
+        entry = out[0] if len(out) == 1 else (None, None, None, tuple(out))
         self._values[ch][data] = entry
         self._values_n += 1
         return entry

@@ -154,10 +154,10 @@ def _pipeline_cls():
 
 async def _feed(db: Path, raws: list[bytes], with_rules: bool, profile: cProfile.Profile | None = None,
                 stages: _Timed | None = None) -> dict:
-    from obdsync.daemon import tune_gc
+    from obdsync.daemon import tune_runtime
     from obdsync.store import Store
 
-    tune_gc()  # as the daemon's process runs
+    tune_runtime()  # as the daemon's process runs
     _remove(db)
     store = await Store.open(db)
     sink = store

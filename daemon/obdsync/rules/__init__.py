@@ -90,6 +90,8 @@ class RuleEngine:
         for r in self._rules.values():
             for ch in r.CHANNELS:
                 self._by_channel.setdefault(ch, []).append(r)
+        # Signals some hook reads; samples() passes over the others when they add no new time.
+        self._consumed = frozenset(self._by_channel) | {RPM, SPEED, FUEL_RATE, MAF}
 
     # ---- inputs --------------------------------------------------------------------------------
 
@@ -106,12 +108,20 @@ class RuleEngine:
         ctx = self.ctx
         tickers = self._tickers
         by_channel = self._by_channel
+        consumed = self._consumed
         set_on = self._set_on
         trips = self.trips
         isfinite = math.isfinite
         ti, si, vi = fields
         for row in rows:
             channel = row[si]
+            # A signal no hook reads, at a time already clocked (the other samples of its
+            # request), changes nothing: the clock stays, the silence before it was judged,
+            # and the tickers already ran at this time with this state (a tick repeated at
+            # the same time and state is a no-op). Load and throttle are two fifths of a
+            # drive's samples.
+            if channel not in consumed and ctx.now is not None and offset + row[ti] <= ctx.now:
+                continue
             value = row[vi]
             # _begin
             before = ctx.now
