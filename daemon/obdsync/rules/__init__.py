@@ -140,7 +140,10 @@ class RuleEngine:
                 if channel == RPM:
                     ctx.rpm_seen = True
                     if v > 0:
-                        set_on(True, t)
+                        if ctx.on:
+                            ctx.last_active_ms = t  # set_on(True) while on: all it does
+                        else:
+                            set_on(True, t)
                     elif not ctx.moving:
                         set_on(False, t)
                 elif channel == SPEED:
@@ -148,7 +151,10 @@ class RuleEngine:
                         continue
                     ctx.on_speed(t, v)
                     if v > MOVING_KMH:
-                        set_on(True, t)
+                        if ctx.on:
+                            ctx.last_active_ms = t
+                        else:
+                            set_on(True, t)
                 elif channel == FUEL_RATE:
                     ctx.on_fuel_rate(t, max(0.0, v))
                     trips.consumption()
