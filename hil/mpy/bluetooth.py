@@ -20,6 +20,9 @@ The same API as the ESP32 build (peripheral role), and NimBLE's behaviour where 
 - `gatts_notify` sends from the caller's buffer: no heap allocation per notification (on the board
   NimBLE's buffers live outside the MicroPython heap).
 
+Frames to the central are written whole and in order (`BLE._tx`), although IRQs may run while a
+frame is half written.
+
 IRQs run in the MicroPython thread: one reader thread per socket hands each message over with
 `micropython.schedule` (retrying while the queue is full) and waits until the main thread handled it,
 so the handler runs as the sync-event IRQs of the ESP32 build do, one at a time. The main thread runs
@@ -89,6 +92,7 @@ _EBUSY = const(16)
 _ENODEV = const(19)
 _EINVAL = const(22)
 _ENOTCONN = const(107)
+_ETIMEDOUT = const(110)
 
 _ATT_INVALID_HANDLE = const(0x01)
 _ATT_READ_NOT_PERMITTED = const(0x02)
@@ -241,6 +245,9 @@ class _Conn:
         self.rx_len = 0
         self.rx_type = 0
         self.tx_hdr = bytearray(5)
+        self.tx_busy = False  # a frame is being written (see BLE._tx)
+        self.tx_later = []  # frames sent by an IRQ while tx_busy, written once the frame ends
+        self.tx_dead = False  # a write failed, maybe mid-frame: nothing more goes on this stream
         self.done = _thread.allocate_lock()
         self.done.acquire()
         self.credits = 0
@@ -645,19 +652,15 @@ class BLE:
         limit = conn.mtu - 3
         if n > limit:
             n = limit  # NimBLE truncates silently
-        h = conn.tx_hdr
+        # An IRQ that notifies while a frame is being written must not reuse the header being written.
+        h = bytearray(5) if conn.tx_busy else conn.tx_hdr
         size = n + 2
         h[0] = size & 0xFF
         h[1] = size >> 8
         h[2] = kind
         h[3] = value_handle & 0xFF
         h[4] = value_handle >> 8
-        try:
-            conn.sock.write(h)
-            if n:
-                conn.sock.write(data, n)
-        except OSError:
-            pass  # the link is gone: the reader's EOF raises IRQ 2, the notification is lost as on air
+        self._tx(conn, h, 5, data, n)
 
     def _take_credit(self, conn):
         now = time.ticks_ms()
@@ -695,10 +698,63 @@ class BLE:
         return m
 
     def _send_msg(self, conn, kind, payload):
+        m = self._frame(kind, payload)
+        self._tx(conn, m, len(m), None, 0)
+
+    def _tx(self, conn, head, head_len, body, body_len):
+        """Writes head[:head_len] + body[:body_len] to the central as one frame, whole and after
+        every frame sent before it.
+
+        IRQs run on this thread at any jump in the bytecode and inside a write the kernel interrupts
+        (the unix port runs scheduled callbacks on EINTR), so a handler may send while a frame is half
+        out: a WRITE_RSP landed inside a notification and put the central's reader out of step. Such a
+        frame is copied (NimBLE copies into an mbuf too) and follows the one being written."""
+        if conn.tx_dead:
+            return
+        if conn.tx_busy:
+            m = bytearray(head_len + body_len)
+            m[:head_len] = head[:head_len]
+            if body_len:
+                m[head_len:] = body[:body_len]
+            conn.tx_later.append(m)
+            return
+        conn.tx_busy = True
+        later = conn.tx_later
         try:
-            conn.sock.write(self._frame(kind, payload))
+            self._write_all(conn, head, head_len)
+            if body_len:
+                self._write_all(conn, body, body_len)
+            while later:
+                m = later.pop(0)
+                self._write_all(conn, m, len(m))
         except OSError:
-            pass  # the link is gone; the reader's EOF reports it
+            # The link is gone (the reader's EOF raises IRQ 2) and part of a frame may be out: writing
+            # more would only hand the central bytes out of step. What was queued is lost, as on air.
+            conn.tx_dead = True
+            while later:
+                later.pop()
+        finally:
+            conn.tx_busy = False
+
+    @staticmethod
+    def _write_all(conn, buf, n):
+        """buf[:n] on the central's stream, all of it. The socket blocks, so one write takes it all
+        or raises; a stream may also take part (a short count) or nothing (None: non-blocking and
+        full), and then the rest follows, never dropped. A stream that takes nothing for the
+        supervision timeout has lost its central, as on air: OSError(ETIMEDOUT)."""
+        sock = conn.sock
+        off = 0
+        stalled = 0
+        while off < n:
+            w = sock.write(buf, off, n - off)
+            if w:
+                off += w
+                stalled = 0
+            elif stalled >= conn.timeout_ms:
+                raise OSError(_ETIMEDOUT)
+            else:
+                stalled += 1
+                time.sleep_ms(1)
 
     def _accept_loop(self, listener, gen):
         """Thread: answers scanners and hands connecting centrals to the main thread."""
