@@ -3,8 +3,10 @@
 Every test runs scripts under tests/mpy/ against a flash that outlives the process (each
 process is one boot): a tmp_path directory, and where the test does not look at the files
 itself also littlefs (the board's filesystem) on a block device image in tmp_path. The
-modules are compiled with mpy-cross first, as on the board: at -X heapsize=64K there is
-no room to compile protocol/record.py from source.
+modules are compiled with mpy-cross first, as on the board, and the heap is the board's
+data budget (hil.mpy.HEAPSIZE) plus what importing them costs on the 64-bit unix port
+(measured, as hil.build_firmware.code_heap_kb does for the whole firmware): the code
+costs the ESP32 half that, or nothing when frozen.
 """
 
 from __future__ import annotations
@@ -30,6 +32,16 @@ MODULES = ["protocol/__init__.py", "protocol/errors.py", "protocol/auth.py", "pr
            "protocol/record.py", "protocol/sha256.py", "firmware/dongle/persist.py", "firmware/dongle/flashlog.py"]
 
 
+_PROBE = """
+import gc
+import flashlog_lfs
+from dongle.flashlog import FlashLog
+from protocol.record import RecordWriter, Signer
+gc.collect()
+print(gc.mem_alloc())
+"""
+
+
 @pytest.fixture(scope="module")
 def mpy_lib(tmp_path_factory):
     """The log and the protocol modules it needs, as .mpy files (checks they compile too)."""
@@ -42,18 +54,30 @@ def mpy_lib(tmp_path_factory):
     return out
 
 
+@pytest.fixture(scope="module")
+def heapsize(mpy_lib):
+    """-X heapsize: the board's data budget plus the imported code (see the docstring)."""
+    probe = mpy_lib / "_code_probe.py"
+    probe.write_text(_PROBE)
+    p = subprocess.run(mpy.argv(probe, heapsize="1M"), capture_output=True, text=True, timeout=60,
+                       env=mpy.env(simulated_ble=False, extra=[mpy_lib, HERE]), cwd=mpy_lib)
+    assert p.returncode == 0, p.stdout + p.stderr
+    return f"{int(mpy.HEAPSIZE[:-1]) + -(-int(p.stdout.split()[-1]) // 1024)}K"
+
+
 class Boot:
     """Runs one MicroPython process against a flash directory."""
 
-    def __init__(self, lib: Path, cwd: Path):
+    def __init__(self, lib: Path, cwd: Path, heapsize: str):
         self.lib = lib
         self.cwd = cwd
+        self.heapsize = heapsize
 
     def env(self):
         return mpy.env(simulated_ble=False, extra=[self.lib])
 
     def run(self, script: Path, *args) -> list[str]:
-        p = subprocess.run(mpy.argv(script, *map(str, args)), capture_output=True, text=True,
+        p = subprocess.run(mpy.argv(script, *map(str, args), heapsize=self.heapsize), capture_output=True, text=True,
                            timeout=120, env=self.env(), cwd=self.cwd)
         assert p.returncode == 0, p.stderr
         return p.stdout.splitlines()
@@ -84,8 +108,8 @@ class Log:
 
 
 @pytest.fixture
-def boot(mpy_lib, tmp_path):
-    return Boot(mpy_lib, tmp_path)
+def boot(mpy_lib, heapsize, tmp_path):
+    return Boot(mpy_lib, tmp_path, heapsize)
 
 
 @pytest.fixture(params=["posix", "littlefs"])
@@ -355,7 +379,7 @@ def test_the_append_and_read_paths_allocate_nothing(boot, tmp_path):
 
 
 def test_a_capacity_below_two_segments_is_refused(boot, tmp_path):
-    p = subprocess.run(mpy.argv(DRIVER, str(tmp_path / "log"), "3000", "1100", "status"),
+    p = subprocess.run(mpy.argv(DRIVER, str(tmp_path / "log"), "3000", "1100", "status", heapsize=boot.heapsize),
                        capture_output=True, text=True, timeout=60, env=boot.env(), cwd=tmp_path)
     # MicroPython prints an uncaught exception's traceback on stdout.
     assert p.returncode != 0 and "capacity_bytes must hold two segments" in p.stdout + p.stderr
@@ -366,7 +390,7 @@ class Child:
 
     def __init__(self, boot: Boot, root: Path, limit: int):
         self.p = subprocess.Popen(mpy.argv(HERE / "flashlog_powercut.py", str(root), "60000", "4096",
-                                           str(limit)),
+                                           str(limit), heapsize=boot.heapsize),
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=boot.env(),
                                   cwd=boot.cwd)
 
