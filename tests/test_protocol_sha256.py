@@ -1,4 +1,4 @@
-"""protocol/sha256.py, the dongle's SHA-256 and HMAC in viper, on the real MicroPython
+"""protocol/sha256.py, the dongle's allocation-free SHA-256 and HMAC, on the real MicroPython
 interpreter from the .mpy build, byte for byte against CPython's hashlib and hmac; and
 the records it seals, verified by the daemon's decoder on CPython."""
 
@@ -30,7 +30,7 @@ def script(mpy_helpers):
     return mpy_helpers("protocol_sha256")
 
 
-def test_micropython_selects_the_viper_hmac_and_cpython_never_imports_it(mpy_run):
+def test_micropython_selects_its_own_hmac_and_cpython_never_imports_it(mpy_run):
     assert mpy_run["selected"] == [[True]]
     import protocol.auth  # noqa: F401  (and record, imported above)
 
