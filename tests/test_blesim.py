@@ -69,7 +69,8 @@ class Dongle:
             text=True,
             bufsize=1,
         )
-        threading.Thread(target=self._pump, daemon=True).start()
+        self._pumper = threading.Thread(target=self._pump, daemon=True)
+        self._pumper.start()
 
     def _pump(self) -> None:
         for line in self.proc.stdout:
@@ -118,6 +119,7 @@ class Dongle:
         if self.proc.poll() is None:
             self.proc.kill()
         self.proc.wait(timeout=10)
+        self._pumper.join(timeout=10)  # it reads stdout to EOF: closing it under the reader raised there
         for stream in (self.proc.stdin, self.proc.stdout):
             try:
                 stream.close()
