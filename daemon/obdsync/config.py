@@ -175,9 +175,55 @@ class WebhookTarget:
 
 
 @dataclass(frozen=True)
+class DisplayConfig:
+    """How obdsync speaks to a person: notifications (and later the CLI and dashboard)."""
+
+    units: str = opt("metric", choices=("metric", "imperial"),
+                     help="metric: km, L, °C; imperial: mi, US gal, °F")
+    language: str = opt("en", choices=("en",), help="language of notifications")
+
+
+SEVERITY_ORDER = ("info", "warning", "critical")
+
+
+@dataclass(frozen=True)
+class NotifyTable:
+    """One ``[[notify]]`` table as written; each of its URLs becomes a :class:`NotifyTarget`."""
+
+    urls: tuple = opt((), kind=tuple, help="Apprise URLs (ntfy://, tgram://, mailto://, json://, ...)")
+    urls_file: str | None = opt(None, kind=str, help="a 0600 file with one Apprise URL a line")
+    name: str = opt("", kind=str, help="outbox target id; default notify (notify2, ... for more tables)")
+    events: tuple = opt((), kind=tuple, help="event types to send; default all but trip")
+    min_severity: str = opt("info", choices=SEVERITY_ORDER)
+    quiet_hours: str | None = opt(None, kind=str, help="HH:MM-HH:MM local time; only critical ones then")
+    on_clear: bool = opt(False, help="also notify when a low fuel, overheat, ... situation is over")
+    timeout: float = opt(15.0, 0.5, 600)
+
+
+@dataclass(frozen=True)
+class NotifyTarget:
+    """One notification URL, an outbox target of its own (its own retries and status)."""
+
+    url: Secret
+    name: str
+    events: tuple[str, ...] = ()
+    min_severity: str = "info"
+    quiet_hours: tuple[int, int] | None = None
+    """(start, end) in minutes after local midnight; end before start spans midnight."""
+    on_clear: bool = False
+    timeout: float = 15.0
+
+
+@dataclass(frozen=True)
 class ForwardConfig:
     mqtt: tuple[MqttTarget, ...] = ()
     webhook: tuple[WebhookTarget, ...] = ()
+    notify: tuple[NotifyTarget, ...] = ()
+    """from the top-level ``[[notify]]`` tables: delivered from the same outbox."""
+
+    @property
+    def target_names(self) -> list[str]:
+        return [t.name for t in (*self.mqtt, *self.webhook, *self.notify)]
 
 
 @dataclass(frozen=True)
@@ -203,15 +249,16 @@ class Config:
     forward: ForwardConfig = ForwardConfig()
     outbox: OutboxConfig = OutboxConfig()
     link: LinkConfig = LinkConfig()
+    display: DisplayConfig = DisplayConfig()
     source: Path | None = None
 
 
 _SECTIONS = {
     "store": StoreConfig, "vehicle": VehicleConfig, "fuel": FuelConfig, "service": ServiceConfig,
     "engine": EngineConfig, "battery": BatteryConfig, "trip": TripConfig, "outbox": OutboxConfig,
-    "link": LinkConfig,
+    "link": LinkConfig, "display": DisplayConfig,
 }
-_ALL_SECTIONS = tuple(_SECTIONS) + ("poll", "forward")
+_ALL_SECTIONS = tuple(_SECTIONS) + ("poll", "forward", "notify")
 
 
 def _hint(key: str, known: list[str], prefix: str, suffix: str = "") -> str:
@@ -247,6 +294,11 @@ def _convert(key: str, value: Any, f: Any, errors: list[str]) -> Any:
             return None
         if kind is Secret:
             value = Secret(value)
+    elif kind is tuple:
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            errors.append(f"{key} must be a list of strings, got {value!r}")
+            return None
+        return tuple(value)
     lo, hi, choices = md["lo"], md["hi"], md["choices"]
     if choices and value not in choices:
         errors.append(f"{key} must be one of {', '.join(choices)}, got {value!r}")
@@ -351,6 +403,74 @@ def _targets(forward: Any, base: Path | None, errors: list[str]) -> ForwardConfi
     return ForwardConfig(tuple(out["mqtt"]), tuple(out["webhook"]))
 
 
+def _quiet_hours(key: str, text: str, errors: list[str]) -> tuple[int, int] | None:
+    parts = text.replace(" ", "").split("-")
+    try:
+        if len(parts) != 2:
+            raise ValueError
+        mins = []
+        for p in parts:
+            h, m = p.split(":")
+            if not (h.isdigit() and m.isdigit() and 0 <= int(h) <= 23 and 0 <= int(m) <= 59):
+                raise ValueError
+            mins.append(int(h) * 60 + int(m))
+    except ValueError:
+        errors.append(f"{key} must be HH:MM-HH:MM (22:00-07:00), got {text!r}")
+        return None
+    if mins[0] == mins[1]:
+        errors.append(f"{key} starts and ends at the same time, got {text!r}")
+        return None
+    return mins[0], mins[1]
+
+
+def _notify(tables: Any, base: Path | None, errors: list[str]) -> tuple[NotifyTarget, ...]:
+    if not isinstance(tables, list):
+        errors.append(f"notify must be an array of tables ([[notify]]), got {tables!r}")
+        return ()
+    from .rules.events import EVENT_TYPES  # not at import: the rules import this module
+
+    out = []
+    for i, table in enumerate(tables):
+        key = f"notify[{i}]"
+        t = _section(NotifyTable, key, table, errors)
+        urls = list(t.urls)
+        if t.urls_file is not None:
+            secret = _secret_from(key + ".urls", None, t.urls_file, base, errors)
+            if secret is not None:
+                text = str(secret.reveal())
+                urls += [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")]
+        if not urls:
+            errors.append(f"{key}.urls is required: at least one Apprise URL (or urls_file)")
+            continue
+        bad = [e for e in t.events if e not in EVENT_TYPES]
+        if bad:
+            errors.append(f"{key}.events: unknown event type(s) {', '.join(bad)} (known: {', '.join(EVENT_TYPES)})")
+        quiet = _quiet_hours(key + ".quiet_hours", t.quiet_hours, errors) if t.quiet_hours else None
+        events = t.events or tuple(e for e in EVENT_TYPES if e != "trip")
+        name = t.name or ("notify" if len(tables) == 1 else f"notify{i + 1}")
+        for j, url in enumerate(urls):
+            problem = _apprise_url_problem(url)
+            if problem:
+                # Never the URL itself in a message: it carries the service's token.
+                errors.append(f"{key}.urls[{j}]: {problem}")
+                continue
+            out.append(NotifyTarget(Secret(url), name if len(urls) == 1 else f"{name}#{j + 1}", events,
+                                    t.min_severity, quiet, t.on_clear, t.timeout))
+    return tuple(out)
+
+
+def _apprise_url_problem(url: str) -> str | None:
+    scheme = url.split("://", 1)[0] if "://" in url else ""
+    try:
+        import apprise
+    except ImportError:
+        return "notifications need the apprise package (pip install apprise)"
+    if apprise.Apprise.instantiate(url) is None:
+        return (f"not a notification URL Apprise can use (scheme {scheme!r}); "
+                "see https://github.com/caronc/apprise/wiki")
+    return None
+
+
 def _as_dict(obj: Any) -> dict[str, Any]:
     return {f.name: getattr(obj, f.name) for f in fields(obj)}
 
@@ -410,6 +530,11 @@ def parse_config(data: dict[str, Any], source: Path | None = None) -> Config:
         sections[name] = _section(cls, name, data.get(name, {}), errors)
     base = source.parent if source is not None else None
     forward = _targets(data.get("forward", {}), base, errors)
+    notify = _notify(data.get("notify", []), base, errors)
+    names = forward.target_names + [t.name for t in notify]
+    for dup in sorted({t.name for t in notify if names.count(t.name) > 1}):
+        errors.append(f"target name {dup!r} is used twice; give each [[notify]] a distinct name")
+    forward = ForwardConfig(forward.mqtt, forward.webhook, notify)
     poll = _poll(data.get("poll", {}), errors)
     if not errors:
         _check_relations(sections, errors)

@@ -109,7 +109,7 @@ class Daemon:
         self.store = await Store.open(self.db, max_bytes=(cfg.store.max_size_mb * 2**20) or None,
                                       outbox_max=cfg.outbox.max_entries)
         try:
-            self.forwarder = Forwarder(self.store, cfg.forward)
+            self.forwarder = Forwarder(self.store, cfg.forward, display=cfg.display)
             await self.forwarder.start()
             self.pipeline = Pipeline(self.store, cfg, forwarder=self.forwarder)
             plan = plan_from_config(cfg)

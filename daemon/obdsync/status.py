@@ -43,7 +43,7 @@ async def gather(store: Any, config: Config) -> dict[str, Any]:
     try:
         from obdsync.forward import outbox_status
 
-        names = [t.name for t in (*config.forward.mqtt, *config.forward.webhook)]
+        names = config.forward.target_names
         for t in await outbox_status(store, names):
             forwarding.append({"target": t.target, "configured": t.configured, "pending": t.pending,
                                "dead": t.dead, "dropped": t.dropped_total, "sent": t.sent,

@@ -27,16 +27,26 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ..config import ForwardConfig
+from ..config import DisplayConfig, ForwardConfig
 from ..store import Event, Store
 from . import payloads
 from .mqtt import MqttSender
-from .outbox import Backoff, Delivery, LiveStatus, Rejected, RetryLater, Sender, TargetDown, TargetWorker
+from .outbox import (
+    Backoff,
+    Delivery,
+    Hold,
+    LiveStatus,
+    Rejected,
+    RetryLater,
+    Sender,
+    TargetDown,
+    TargetWorker,
+)
 from .outbox_sql import DEAD, PENDING, SENT, DeadLetter, OutboxSql, TargetCounts
 from .webhook import WebhookSender, verify_signature
 
 __all__ = [
-    "Backoff", "DeadLetter", "Delivery", "Forwarder", "MqttSender", "Rejected", "RetryLater", "Sender",
+    "Backoff", "DeadLetter", "Delivery", "Forwarder", "Hold", "MqttSender", "Rejected", "RetryLater", "Sender",
     "TargetDown", "TargetStatus", "WebhookSender", "dead_letters", "outbox_purge", "outbox_retry",
     "outbox_status", "verify_signature",
 ]
@@ -114,12 +124,16 @@ class Forwarder:
     def __init__(self, store: Store, forward: ForwardConfig = _NO_TARGETS, *,
                  senders: Sequence[Sender] = (), backoff: Backoff = DELIVERY_BACKOFF,
                  idle_poll_s: float = 30.0, mqtt_timeout_s: float = 10.0,
-                 discovery_prefix: str = "homeassistant"):
+                 discovery_prefix: str = "homeassistant", display: DisplayConfig | None = None):
         self.store = store
         self._sql = OutboxSql(store)
         built: list[Sender] = [MqttSender(t, timeout_s=mqtt_timeout_s, discovery_prefix=discovery_prefix)
                                for t in forward.mqtt]
         built += [WebhookSender(t) for t in forward.webhook]
+        if forward.notify:
+            from .notify import NotifySender  # imports Apprise: only when configured
+
+            built += [NotifySender(t, display or DisplayConfig()) for t in forward.notify]
         self.senders: list[Sender] = built + list(senders)
         names = [s.name for s in self.senders]
         if len(set(names)) != len(names):
@@ -132,11 +146,12 @@ class Forwarder:
         return [s.name for s in self.senders]
 
     def outbox_entries(self, event: Event) -> list[tuple[str, bytes]]:
-        """``(target, payload)`` for ``Store.put_event``: the event message for each target."""
+        """``(target, payload)`` for ``Store.put_event``: the event message for each target
+        that takes it (a notification target filters by type and severity)."""
         if not self.senders:
             return []
         body = payloads.event_payload(event)
-        return [(name, body) for name in self.targets]
+        return [(s.name, body) for s in self.senders if getattr(s, "wants", None) is None or s.wants(event)]
 
     async def put_event(self, event: Event) -> list[int]:
         """Store ``event`` with its deliveries (one transaction) and wake the workers."""

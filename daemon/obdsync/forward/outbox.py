@@ -13,6 +13,11 @@ Failures come in three kinds, raised by a sender:
 :class:`TargetDown` (no connection, timeout: the whole target backs off),
 :class:`RetryLater` (this message failed, e.g. HTTP 5xx: the entry backs off and blocks
 its device), :class:`Rejected` (refused, e.g. HTTP 4xx: dead letter with the reason).
+A sender may also :class:`Hold` a message until a time (quiet hours): not a failure.
+
+A sender whose messages stand alone (``ordered = False``: notifications) is not held
+to the per-device order: an entry waiting in backoff or held does not keep its
+device's later entries back.
 """
 
 from __future__ import annotations
@@ -40,7 +45,21 @@ class TargetDown(DeliveryError):
 
 
 class RetryLater(DeliveryError):
-    """The target is there but did not take this message now."""
+    """The target is there but did not take this message now. ``after_s``: the target
+    said when to come back (HTTP ``Retry-After``); None leaves it to the backoff."""
+
+    def __init__(self, message: str, *, after_s: float | None = None):
+        super().__init__(message)
+        self.after_s = after_s
+
+
+class Hold(DeliveryError):
+    """Not now, by the target's own rule (quiet hours): try again at ``until_ms``.
+    Counts as neither an attempt nor an error."""
+
+    def __init__(self, message: str, until_ms: int):
+        super().__init__(message)
+        self.until_ms = int(until_ms)
 
 
 class Rejected(DeliveryError):
@@ -103,6 +122,7 @@ class TargetWorker:
         self.sql = sql
         self.sender = sender
         self.target = sender.name
+        self.ordered = getattr(sender, "ordered", True)
         self.backoff = backoff
         self.idle_poll_s = idle_poll_s
         self.batch = batch
@@ -192,7 +212,8 @@ class TargetWorker:
                 if retry_at is not None:
                     # Its head waits in backoff: the device's later entries wait behind it,
                     # and only the head's time matters for when to look again.
-                    blocked.add(row.device)
+                    if self.ordered:
+                        blocked.add(row.device)
                     wake_at = retry_at if wake_at is None else min(wake_at, retry_at)
                 now = self.sql.now_ms()
             if len(rows) < self.batch:
@@ -215,8 +236,16 @@ class TargetWorker:
         except Rejected as e:
             await self._dead(row, str(e))
             return None
+        except Hold as e:
+            log.debug("forward %s: entry %d held until %d: %s", self.target, row.id, e.until_ms, e)
+            await self.sql.hold(row.id, e.until_ms)
+            return e.until_ms
         except RetryLater as e:
             delay = self.backoff.delay_s(row.attempts + 1, self.rnd)
+            if e.after_s is not None:
+                # The target's own word, within reason: never sooner than now, never
+                # later than our backoff's cap.
+                delay = min(max(0.0, e.after_s), self.backoff.cap_s)
             self._note_error(str(e))
             log.info("forward %s: entry %d not taken (%s); retry in %.1f s", self.target, row.id, e, delay)
             retry_at = self.sql.now_ms() + int(delay * 1000)

@@ -119,6 +119,11 @@ class OutboxSql:
     async def failed(self, entry_id: int, error: str, next_attempt_ms: int) -> None:
         await self._store.outbox_failed(entry_id, error[:500], next_attempt_ms)
 
+    async def hold(self, entry_id: int, until_ms: int) -> None:
+        """Make a pending entry due at ``until_ms`` without counting an attempt (quiet hours)."""
+        await self._update(f"holding outbox entry {entry_id}",
+                           "UPDATE outbox SET next_attempt=? WHERE id=? AND state='pending'", (until_ms, entry_id))
+
     async def dead(self, entry_id: int, reason: str, now_ms: int) -> None:
         """Dead-letter an entry the target refused; it is not retried unless an operator asks."""
         async with self._store._lock:
