@@ -98,6 +98,13 @@ def test_bad_toml_names_the_file(xdg):
     ({"forward": {"mqtt": [{"host": "a"}, {"host": "a"}]}}, "forward target name 'mqtt:a:1883' is used twice"),
     ({"forward": {"mqtt": [{"host": "a", "password": "p", "password_file": "f"}]}},
      "forward.mqtt[0].password and forward.mqtt[0].password_file are both set"),
+    ({"service": {"items": {"brake_fluid": {"months": 0}}}}, "service.items.brake_fluid.months must be between 1"),
+    ({"service": {"items": {"oil": {"km": 10000, "mnths": 6}}}},
+     "unknown key service.items.oil.mnths (did you mean service.items.oil.months?)"),
+    ({"service": {"items": {"Oil Change": {"km": 10000}}}}, "service.items.Oil Change: an item name is"),
+    ({"service": {"items": {"tyre_rotation": {"km": 800}}}},
+     "service.items.tyre_rotation.km: the warning (1000 km ahead) must be shorter than the interval (800 km)"),
+    ({"service": {"items": ["oil"]}}, "service.items must hold [service.items.NAME] tables"),
     ({"poll": {"RPM": [1, 2]}}, "poll.RPM must be [driving, idle, parked] seconds"),
     ({"poll": {"RPM": {"driving": 7000}}}, "poll.RPM.driving must be between 0 and 6553.5 seconds"),
     ({"poll": {"NOT_A_PID": [1, 1, 1]}}, "poll.NOT_A_PID: unknown channel"),
@@ -210,3 +217,20 @@ def test_secret_dir_is_tightened_if_it_existed_open(xdg):
     d.chmod(0o755)
     save_secret(DEV, bytes(16))
     assert stat.S_IMODE(d.stat().st_mode) == 0o700
+
+
+def test_the_service_schedule_is_the_defaults_edited_by_the_config():
+    default = [(i.name, i.km, i.months) for i in parse_config({}).service.schedule]
+    assert default[0] == ("oil", 15000.0, 12) and ("brake_fluid", None, 24) in default
+    cfg = parse_config({"service": {"interval_km": 10000, "items": {
+        "spark_plugs": {},                                   # off
+        "brake_fluid": {"months": 36, "warn_days": 60},      # replaced whole
+        "timing_belt": {"km": 120000, "months": 96},         # added
+    }}})
+    items = {i.name: i for i in cfg.service.schedule}
+    assert "spark_plugs" not in items
+    assert (items["oil"].km, items["oil"].months) == (10000.0, 12)
+    assert (items["brake_fluid"].km, items["brake_fluid"].months, items["brake_fluid"].warn_days) == (None, 36, 60)
+    assert (items["timing_belt"].km, items["timing_belt"].months) == (120000.0, 96)
+    oil = parse_config({"service": {"items": {"oil": {"km": 8000, "months": 6}}}}).service.schedule[0]
+    assert (oil.name, oil.km, oil.months) == ("oil", 8000.0, 6)

@@ -296,8 +296,11 @@ def status(ctx: Ctx, as_json: bool) -> None:
         for sig, (t, value, unit) in sorted(d["last_values"].items()):
             v = "-" if value is None else f"{value:g}"
             click.echo(f"    {signal_name(int(sig)):<28} {v:>10} {unit:<6} {fmt_ms(t)}")
-        for k, v in (d.get("service") or {}).items():
-            click.echo(f"  service: {k} {v}")
+        if d.get("service"):
+            first, *rest = service_lines(d["service"])
+            click.echo("  service: " + first)
+            for line in rest:
+                click.echo("  " + line)
     for t in info.get("forwarding", []):
         click.echo(f"forward {t['target']}: backlog {t['pending']}  dead letters {t['dead']}  dropped {t['dropped']}"
                    f"  last success {fmt_ms(t.get('last_success'))}  last error {t.get('last_error') or '-'}")
@@ -489,13 +492,27 @@ def replay(ctx: Ctx, device: str | None, since_seq: int) -> None:
 
 @cli.group()
 def service() -> None:
-    """Service reminders by distance and time."""
+    """The service schedule: items due by distance and time, whichever comes first."""
 
 
-def _add_service(ctx: Ctx, device: str | None, km: float | None, at: str | None, note: str) -> tuple[str, int]:
+def _add_service(ctx: Ctx, device: str | None, km: float | None, at: str | None, note: str,
+                 need_km: bool = False) -> tuple[str, int]:
+    """Store a service or baseline after checking it against what is known: no date in
+    the future, no odometer reading below an earlier one (the odometer now included)."""
+    from obdsync.pipeline import Pipeline
+
     async def go(store: Any) -> tuple[str, int]:
         dev = resolve_device(await store.status(), device)
-        when = parse_when(at) or int(dt.datetime.now().timestamp() * 1000)
+        now = int(dt.datetime.now().timestamp() * 1000)
+        when = parse_when(at) or now
+        engine = await Pipeline(store, ctx.config).service_engine(dev)
+        try:
+            engine.service.check_entry(when, km, now)
+        except ValueError as e:
+            raise click.BadParameter(str(e), param_hint="--km" if "km" in str(e) else "--at") from None
+        if need_km and km is None and engine.service.odo is None:
+            raise click.UsageError("the odometer is not known yet: give --km KM (or set it first with"
+                                   " `obdsync service baseline KM`)")
         await store.add_service(dev, when, km, note)
         return dev, when
 
@@ -516,27 +533,99 @@ def service_baseline(ctx: Ctx, odometer_km: float, device: str | None, at: str |
 
 
 @service.command("done")
+@click.argument("items", nargs=-1, required=True, metavar="ITEM... | all")
 @click.option("--km", type=click.FloatRange(0, 5_000_000), help="Odometer at the service (default: estimated).")
 @click.option("--device")
 @click.option("--at", help="When (default: now).")
 @click.pass_obj
-def service_done(ctx: Ctx, km: float | None, device: str | None, at: str | None) -> None:
-    """Record a service: both the distance and the time interval restart."""
-    dev, when = _add_service(ctx, device, km, at, "service")
-    click.echo(f"dongle {dev}: service recorded at {fmt_ms(when)}" + (f", {km:g} km" if km is not None else ""))
+def service_done(ctx: Ctx, items: tuple[str, ...], km: float | None, device: str | None, at: str | None) -> None:
+    """Record a service of ITEMs (`all`: the whole schedule); their intervals restart."""
+    from obdsync.pipeline import service_note
+    from obdsync.rules.service import label
+
+    names = [i.name for i in ctx.config.service.schedule]
+    chosen = None if "all" in items else list(dict.fromkeys(items))
+    unknown = [i for i in chosen or () if i not in names]
+    if unknown:
+        raise click.BadParameter(f"unknown item {', '.join(unknown)}; the schedule has: {', '.join(names)}, all",
+                                 param_hint="ITEM")
+    dev, when = _add_service(ctx, device, km, at, service_note(chosen), need_km=True)
+    what = ", ".join(label(n) for n in chosen or names)
+    click.echo(f"dongle {dev}: {what} done at {fmt_ms(when)}" + (f", {km:g} km" if km is not None else ""))
 
 
 @service.command("history")
 @click.option("--device")
 @click.pass_obj
 def service_history(ctx: Ctx, device: str | None) -> None:
-    """Services and odometer baselines entered."""
+    """Services and odometer baselines entered, newest first."""
+    from obdsync.pipeline import NOTE_BASELINE, NOTE_SERVICE
+    from obdsync.rules.service import label
 
     async def go(store: Any) -> list:
         return await store.services(resolve_device(await store.status(), device))
 
-    for _sid, when, km, note in with_store(ctx, go):
-        click.echo(f"{fmt_ms(when)}  {note:<9} {'' if km is None else f'{km:g} km'}")
+    rows = with_store(ctx, go)
+    if not rows:
+        click.echo("no service or baseline entered yet")
+    for _sid, when, km, note in rows:
+        at = "" if km is None else f"{km:g} km"
+        if note == NOTE_BASELINE:
+            click.echo(f"{fmt_ms(when)}  odometer baseline  {at}")
+        elif note.startswith(NOTE_SERVICE + ":"):
+            click.echo(f"{fmt_ms(when)}  service  {at:>10}  " + ", ".join(label(n) for n in note[8:].split(",")))
+        else:
+            click.echo(f"{fmt_ms(when)}  service  {at:>10}  every item")
+
+
+@service.command("show")
+@click.option("--device")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def service_show(ctx: Ctx, device: str | None, as_json: bool) -> None:
+    """Every item: when it was last done, km and days to due."""
+    from obdsync.status import service_state
+
+    async def go(store: Any) -> dict:
+        return await service_state(store, ctx.config, resolve_device(await store.status(), device))
+
+    svc = with_store(ctx, go)
+    if as_json:
+        click.echo(json.dumps(svc, indent=2))
+        return
+    for line in service_lines(svc):
+        click.echo(line)
+
+
+def _km(km: float) -> str:
+    return f"{km:,.0f} km".replace(",", " ")  # SI thin grouping: no decimal-mark ambiguity
+
+
+def service_lines(svc: dict[str, Any]) -> list[str]:
+    """The service schedule as text (`status`, `service show`)."""
+    from obdsync.rules.service import SOURCES
+
+    if "unavailable" in svc:
+        return [f"service schedule unavailable: {svc['unavailable']}"]
+    odo = svc.get("odometer_km")
+    out = [f"odometer {_km(odo)}, from {SOURCES[svc['distance_source']]}" if odo is not None
+           else "odometer unknown: the car has no odometer PID; set it with `obdsync service baseline KM`"]
+    for it in svc.get("items", []):
+        parts = []
+        if it["km_to_due"] is not None:
+            k = it["km_to_due"]
+            parts.append(f"{_km(k)} to due" if k >= 0 else f"{_km(-k)} overdue")
+        elif it["interval_km"] is not None:
+            parts.append("km unknown")
+        if it["days_to_due"] is not None:
+            d = it["days_to_due"]
+            parts.append(f"{d} days to due" if d >= 0 else f"{-d} days overdue")
+        every = " / ".join(x for x in (f"{it['interval_km']:g} km" if it["interval_km"] else "",
+                                        f"{it['interval_months']} months" if it["interval_months"] else "") if x)
+        last = "-" if it["last_ms"] is None else \
+            f"{'done' if it['serviced'] else 'counted from'} {fmt_ms(it['last_ms'])[:10]}"
+        out.append(f"  {it['label']:<15} {it['status'].upper():<7} {', '.join(parts) or '-':<32} every {every:<22} {last}")
+    return out
 
 
 # ---- forwarding ---------------------------------------------------------------------------

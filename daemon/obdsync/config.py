@@ -18,6 +18,7 @@ import difflib
 import hmac
 import math
 import os
+import re
 import stat
 import tomllib
 from dataclasses import dataclass, field, fields
@@ -106,11 +107,45 @@ class FuelConfig:
 
 
 @dataclass(frozen=True)
+class ServiceItem:
+    """One maintenance item of the schedule: due when either interval is reached,
+    whichever comes first. None: no interval of that kind (an item with neither is off)."""
+
+    name: str
+    km: float | None = opt(None, 1, 1_000_000, kind=float, help="distance interval")
+    months: int | None = opt(None, 1, 240, kind=int, help="time interval")
+    warn_km: float | None = opt(None, 0, 1_000_000, kind=float, help="warn this far ahead; default service.warn_km")
+    warn_days: int | None = opt(None, 0, 3650, kind=int, help="warn this long ahead; default service.warn_days")
+
+
+#: The schedule when the config names no items: common manufacturer intervals for a
+#: petrol car, examples the user edits (``[service.items.NAME]``). The oil item's
+#: intervals are ``service.interval_km`` / ``service.interval_months``.
+DEFAULT_SERVICE_ITEMS = (
+    ServiceItem("air_filter", km=30_000.0, months=24),
+    ServiceItem("cabin_filter", km=20_000.0, months=24),
+    ServiceItem("brake_fluid", months=24),
+    ServiceItem("spark_plugs", km=60_000.0, months=72),
+    ServiceItem("coolant", km=100_000.0, months=60),
+    ServiceItem("tyre_rotation", km=10_000.0),
+)
+
+
+@dataclass(frozen=True)
 class ServiceConfig:
-    interval_km: float = opt(15000.0, 1, 1_000_000)
-    warn_km: float = opt(1000.0, 0, 1_000_000)
-    interval_months: int = opt(12, 1, 240)
-    warn_days: int = opt(30, 0, 3650)
+    interval_km: float = opt(15000.0, 1, 1_000_000, help="oil and filter: distance interval")
+    warn_km: float = opt(1000.0, 0, 1_000_000, help="advance warning before an item is due by distance")
+    interval_months: int = opt(12, 1, 240, help="oil and filter: time interval")
+    warn_days: int = opt(30, 0, 3650, help="advance warning before an item is due by time")
+    items: tuple[ServiceItem, ...] = DEFAULT_SERVICE_ITEMS
+
+    @property
+    def schedule(self) -> tuple[ServiceItem, ...]:
+        """Every item that has an interval, oil first (an ``oil`` entry in ``items``
+        replaces the one made of interval_km / interval_months)."""
+        named = {i.name: i for i in self.items}
+        oil = named.pop("oil", None) or ServiceItem("oil", km=self.interval_km, months=self.interval_months)
+        return tuple(i for i in (oil, *named.values()) if i.km is not None or i.months is not None)
 
 
 @dataclass(frozen=True)
@@ -309,12 +344,13 @@ def _convert(key: str, value: Any, f: Any, errors: list[str]) -> Any:
     return value
 
 
-def _section(cls: type, name: str, table: Any, errors: list[str]) -> Any:
+def _section(cls: type, name: str, table: Any, errors: list[str], given: dict[str, Any] | None = None) -> Any:
+    given = given or {}
     if not isinstance(table, dict):
         errors.append(f"{name} must be a table, got {table!r}")
-        return cls()
-    known = {f.name: f for f in fields(cls)}
-    values = {}
+        return cls(**given)
+    known = {f.name: f for f in fields(cls) if f.name not in given and f.metadata}
+    values = dict(given)
     for key, value in table.items():
         f = known.get(key)
         if f is None:
@@ -342,6 +378,12 @@ def _check_relations(cfg: dict[str, Any], errors: list[str]) -> None:
           "battery.parked_warn_v", battery.parked_warn_v, battery.parked_crit_v)
     _need(errors, service.warn_km < service.interval_km, "service.warn_km", "<", "service.interval_km",
           service.interval_km, service.warn_km)
+    for item in service.items:
+        warn = service.warn_km if item.warn_km is None else item.warn_km
+        key = f"service.items.{item.name}." + ("warn_km" if item.warn_km is not None else "km")
+        if item.km is not None and warn >= item.km:
+            errors.append(f"{key}: the warning ({_fmt(warn)} km ahead) must be shorter than the interval"
+                          f" ({_fmt(item.km)} km)")
     _need(errors, link.backoff_cap_s >= link.backoff_base_s, "link.backoff_cap_s", "≥", "link.backoff_base_s",
           link.backoff_base_s, link.backoff_cap_s)
 
@@ -471,6 +513,25 @@ def _apprise_url_problem(url: str) -> str | None:
     return None
 
 
+def _service_items(table: Any, errors: list[str]) -> tuple[ServiceItem, ...]:
+    """``[service.items.NAME]`` tables: each replaces the default item of that name
+    whole (an empty table turns it off); new names add items."""
+    if not isinstance(table, dict):
+        errors.append("service.items must hold [service.items.NAME] tables")
+        return DEFAULT_SERVICE_ITEMS
+    items = {i.name: i for i in DEFAULT_SERVICE_ITEMS}
+    for name, value in table.items():
+        if not re.fullmatch(r"[a-z][a-z0-9_]{0,31}", name):
+            errors.append(f"service.items.{name}: an item name is lower-case letters, digits and _")
+            continue
+        if isinstance(value, dict) and "name" in value:
+            errors.append(f"unknown key service.items.{name}.name (the table's name is the item's)")
+            continue
+        item = _section(ServiceItem, f"service.items.{name}", value, errors, {"name": name})
+        items[name] = item
+    return tuple(items.values())
+
+
 def _as_dict(obj: Any) -> dict[str, Any]:
     return {f.name: getattr(obj, f.name) for f in fields(obj)}
 
@@ -527,7 +588,14 @@ def parse_config(data: dict[str, Any], source: Path | None = None) -> Config:
         if key not in _ALL_SECTIONS:
             errors.append(f"unknown section [{key}]" + _hint(key, list(_ALL_SECTIONS), "[", "]"))
     for name, cls in _SECTIONS.items():
-        sections[name] = _section(cls, name, data.get(name, {}), errors)
+        table = data.get(name, {})
+        items = None
+        if name == "service" and isinstance(table, dict) and "items" in table:
+            table = dict(table)
+            items = _service_items(table.pop("items"), errors)
+        sections[name] = _section(cls, name, table, errors)
+        if items is not None:
+            sections[name] = ServiceConfig(**{**_as_dict(sections[name]), "items": items})
     base = source.parent if source is not None else None
     forward = _targets(data.get("forward", {}), base, errors)
     notify = _notify(data.get("notify", []), base, errors)

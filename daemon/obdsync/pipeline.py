@@ -42,6 +42,7 @@ WALL_FIELDS = (0, 1, 2)  # (wall_ms, signal, value), as Store.replay_items gives
 SNAPSHOT_SECONDS = 10.0
 SERVICE_POLL_SECONDS = 10.0
 NOTE_BASELINE = "baseline"  # a service_records row that is the user's odometer reading, not a service
+NOTE_SERVICE = "service"  # "service" (every item) or "service:oil,air_filter"
 STATE_SECONDS = 1.0
 YIELD_RECORDS = 64  # records derived between two looks at the event loop (~1.5 ms)
 # signal -> the state key forwarded (retained MQTT state, Home Assistant sensors)
@@ -99,8 +100,13 @@ class Pipeline:
         else:
             seq, snap = saved
             data = json.loads(snap)
-            st = _DeviceState(RuleEngine.restore(self.config, device, data["engine"]), fed=seq,
-                              services_fed=data.get("services_fed", 0))
+            try:
+                st = _DeviceState(RuleEngine.restore(self.config, device, data["engine"]), fed=seq,
+                                  services_fed=data.get("services_fed", 0))
+            except ValueError as e:  # an older daemon's snapshot: derive everything again
+                log.warning("%s: %s", device, e)
+                seq = -1
+                st = _DeviceState(RuleEngine(self.config, device), fed=seq)
             # Stored after the snapshot but not derived yet (a restart, kill -9
             # included): take them from the store, already on wall time.
             async for item in self.store.replay_items(device, seq):
@@ -170,11 +176,11 @@ class Pipeline:
             else:
                 st.held[rec.seq] = ("none", rec.boot, None)  # anchors and gaps move the watermark only
 
-    async def _services(self, device: str, st: _DeviceState) -> None:
+    async def _services(self, device: str, st: _DeviceState, force: bool = False) -> None:
         """Service records the user entered (`obdsync service …`, maybe from another
         process) go to the engine once, in the order they were entered."""
         now = time.monotonic()
-        if now - st.services_at < SERVICE_POLL_SECONDS:
+        if now - st.services_at < SERVICE_POLL_SECONDS and not force:
             return
         st.services_at = now
         for sid, done_ms, km, note in sorted(await self.store.services(device)):
@@ -275,17 +281,37 @@ class Pipeline:
         if self.forwarder is not None:
             self.forwarder.notify()
 
+    async def service_engine(self, device: str) -> RuleEngine:
+        """The device's engine as saved, with every service record entered since (for
+        `status` and `service` in another process than the daemon's: nothing is stored)."""
+        st = await self._state(device)
+        await self._services(device, st, force=True)
+        return st.engine
+
     async def state_of(self, device: str) -> dict[str, Any]:
         st = await self._state(device)
         return {"service": st.engine.service_state(), "open_events": [e.type for e in st.engine.open_events()]}
+
+
+def service_note(items: list[str] | None) -> str:
+    """The service_records note of a service of ``items`` (None: the whole schedule)."""
+    return NOTE_SERVICE + (":" + ",".join(items) if items else "")
 
 
 def feed_service(engine: RuleEngine, done_ms: int, km: float | None, note: str) -> None:
     if note == NOTE_BASELINE:
         if km is not None:
             engine.service_baseline(km, done_ms)
-    else:
-        engine.service_done(done_ms, km)
+        return
+    items = note.split(":", 1)[1].split(",") if note.startswith(NOTE_SERVICE + ":") else None
+    try:
+        engine.service_done(done_ms, km, items)
+    except ValueError as e:  # an item since removed from the config: the others still count
+        log.warning("service record at %d ignored in part: %s", done_ms, e)
+        known = {i.name for i in engine.config.service.schedule}
+        kept = [i for i in items or () if i in known]
+        if kept:
+            engine.service_done(done_ms, km, kept)
 
 
 async def replay(store: Store, config: Config, device: str, *, since_seq: int = -1,

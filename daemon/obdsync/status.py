@@ -37,7 +37,7 @@ async def gather(store: Any, config: Config) -> dict[str, Any]:
             "contiguous": s.contiguous, "missing": s.missing, "gaps": s.gaps, "lost": s.lost,
             "last_values": {str(k): v for k, v in s.last_values.items()},
             "live": live.get(s.device),
-            "service": await _service_state(store, config, s.device),
+            "service": await service_state(store, config, s.device),
         })
     forwarding = []
     try:
@@ -53,14 +53,15 @@ async def gather(store: Any, config: Config) -> dict[str, Any]:
     return {"devices": devices, "forwarding": forwarding}
 
 
-async def _service_state(store: Any, config: Config, device: str) -> dict[str, Any]:
-    """The rules engine's service reminder, from its last saved state."""
+async def service_state(store: Any, config: Config, device: str) -> dict[str, Any]:
+    """The service schedule from the rules engine's saved state plus the service
+    records entered since, counted to now (not to the last sample)."""
     from obdsync.pipeline import Pipeline
 
     try:
-        st = await Pipeline(store, config)._state(device)
-        svc = st.engine.service_state()
+        engine = await Pipeline(store, config).service_engine(device)
     except (ValueError, KeyError) as e:
         return {"unavailable": str(e)}
-    keep = ("km_since_service", "km_to_due", "days_to_due", "odometer_km")
-    return {k: (round(v, 1) if isinstance(v, float) else v) for k, v in svc.items() if k in keep}
+    svc = engine.service_state(int(time.time() * 1000))
+    keep = ("odometer_km", "distance_source", "baseline_km", "last_service_ms", "items")
+    return {k: v for k, v in svc.items() if k in keep}

@@ -9,7 +9,7 @@ same order)::
     eng.dtcs(wall_ms, 0x03, ["P0301"])             # a DTC record
     eng.dongle_event(wall_ms, 2)                   # EVENT record: 1 boot, 2 on, 3 off, 4 battery low
     eng.service_baseline(123456, wall_ms)          # user input, at its place in time
-    eng.service_done(wall_ms, km=None)
+    eng.service_done(wall_ms, km=None, items=["oil"])
     for ch in eng.drain():                         # EventChange(change, event, trip)
         store.put_event(ch.event); ch.trip and store.put_trip(ch.trip)
 
@@ -65,7 +65,7 @@ from .trips import TripRule
 __all__ = ["RuleEngine", "Event", "EventChange", "Trip", "event_id", "EVENT_TYPES", "PERSISTENT_TYPES",
            "SEVERITIES", "INFO", "WARNING", "CRITICAL", "SNAPSHOT_VERSION"]
 
-SNAPSHOT_VERSION = 1
+SNAPSHOT_VERSION = 2  # 2: the service schedule's items
 # An input this long after the previous one first lets time-driven rules catch up.
 PRE_TICK_GAP_MS = 1_000
 
@@ -225,11 +225,12 @@ class RuleEngine:
         self.service.set_baseline(odometer_km, t)
         self._tick(t)
 
-    def service_done(self, wall_ms: int, km: float | None = None) -> None:
-        """A service at ``wall_ms`` (odometer ``km``, default: the current estimate); both
-        the distance and the time interval restart."""
+    def service_done(self, wall_ms: int, km: float | None = None, items: list[str] | None = None) -> None:
+        """A service at ``wall_ms`` (odometer ``km``, default: the current estimate) of
+        ``items`` (default: all of the schedule); their distance and time intervals restart.
+        Raises ValueError for an item the schedule does not have."""
         t = self._begin(wall_ms)
-        self.service.done(t, km)
+        self.service.done(t, km, items)
         self._tick(t)
 
     def _begin(self, wall_ms: int) -> int:
@@ -273,8 +274,8 @@ class RuleEngine:
         return self.trips.current()
 
     def service_state(self, now_ms: int | None = None) -> dict:
-        """km since the last service, km to due, due date and days to it (``now_ms``
-        default: the time of the last input), odometer and its source, history."""
+        """Each service item's km and days to due (``now_ms`` default: the time of the
+        last input), the odometer and its source, history (rules/service.py)."""
         return self.service.state(now_ms)
 
     # ---- persistence ---------------------------------------------------------------------------
