@@ -191,3 +191,19 @@ def test_the_schedule_survives_a_snapshot():
     seen = len(car.items)
     ch = run(car.drive(1296, 100.0).items[seen:], engine=back)
     assert service_events(ch, "tyre_rotation") == [("service_due", "km")]  # the warning is not repeated
+
+
+async def test_an_older_snapshot_is_derived_again_not_a_failure(tmp_path):
+    from obdsync.pipeline import NOTE_BASELINE, Pipeline
+    from obdsync.store import Store
+
+    old = RuleEngine(config(), DEVICE).snapshot()
+    old["version"] = 1
+    async with await Store.open(tmp_path / "db.sqlite") as store:
+        await store.set_device_info(DEVICE)
+        await store.save_rules_state(DEVICE, 5, json.dumps({"engine": old, "services_fed": 0}))
+        await store.add_service(DEVICE, EPOCH_MS, 70_000.0, NOTE_BASELINE)
+        await store.add_service(DEVICE, EPOCH_MS + DAY, None, "service:oil,brake_fluid")
+        eng = await Pipeline(store, config()).service_engine(DEVICE)
+    st = eng.service_state(EPOCH_MS + DAY)
+    assert st["odometer_km"] == 70_000 and st["history"] == [[EPOCH_MS + DAY, 70_000.0, ["oil", "brake_fluid"]]]
