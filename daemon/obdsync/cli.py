@@ -279,7 +279,10 @@ def status(ctx: Ctx, as_json: bool) -> None:
         conn = "connected" if live.get("connected") else "not connected"
         click.echo(f"dongle {d['device']}  {d.get('name') or ''}  {conn}  last seen {fmt_ms(d['last_seen'])}")
         if d.get("vin"):
-            click.echo(f"  VIN {d['vin']}")
+            v = d.get("vehicle") or {}
+            click.echo(f"  VIN {d['vin']}" + (f"  {v['manufacturer'] or 'unknown maker'}, {v['country'] or '?'},"
+                                              f" model year {v['model_year'] or '?'}, check digit {v['check_digit']}"
+                                              if v else ""))
         click.echo(f"  records {d['records']}  acked up to seq {d['contiguous']}  waiting for {d['missing']}"
                    f"  gaps {d['gaps']} ({d['lost']} records lost on the dongle)")
         if live:
@@ -374,18 +377,20 @@ def export(ctx: Ctx, device: str | None, fmt: str, since: str | None, until: str
         dev = resolve_device(sts, device)
         # The unit each signal was stored with (a fresh Decoder knows none before it decodes).
         units = {sig: unit for s in sts if s.device == dev for sig, (_t, _v, unit) in s.last_values.items()}
+        vin = next((s.vin for s in sts if s.device == dev), None) or ""
         n = 0
         writer = csv.writer(output) if fmt == "csv" else None
         if writer:
-            writer.writerow(["time", "time_ms", "device", "signal", "value", "unit", "raw", "approx"])
+            writer.writerow(["time", "time_ms", "device", "vin", "signal", "value", "unit", "raw", "approx"])
         async for r in store.export(dev, since_ms=parse_when(since), until_ms=parse_when(until)):
             name = signal_name(r.channel)
             unit = units.get(r.channel, "")
             if writer:
-                writer.writerow([fmt_ms(r.time_ms), r.time_ms, dev, name, "" if r.value is None else r.value,
+                writer.writerow([fmt_ms(r.time_ms), r.time_ms, dev, vin, name, "" if r.value is None else r.value,
                                  unit, r.raw.hex(), int(r.approx)])
             else:
-                output.write(json.dumps({"time_ms": r.time_ms, "device": dev, "signal": name, "value": r.value,
+                output.write(json.dumps({"time_ms": r.time_ms, "device": dev, "vin": vin or None, "signal": name,
+                                         "value": r.value,
                                          "unit": unit, "raw": r.raw.hex(), "approx": r.approx}) + "\n")
             n += 1
         return n

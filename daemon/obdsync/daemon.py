@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from obdsync import paths
+from obdsync import paths, vin
 from obdsync.config import Config
 from obdsync.devices import Paired, secret_of
 from obdsync.link import DongleLink
@@ -109,6 +109,7 @@ class Daemon:
         self.store = await Store.open(self.db, max_bytes=(cfg.store.max_size_mb * 2**20) or None,
                                       outbox_max=cfg.outbox.max_entries)
         try:
+            await vin.load(self.store)  # before discovery names the devices
             self.forwarder = Forwarder(self.store, cfg.forward, display=cfg.display)
             await self.forwarder.start()
             self.pipeline = Pipeline(self.store, cfg, forwarder=self.forwarder)
@@ -118,6 +119,7 @@ class Daemon:
                                   backend_kwargs=self._backend_kwargs, plan=plan, wall_clock=self._wall,
                                   progress=self._progress)
                 self.runners.append(DeviceRunner(link, Backoff(cfg.link.backoff_base_s, cfg.link.backoff_cap_s)))
+                vin.watch(link, self.store)
             chores = [asyncio.create_task(self._live_loop()), asyncio.create_task(self._retention_loop())]
             self.started.set()
             log.info("obdsync running: %d dongle(s), database %s", len(self.runners), self.db)

@@ -32,7 +32,7 @@ async def gather(store: Any, config: Config) -> dict[str, Any]:
     devices = []
     for s in await store.status():
         devices.append({
-            "device": s.device, "name": s.name, "address": s.address, "vin": s.vin,
+            "device": s.device, "name": s.name, "address": s.address, "vin": s.vin, "vehicle": _vehicle(s.vin),
             "first_seen": s.first_seen, "last_seen": s.last_seen, "records": s.records,
             "contiguous": s.contiguous, "missing": s.missing, "gaps": s.gaps, "lost": s.lost,
             "last_values": {str(k): v for k, v in s.last_values.items()},
@@ -65,3 +65,12 @@ async def service_state(store: Any, config: Config, device: str) -> dict[str, An
     svc = engine.service_state(int(time.time() * 1000))
     keep = ("odometer_km", "distance_source", "baseline_km", "last_service_ms", "items")
     return {k: v for k, v in svc.items() if k in keep}
+
+
+def _vehicle(vin: str | None) -> dict[str, Any] | None:
+    from obdsync.vin import VinError, decode
+
+    try:
+        return decode(vin).json() if vin else None
+    except VinError:
+        return None

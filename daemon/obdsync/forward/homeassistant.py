@@ -46,12 +46,18 @@ def _flag(key: str, event_type: str | None) -> str:
 
 
 def device_block(device: str) -> dict[str, Any]:
-    return {
+    from obdsync import vin
+
+    block = {
         "identifiers": [f"obdsync_{device}"],
         "name": f"obdsync {device}",
         "manufacturer": "obdsync",
         "model": "OBD-II BLE dongle",
     }
+    v = vin.known(device)  # the car, once its VIN was read: HA names the device after it
+    if v is not None:
+        block.update(name=v.title, manufacturer=v.manufacturer or "obdsync", model=v.title, serial_number=v.vin)
+    return block
 
 
 def discovery_configs(prefix: str, device: str, *, discovery_prefix: str = "homeassistant"
