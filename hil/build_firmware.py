@@ -129,10 +129,12 @@ def code_heap_kb(tree: Path) -> int:
     runs with the board's data budget plus this figure, measured here rather
     than guessed (hil.mpy.HEAPSIZE is the budget for the firmware's data).
     """
-    cache = tree / "code_heap_kb"
+    from hil import mpy
+
+    # per interpreter: the 32-bit build's code is about 3/4 of the 64-bit one's
+    cache = tree / f"code_heap_kb.{hashlib.sha256(mpy.interpreter().encode()).hexdigest()[:8]}"
     if cache.exists():
         return int(cache.read_text())
-    from hil import mpy
     from hil.blesim import shim
 
     probe = tree / f"_heap_probe.{os.getpid()}.{threading.get_ident()}.py"  # callers may race on a new tree

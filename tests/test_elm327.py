@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -52,7 +53,7 @@ def elm_pty(tmp_path):
     is stopped whatever the test did."""
     cfg = tmp_path / "log.yaml"
     cfg.write_text(WARNING_LOG)
-    proc = subprocess.Popen([str(Path(mpy.interpreter()).with_name("elm")), "-b", "-", "-s", "car"],
+    proc = subprocess.Popen([str(Path(sys.executable).with_name("elm")), "-b", "-", "-s", "car"],
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                             cwd=tmp_path, env=dict(os.environ, ELM_LOG_CFG=str(cfg)))
     try:
@@ -71,7 +72,7 @@ def elm_pty(tmp_path):
 
 
 # The scripted cases create many drivers and a Python fake chip: a heap for them, not the board's.
-def test_scripted_replies_parse_to_defined_outcomes(dongle_mpy):
+def test_scripted_replies_parse_to_defined_outcomes(dongle_mpy, micropython):
     lines = run_module(dongle_mpy, "elm_cases", heapsize="256K")
     got = lines_by_key(lines)
     assert got["init"].startswith("6 True 12600 be3fa813901ff015") and "b'ATZ', b'ATE0'" in got["init"]
@@ -117,7 +118,7 @@ def test_scripted_replies_parse_to_defined_outcomes(dongle_mpy):
                               "'read_vin', 'read_voltage', 'recover', 'start_pids', 'start_voltage']")
 
 
-def test_fuzzed_replies_never_raise_or_hang_and_reinit_after_banner(dongle_mpy):
+def test_fuzzed_replies_never_raise_or_hang_and_reinit_after_banner(dongle_mpy, micropython):
     got = lines_by_key(run_module(dongle_mpy, "elm_fuzz", "3000", "20240611"))
     assert not any(k == "FAIL" for k in got), got
     assert got["cases"] == "3000 fails 0 reinits True after OK"
@@ -126,7 +127,7 @@ def test_fuzzed_replies_never_raise_or_hang_and_reinit_after_banner(dongle_mpy):
     assert got["counters"] == "True True True True True"
 
 
-def test_driver_against_the_emulator(dongle_mpy, elm_pty):
+def test_driver_against_the_emulator(dongle_mpy, elm_pty, micropython):
     lines = run_module(dongle_mpy, "elm_emu", elm_pty, timeout=60)
     got = lines_by_key(lines)
     assert got["init"] == "OK protocol 6 can True volts True"

@@ -151,7 +151,7 @@ def test_bad_clock_strings_are_refused(spec):
         Schedule.decode(spec)
 
 
-def test_micropython_clock_computes_the_same_ms_and_does_not_allocate(tmp_path):
+def test_micropython_clock_computes_the_same_ms_and_does_not_allocate(tmp_path, micropython):
     epoch = int(time.time()) - 120  # recent, as in a run: the arithmetic stays in small ints
     s = Schedule(epoch + 0.25, [(20, 1), (600, 30), (28800, 1440), (120, 12)])
     probes = [(epoch + d) * 1_000_000 + us for d, us in
@@ -180,7 +180,7 @@ def test_micropython_clock_computes_the_same_ms_and_does_not_allocate(tmp_path):
     assert nonneg == "True" and speed == "True"  # the run is long past its end: last speedup
 
 
-def test_micropython_clock_refuses_a_bad_string(tmp_path):
+def test_micropython_clock_refuses_a_bad_string(tmp_path, micropython):
     script = tmp_path / "bad.py"
     script.write_text("from simclock import SimClock, ClockSpecError\n"
                       "try:\n    SimClock('v1;zz;1@1')\nexcept ClockSpecError as e:\n    print('refused', e)\n")

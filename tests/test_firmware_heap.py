@@ -18,7 +18,7 @@ from hil.rig import Rig
 from obdsync.link import DongleLink
 from protocol import control
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("micropython")]
 
 REPORT_SIM_MS = 24000  # 0.5 s of real time at the city's 48x
 WARMUP = 4  # reports before steady state: adapter init, first connection, first records

@@ -21,7 +21,7 @@ from hil.rig import Rig
 from obdsync.link import DongleLink
 from protocol import control
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("micropython")]
 
 
 def provision(workdir: Path, **cfg) -> None:

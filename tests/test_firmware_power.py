@@ -15,7 +15,7 @@ import pytest
 from hil.rig import Rig
 from hil.scenario import parse
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("micropython")]
 
 # ATRV, and the RPM probe of the default plan's parked column (firmware/dongle/plan.py)
 PARKED_REQUESTS = {"ATRV"}

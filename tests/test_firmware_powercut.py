@@ -19,7 +19,7 @@ from hil.scenario import parse
 from obdsync.link import DongleLink, LinkError
 from protocol.record import EVENT_BOOT, KIND_ANCHOR, KIND_EVENT, KIND_GAP
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("micropython")]
 
 SEED = 4242
 CUTS = 2

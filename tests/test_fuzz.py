@@ -21,6 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from hil import mpy
+from hil.build_firmware import mpy_cross
 from protocol import auth, control
 from protocol.channels import DATA_LEN
 from protocol.errors import ProtocolError
@@ -137,7 +138,7 @@ def hypothesis_corpus(n: int) -> list[bytes]:
     return out
 
 
-def test_hypothesis_corpus_gets_the_same_verdicts_on_micropython(mpy_helpers, run_mpy_json, tmp_path):
+def test_hypothesis_corpus_gets_the_same_verdicts_on_micropython(mpy_helpers, run_mpy_json, tmp_path, micropython):
     """The differential check of tests/test_protocol_differential.py (its MicroPython
     script and verdict format) over this file's hypothesis corpus."""
     inputs = list(dict.fromkeys(VALID + hypothesis_corpus(2000)))
@@ -297,7 +298,7 @@ def _commands(run_mpy_json, n: int, seed: int) -> dict:
     return dict(out)["stats"]
 
 
-def test_command_handler_answers_random_bytes_with_a_reply_or_nothing(run_mpy_json):
+def test_command_handler_answers_random_bytes_with_a_reply_or_nothing(run_mpy_json, micropython):
     s = _commands(run_mpy_json, 3000, 9)
     assert s["inputs"] == 3000 and s["replies"] + s["none"] == 3000
     assert s["dispatched"] > 100 and s["rejected"] > 1000  # it reached the actions, and refused the junk
@@ -347,7 +348,7 @@ def check_elm_run(lines: list[list], stats: dict, ops: int) -> dict[str, int]:
     return statuses
 
 
-def test_elm327_driver_through_the_link_models_faults_never_crashes_or_hangs(tmp_path):
+def test_elm327_driver_through_the_link_models_faults_never_crashes_or_hangs(tmp_path, micropython):
     lines, stats = _elm_through_link(tmp_path, ops=120, seed=5, rate=0.35)
     print(check_elm_run(lines, stats, 120), stats)
 
@@ -360,7 +361,7 @@ def test_soak_elm327_driver_through_the_link_model(tmp_path):
 
 
 def test_fuzz_scripts_compile_with_mpy_cross():
-    cross = str(Path(mpy.interpreter()).with_name("mpy-cross"))
+    cross = mpy_cross()
     for src in sorted((TESTS / "mpy").glob("fuzz_*.py")):
         r = subprocess.run([cross, "-o", "/dev/null", str(src)], capture_output=True, text=True)
         assert r.returncode == 0, (src.name, r.stderr)

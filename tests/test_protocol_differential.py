@@ -78,7 +78,8 @@ def corpus(vectors: dict) -> list[bytes]:
     return out
 
 
-def test_cpython_and_micropython_agree_on_every_input(protocol_vectors, mpy_helpers, run_mpy_json, tmp_path):
+def test_cpython_and_micropython_agree_on_every_input(protocol_vectors, mpy_helpers, run_mpy_json, tmp_path,
+                                                     micropython):
     inputs = corpus(protocol_vectors)
     path = tmp_path / "corpus.hex"
     path.write_text("".join(x.hex() + "\n" for x in inputs))

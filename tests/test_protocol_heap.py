@@ -7,7 +7,7 @@ from __future__ import annotations
 from hil import mpy
 
 
-def test_staging_sealing_signing_and_filling_notifications_allocate_nothing(protocol_mpy, run_mpy_json):
+def test_staging_sealing_signing_and_filling_notifications_allocate_nothing(protocol_mpy, run_mpy_json, micropython):
     got = dict(run_mpy_json("protocol_heap.py", heapsize=mpy.HEAPSIZE, path=[protocol_mpy]))
     assert got["groups_per_record"] >= 20  # a full record, not a token loop
     assert got["stage_alloc"] == 0  # RecordWriter.fits/group/add, every request of 5 records

@@ -17,7 +17,7 @@ from protocol.record import decode_record
 
 
 @pytest.fixture(scope="module")
-def mpy_run(protocol_mpy, run_mpy_json) -> dict:
+def mpy_run(protocol_mpy, run_mpy_json, micropython) -> dict:
     """tests/mpy/protocol_sha256.py's lines by check (run once for the module)."""
     by = defaultdict(list)
     for line in run_mpy_json("protocol_sha256.py", heapsize=mpy.HEAPSIZE, path=[protocol_mpy]):

@@ -70,6 +70,6 @@ def test_cpython_computes_the_vectors(protocol_vectors, mpy_helpers):
     assert mismatches(got, expected(protocol_vectors)) == []
 
 
-def test_micropython_computes_the_same_vectors(protocol_vectors, protocol_vectors_path, run_mpy_json):
+def test_micropython_computes_the_same_vectors(protocol_vectors, protocol_vectors_path, run_mpy_json, micropython):
     got = run_mpy_json("protocol_vectors.py", str(protocol_vectors_path))
     assert mismatches(got, expected(protocol_vectors)) == []

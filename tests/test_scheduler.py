@@ -9,7 +9,7 @@ from test_elm327 import dongle_mpy, elm_pty, lines_by_key, run_module  # noqa: F
 
 
 @pytest.fixture(scope="module")
-def sched(dongle_mpy):  # noqa: F811
+def sched(dongle_mpy, micropython):  # noqa: F811
     return lines_by_key(run_module(dongle_mpy, "sched_cases", heapsize="256K"))
 
 
@@ -57,7 +57,7 @@ def test_set_plan_validates_and_bounds(sched):
     assert sched["set_plan_entries"] == "1 2"  # rows parsed by protocol.control.parse_plan
 
 
-def test_poll_cycle_allocation_against_the_emulator(dongle_mpy, elm_pty):  # noqa: F811
+def test_poll_cycle_allocation_against_the_emulator(dongle_mpy, elm_pty, micropython):  # noqa: F811
     got = lines_by_key(run_module(dongle_mpy, "sched_emu", elm_pty, timeout=90))
     print("heap per request in steady state:", got["alloc_per_request"])
     assert got["init"] == "OK"
@@ -66,7 +66,7 @@ def test_poll_cycle_allocation_against_the_emulator(dongle_mpy, elm_pty):  # noq
     assert got["alloc_per_request"].startswith("0 bytes over ")
 
 
-def test_scheduler_through_the_link_model_with_faults(dongle_mpy):  # noqa: F811
+def test_scheduler_through_the_link_model_with_faults(dongle_mpy, micropython):  # noqa: F811
     from hil.emulator import Emulator
     from hil.linkmodel import FaultPlan, LinkModel
 
