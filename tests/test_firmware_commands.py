@@ -13,7 +13,7 @@ AUTHED = ("3", "4", "5", "6", "7", "8", "9", "10")
 
 
 @pytest.fixture(scope="module")
-def cases(run_mpy_json):
+def cases(run_mpy_json, micropython):
     return dict(run_mpy_json("fw_commands.py", timeout=120))
 
 
@@ -46,6 +46,13 @@ def test_brute_force_meets_a_doubling_lockout_that_survives_reconnects(cases):
     assert c["failures_after_success"] == 0
     assert c["total_failures"] == 4 + 12  # STATUS keeps the history for the owner to see
     assert c["ran"] == []
+
+
+def test_a_lockout_set_just_before_the_clock_wraps_ends_on_time(cases):
+    c = cases["lockout_wrap"]
+    assert c["wrapped"] is True  # the lock's end lies past the wrap of the port's ticks
+    assert c["late"] == control.RATE_LIMITED
+    assert c["at_end"] == control.OK and c["authenticated"] is True
 
 
 def test_one_guess_per_hello(cases):

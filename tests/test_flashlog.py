@@ -54,8 +54,11 @@ def mpy_lib(tmp_path_factory):
     return out
 
 
+pytestmark = pytest.mark.usefixtures("micropython")
+
+
 @pytest.fixture(scope="module")
-def heapsize(mpy_lib):
+def heapsize(mpy_lib, micropython):
     """-X heapsize: the board's data budget plus the imported code (see the docstring)."""
     probe = mpy_lib / "_code_probe.py"
     probe.write_text(_PROBE)
@@ -370,11 +373,17 @@ def test_a_lagging_cursor_skips_dropped_records_and_gets_the_gap(boot, flash):
     assert any(r.kind == KIND_GAP for r in log.records)
 
 
-def test_the_append_and_read_paths_allocate_nothing(boot, tmp_path):
+def test_the_append_and_read_paths_allocate_nothing_but_the_crc_on_32_bit(boot, tmp_path):
     out = dict(ln.split() for ln in boot.run(HERE / "flashlog_alloc.py", tmp_path / "log"))
     print("heap bytes over 200 appends:", out["append_bytes"], " over", out["read_total"], "reads:",
           out["read_bytes"])
-    assert out["append_bytes"] == "0" and out["append_locked"] == "ok"
+    if out["word"] == "64":
+        assert out["append_bytes"] == "0" and out["append_locked"] == "ok"
+    else:
+        # binascii.crc32's result as an int when >= 2**30 (3 records in 4): one int object
+        # per record at most, never per sample; anything more is a regression.
+        assert 0 < int(out["append_bytes"]) <= 200 * 32
+    # Reading checks the CRC by its residue: nothing allocated, on any word size.
     assert out["read_bytes"] == "0" and out["read_locked"] == "ok"
 
 

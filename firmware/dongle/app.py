@@ -13,6 +13,7 @@ Hardware comes in through the constructor; main.py decides what is real.
 
 import asyncio
 import gc
+import time
 
 from micropython import const
 
@@ -98,8 +99,8 @@ class Dongle(Actions):
         nbytes = 0
         for i in range(n):
             nbytes += ln[i]
-        if not w.fits(n, nbytes):
-            self._seal()
+        if not w.fits(n, nbytes) or (not w.empty() and t_ms < w.t0):
+            self._seal()  # full, or the clock wrapped (dongle.clock): a record's times only rise
         w.group(t_ms)
         p = self.power
         code = NONE
@@ -205,21 +206,21 @@ class Dongle(Actions):
             await asyncio.sleep_ms(HOUSEKEEPING_MS)
             now = self.clock.ms()
             w = self.writer
-            if not w.empty() and now - w.t0 >= RECORD_MS:
+            if not w.empty() and time.ticks_diff(now, w.t0) >= RECORD_MS:
                 self._seal()
             self.log.tick()
             if self.log.flushed_seq >= self.log.first_unacked:
                 self._wake_sender.set()
-            if self.power.state == POWER_SLEEPING and now - self._slept_at >= self.power.config.sleep_ms:
+            if self.power.state == POWER_SLEEPING and time.ticks_diff(now, self._slept_at) >= self.power.config.sleep_ms:
                 # The timer wake (where deep sleep returns instead of rebooting).
                 self.power.woke()
                 self.sched.set_power(self.power.state)
                 self._out("woke")
-            if self.power.polling and (not self.elm.ecu or now - self._ecu_at > SILENT_MS):
+            if self.power.polling and (not self.elm.ecu or time.ticks_diff(now, self._ecu_at) > SILENT_MS):
                 # A stopped engine answers NO DATA, not RPM 0: silence counts as RPM 0.
                 self.power.no_answer()
             if (self.power.state != POWER_SLEEPING and not self._volts_job and self.elm.ready
-                    and now - self._mv_at > self._volts_stale_ms()):
+                    and time.ticks_diff(now, self._mv_at) > self._volts_stale_ms()):
                 # The power rules need a fresh supply reading whatever the plan says (a
                 # SET_PLAN without ATRV, or a scheduler starving it while the bus is held).
                 self._volts_job = True
@@ -230,7 +231,7 @@ class Dongle(Actions):
             if not vin_known and self.elm.ecu and self.elm.ready:
                 vin_known = True
                 self.sched.jobs.append(self._read_vin_once)
-            if self._heap_ms and now - self._heap_at >= self._heap_ms:
+            if self._heap_ms and time.ticks_diff(now, self._heap_at) >= self._heap_ms:
                 self._heap_at = now
                 gc.collect()  # what stays allocated, not garbage waiting for a collection
                 self._out("heap %d %d" % (gc.mem_alloc(), gc.mem_free()))

@@ -1,21 +1,26 @@
-"""Milliseconds since boot that never wrap (the dongle's `clock.ms()`).
+"""Milliseconds since boot, as small ints (the dongle's `clock.ms()`).
 
-time.ticks_ms wraps (at 2**30 on the ESP32); records carry a u32 of ms since
-boot, so we count ourselves: wrap-safe ticks_diff between readings, added up.
-A boot lasting longer than 49 days wraps the u32 — the boot counter and the
-daemon's anchors keep such samples apart.
+The value is ticks: it wraps with the port's ticks period, 2**30 on the ESP32 (and on
+the 32-bit unix rig), so it never leaves the small-int range and reading the clock
+allocates nothing, ever. Every comparison of two clock values therefore goes through
+time.ticks_diff, every sum through time.ticks_add (valid for spans under half the
+period: 6.2 days on the board). Records carry the value as their u32 ms since boot: a
+boot lasting longer than 12.4 days starts the count again at 0 — the daemon keys
+anchors by boot, and a dongle that sleeps while parked reboots at every wake.
 """
 
 import time
 
 
 class TicksClock:
-    def __init__(self):
-        self._last = time.ticks_ms()
+    def __init__(self, ticks_ms=time.ticks_ms):  # tests hand in ticks that wrap soon
+        self._ticks = ticks_ms
+        self._last = ticks_ms()
         self._ms = 0
 
     def ms(self):
-        now = time.ticks_ms()
-        self._ms += time.ticks_diff(now, self._last)
+        now = self._ticks()
+        # Both ticks: the sum stays a small int (a plain `+` would pass 2**30 at the wrap).
+        self._ms = time.ticks_add(self._ms, time.ticks_diff(now, self._last))
         self._last = now
-        return self._ms & 0xFFFFFFFF
+        return self._ms

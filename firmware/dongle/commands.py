@@ -7,6 +7,8 @@ rate-limited with a doubling lock-out that survives reconnects (Drivelog's PIN w
 brute-forced offline; here every guess costs the attacker time on the air).
 """
 
+import time
+
 from micropython import const
 
 from protocol import auth, control
@@ -59,6 +61,7 @@ class CommandHandler:
         self._nonce_d = None
         self.auth_failures = 0  # since the last success; drives the lock-out
         self.total_failures = 0
+        self._locked = False  # a lock-out runs until _locked_until (ticks: compared with ticks_diff)
         self._locked_until = 0
         self.rejected = 0  # commands refused: unauthenticated, bad MAC, replayed, malformed
 
@@ -124,9 +127,11 @@ class CommandHandler:
 
     def _auth(self, msg):
         now = self._clock.ms()
-        if now < self._locked_until:
-            self.rejected += 1
-            return control.encode(control.AUTH, msg.req, b"", None, control.RATE_LIMITED)
+        if self._locked:
+            if time.ticks_diff(self._locked_until, now) > 0:
+                self.rejected += 1
+                return control.encode(control.AUTH, msg.req, b"", None, control.RATE_LIMITED)
+            self._locked = False  # over: ticks_diff is only meaningful within half a period
         nonce_c = self._nonce_c
         nonce_d = self._nonce_d
         # One guess per HELLO: the dongle's nonce is spent either way.
@@ -140,7 +145,8 @@ class CommandHandler:
             self.total_failures += 1
             if self.auth_failures > _FREE_FAILURES:
                 lock = _LOCK_BASE_MS << min(self.auth_failures - _FREE_FAILURES - 1, 16)
-                self._locked_until = now + min(lock, _LOCK_MAX_MS)
+                self._locked = True
+                self._locked_until = time.ticks_add(now, min(lock, _LOCK_MAX_MS))
             return control.encode(control.AUTH, msg.req, b"", None, control.AUTH_FAILED)
         self.auth_failures = 0
         self.session = auth.Session(auth.session_key(self._secret, nonce_c, nonce_d), auth.DIR_DONGLE)

@@ -49,14 +49,19 @@ Flash wear: appends go to a RAM buffer, written with one write + sync per flush 
 most every flush_ms, or when the buffer fills); on littlefs each sync reprograms the
 file's last block, so flush_ms trades wear against the loss bound. The state file is
 28 bytes, saved at boot, before deletions, after acks at most every state_ms and on
-flush(). Allocation: append, tick and read_into allocate nothing on 64-bit ports; on
-32-bit ports binascii.crc32 boxes results >= 2**30 (one small int object per record).
-Opening a segment (rotation, a reader catching up) allocates a file object.
+flush(). Allocation: tick and read_into allocate nothing; append allocates nothing on
+64-bit ports, and on 32-bit ones (the ESP32) the CRC it writes when that is >= 2**30: a
+32-byte int object in 3 records of 4 (binascii.crc32 has no buffer output, and no other
+C checksum does either; a Python CRC would cost the board milliseconds per record).
+Reading checks the CRC without it becoming an int (crc32's residue, see _read). Times
+are clock ticks, compared with time.ticks_diff (dongle.clock). Opening a segment
+(rotation, a reader catching up) allocates a file object.
 """
 
 import binascii
 import os
 import struct
+import time
 
 from micropython import const
 
@@ -64,6 +69,7 @@ from dongle.persist import Persist
 from protocol.record import MAX_RECORD, MIN_RECORD, Signer
 
 _FRAME = const(6)  # len u16 | crc32 u32
+_CRC_RESIDUE = const(0x2144DF1C)  # crc32 of any data followed by its own crc32, little-endian
 _MAX_ENTRY = const(518)  # _FRAME + MAX_RECORD
 _GAP_BUF = const(32)
 _SUFFIX = ".seg"
@@ -118,7 +124,8 @@ class FlashLog:
         self._grow = memoryview(self._ram)[:MAX_RECORD]
         # The record being copied or read, always exactly its length, so crc32 and the
         # copies need no slice objects.
-        self._scratch = bytearray(MAX_RECORD)
+        self._scratch = bytearray(MAX_RECORD + 4)  # + a CRC when checking (_read)
+        self._crc = bytearray(4)
         self._hdr = bytearray(_FRAME)
         # Segment table, oldest first; the last entry is the one being written.
         # Torn-tail boots can leave short segments, hence the slack over cap/seg.
@@ -200,7 +207,7 @@ class FlashLog:
         self._put(buf, n, seq)
         if self._ssize[self._nseg - 1] + self._pend >= self._segb:
             self._rotate()
-        elif self._clock.ms() - self._pend_t >= self._flush_ms:
+        elif time.ticks_diff(self._clock.ms(), self._pend_t) >= self._flush_ms:
             self._flush()
         return seq
 
@@ -208,9 +215,9 @@ class FlashLog:
         """Call at least every flush_ms: writes out buffered records that are due, and
         the state after acks (at most every state_ms)."""
         now = self._clock.ms()
-        if self._pend and now - self._pend_t >= self._flush_ms:
+        if self._pend and time.ticks_diff(now, self._pend_t) >= self._flush_ms:
             self._flush()
-        if self._dirty and now - self._state_t >= self._state_ms:
+        if self._dirty and time.ticks_diff(now, self._state_t) >= self._state_ms:
             self._save()
 
     def flush(self):
@@ -372,7 +379,7 @@ class FlashLog:
         self._dropped += count
         self._named = x + 1
         seq = self._next
-        n = self._signer.gap(self._gapbuf, seq, self._boot & 0xFFFF, self._clock.ms() & 0xFFFFFFFF,
+        n = self._signer.gap(self._gapbuf, seq, self._boot & 0xFFFF, self._clock.ms(),
                              first, x + 1 - first)
         self._put(self._gapbuf, n, seq)
         self._flush()
@@ -428,9 +435,17 @@ class FlashLog:
         sc[n:] = b""
         if f.readinto(sc) != n:
             return -1
-        if binascii.crc32(sc, n) != (hdr[2] << 24) | (hdr[3] << 16) | (hdr[4] << 8) | hdr[5]:
-            return -1
-        return n
+        # The check without the CRC as an int (>= 2**30 it is a heap object on the board):
+        # the record followed by its CRC little-endian leaves crc32's fixed residue.
+        c = self._crc
+        c[0] = hdr[5]
+        c[1] = hdr[4]
+        c[2] = hdr[3]
+        c[3] = hdr[2]
+        sc[n:] = c  # within the scratch buffer's capacity: no reallocation
+        ok = binascii.crc32(sc, n) == _CRC_RESIDUE
+        sc[n:] = b""
+        return n if ok else -1
 
     def _scan(self, sid, prev):
         """(first, last, good bytes, file size, boot of last) of a segment's intact

@@ -6,7 +6,12 @@ below the charging level for a while) stops OBD polling and leaves only a slow
 ATRV. Volts rising again (the alternator) or the ECU answering resumes. A
 battery below the floor for long enough sends the dongle to deep sleep with a
 timer wake, after the application has logged it and flushed the log.
+
+Times are the clock's ticks (dongle.clock): compared with time.ticks_diff only, so a
+timer running across the clock's wrap ends on time.
 """
+
+import time
 
 from micropython import const
 
@@ -41,7 +46,7 @@ class Power:
         self.millivolts = 0
         self.speed = 0
         self.rpm = 0
-        self._quiet_since = -1  # engine looks off since (ms), -1: it doesn't
+        self._quiet_since = -1  # engine looks off since (ticks ms), -1 (never a tick): it doesn't
         self._low_since = -1
         self._rest_mv = 0  # lowest supply reading since the engine stopped (0: none yet)
 
@@ -84,7 +89,7 @@ class Power:
         if millivolts < c.floor_mv and self.state != POWER_DRIVING:
             if self._low_since < 0:
                 self._low_since = now
-            elif now - self._low_since >= c.floor_after_ms and self.state != POWER_SLEEPING:
+            elif time.ticks_diff(now, self._low_since) >= c.floor_after_ms and self.state != POWER_SLEEPING:
                 self.state = POWER_SLEEPING
                 return BATTERY_LOW
         else:
@@ -93,7 +98,7 @@ class Power:
             if millivolts < c.running_mv and self.rpm == 0:
                 if self._quiet_since < 0:
                     self._quiet_since = now
-                elif now - self._quiet_since >= c.off_after_ms:
+                elif time.ticks_diff(now, self._quiet_since) >= c.off_after_ms:
                     self.state = POWER_PARKED
                     self.speed = 0
                     return ENGINE_OFF

@@ -5,7 +5,9 @@
 # same contract as the board's wrapper around time.ticks_ms. ms() is called per sample, so
 # it must not allocate: time.time() is a boxed float and time.time_ns() a big int here, so
 # real time is an anchor (time_ns, read once every few minutes) plus time.ticks_us() since
-# then, all small ints.
+# then, all small ints. On a 32-bit port small ints stop at 2**30: the speedup product is
+# taken apart (_sim_ms) so it stays below that for any run shorter than ~17 minutes of
+# real time, and ms() wraps with the port's ticks like the board's clock (dongle.clock).
 
 import time
 
@@ -13,6 +15,7 @@ from micropython import const
 
 ENV = "OBDSYNC_SIM_CLOCK"
 _REANCHOR_US = const(1 << 28)  # well inside ticks_diff's half period
+_TICKS_MASK = time.ticks_add(0, -1)  # the port's ticks period - 1 (2**30 - 1 on 32-bit)
 
 
 class ClockSpecError(ValueError):
@@ -44,6 +47,8 @@ class SimClock:
             if sims[i] < 0 or millis[i] < 1:
                 raise ClockSpecError(ENV + ": negative duration or speedup < 1 in " + spec)
         self._milli = millis
+        self._m1 = [m // 1000 for m in millis]  # speedup = m1 + m0 / 1000
+        self._m0 = [m % 1000 for m in millis]
         self._n = len(sims)
         start_sim = [0]
         start_real = [0]
@@ -82,10 +87,18 @@ class SimClock:
         sr = self._start_real
         while i < n1 and e >= sr[i + 1]:
             i += 1
-        return self._start_sim[i] + (e - sr[i]) * self._milli[i] // 1000000
+        # = (e - sr[i]) * milli // 10**6, exactly, without the product (a big int on a
+        # 32-bit port): d = 1000a + b and milli = 1000 m1 + m0.
+        d = e - sr[i]
+        a = d // 1000  # not divmod: its tuple is a heap object
+        b = d - a * 1000
+        m1 = self._m1[i]
+        m0 = self._m0[i]
+        x = a * m0 + b * m1
+        return self._start_sim[i] + a * m1 + x // 1000 + ((x % 1000) * 1000 + b * m0) // 1000000
 
     def ms(self):
-        return self._sim_ms(self._elapsed_us()) - self._boot
+        return (self._sim_ms(self._elapsed_us()) - self._boot) & _TICKS_MASK
 
     def speedup_milli(self):
         # sim ms per real second: lets the firmware turn a sim interval into a real sleep

@@ -1,7 +1,8 @@
 # Heap allocated by the flash log's steady-state append, flush, tick and replay paths.
 #
 #   micropython flashlog_alloc.py DIR
-# Prints "append_bytes N", "append_locked ok|alloc", "read_bytes N", "read_locked ok|alloc".
+# Prints "append_bytes N", "append_locked ok|alloc", "read_bytes N", "read_locked ok|alloc",
+# "read_total N", "word 32|64" (the interpreter's word size).
 
 import gc
 import sys
@@ -90,6 +91,7 @@ def main():
     c2.read_into(out)
     print("read_locked", locked(lambda: reads(c2, out)))
     print("read_total", c2.seq)
+    print("word", 64 if sys.maxsize > 2**31 else 32)
     log.close()
 
 

@@ -5,6 +5,7 @@
 
 import json
 import random
+import time
 
 from dongle.commands import Actions, CommandHandler
 from protocol import auth, control
@@ -165,6 +166,20 @@ def case_lockout():
     emit("lockout", {"free": free, "fourth": fourth, "locks": locks, "ok": ok, "authenticated": h.authenticated,
                      "failures_after_success": h.auth_failures, "total_failures": h.total_failures,
                      "ran": acts.ran})
+
+
+def case_lockout_across_the_wrap():
+    # The clock is ticks (dongle.clock): a lock-out set just before the wrap ends on time
+    # after it, instead of lasting until the clock comes round again.
+    h, acts, clock = new()
+    t0 = clock.now = time.ticks_add(0, -500)
+    for _ in range(4):
+        attempt(h, False)  # the fourth starts a 1 s lock
+    clock.now = time.ticks_add(t0, 999)
+    late = attempt(h, True)
+    clock.now = time.ticks_add(t0, 1000)
+    emit("lockout_wrap", {"wrapped": clock.now < t0, "late": late, "at_end": attempt(h, True),
+                          "authenticated": h.authenticated})
 
 
 def case_one_guess_per_hello():
@@ -354,7 +369,7 @@ def _replay_safe(c, reply):
     return s
 
 
-for case in (case_happy, case_wrong_proof, case_lockout, case_one_guess_per_hello, case_refused_before_auth,
-             case_replay_reorder, case_bitflip, case_reflected, case_unknown_types, case_malformed, case_fuzz):
+for case in (case_happy, case_wrong_proof, case_lockout, case_lockout_across_the_wrap, case_one_guess_per_hello,
+             case_refused_before_auth, case_replay_reorder, case_bitflip, case_reflected, case_unknown_types, case_malformed, case_fuzz):
     case()
 print(json.dumps(["end", None]))
