@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 
 import click
 
-from obdsync import __version__, devices, paths
+from obdsync import __version__, devices, i18n, paths
 from obdsync.config import Config, ConfigError, SecretError, load_config
 
 T = TypeVar("T")
@@ -43,7 +43,14 @@ class Ctx:
                 self._config = load_config(self.config_path)
             except ConfigError as e:
                 raise click.ClickException(str(e)) from None
+            i18n.use(self._config.display.language)
         return self._config
+
+    @property
+    def units(self) -> Any:
+        from obdsync.messages import Units
+
+        return Units.of(self.config.display.units)
 
     @property
     def db(self) -> Path:
@@ -441,7 +448,8 @@ def trips(click_ctx: click.Context, device: str | None, since: str | None) -> No
         click.echo(f"{t.id[:12]}  {fmt_ms(t.started_ms)}  {t.distance_km or 0:7.1f} km  "
                    f"{v.get('duration_s', 0) / 60:6.1f} min  {t.fuel_l or 0:6.2f} L"
                    + (f"  {l100:5.1f} L/100 km" if l100 else "")
-                   + f"  hard brakes {v.get('hard_brakes', 0)}")
+                   + f"  hard brakes {v.get('hard_brakes', 0)}"
+                   + (f"  score {v['score']['score']}" if v.get("score") else ""))
 
 
 @trips.command("show")
@@ -469,6 +477,11 @@ def trips_show(ctx: Ctx, trip_id: str, plot: Path | None) -> None:
     l100 = v.get("l_per_100km")
     click.echo(f"  fuel {t.fuel_l or 0:.2f} L" + (f" ({l100:.1f} L/100 km, from {v.get('fuel_source')})" if l100 else "")
                + f"; hard brakes {v.get('hard_brakes', 0)}, hard accelerations {v.get('hard_accels', 0)}")
+    if v.get("score"):
+        from obdsync.driving import score_lines
+
+        for line in score_lines(v["score"], ctx.units, ctx.config):
+            click.echo("  " + line)
     if speed:
         click.echo(f"  speed {plotting.sparkline(speed)}  max {max(speed):.0f} km/h")
     if fuel:
@@ -476,6 +489,29 @@ def trips_show(ctx: Ctx, trip_id: str, plot: Path | None) -> None:
     if plot:
         plot.write_bytes(plotting.png([(speed, (30, 90, 200)), (fuel, (220, 120, 20))]))
         click.echo(f"  plot written to {plot} (speed above, fuel level below)")
+
+
+@trips.command("week")
+@click.option("--device")
+@click.option("--weeks", default=8, show_default=True, help="How many weeks back.")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def trips_week(ctx: Ctx, device: str | None, weeks: int, as_json: bool) -> None:
+    """The driving score week by week (distance-weighted), with the trend."""
+    from obdsync.driving import week_lines
+    from obdsync.rules.score import weekly
+
+    async def go(store: Any) -> list:
+        dev = None if device is None else resolve_device(await store.status(), device)
+        since = int((dt.datetime.now() - dt.timedelta(weeks=weeks)).timestamp() * 1000)
+        return await store.trips(dev, since_ms=since, limit=100000)
+
+    summary = weekly(with_store(ctx, go))
+    if as_json:
+        click.echo(json.dumps(summary, indent=2))
+        return
+    for line in week_lines(summary, ctx.units):
+        click.echo(line)
 
 
 @cli.command()

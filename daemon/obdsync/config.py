@@ -172,6 +172,16 @@ class TripConfig:
 
 
 @dataclass(frozen=True)
+class DrivingConfig:
+    """The driving evaluation (rules/score.py)."""
+
+    speed_limit_kmh: float = opt(120.0, 10, 300, help="time above this counts as speeding")
+    over_rev_rpm: int | None = opt(None, 1000, 12000, kind=int, help="default: 6000 petrol, 4500 diesel")
+    cold_coolant_c: float = opt(60.0, 0, 120, help="below this the engine is cold")
+    cold_rpm: int = opt(3000, 500, 12000, help="revving above this on a cold engine counts")
+
+
+@dataclass(frozen=True)
 class OutboxConfig:
     max_entries: int = opt(10000, 1, 10_000_000)
 
@@ -215,7 +225,8 @@ class DisplayConfig:
 
     units: str = opt("metric", choices=("metric", "imperial"),
                      help="metric: km, L, °C; imperial: mi, US gal, °F")
-    language: str = opt("en", choices=("en",), help="language of notifications")
+    language: str = opt("auto", choices=("auto", "en", "zh-CN"),
+                        help="language of the CLI, the health check and notifications; auto: the locale's")
 
 
 SEVERITY_ORDER = ("info", "warning", "critical")
@@ -280,6 +291,7 @@ class Config:
     engine: EngineConfig = EngineConfig()
     battery: BatteryConfig = BatteryConfig()
     trip: TripConfig = TripConfig()
+    driving: DrivingConfig = DrivingConfig()
     poll: tuple[PollOverride, ...] = ()
     forward: ForwardConfig = ForwardConfig()
     outbox: OutboxConfig = OutboxConfig()
@@ -290,7 +302,7 @@ class Config:
 
 _SECTIONS = {
     "store": StoreConfig, "vehicle": VehicleConfig, "fuel": FuelConfig, "service": ServiceConfig,
-    "engine": EngineConfig, "battery": BatteryConfig, "trip": TripConfig, "outbox": OutboxConfig,
+    "engine": EngineConfig, "battery": BatteryConfig, "trip": TripConfig, "driving": DrivingConfig, "outbox": OutboxConfig,
     "link": LinkConfig, "display": DisplayConfig,
 }
 _ALL_SECTIONS = tuple(_SECTIONS) + ("poll", "forward", "notify")

@@ -93,6 +93,11 @@ class Units:
             return f"{_num(km / 1.609344, 0)} mi"
         return f"{_num(km, 0)} km"
 
+    def speed(self, kmh: float) -> str:
+        if self.imperial:
+            return f"{_num(kmh / 1.609344, 0)} mph"
+        return f"{_num(kmh, 0)} km/h"
+
     def volume(self, litres: float) -> str:
         if self.imperial:
             return f"{_num(litres / 3.785411784, 1)} gal"

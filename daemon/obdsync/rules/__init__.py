@@ -59,13 +59,14 @@ from .events import (
     event_id,
 )
 from .fuel import FuelRule
+from .score import DrivingRule
 from .service import ServiceRule
 from .trips import TripRule
 
 __all__ = ["RuleEngine", "Event", "EventChange", "Trip", "event_id", "EVENT_TYPES", "PERSISTENT_TYPES",
            "SEVERITIES", "INFO", "WARNING", "CRITICAL", "SNAPSHOT_VERSION"]
 
-SNAPSHOT_VERSION = 2  # 2: the service schedule's items
+SNAPSHOT_VERSION = 3  # 2: the service schedule's items; 3: the driving evaluation
 # An input this long after the previous one first lets time-driven rules catch up.
 PRE_TICK_GAP_MS = 1_000
 
@@ -81,10 +82,12 @@ class RuleEngine:
         self.overheat = OverheatRule(ctx)
         self.battery = BatteryRule(ctx)
         self.dtc = DtcRule(ctx)
-        self.trips = TripRule(ctx, self.fuel)
+        self.driving = DrivingRule(ctx)
+        self.trips = TripRule(ctx, self.fuel, self.driving)
         self.service = ServiceRule(ctx)
         self._rules: dict[str, Rule] = {"fuel": self.fuel, "overheat": self.overheat, "battery": self.battery,
-                                        "dtc": self.dtc, "trips": self.trips, "service": self.service}
+                                        "dtc": self.dtc, "driving": self.driving, "trips": self.trips,
+                                        "service": self.service}
         self._tickers = [r for r in self._rules.values() if type(r).tick is not Rule.tick]
         self._by_channel: dict[int, list[Rule]] = {}
         for r in self._rules.values():

@@ -81,6 +81,7 @@ class Trip:
     hard_accels: int
     fuel_source: str  # "fuel_rate" (0x5E), "maf" (0x10), "level" (0x2F deltas) or "none"
     distance_source: str  # "odometer" (0xA6) or "speed" (integrated 0x0D)
+    score: dict[str, Any] | None = None  # the driving evaluation (rules/score.py)
 
     @property
     def values(self) -> dict[str, Any]:

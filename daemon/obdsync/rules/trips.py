@@ -13,9 +13,12 @@ the threshold before counting again), so 1 km/h quantisation at 5 Hz counts noth
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from .context import FUEL_LEVEL, MOVING_KMH, ODOMETER, SPEED, Context, Rule
 from .events import INFO, Trip, event_id
 from .fuel import FuelRule
+from .score import DrivingRule
 
 ACCEL_WINDOW_MS = 1_000
 ACCEL_MAX_SPAN_MS = 3_000
@@ -32,9 +35,10 @@ class TripRule(Rule):
     CHANNELS = (SPEED, ODOMETER, FUEL_LEVEL)  # after FuelRule: its judgement is fresh
     STATE = ("trip",)
 
-    def __init__(self, ctx: Context, fuel: FuelRule):
+    def __init__(self, ctx: Context, fuel: FuelRule, driving: DrivingRule | None = None):
         super().__init__(ctx)
         self.fuel = fuel
+        self.driving = driving  # evaluates each trip as it ends (rules/score.py)
         self.trip: dict | None = None
 
     def engine(self, on: bool, t: int) -> None:
@@ -134,6 +138,9 @@ class TripRule(Rule):
             idle_s=round(tr["idle_ms"] / 1000.0, 1), max_speed_kmh=tr["vmax"],
             avg_speed_kmh=round(km / (dur / 3600.0), 1) if dur > 0 else 0.0, l_per_100km=l100,
             hard_brakes=tr["brakes"], hard_accels=tr["accels"], fuel_source=fsrc, distance_source=dsrc)
+        if self.driving is not None:
+            trip = replace(trip, score=self.driving.finish(trip.distance_km, dur, trip.idle_s, trip.hard_brakes,
+                                                           trip.hard_accels))
         msg = f"Trip: {trip.distance_km:.1f} km in {_fmt_duration(dur)}"
         if l100 is not None:
             msg += f", {trip.fuel_l:.1f} L ({l100:.1f} L/100 km)"
