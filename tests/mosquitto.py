@@ -182,3 +182,15 @@ class Collector:
 
     def on(self, topic: str) -> list[Received]:
         return [m for m in self.messages if m.topic == topic]
+
+
+async def retained(port: int, topics: tuple[str, ...] = ("#",), ident: str = "c-retained") -> dict[str, bytes]:
+    """Every retained message the broker holds under ``topics``, as a subscriber that
+    connects now sees them (topic -> payload). A marker published after the subscription
+    arrives after them: the broker sends the retained messages while subscribing."""
+    marker = f"zz-marker/{ident}"
+    async with Collector(port, (*topics, marker), ident=ident, clean=True) as col:
+        async with aiomqtt.Client("127.0.0.1", port, identifier=ident + "-marker", timeout=5) as c:
+            await c.publish(marker, b"end", qos=1)
+        await col.wait_for(lambda ms: any(m.topic == marker for m in ms), what="the marker")
+    return {m.topic: m.payload for m in col.messages if m.retain}

@@ -21,8 +21,7 @@ from mosquitto import Collector
 
 from obdsync.config import ForwardConfig, MqttTarget
 from obdsync.forward import Forwarder, outbox_status
-from obdsync.forward.homeassistant import BINARY_SENSORS, SENSORS
-from obdsync.forward.payloads import STATE_KEYS, event_payload
+from obdsync.forward.payloads import event_payload
 from obdsync.store import Store
 
 TARGET = "mqtt-test"
@@ -112,46 +111,6 @@ async def test_events_state_and_status_arrive_with_their_topics_and_retain_flags
         # A clean stop says offline, retained.
         await col.wait_for(lambda ms: [m.payload for m in col.on(f"obdsync/{DEV_A}/status")][-1:] == [b"offline"],
                            what="offline on stop")
-
-
-async def test_home_assistant_discovery_payloads(broker, store):
-    async with Collector(broker.port, ("homeassistant/#",), ident="c-ha", clean=True) as col:
-        async with forwarder(store, broker.port, ha_discovery=True, topic_prefix="car") as fwd:
-            fwd.publish_state(DEV_B, {"fuel_pct": 40.0})
-            n = len(SENSORS) + len(BINARY_SENSORS)
-            await col.wait_for(lambda ms: len(ms) >= n, what="discovery configs")
-    # They are retained: Home Assistant started later still finds them.
-    async with Collector(broker.port, ("homeassistant/#",), ident="c-ha-late", clean=True) as col:
-        await col.wait_for(lambda ms: len(ms) >= n, what="retained discovery configs")
-    assert len(col.messages) == n
-    sensor_classes = {"distance", "voltage", "temperature", None}
-    binary_classes = {"problem", "heat", None}
-    unique = set()
-    for m in col.messages:
-        comp, node, key, tail = re.fullmatch(r"homeassistant/(sensor|binary_sensor)/([^/]+)/([^/]+)/(config)",
-                                             m.topic).groups()
-        cfg = json.loads(m.payload)
-        assert m.retain
-        assert node == f"obdsync_{DEV_B}" and key in STATE_KEYS
-        assert cfg["state_topic"] == f"car/{DEV_B}/state"
-        assert cfg["availability_topic"] == f"car/{DEV_B}/status"
-        assert (cfg["payload_available"], cfg["payload_not_available"]) == ("online", "offline")
-        assert cfg["device"]["identifiers"] == [f"obdsync_{DEV_B}"] and cfg["device"]["name"]
-        assert cfg["name"] and cfg["unique_id"] == f"obdsync_{DEV_B}_{key}"
-        unique.add(cfg["unique_id"])
-        # The template reads this entity's key from the state JSON, and renders None when absent.
-        assert f"value_json.{key} " in cfg["value_template"] and f"value_json.{key} is defined" in cfg["value_template"]
-        if comp == "sensor":
-            assert cfg.get("device_class") in sensor_classes
-            assert cfg["state_class"] in ("measurement", "total_increasing")
-        else:
-            assert cfg.get("device_class") in binary_classes
-            assert (cfg["payload_on"], cfg["payload_off"]) == ("ON", "OFF")
-            event_type = {"mil": "mil_on", "overheating": "overheat", "low_fuel": "low_fuel"}[key]
-            assert f"'{event_type}' in value_json.open_events" in cfg["value_template"]
-    assert len(unique) == n
-    assert {k for k, *_ in SENSORS} == {"fuel_pct", "range_km", "battery_v", "coolant_c", "odometer_km", "dtc_count"}
-    assert {k for k, *_ in BINARY_SENSORS} == {"mil", "overheating", "low_fuel"}
 
 
 async def test_broker_down_during_a_drive_then_back_loses_nothing(own_broker, store):

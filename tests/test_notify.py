@@ -1,7 +1,7 @@
 """Notifications through Apprise from the outbox, against a real receiver on loopback:
 Apprise's json:// and form:// services POST to an HTTP server this test starts (one
-that is down, too). Filters, quiet hours, texts in the user's units, and the demo's
-low-fuel event reaching the receiver end to end."""
+that is down, too). Filters, quiet hours, texts in the user's units. The demo's
+low-fuel event reaching a receiver end to end: tests/test_e2e_reminders.py."""
 
 from __future__ import annotations
 
@@ -304,29 +304,3 @@ def test_urls_can_live_in_a_private_file(tmp_path):
     f.chmod(0o600)
     cfg = parse_config({"notify": [{"urls_file": str(f)}]})
     assert [t.url for t in cfg.forward.notify] == [Secret("json://127.0.0.1:9/a"), Secret("form://127.0.0.1:9/b")]
-
-
-# ---- end to end: make demo's low-fuel event --------------------------------------------------
-
-
-@pytest.mark.slow
-async def test_the_demo_low_fuel_event_reaches_a_local_receiver(tmp_path):
-    from hil.runner import run_scenario, scenario_config
-    from hil.scenario import load
-
-    demo = load("demo")
-    # The demo's city drive on a nearly empty tank and its highway, where low fuel opens
-    # (the level is judged on a smoothed window, not on the first sample).
-    first = dataclasses.replace(demo, phases=demo.phases[:2], expects=tuple(
-        e for e in demo.expects if e.type == "low_fuel"))
-    with receiver() as srv:
-        base = scenario_config(first)
-        notify = parse_config({"notify": [{"urls": [srv.url()], "timeout": 5.0}]}).forward.notify
-        cfg = dataclasses.replace(base, forward=dataclasses.replace(base.forward, notify=notify))
-        report = await run_scenario(first, workdir=tmp_path, echo=None, config=cfg)
-        assert report.ok, report.problems
-        await wait_until(lambda: any(g["title"] == "Fuel low" for g in srv.got), what="the notification")
-    [got] = [g for g in srv.got if g["title"] == "Fuel low"]
-    assert got["type"] == "warning"
-    level = next(e for e in report.events if e.type == "low_fuel").values["level_pct"]
-    assert got["message"].startswith(f"{level:.0f} %, ≈ "), got

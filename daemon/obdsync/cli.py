@@ -184,7 +184,7 @@ def run(ctx: Ctx, only: tuple[str, ...]) -> None:
     from obdsync.daemon import Daemon
 
     ctx.config  # noqa: B018 - a bad config is the first thing to hear about, paired or not
-    paired = devices.load()
+    paired = every = devices.load()
     if only:
         want = {o.lower() for o in only}
         paired = [p for p in paired if p.device in want or p.address.lower() in want]
@@ -195,7 +195,8 @@ def run(ctx: Ctx, only: tuple[str, ...]) -> None:
     if not logging.getLogger().isEnabledFor(logging.INFO):
         logging.getLogger("obdsync").setLevel(logging.INFO)
     try:
-        daemon = Daemon(ctx.config, ctx.db, paired, backend=client_backend, interactive=interactive)
+        daemon = Daemon(ctx.config, ctx.db, paired, backend=client_backend, interactive=interactive,
+                        all_paired={p.device for p in every})
     except SecretError as e:
         raise click.ClickException(str(e)) from None
     run_async(daemon.run())
@@ -262,6 +263,20 @@ def pair(ctx: Ctx, address: str, label: str | None) -> None:
         raise click.ClickException(f"the label is for dongle {device}, but {address} is dongle {found}")
     devices.add(found, address, secret)
     click.echo(f"paired dongle {found} at {address}; the secret is stored in {paths.secret_path(found)} (0600)")
+
+
+@cli.command()
+@click.argument("device")
+@click.pass_obj
+def unpair(ctx: Ctx, device: str) -> None:
+    """Forget a dongle: its secret and its pairing (its data stays in the database)."""
+    matches = [p for p in devices.load() if p.device.endswith(device.lower()) or p.address.lower() == device.lower()]
+    if len(matches) != 1:
+        known = ", ".join(p.device for p in devices.load()) or "none"
+        raise click.ClickException(f"no single paired dongle matches {device!r} (paired: {known})")
+    devices.remove(matches[0].device)
+    click.echo(f"unpaired dongle {matches[0].device}; its data stays in {ctx.db}. The next `obdsync run`"
+               " removes it from Home Assistant.")
 
 
 # ---- what is stored ------------------------------------------------------------------------

@@ -207,6 +207,9 @@ class MqttTarget:
     topic_prefix: str = opt("obdsync")
     client_id: str | None = opt(None, kind=str)
     ha_discovery: bool = opt(False)
+    discovery_prefix: str = opt("homeassistant", help="Home Assistant's MQTT discovery prefix")
+    ha_expire_after: int = opt(86400, 60, 365 * 86400,
+                               help="seconds after which Home Assistant shows a value as unavailable")
 
 
 @dataclass(frozen=True)

@@ -63,10 +63,13 @@ class Daemon:
     def __init__(self, config: Config, db: Path, paired: list[Paired], *, backend: type | None = None,
                  backend_kwargs: dict[str, Any] | None = None, interactive: bool = False,
                  wall_clock: Callable[[], float] = time.time, secrets: dict[str, bytes] | None = None,
-                 live_file: Path | None = None) -> None:
+                 live_file: Path | None = None, all_paired: set[str] | None = None) -> None:
         self.config = config
         self.db = db
         self.paired = paired
+        # Every paired device, also those this run leaves alone (`run --device`): the
+        # store's other devices were unpaired, and leave Home Assistant.
+        self.all_paired = all_paired if all_paired is not None else {p.device for p in paired}
         self._backend = backend
         self._backend_kwargs = backend_kwargs or {}
         self._interactive = interactive
@@ -81,6 +84,8 @@ class Daemon:
         self.started = asyncio.Event()
         self._stop: asyncio.Event | None = None
         self._progress_last: dict[str, int] = {}
+        self._connected: dict[str, bool] = {}
+        self._names: dict[str, str] = {}  # address -> the user's name for the dongle
 
     def _progress(self, device: str, done: int, total: int) -> None:
         """Backlog sync progress: a bar on a terminal, a log line per 10 % otherwise."""
@@ -118,8 +123,13 @@ class Daemon:
                 link = DongleLink(p.address, self._secrets[p.device], self.pipeline, backend=self._backend,
                                   backend_kwargs=self._backend_kwargs, plan=plan, wall_clock=self._wall,
                                   progress=self._progress)
-                self.runners.append(DeviceRunner(link, Backoff(cfg.link.backoff_base_s, cfg.link.backoff_cap_s)))
+                runner = DeviceRunner(link, Backoff(cfg.link.backoff_base_s, cfg.link.backoff_cap_s))
+                link.on_ready = self._on_ready(link, p, link.on_ready)
+                self.runners.append(runner)
                 vin.watch(link, self.store)
+            for s in await self.store.status():
+                if s.device not in self.all_paired:
+                    self.forwarder.forget(s.device)
             chores = [asyncio.create_task(self._live_loop()), asyncio.create_task(self._retention_loop())]
             self.started.set()
             log.info("obdsync running: %d dongle(s), database %s", len(self.runners), self.db)
@@ -136,6 +146,36 @@ class Daemon:
             if self.forwarder is not None:
                 await self.forwarder.stop()
             await self.store.close()
+
+    def _on_ready(self, link: DongleLink, paired: Paired, then: Callable[[Any], Any] | None) -> Callable[[Any], Any]:
+        self._names[link.address] = paired.name
+
+        def ready(info: Any) -> Any:
+            self._tell_device(link)
+            self._connected[link.device] = True
+            self.forwarder.set_connected(link.device, True)
+            return then(info) if then is not None else None
+
+        return ready
+
+    def _tell_device(self, link: DongleLink) -> None:
+        """Home Assistant's device block: firmware from the dongle's info, the VIN once
+        learnt (at connect or later, `vin.watch`), the user's name for the dongle."""
+        known = vin.known(link.device)
+        self.forwarder.set_device_info(link.device, firmware=link.info.firmware if link.info else None,
+                                       vin=known.vin if known else None, name=self._names.get(link.address) or None)
+
+    def _tell_connected(self) -> None:
+        """The connectivity of each dongle, to Home Assistant: on a change, and from the
+        live loop (a dropped link raises no callback here); a VIN learnt meanwhile too."""
+        for r in self.runners:
+            dev = r.link.device
+            if dev is None:
+                continue
+            self._tell_device(r.link)
+            if self._connected.get(dev) != r.link.connected:
+                self._connected[dev] = r.link.connected
+                self.forwarder.set_connected(dev, r.link.connected)
 
     def _stop_event(self) -> asyncio.Event:
         if self._stop is None:
@@ -186,6 +226,7 @@ class Daemon:
 
     async def _live_loop(self) -> None:
         while True:
+            self._tell_connected()
             await self._write_live()
             await asyncio.sleep(LIVE_SECONDS)
 

@@ -85,6 +85,29 @@ _OWN_NAMES = {
 }
 
 
+# Decimals a value is shown with: what the sensor resolves (fuel level 100/255 % a
+# step: one decimal), not float noise (``60.3921568627451``). By signal, then by unit.
+_DECIMALS = {0x0C: 0, 0x10: 2, 0x42: 3, 0x5E: 2, PID_ODOMETER: 1, CH_VOLTAGE: 2, SIG_MIL: 0, SIG_DTC_COUNT: 0}
+_DECIMALS_BY_UNIT = {"%": 1, "°C": 0, "km/h": 0, "rpm": 0, "kPa": 0, "Pa": 0, "km": 0, "min": 0, "s": 0,
+                     "count": 0, "°": 1, "g/s": 2, "L/h": 2, "V": 3}
+
+
+def display_decimals(signal: int, unit: str = "") -> int:
+    """How many decimals a value of ``signal`` (in ``unit``) means."""
+    d = _DECIMALS.get(signal)
+    if d is None:
+        d = _DECIMALS_BY_UNIT.get(unit, 2)
+    return d
+
+
+def display_value(signal: int, value: float | None, unit: str = "") -> float | int | None:
+    """``value`` rounded to what the sensor resolves; an int when no decimals are meant."""
+    if value is None:
+        return None
+    d = display_decimals(signal, unit)
+    return int(round(value)) if d == 0 else round(value, d)
+
+
 def signal_name(signal: int) -> str:
     """A stable upper-case name for a signal id: ``RPM``, ``MIL``, ``VOLTAGE``, ``PID_A7``."""
     name = _OWN_NAMES.get(signal)

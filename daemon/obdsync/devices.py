@@ -73,13 +73,29 @@ def add(device: str, address: str, secret: bytes, name: str = "", base: Path | N
     save_secret(device, secret, base)
     entries = {p.device: p for p in load(base)}
     entries[device] = Paired(device, address, name)
+    _write(entries, base)
+    return entries[device]
+
+
+def remove(device: str, base: Path | None = None) -> Paired | None:
+    """Forget a paired dongle: its registry entry and its secret file. Returns the
+    entry, or None if it was not paired. Its data stays in the database."""
+    device = paths.normalize_device_id(device)
+    entries = {p.device: p for p in load(base)}
+    gone = entries.pop(device, None)
+    if gone is not None:
+        _write(entries, base)
+    paths.secret_path(device, base).unlink(missing_ok=True)
+    return gone
+
+
+def _write(entries: dict[str, Paired], base: Path | None) -> None:
     p = registry_path(base)
     p.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     tmp = p.with_name(p.name + ".tmp")
     tmp.write_text(json.dumps({"dongles": {d: {"address": e.address, "name": e.name}
                                            for d, e in sorted(entries.items())}}, indent=2) + "\n")
     os.replace(tmp, p)
-    return entries[device]
 
 
 def secret_of(device: str, base: Path | None = None) -> Secret:

@@ -20,6 +20,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import itertools
 import json
 import logging
@@ -29,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from obdsync.config import Config
-from obdsync.decode import SIG_DTC_COUNT, SIG_MIL
+from obdsync.decode import SIG_DTC_COUNT, SIG_MIL, display_value
 from obdsync.rules import EventChange, RuleEngine
 from obdsync.store import Store, Trip
 from protocol.record import KIND_DTC, KIND_EVENT, KIND_SAMPLES
@@ -67,6 +68,7 @@ class _DeviceState:
     pending: bool = False
     worker: asyncio.Task | None = None
     failing: str | None = None  # the kind of error derivation last failed with
+    last_trip: Any = None  # the newest stored Trip; False: none yet (None: not looked up)
 
 
 class Pipeline:
@@ -196,7 +198,6 @@ class Pipeline:
         if st.fed < 0 and st.held:
             st.fed = min(st.held) - 1
         seq = st.fed
-        state = st.state
         held = st.held
         bases: dict[int, tuple[int, bool] | None] = {}  # boot -> anchor_base, until the next yield
         slice_left = YIELD_RECORDS
@@ -249,16 +250,44 @@ class Pipeline:
             # The latest values, from the store's per-channel bookkeeping: at most once
             # a second, instead of a look at every sample.
             st.state_at = now
-            for status in await self.store.status(device):
-                for sig, (_t, value, _unit) in status.last_values.items():
-                    key = STATE_KEYS.get(sig)
-                    if key is not None and value is not None:
-                        state[key] = value
-            if state:
-                self.forwarder.publish_state(device, dict(state, open_events=sorted(
-                    e.type for e in engine.open_events())))
+            await self._publish_state(device, st)
         if st.dirty and (changes or now - st.snapshot_at >= SNAPSHOT_SECONDS):
             await self._save(device, st)
+
+    async def _publish_state(self, device: str, st: _DeviceState) -> None:
+        """The retained state (MQTT, Home Assistant): the latest values rounded to what
+        their sensors resolve, and what the rules know (range, service, codes, last trip)."""
+        state, engine = st.state, st.engine
+        seen = state.get("time_ms") or 0
+        for status in await self.store.status(device):
+            for sig, (t, value, unit) in status.last_values.items():
+                key = STATE_KEYS.get(sig)
+                if key is not None and value is not None:
+                    state[key] = bool(value >= 0.5) if sig == SIG_MIL else display_value(sig, value, unit)
+                    seen = max(seen, t or 0)
+        if not state:
+            return
+        level = engine.fuel.level()
+        state["range_km"] = None if level is None else engine.fuel.range_km(level)
+        svc = engine.service_state()
+        state["service_km_to_due"] = None if svc.get("km_to_due") is None else round(svc["km_to_due"])
+        state["service_days_to_due"] = svc.get("days_to_due")
+        state["dtc_codes"] = [{"code": code, "description": ev.values.get("description", "")}
+                              for code, ev in sorted(engine.dtc.active.items())]
+        if st.last_trip is None:
+            trips = await self.store.trips(device, limit=1)
+            st.last_trip = trips[0] if trips else False
+        if st.last_trip:
+            t = st.last_trip
+            state["trip_distance_km"] = None if t.distance_km is None else round(t.distance_km, 1)
+            state["trip_fuel_l"] = None if t.fuel_l is None else round(t.fuel_l, 1)
+            l100 = t.values.get("l_per_100km")
+            state["trip_l_per_100km"] = None if l100 is None else round(l100, 1)
+        if seen:
+            state["time_ms"] = seen
+            state["last_seen"] = dt.datetime.fromtimestamp(seen / 1000, dt.UTC).isoformat(timespec="seconds")
+        state["open_events"] = sorted(e.type for e in engine.open_events())
+        self.forwarder.publish_state(device, dict(state))
 
     async def _save(self, device: str, st: _DeviceState) -> None:
         await self.store.save_rules_state(device, st.fed, json.dumps(
@@ -275,8 +304,11 @@ class Pipeline:
             self.events_stored += 1
             if ch.trip is not None:
                 t = ch.trip
-                await self.store.put_trip(Trip(t.id, t.device, t.started_ms, t.ended_ms, t.distance_km, t.fuel_l,
-                                               t.values))
+                trip = Trip(t.id, t.device, t.started_ms, t.ended_ms, t.distance_km, t.fuel_l, t.values)
+                await self.store.put_trip(trip)
+                st = self._devices.get(t.device)
+                if st is not None and (not st.last_trip or st.last_trip.started_ms <= trip.started_ms):
+                    st.last_trip = trip
             log.info("%s %s: %s", ev.device, ev.type, ev.message)
         if self.forwarder is not None:
             self.forwarder.notify()

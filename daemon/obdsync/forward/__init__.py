@@ -124,7 +124,7 @@ class Forwarder:
     def __init__(self, store: Store, forward: ForwardConfig = _NO_TARGETS, *,
                  senders: Sequence[Sender] = (), backoff: Backoff = DELIVERY_BACKOFF,
                  idle_poll_s: float = 30.0, mqtt_timeout_s: float = 10.0,
-                 discovery_prefix: str = "homeassistant", display: DisplayConfig | None = None):
+                 discovery_prefix: str | None = None, display: DisplayConfig | None = None):
         self.store = store
         self._sql = OutboxSql(store)
         built: list[Sender] = [MqttSender(t, timeout_s=mqtt_timeout_s, discovery_prefix=discovery_prefix)
@@ -191,6 +191,24 @@ class Forwarder:
         for s in self.senders:
             if isinstance(s, MqttSender):
                 s.set_state(device, state)
+
+    def set_connected(self, device: str, connected: bool) -> None:
+        """Whether the dongle is connected now (Home Assistant's connectivity sensor)."""
+        for s in self.senders:
+            if isinstance(s, MqttSender):
+                s.set_connected(device, connected)
+
+    def set_device_info(self, device: str, **info: Any) -> None:
+        """``firmware``, ``vin``, ``name`` of a device as they become known."""
+        for s in self.senders:
+            if isinstance(s, MqttSender):
+                s.set_device_info(device, info)
+
+    def forget(self, device: str) -> None:
+        """An unpaired device: its Home Assistant entities and retained topics are removed."""
+        for s in self.senders:
+            if isinstance(s, MqttSender):
+                s.forget(device)
 
     async def status(self) -> list[TargetStatus]:
         return await outbox_status(self.store, self.targets, live={w.target: w.live for w in self.workers})

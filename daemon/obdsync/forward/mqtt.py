@@ -87,19 +87,21 @@ class MqttSender:
     publishes the latest state (lossy: only the newest value per device is kept)."""
 
     def __init__(self, cfg: MqttTarget, *, timeout_s: float = 10.0, keepalive_s: int = 60,
-                 discovery_prefix: str = "homeassistant", backoff: Backoff = STATE_BACKOFF,
+                 discovery_prefix: str | None = None, backoff: Backoff = STATE_BACKOFF,
                  rnd: Callable[[], float] = random.random):
         self.cfg = cfg
         self.name = cfg.name or f"mqtt:{cfg.host}:{cfg.port}"
         self.prefix = cfg.topic_prefix or payloads.DEFAULT_PREFIX
         self.timeout_s = timeout_s
         self.keepalive_s = keepalive_s
-        self.discovery_prefix = discovery_prefix
+        self.discovery_prefix = discovery_prefix or cfg.discovery_prefix
         self.backoff = backoff
         self.rnd = rnd
         self._links: dict[str, _Link] = {}
-        self._states: dict[str, bytes] = {}
-        self._dirty: set[str] = set()
+        # Retained messages waiting to be published, latest per topic wins: (device, topic) -> payload.
+        self._retained: dict[tuple[str, str], bytes] = {}
+        self._info: dict[str, dict[str, Any]] = {}
+        self._forgotten: set[str] = set()
         self._state_wake: asyncio.Event | None = None
         self._state_task: asyncio.Task | None = None
         self._closed = False
@@ -145,11 +147,12 @@ class MqttSender:
         except OSError as e:  # TLS files unreadable and the like
             raise TargetDown(f"cannot connect to {self.cfg.host}:{self.cfg.port}: {e}") from e
         log.info("mqtt %s: connected for device %s as %s", self.name, device, client.identifier)
+        if device in self._forgotten:
+            return client  # connected only to take its retained messages away
         try:
             await self._publish(client, payloads.status_topic(self.prefix, device), payloads.ONLINE, True)
             if self.cfg.ha_discovery:
-                for topic, body in homeassistant.discovery_messages(
-                        self.prefix, device, discovery_prefix=self.discovery_prefix):
+                for topic, body in self._discovery(device):
                     await self._publish(client, topic, body, True)
         except TargetDown:
             await _close(client, self.timeout_s)
@@ -184,12 +187,44 @@ class MqttSender:
         topic = payloads.event_topic(self.prefix, delivery.device, delivery.type)
         await self._link(delivery.device).publish(topic, delivery.payload)
 
-    # ---- state -------------------------------------------------------------
+    # ---- retained: state, connection, discovery ------------------------------
+
+    def _discovery(self, device: str) -> list[tuple[str, bytes]]:
+        return homeassistant.discovery_messages(self.prefix, device, discovery_prefix=self.discovery_prefix,
+                                                info=self._info.get(device),
+                                                expire_after_s=self.cfg.ha_expire_after)
 
     def set_state(self, device: str, state: dict[str, Any]) -> None:
         """Publish ``state`` retained on ``<prefix>/<device>/state`` soon (latest wins)."""
-        self._states[device] = payloads.encode(state)
-        self._dirty.add(device)
+        self._queue(device, payloads.state_topic(self.prefix, device), payloads.encode(state))
+
+    def set_connected(self, device: str, connected: bool) -> None:
+        """Whether the dongle is connected now: ``<prefix>/<device>/link`` = ``ON``/``OFF``, retained."""
+        self._queue(device, homeassistant.link_topic(self.prefix, device), b"ON" if connected else b"OFF")
+
+    def set_device_info(self, device: str, info: dict[str, Any]) -> None:
+        """What is known of the device (``firmware``, ``vin``, ``name``): Home Assistant's
+        device block. A change announces the device again."""
+        info = {k: v for k, v in info.items() if v}
+        if self._info.get(device) == info:
+            return
+        self._info[device] = info
+        if self.cfg.ha_discovery:
+            for topic, body in self._discovery(device):
+                self._queue(device, topic, body)
+
+    def forget(self, device: str) -> None:
+        """The device was unpaired: take its entities out of Home Assistant and its
+        retained state, connection and status off the broker (empty retained payloads)."""
+        self._forgotten.add(device)
+        for topic, body in homeassistant.removal_messages(self.prefix, device,
+                                                          discovery_prefix=self.discovery_prefix):
+            self._queue(device, topic, body)
+        self._queue(device, payloads.status_topic(self.prefix, device), b"")
+
+    def _queue(self, device: str, topic: str, body: bytes) -> None:
+        self._retained.pop((device, topic), None)  # re-inserted last: topics go out in the order queued
+        self._retained[(device, topic)] = body
         if self._state_task is None and not self._closed:
             self._state_wake = asyncio.Event()
             self._state_task = asyncio.get_running_loop().create_task(self._state_loop(),
@@ -202,19 +237,23 @@ class MqttSender:
         while True:
             await self._state_wake.wait()
             self._state_wake.clear()
-            for device in list(self._dirty):
-                body = self._states[device]
+            for key, body in list(self._retained.items()):
+                device, topic = key
                 try:
-                    await self._link(device).publish(payloads.state_topic(self.prefix, device), body, retain=True)
+                    await self._link(device).publish(topic, body, retain=True)
                 except TargetDown as e:
                     failures += 1
-                    log.debug("mqtt %s: state of %s not published: %s", self.name, device, e)
+                    log.debug("mqtt %s: %s not published: %s", self.name, topic, e)
                     self._state_wake.set()  # try again after the backoff
                     await asyncio.sleep(self.backoff.delay_s(failures, self.rnd))
                     break
                 failures = 0
-                if self._states.get(device) is body:
-                    self._dirty.discard(device)
+                if self._retained.get(key) is body:
+                    del self._retained[key]
+
+    def pending_retained(self) -> int:
+        """Retained messages not yet published (tests wait for 0)."""
+        return len(self._retained)
 
     # ---- lifecycle ---------------------------------------------------------
 
@@ -227,7 +266,7 @@ class MqttSender:
                 await self._state_task
         for link in list(self._links.values()):
             client = link.client
-            if client is not None:
+            if client is not None and link.device not in self._forgotten:
                 with contextlib.suppress(TargetDown):
                     await self._publish(client, payloads.status_topic(self.prefix, link.device),
                                         payloads.OFFLINE, True)

@@ -29,15 +29,24 @@ DEFAULT_PREFIX = "obdsync"
 #: discovery reads. ``publish_state`` takes any JSON-able dict; these are the ones with a meaning.
 STATE_KEYS = {
     "fuel_pct": "fuel level, % of the tank",
-    "range_km": "estimated range, km",
+    "range_km": "estimated range, km (null until enough driving to know the consumption)",
     "battery_v": "battery voltage, V",
     "coolant_c": "coolant temperature, °C",
     "odometer_km": "odometer, km",
+    "speed_kmh": "vehicle speed, km/h",
+    "rpm": "engine speed, rpm",
     "dtc_count": "stored trouble codes",
+    "dtc_codes": "the open trouble codes: [{code, description}]",
     "mil": "malfunction indicator lamp on (bool)",
     "overheating": "overheating event open (bool)",
     "low_fuel": "low fuel event open (bool)",
-    "open_events": "types of the device's open events (list); stands in for the three flags above",
+    "open_events": "types of the device's open events (list); stands in for the two flags above",
+    "trip_distance_km": "the last finished trip's distance, km",
+    "trip_fuel_l": "the last finished trip's fuel, L",
+    "trip_l_per_100km": "the last finished trip's consumption, L/100 km",
+    "service_km_to_due": "km until the service is due (negative: overdue)",
+    "service_days_to_due": "days until the service is due (negative: overdue)",
+    "last_seen": "when these values were current, ISO 8601 UTC",
     "time_ms": "when these values were current, Unix ms",
 }
 
