@@ -66,8 +66,9 @@ def test_every_discovery_config_is_valid_for_its_platform():
     for topic, cfg in out:
         validate(component_of(topic), cfg)
         assert topic.startswith("homeassistant/")
-        assert cfg["device"] == {"identifiers": [f"obdsync_{DEV_A}"], "name": "Golf", "manufacturer": "obdsync",
-                                 "model": "OBD-II BLE dongle", "serial_number": "WVWZZZ1KZAW386754",
+        # The car, from its VIN (decoded offline), under the name the user gave the dongle.
+        assert cfg["device"] == {"identifiers": [f"obdsync_{DEV_A}"], "name": "Golf", "manufacturer": "Volkswagen",
+                                 "model": "Volkswagen 2010", "serial_number": "WVWZZZ1KZAW386754",
                                  "sw_version": "0.3.1"}
         assert cfg["origin"] == {"name": "obdsync", "sw_version": __version__, "support_url": SUPPORT_URL}
         assert cfg["availability"] == [{"topic": f"car/{DEV_A}/status", "payload_available": "online",
