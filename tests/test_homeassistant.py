@@ -45,7 +45,7 @@ FULL_STATE = {
     "fuel_pct": 9.4, "range_km": 48, "battery_v": 14.12, "coolant_c": 90, "odometer_km": 42017.3, "speed_kmh": 52,
     "rpm": 1850, "dtc_count": 1, "dtc_codes": [{"code": "P0301", "description": "Cylinder 1 Misfire Detected"}],
     "mil": True, "open_events": ["low_fuel", "mil_on"], "trip_distance_km": 12.3, "trip_fuel_l": 1.1,
-    "trip_l_per_100km": 8.9, "service_km_to_due": 14983, "service_days_to_due": 364,
+    "trip_l_per_100km": 8.9, "trip_score": 87, "service_km_to_due": 14983, "service_days_to_due": 364,
     "last_seen": "2026-12-04T17:00:00+00:00", "time_ms": 1_796_403_600_000,
 }
 META_KEYS = {"open_events", "time_ms", "dtc_codes", "overheating", "low_fuel"}  # read by other entities

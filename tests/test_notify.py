@@ -22,7 +22,7 @@ from obdsync.forward import Forwarder, Hold, outbox_status
 from obdsync.forward.notify import NotifySender, quiet_until
 from obdsync.forward.outbox import Delivery
 from obdsync.forward.payloads import event_message
-from obdsync.messages import TEXT, Units, line, notification
+from obdsync.messages import Units, line, notification
 from obdsync.rules.events import EVENT_TYPES
 from obdsync.store import Event, Store
 
@@ -264,9 +264,16 @@ def test_every_event_type_has_its_own_text(type_):
     assert len(title) + len(body) < 100, (title, body)
 
 
-def test_every_language_has_every_message_id():
-    for lang, catalogue in TEXT.items():
-        assert set(catalogue) == set(TEXT["en"]), lang
+def test_texts_go_through_the_gettext_catalogues(monkeypatch):
+    from obdsync import i18n
+
+    class Catalogue:
+        def gettext(self, message):
+            return {"Fuel low": "燃油不足", "{level} %, ≈ {distance} left": "{level} %，约剩 {distance}"}.get(
+                message, message)
+
+    monkeypatch.setattr(i18n, "translations", lambda lang: Catalogue())
+    assert notification(event_message(low_fuel()), lang="zh-CN") == ("燃油不足", "9 %，约剩 48 km")
 
 
 def test_an_unknown_event_type_falls_back_to_its_own_message():

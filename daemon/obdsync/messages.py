@@ -1,9 +1,9 @@
 """What obdsync says to a person about an event, in their units and language.
 
-Every sentence lives in :data:`TEXT`, one catalogue per language, keyed by message id;
-code only picks an id and fills in numbers already converted to the user's units. A
-new language is a new catalogue with the same ids (``display.language`` chooses one;
-a missing id falls back to English, so a partial translation still works)::
+Every sentence lives in :data:`TEXT` (English, the gettext source strings), keyed by
+message id; code only picks an id and fills in numbers already converted to the user's
+units. :func:`text` translates through :mod:`obdsync.i18n`, so a language is a gettext
+catalogue holding these sentences (a missing one stays English)::
 
     title, body = notification(message, Units.of("metric"), "en")
     # ("Fuel low", "9 %, ≈ 48 km left")
@@ -17,58 +17,56 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-TEXT: dict[str, dict[str, str]] = {
-    "en": {
-        "low_fuel": "Fuel low",
-        "low_fuel.range": "{level} %, ≈ {distance} left",
-        "low_fuel.volume": "{level} %, ≈ {volume} left",
-        "low_fuel.level": "{level} %",
-        "refuel": "Refuelled",
-        "refuel.body": "{volume} ({frm} % → {to} %)",
-        "fuel_drop": "Fuel dropped",
-        "fuel_drop.parked": "{volume} while parked ({frm} % → {to} %): theft or a leak?",
-        "fuel_drop.driving": "{volume} faster than the engine burns it ({frm} % → {to} %): a leak?",
-        "overheat": "Engine overheating",
-        "overheat.body": "Coolant {temp}: stop safely and let it cool",
-        "dtc_new": "Trouble code {code}",
-        "dtc_new.body": "{description}",
-        "dtc_new.pending": "{description} (pending)",
-        "dtc_cleared": "Trouble code cleared",
-        "dtc_cleared.body": "{code}: {description}",
-        "mil_on": "Check-engine light on",
-        "mil_on.codes": "{codes}: have the car checked",
-        "mil_on.body": "Have the car checked",
-        "battery_low": "Battery low",
-        "battery_low.warning": "{volts} parked",
-        "battery_low.critical": "{volts} parked: the car may not start",
-        "battery_low.unknown": "Below the dongle's floor: the car may not start",
-        "charging_fault": "Battery not charging",
-        "charging_fault.body": "{volts} with the engine running: check the alternator",
-        "service_due": "Service due",
-        "service_soon": "Service soon",
-        "service.km_since": "{distance} since the last service",
-        "service.time_up": "the time interval since the last service is up",
-        "service.due_in": "due in {distance}",
-        "service.due_in_days": "due in {days} days",
-        "trip": "Trip",
-        "trip.body": "{distance} in {duration}",
-        "trip.fuel": ", {volume} ({economy})",
-        "duration.min": "{m} min",
-        "duration.h_min": "{h} h {m:02d} min",
-        "dropped": "Notifications lost",
-        "dropped.body": "{count} notifications were dropped: the outbox was full",
-        "cleared": "{title}: over",
-        "vehicle": "{title} ({vehicle})",
-    },
+TEXT: dict[str, str] = {
+    "low_fuel": "Fuel low",
+    "low_fuel.range": "{level} %, ≈ {distance} left",
+    "low_fuel.volume": "{level} %, ≈ {volume} left",
+    "low_fuel.level": "{level} %",
+    "refuel": "Refuelled",
+    "refuel.body": "{volume} ({frm} % → {to} %)",
+    "fuel_drop": "Fuel dropped",
+    "fuel_drop.parked": "{volume} while parked ({frm} % → {to} %): theft or a leak?",
+    "fuel_drop.driving": "{volume} faster than the engine burns it ({frm} % → {to} %): a leak?",
+    "overheat": "Engine overheating",
+    "overheat.body": "Coolant {temp}: stop safely and let it cool",
+    "dtc_new": "Trouble code {code}",
+    "dtc_new.body": "{description}",
+    "dtc_new.pending": "{description} (pending)",
+    "dtc_cleared": "Trouble code cleared",
+    "dtc_cleared.body": "{code}: {description}",
+    "mil_on": "Check-engine light on",
+    "mil_on.codes": "{codes}: have the car checked",
+    "mil_on.body": "Have the car checked",
+    "battery_low": "Battery low",
+    "battery_low.warning": "{volts} parked",
+    "battery_low.critical": "{volts} parked: the car may not start",
+    "battery_low.unknown": "Below the dongle's floor: the car may not start",
+    "charging_fault": "Battery not charging",
+    "charging_fault.body": "{volts} with the engine running: check the alternator",
+    "service_due": "Service due",
+    "service_soon": "Service soon",
+    "service.km_since": "{distance} since the last service",
+    "service.time_up": "the time interval since the last service is up",
+    "service.due_in": "due in {distance}",
+    "service.due_in_days": "due in {days} days",
+    "trip": "Trip",
+    "trip.body": "{distance} in {duration}",
+    "trip.fuel": ", {volume} ({economy})",
+    "duration.min": "{m} min",
+    "duration.h_min": "{h} h {m:02d} min",
+    "dropped": "Notifications lost",
+    "dropped.body": "{count} notifications were dropped: the outbox was full",
+    "cleared": "{title}: over",
+    "vehicle": "{title} ({vehicle})",
 }
 
-LANGUAGES = tuple(TEXT)
 
 
-def text(lang: str, key: str, **values: Any) -> str:
-    catalogue = TEXT.get(lang) or TEXT["en"]
-    template = catalogue.get(key) or TEXT["en"][key]
-    return template.format(**values)
+def text(lang: str | None, key: str, **values: Any) -> str:
+    """Sentence ``key`` in ``lang`` (``auto``/None: the process's language)."""
+    from . import i18n
+
+    return i18n._(TEXT[key], None if lang in (None, "", "auto") else lang).format(**values)
 
 
 @dataclass(frozen=True)
@@ -127,7 +125,7 @@ def _pct(x: Any) -> str:
     return _num(float(x), 0)
 
 
-def notification(msg: dict[str, Any], units: Units = Units(), lang: str = "en",
+def notification(msg: dict[str, Any], units: Units = Units(), lang: str | None = "en",
                  vehicle: str | None = None) -> tuple[str, str]:
     """``(title, body)`` for an outbox message (an event or a ``dropped`` record).
 
@@ -146,7 +144,7 @@ def notification(msg: dict[str, Any], units: Units = Units(), lang: str = "en",
     return title, body
 
 
-def line(msg: dict[str, Any], units: Units = Units(), lang: str = "en") -> str:
+def line(msg: dict[str, Any], units: Units = Units(), lang: str | None = "en") -> str:
     """One line: ``Fuel low: 9 %, ≈ 48 km left``."""
     title, body = notification(msg, units, lang)
     return f"{title}: {body}" if body else title

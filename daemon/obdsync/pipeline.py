@@ -283,6 +283,8 @@ class Pipeline:
             state["trip_fuel_l"] = None if t.fuel_l is None else round(t.fuel_l, 1)
             l100 = t.values.get("l_per_100km")
             state["trip_l_per_100km"] = None if l100 is None else round(l100, 1)
+            score = t.values.get("score")
+            state["trip_score"] = score.get("score") if isinstance(score, dict) else None
         if seen:
             state["time_ms"] = seen
             state["last_seen"] = dt.datetime.fromtimestamp(seen / 1000, dt.UTC).isoformat(timespec="seconds")

@@ -58,6 +58,7 @@ SENSORS: tuple[Sensor, ...] = (
     Sensor("trip_distance_km", "Last trip distance", "km", "distance", None, "mdi:map-marker-path", 1),
     Sensor("trip_fuel_l", "Last trip fuel", "L", "volume", None, "mdi:gas-station-outline", 1),
     Sensor("trip_l_per_100km", "Last trip consumption", "L/100km", None, None, "mdi:fuel", 1),
+    Sensor("trip_score", "Last trip driving score", None, None, None, "mdi:steering", 0),
     Sensor("service_km_to_due", "Service due in", "km", "distance", None, "mdi:wrench-clock", 0),
     Sensor("service_days_to_due", "Service due in days", "d", "duration", None, "mdi:calendar-clock", 0),
     Sensor("last_seen", "Last seen", None, "timestamp", None, None),

@@ -44,6 +44,7 @@ STATE_KEYS = {
     "trip_distance_km": "the last finished trip's distance, km",
     "trip_fuel_l": "the last finished trip's fuel, L",
     "trip_l_per_100km": "the last finished trip's consumption, L/100 km",
+    "trip_score": "the last finished trip's driving score, 0-100",
     "service_km_to_due": "km until the service is due (negative: overdue)",
     "service_days_to_due": "days until the service is due (negative: overdue)",
     "last_seen": "when these values were current, ISO 8601 UTC",
