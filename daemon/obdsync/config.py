@@ -216,8 +216,11 @@ class MqttTarget:
 class WebhookTarget:
     url: str = opt("", kind=str)
     name: str = opt("", kind=str, help="outbox target id; default webhook:HOST")
-    secret: Secret | None = opt(None, kind=Secret, help="HMAC signing secret")
+    secret: Secret | None = opt(None, kind=Secret, help="signing secret (Standard Webhooks; whsec_<base64> or text)")
     secret_file: str | None = opt(None, kind=str)
+    previous_secret: Secret | None = opt(None, kind=Secret,
+                                         help="during a key rotation: the old secret, still signed with")
+    previous_secret_file: str | None = opt(None, kind=str)
     timeout: float = opt(10.0, 0.1, 600)
     ca: str | None = opt(None, kind=str, help="CA file to trust instead of the system's (a private platform)")
 
@@ -451,7 +454,11 @@ def _targets(forward: Any, base: Path | None, errors: list[str]) -> ForwardConfi
                 if u.scheme not in ("http", "https") or not u.hostname:
                     errors.append(f"{name}.url must be an http:// or https:// URL, got {t.url!r}")
                 secret = _secret_from(name + ".secret", t.secret, t.secret_file, base, errors)
-                t = WebhookTarget(**{**_as_dict(t), "secret": secret,
+                previous = _secret_from(name + ".previous_secret", t.previous_secret, t.previous_secret_file,
+                                        base, errors)
+                if previous is not None and secret is None:
+                    errors.append(f"{name}.previous_secret is for a key rotation: set {name}.secret too")
+                t = WebhookTarget(**{**_as_dict(t), "secret": secret, "previous_secret": previous,
                                      "name": t.name or "webhook:%s" % (u.hostname or "")})
             out[kind].append(t)
     names = [t.name for t in out["mqtt"] + out["webhook"]]

@@ -35,6 +35,9 @@ from .outbox_sql import DroppedRun, OutboxSql, Pending
 
 log = logging.getLogger(__name__)
 
+#: A target's Retry-After is honoured up to this; a longer one is taken as this.
+RETRY_AFTER_MAX_S = 3600.0
+
 
 class DeliveryError(Exception):
     """A delivery did not happen; the subclass says what to do about it."""
@@ -243,9 +246,8 @@ class TargetWorker:
         except RetryLater as e:
             delay = self.backoff.delay_s(row.attempts + 1, self.rnd)
             if e.after_s is not None:
-                # The target's own word, within reason: never sooner than now, never
-                # later than our backoff's cap.
-                delay = min(max(0.0, e.after_s), self.backoff.cap_s)
+                # The target's own word (Retry-After), within reason: an hour at most.
+                delay = min(max(0.0, e.after_s), RETRY_AFTER_MAX_S)
             self._note_error(str(e))
             log.info("forward %s: entry %d not taken (%s); retry in %.1f s", self.target, row.id, e, delay)
             retry_at = self.sql.now_ms() + int(delay * 1000)

@@ -18,11 +18,14 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 from typing import Any
 
 from ..store import Event
 
 VERSION = 1
+#: The JSON Schema of the event message of this VERSION (and of the ``dropped`` record).
+SCHEMA_FILE = Path(__file__).with_name(f"event.v{VERSION}.schema.json")
 DEFAULT_PREFIX = "obdsync"
 
 #: Keys of the retained state JSON (``<prefix>/<device>/state``) that Home Assistant
