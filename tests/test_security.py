@@ -266,3 +266,69 @@ async def test_clear_dtc_is_refused_while_moving_by_the_dongle_and_only_whitelis
     assert ats <= AT_ALLOWED, ats - AT_ALLOWED
     obd = [r for r in requests_to_car if not r.startswith("AT")]
     assert obd and all(OBD_ALLOWED.match(r) or r == "04" for r in obd), [r for r in obd if not OBD_ALLOWED.match(r)]
+
+
+def standing_then_highway():
+    return parse({
+        "name": "plan_attack",
+        "vehicle": {"stored_dtcs": ["P0301"], "seed": 5},
+        "phase": [{"kind": "idle", "duration_s": 60, "speedup": 10},
+                  {"kind": "highway", "duration_s": 900, "speedup": 10}],
+    })
+
+
+# Every mode 01 PID of the firmware's default plan (firmware/dongle/plan.py DEFAULT), switched off.
+ALL_PIDS_OFF = [(pid, 0, 0, 0) for pid in (0x0D, 0x0C, 0x04, 0x11, 0x05, 0x0F, 0x10, 0x5E, 0x2F, 0x31, 0xA6,
+                                           0x01, 0x42)]
+
+
+async def test_a_plan_cannot_switch_off_what_the_stationary_rule_relies_on(tmp_path, requests_to_car):
+    """Issue 13: an authenticated SET_PLAN that turns speed off (the last reading, 0 at a standstill,
+    stayed) or every mode 01 PID off (the silent bus looked like speed 0) got mode 04 sent at
+    highway speed. The dongle now asks the car for its speed itself before it clears."""
+    with Rig(standing_then_highway(), tmp_path) as rig:
+        link = DongleLink(rig.dongle.mac, rig.dongle.secret, MemorySink(), backend=SimClient,
+                          backend_kwargs={"air": str(rig.air)})
+        task = asyncio.create_task(link.session())
+        try:
+            await until(lambda: link.connected, 15, "the daemon's session")
+            await until(lambda: "010D" in "".join(requests_to_car), 15, "speed read at a standstill")
+            assert rig.emulator.vehicle.truth(rig.sim_s()).phase == "idle"
+
+            def speed() -> float:
+                return rig.emulator.vehicle.truth(rig.sim_s()).speed_kmh
+
+            async def refused_at_speed(what: str) -> None:
+                assert speed() > 90, what
+                mark = len(requests_to_car)
+                with pytest.raises(CommandError) as e:
+                    await link.command(control.CLEAR_DTC)
+                assert e.value.status == control.REFUSED_MOVING, what
+                assert "04" not in requests_to_car, what
+                # The dongle asked the car itself, whatever the plan polls.
+                assert any(r.startswith("010D") for r in requests_to_car[mark:]), (what, requests_to_car[mark:])
+                assert speed() > 90, what
+
+            # Path 1: speed off while standing (the last reading stays 0), then drive off.
+            await link.command(control.SET_PLAN, control.pack_plan([(0x0D, 0, 0, 0)]))
+            await until(lambda: speed() > 100, 60, "highway speed")
+            mark = len(requests_to_car)
+            await polls_pass(rig, 10)
+            assert not any(r.startswith("010D") for r in requests_to_car[mark:])  # speed is really off
+            await refused_at_speed("speed switched off")
+
+            # Path 2: every mode 01 PID off; after the silence timeout (5 s of the dongle's clock)
+            # the engine looked off and the speed 0.
+            await link.command(control.SET_PLAN, control.pack_plan(ALL_PIDS_OFF))
+            t0 = rig.sim_s()
+            await until(lambda: rig.sim_s() > t0 + 12, 30, "12 s of the dongle's time without a PID polled")
+            mark = len(requests_to_car)
+            await until(lambda: "ATRV" in requests_to_car[mark:], 30, "an ATRV after the plan change")
+            assert not any(r.startswith("01") for r in requests_to_car[mark:])  # nothing polled from the car
+            await refused_at_speed("every PID switched off")
+            # The fresh answer reached the power rules too: the dongle knows it is driving.
+            assert control.parse_status(await link.command(control.STATUS))["power_state"] == control.POWER_DRIVING
+        finally:
+            link.stop()
+            await asyncio.wait_for(task, 15)
+        assert_no_firmware_errors(rig)

@@ -791,7 +791,8 @@ def dtc_read(ctx: Ctx, device: str | None, live: bool) -> None:
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 @click.pass_obj
 def dtc_clear(ctx: Ctx, device: str | None, yes: bool) -> None:
-    """Clear trouble codes (mode 04). Refused by the dongle while the car moves."""
+    """Clear trouble codes (mode 04). The dongle asks the car for its speed first and refuses
+    unless it answers 0 km/h."""
     from obdsync.link import CommandError
     from protocol import control
 
@@ -805,8 +806,8 @@ def dtc_clear(ctx: Ctx, device: str | None, yes: bool) -> None:
         with_dongle(ctx, device, go)
     except CommandError as e:
         if e.status == control.REFUSED_MOVING:
-            raise click.ClickException("the dongle refused: the vehicle is moving. Stop the car and try again.") \
-                from None
+            raise click.ClickException("the dongle refused: the vehicle is moving (or did not say its speed when"
+                                       " asked). Stop the car, ignition on, and try again.") from None
         raise click.ClickException(f"the dongle refused: {e}") from None
     click.echo("trouble codes cleared")
 

@@ -32,6 +32,7 @@ from .gatt import Gatt
 from .plan import Plan
 from .power import BATTERY_LOW, ENGINE_OFF, ENGINE_ON, NONE, Power
 from .scheduler import Scheduler
+from .standstill import clear_if_still
 
 FIRMWARE_VERSION = "0.1.0"
 RECORD_MS = const(1000)  # a record is sealed at this age: bounds loss on a power cut
@@ -389,16 +390,21 @@ class Dongle(Actions):
         return control.ADAPTER_ERROR, b""
 
     async def clear_dtc(self):
-        # Mode 04 resets emissions monitors: never while the car moves, whatever
-        # the daemon says (the daemon checks too, but the dongle decides).
-        if not self.power.stationary:
-            return control.REFUSED_MOVING, b""
+        # Mode 04 resets emissions monitors: never while the car moves, whatever the daemon
+        # says. Not judged from the plan's last readings (a SET_PLAN can switch those off):
+        # the dongle asks the car for its speed right before it clears (standstill.py).
         elm = self.elm
 
+        def seen():
+            # The answer the decision rests on goes into the log like any poll.
+            self._sink(self.clock.ms(), elm.res_n, elm.res_ch, elm.res_off, elm.res_len, elm.msg)
+
         async def clear():
-            return await elm.clear_dtcs()
+            return await clear_if_still(elm, seen, self.sched.batch_max > 1)
 
         st = await self._elm_job(clear)
+        if st is None:
+            return control.REFUSED_MOVING, b""
         if st != elm327.OK:
             return control.ADAPTER_ERROR, b""
         self._dtc_due = True

@@ -54,11 +54,6 @@ class Power:
     def polling(self):
         return self.state == POWER_DRIVING or self.state == POWER_IDLE
 
-    @property
-    def stationary(self):
-        """For clear-DTC: the car is not moving (speed 0, or the engine is off)."""
-        return self.speed == 0 or not self.polling
-
     def ecu(self, rpm, speed):
         """The ECU answered: its RPM and speed (-1 when not in this answer)."""
         if rpm >= 0:
