@@ -64,7 +64,8 @@ class Stats:
     def __init__(self) -> None:
         self.records = 0
         self.samples = 0
-        self.rejected_records = 0  # bad MAC or malformed: forged or corrupt
+        # bad MAC or malformed (forged or corrupt), or sent before the dongle authenticated
+        self.rejected_records = 0
         self.broken_fragments = 0
         self.acked = -1
         self.backlog_first = 0
@@ -120,6 +121,7 @@ class DongleLink:
         self._ctl_tx = Fragmenter()
         self._tel_rx = Reassembler()
         self._records: list[Record] = []
+        self._preauth = 0
         self._wake = asyncio.Event()
         self._gone = asyncio.Event()
         self._stop = asyncio.Event()
@@ -190,6 +192,7 @@ class DongleLink:
         self._gone.clear()
         self._session = None
         self._records = []
+        self._preauth = 0  # telemetry messages dropped before the handshake on this connection
         self._max_seen = -1
         self._stalled_since = None
 
@@ -222,6 +225,9 @@ class DongleLink:
             raise AuthError(f"dongle refused authentication: {control.STATUS_NAMES.get(reply.status)}")
         if not auth.equal(reply.payload, auth.proof_dongle(self._secret, nonce_c, nonce_d)):
             raise AuthError("dongle could not prove it holds the secret (impostor?)")
+        # Whatever arrived on telemetry before this point came from a peer that had not proved
+        # anything (a genuine dongle sends only after STREAM): dropped, fragments included.
+        self._tel_rx.reset()
         self._session = auth.Session(auth.session_key(self._secret, nonce_c, nonce_d), auth.DIR_CENTRAL)
         await self.command(control.TIME, control.pack_u64(int(self._wall() * 1000)))
         if self._plan:
@@ -312,6 +318,14 @@ class DongleLink:
             self.stats.broken_fragments += 1
             return
         if raw is None:
+            return
+        if self._session is None:
+            # Keep nothing from a peer that has not authenticated (an impostor replaying sniffed
+            # records with valid MACs, say). Nothing is lost: the dongle resends what is unacked.
+            self.stats.rejected_records += 1
+            self._preauth += 1
+            if self._preauth == 1:  # once a connection: a flood must not flood the journal
+                log.warning("%s: dropped telemetry sent before the dongle authenticated", self.device or self.address)
             return
         try:
             rec = decode_record(raw, self._tkey)
