@@ -332,3 +332,36 @@ async def test_a_plan_cannot_switch_off_what_the_stationary_rule_relies_on(tmp_p
             link.stop()
             await asyncio.wait_for(task, 15)
         assert_no_firmware_errors(rig)
+
+
+async def test_a_flood_of_bare_auth_writes_shows_in_status(city):
+    """Issue 13: ten bare AUTH writes that the 16-entry receive queue dropped left STATUS at
+    `auth_failures 0`. Every write a paired attacker floods in, refused or dropped unread, counts."""
+    rig = city
+    flood = 60
+    c = Central(rig)
+    await c.client.connect()
+    try:
+        await c.client.pair(passkey=auth.passkey(rig.dongle.secret))
+        for i in range(flood):
+            # A malformed AUTH (a counter where none goes): no guess at the secret, so no lock-out
+            # for the owner, but an attempt all the same. Written without response, as fast as
+            # the radio takes them: faster than the control task reads.
+            bare = bytes((control.AUTH, i & 0xFF, 0, 0, 0, 1)) + bytes(16)
+            for frag in c._tx.split(bare, c.client.mtu_size):
+                await c.client.write_gatt_char(uuids.CONTROL, frag, response=False)
+    finally:
+        await c.client.disconnect()
+    rig.dongle.wait_for("disconnected", 10)
+
+    link = DongleLink(rig.dongle.mac, rig.dongle.secret, MemorySink(), backend=SimClient,
+                      backend_kwargs={"air": str(rig.air)}, probe_only=True)
+    seen = {}
+
+    async def ready(_info) -> None:
+        seen.update(control.parse_status(await link.command(control.STATUS)))
+
+    link.on_ready = ready
+    await link.session()
+    assert seen["auth_failures"] == flood
+    assert_no_firmware_errors(rig)

@@ -424,8 +424,13 @@ class Dongle(Actions):
 
     def status(self):
         log = self.log
+        # auth_failures: failed proofs, everything refused for want of authentication (AUTHs in a
+        # lock-out, malformed handshakes, commands without a valid session MAC) and control writes
+        # dropped unread (a flood overflows the receive queue): a flood shows. Saturates, never wraps.
+        c = self.cmd
+        failures = c.total_failures + c.rejected + self.gatt.dropped
         values = (self.power.millivolts, self.elm.protocol, self.power.state, self.clock.ms() // 1000, log.used,
-                  log.capacity, log.first_unacked, log.next_seq, log.boot, self.cmd.total_failures & 0xFFFF)
+                  log.capacity, log.first_unacked, log.next_seq, log.boot, min(failures, 0xFFFF))
         rates = []
         r = self.sched.rate
         for j in range(self.plan.n):

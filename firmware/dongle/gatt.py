@@ -115,7 +115,9 @@ class Gatt:
         self.link_authenticated = False
         self.peer = b""
         self._rx = deque((), _RX_QUEUE)
-        self.rx_overflow = 0
+        # Control writes dropped unread: the queue was full (a flood), the fragments did not
+        # make a message, or the central left before they were read. STATUS shows them.
+        self.rx_dropped = 0
         self.changed = asyncio.ThreadSafeFlag()  # connect/disconnect/MTU
         self.rx_ready = asyncio.ThreadSafeFlag()
         # Telemetry and control replies are sent by different tasks: each has
@@ -158,6 +160,7 @@ class Gatt:
             self._ctl_rx.reset()
             while self._rx:
                 self._rx.popleft()  # the previous central's unread commands are not this one's
+                self.rx_dropped += 1
             self.changed.set()
         elif event == _IRQ_CENTRAL_DISCONNECT:
             conn = data[0]
@@ -173,7 +176,7 @@ class Gatt:
             conn, handle = data[0], data[1]
             if conn == self.conn and handle == self._h_ctl:
                 if len(self._rx) >= _RX_QUEUE:
-                    self.rx_overflow += 1
+                    self.rx_dropped += 1
                     return
                 self._rx.append(self._ble.gatts_read(self._h_ctl))
                 self.rx_ready.set()
@@ -213,10 +216,16 @@ class Gatt:
             try:
                 msg = self._ctl_rx.feed(frag)
             except ProtocolError:
+                self.rx_dropped += 1
                 continue
             if msg is not None:
                 return msg
         return None
+
+    @property
+    def dropped(self):
+        """Control writes dropped unread, and partial messages abandoned (STATUS shows them)."""
+        return self.rx_dropped + self._ctl_rx.dropped
 
     async def reply(self, msg):
         await self._send(self._ctl, msg, len(msg))
