@@ -75,6 +75,21 @@ def test_missing_or_broken_config_file_is_a_clear_error(home, tmp_path):
     fails_with(home.cli("--config", str(broken), "config", "check"), "not valid TOML")
 
 
+def test_config_check_and_run_refuse_credentials_in_the_clear(home, tmp_path):
+    devices.add("0011223344556677", "AA:BB:CC:DD:EE:01", bytes(32), base=home.config_home / "obdsync")
+    cfg = home.write_config('[[forward.mqtt]]\nhost = "broker.lan"\nusername = "car"\npassword = "hunter2"\n')
+    os.chmod(cfg, 0o600)
+    plaintext = "forward.mqtt[0]: the password would cross the network in plaintext to broker.lan:1883 (no TLS)"
+    fails_with(home.cli("config", "check"), plaintext)
+    fails_with(home.cli("run", timeout=30), plaintext)
+    os.chmod(cfg, 0o644)
+    p = home.cli("config", "check")
+    fails_with(p, f"forward.mqtt[0].password is written in a config file that group or others can read or write "
+                  f"(mode 644); run: chmod 600 {cfg}")
+    assert "hunter2" not in p.stderr
+    assert not home.db.exists(), "run created a database before refusing"
+
+
 # ---- pairing, the service, what is stored -----------------------------------------------------
 
 @pytest.mark.slow

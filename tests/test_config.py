@@ -158,6 +158,7 @@ RPM = [0.5, 2, 0]
 0x2F = { parked = 600 }
 voltage = { driving = 10 }
 """)
+    os.chmod(xdg / "config" / "obdsync" / "config.toml", 0o600)  # it holds a secret inline
     cfg = load_config()
     (m,) = cfg.forward.mqtt
     assert (m.port, m.tls, m.name, m.ha_discovery) == (8883, True, "mqtt:broker.lan:8883", True)
@@ -234,3 +235,99 @@ def test_the_service_schedule_is_the_defaults_edited_by_the_config():
     assert (items["timing_belt"].km, items["timing_belt"].months) == (120000.0, 96)
     oil = parse_config({"service": {"items": {"oil": {"km": 8000, "months": 6}}}}).service.schedule[0]
     assert (oil.name, oil.km, oil.months) == ("oil", 8000.0, 6)
+
+
+# ---- credentials only over protected channels, secrets only in private files (issue 13) --------
+
+def private(xdg, text, mode=0o600):
+    p = write(xdg, text)
+    os.chmod(p, mode)
+    return p
+
+
+def test_port_8883_means_tls(xdg):
+    private(xdg, '[[forward.mqtt]]\nhost = "broker.lan"\nport = 8883\nusername = "car"\npassword = "pw"\n')
+    (m,) = load_config().forward.mqtt
+    assert (m.port, m.tls) == (8883, True)
+
+
+@pytest.mark.parametrize("extra", ["", "port = 1883\n", "port = 8883\ntls = false\n", "tls = false\n"])
+def test_a_password_over_plaintext_is_refused(xdg, extra):
+    private(xdg, '[[forward.mqtt]]\nhost = "broker.lan"\nusername = "car"\npassword = "pw"\n' + extra)
+    with pytest.raises(ConfigError, match=r"forward.mqtt\[0\]: the password would cross the network in plaintext "
+                                          r"to broker.lan:\d+ \(no TLS\); set tls = true .*allow_plaintext = true"):
+        load_config()
+
+
+def test_a_password_file_over_plaintext_is_refused_too(xdg):
+    pw = xdg / "config" / "obdsync" / "mqtt.pw"
+    pw.parent.mkdir(parents=True)
+    pw.write_text("pw\n")
+    pw.chmod(0o600)
+    private(xdg, '[[forward.mqtt]]\nhost = "broker.lan"\nusername = "car"\npassword_file = "mqtt.pw"\n', 0o644)
+    with pytest.raises(ConfigError, match="password would cross the network in plaintext"):
+        load_config()
+
+
+def test_plaintext_is_allowed_when_asked_and_without_a_password(xdg):
+    private(xdg, '[[forward.mqtt]]\nhost = "localhost"\nusername = "car"\npassword = "pw"\nallow_plaintext = true\n'
+                 '[[forward.mqtt]]\nhost = "broker.lan"\nname = "anon"\n')
+    a, b = load_config().forward.mqtt
+    assert (a.port, a.tls, a.password.reveal()) == (1883, False, "pw")
+    assert (b.port, b.tls, b.password) == (1883, False, None)
+
+
+@pytest.mark.parametrize("url", ["http://example.com/hook", "http://192.168.1.20:8123/api/webhook/x",
+                                 "http://127.0.0.1.example.com/h", "http://localhost.example.com/h"])
+def test_a_signed_webhook_over_http_is_refused(xdg, url):
+    private(xdg, f'[[forward.webhook]]\nurl = "{url}"\nsecret = "s"\n')
+    with pytest.raises(ConfigError, match=r"forward.webhook\[0\]: events signed with the secret would go to .* over "
+                                          r"plain http:// .*use https://, or set allow_plaintext = true"):
+        load_config()
+
+
+@pytest.mark.parametrize("url", ["http://localhost:8080/h", "http://127.0.0.1/h", "http://127.8.9.1/h",
+                                 "http://[::1]:8080/h", "https://example.com/h"])
+def test_a_signed_webhook_to_this_machine_or_over_https_is_fine(xdg, url):
+    private(xdg, f'[[forward.webhook]]\nurl = "{url}"\nsecret = "s"\n')
+    (w,) = load_config().forward.webhook
+    assert w.url == url and w.secret.reveal() == "s"
+
+
+def test_a_webhook_over_http_with_the_users_consent_or_without_a_secret(xdg):
+    private(xdg, '[[forward.webhook]]\nurl = "http://example.com/a"\nsecret = "s"\nallow_plaintext = true\n'
+                 '[[forward.webhook]]\nurl = "http://example.com/b"\nname = "b"\n')
+    a, b = load_config().forward.webhook
+    assert (a.secret.reveal(), b.secret) == ("s", None)
+
+
+@pytest.mark.parametrize("mode", [0o644, 0o640, 0o604, 0o620], ids=oct)
+@pytest.mark.parametrize("table", ['[[forward.mqtt]]\nhost = "b"\nport = 8883\nusername = "u"\npassword = "pw"\n',
+                                   '[[forward.webhook]]\nurl = "https://example.com/h"\nsecret = "s"\n'],
+                         ids=["mqtt", "webhook"])
+def test_an_inline_secret_in_a_config_others_can_read_is_refused_with_the_fix(xdg, mode, table):
+    p = private(xdg, table, mode)
+    key = "password" if "mqtt" in table else "secret"
+    with pytest.raises(ConfigError) as e:
+        load_config()
+    msg = str(e.value)
+    assert f"{key} is written in a config file that group or others can read or write (mode {mode:o})" in msg
+    assert f"run: chmod 600 {p}" in msg and f"{key}_file" in msg
+    assert '"pw"' not in msg and '"s"' not in msg  # the message never shows the secret
+    os.chmod(p, 0o600)
+    assert load_config().forward  # the named fix is enough
+
+
+def test_a_config_others_can_read_is_fine_without_inline_secrets(xdg):
+    private(xdg, '[[forward.webhook]]\nurl = "https://example.com/h"\n[fuel]\nlow_open_pct = 12\n', 0o644)
+    assert load_config().fuel.low_open_pct == 12
+
+
+def test_notification_urls_in_a_config_others_can_read_are_refused(xdg):
+    p = private(xdg, '[[notify]]\nurls = ["ntfy://ntfy.sh/my-car-topic"]\n', 0o644)
+    with pytest.raises(ConfigError) as e:
+        load_config()
+    msg = str(e.value)
+    assert (f"notify[0].urls are written in a config file that group or others can read or write (mode 644); "
+            f"run: chmod 600 {p}") in msg
+    assert "my-car-topic" not in msg  # the URL carries the token: never in a message

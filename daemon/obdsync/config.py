@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import difflib
 import hmac
+import ipaddress
 import math
 import os
 import re
@@ -210,6 +211,7 @@ class MqttTarget:
     discovery_prefix: str = opt("homeassistant", help="Home Assistant's MQTT discovery prefix")
     ha_expire_after: int = opt(86400, 60, 365 * 86400,
                                help="seconds after which Home Assistant shows a value as unavailable")
+    allow_plaintext: bool = opt(False, help="send the password without TLS (a broker on this machine)")
 
 
 @dataclass(frozen=True)
@@ -223,6 +225,7 @@ class WebhookTarget:
     previous_secret_file: str | None = opt(None, kind=str)
     timeout: float = opt(10.0, 0.1, 600)
     ca: str | None = opt(None, kind=str, help="CA file to trust instead of the system's (a private platform)")
+    allow_plaintext: bool = opt(False, help="sign requests to an http:// URL that is not on this machine")
 
 
 @dataclass(frozen=True)
@@ -423,7 +426,18 @@ def _secret_from(key: str, inline: Secret | None, file: str | None, base: Path |
         return None
 
 
-def _targets(forward: Any, base: Path | None, errors: list[str]) -> ForwardConfig:
+def _is_loopback(host: str) -> bool:
+    if host.lower().rstrip(".") == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _targets(forward: Any, base: Path | None, errors: list[str], exposed: str | None = None) -> ForwardConfig:
+    """``exposed``: how the config file is readable by others (``None``: it is not), for the
+    inline-secret rule."""
     if not isinstance(forward, dict):
         errors.append("forward must hold [[forward.mqtt]] / [[forward.webhook]] tables")
         return ForwardConfig()
@@ -439,14 +453,26 @@ def _targets(forward: Any, base: Path | None, errors: list[str]) -> ForwardConfi
         for i, table in enumerate(value):
             name = f"forward.{kind}[{i}]"
             t = _section(cls, name, table, errors)
+            inline = [("password", t.password)] if kind == "mqtt" else [("secret", t.secret),
+                                                                       ("previous_secret", t.previous_secret)]
+            for key, value in inline:
+                if value is not None and exposed is not None:
+                    errors.append(f"{name}.{key} is written in a config file that {exposed} (or move it to "
+                                  f"{key}_file, a file only you can read)")
             if kind == "mqtt":
                 if not t.host:
                     errors.append(f"{name}.host is required")
-                tls = t.tls or bool(t.ca or t.cert or t.key)
+                # 8883 is MQTT over TLS (IANA): TLS there unless the file says tls = false.
+                tls_said = isinstance(table, dict) and "tls" in table
+                tls = t.tls or bool(t.ca or t.cert or t.key) or (t.port == 8883 and not tls_said)
                 if bool(t.cert) != bool(t.key):
                     errors.append(f"{name}.cert and {name}.key go together")
                 port = t.port or (8883 if tls else 1883)
                 password = _secret_from(name + ".password", t.password, t.password_file, base, errors)
+                if password is not None and not tls and not t.allow_plaintext:
+                    errors.append(f"{name}: the password would cross the network in plaintext to {t.host}:{port} "
+                                  f"(no TLS); set tls = true (or ca = ...), or, for a broker on this machine, "
+                                  f"allow_plaintext = true")
                 t = MqttTarget(**{**_as_dict(t), "tls": tls, "port": port, "password": password,
                                   "name": t.name or f"mqtt:{t.host}:{port}"})
             else:
@@ -458,6 +484,11 @@ def _targets(forward: Any, base: Path | None, errors: list[str]) -> ForwardConfi
                                         base, errors)
                 if previous is not None and secret is None:
                     errors.append(f"{name}.previous_secret is for a key rotation: set {name}.secret too")
+                if (secret is not None and u.scheme == "http" and u.hostname and not _is_loopback(u.hostname)
+                        and not t.allow_plaintext):
+                    errors.append(f"{name}: events signed with the secret would go to {u.hostname} over plain "
+                                  f"http:// (readable and replayable on the way); use https://, or set "
+                                  f"allow_plaintext = true to accept that")
                 t = WebhookTarget(**{**_as_dict(t), "secret": secret, "previous_secret": previous,
                                      "name": t.name or "webhook:%s" % (u.hostname or "")})
             out[kind].append(t)
@@ -602,8 +633,11 @@ def _poll(table: Any, errors: list[str]) -> tuple[PollOverride, ...]:
     return tuple(out)
 
 
-def parse_config(data: dict[str, Any], source: Path | None = None) -> Config:
-    """Validate a parsed TOML document into a :class:`Config`; raises :class:`ConfigError`."""
+def parse_config(data: dict[str, Any], source: Path | None = None, source_mode: int | None = None) -> Config:
+    """Validate a parsed TOML document into a :class:`Config`; raises :class:`ConfigError`.
+
+    ``source_mode``: the file's permission bits, if known: an inline password or secret in a
+    file that group or others can read is refused."""
     errors: list[str] = []
     sections: dict[str, Any] = {}
     for key, _value in data.items():
@@ -619,7 +653,16 @@ def parse_config(data: dict[str, Any], source: Path | None = None) -> Config:
         if items is not None:
             sections[name] = ServiceConfig(**{**_as_dict(sections[name]), "items": items})
     base = source.parent if source is not None else None
-    forward = _targets(data.get("forward", {}), base, errors)
+    exposed = None
+    if source_mode is not None and source_mode & 0o077:
+        exposed = f"group or others can read or write (mode {stat.S_IMODE(source_mode):o}); run: chmod 600 {source}"
+        notify_tables = data.get("notify")
+        for i, t in enumerate(notify_tables if isinstance(notify_tables, list) else []):
+            if isinstance(t, dict) and t.get("urls"):
+                # Apprise URLs carry the service's token (a topic, a bot key, a password).
+                errors.append(f"notify[{i}].urls are written in a config file that {exposed} (or move them "
+                              f"to urls_file, a file only you can read)")
+    forward = _targets(data.get("forward", {}), base, errors, exposed)
     notify = _notify(data.get("notify", []), base, errors)
     names = forward.target_names + [t.name for t in notify]
     for dup in sorted({t.name for t in notify if names.count(t.name) > 1}):
@@ -639,7 +682,9 @@ def load_config(path: str | os.PathLike[str] | None = None) -> Config:
     explicit = path is not None
     p = Path(path).expanduser() if explicit else paths.config_path()
     try:
-        raw = p.read_bytes()
+        with open(p, "rb") as f:
+            mode = os.fstat(f.fileno()).st_mode  # of the file read, not of one swapped in after
+            raw = f.read()
     except FileNotFoundError:
         if explicit:
             raise ConfigError(["config file not found"], p) from None
@@ -650,7 +695,7 @@ def load_config(path: str | os.PathLike[str] | None = None) -> Config:
         data = tomllib.loads(raw.decode("utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise ConfigError([f"not valid TOML: {e}"], p) from None
-    return parse_config(data, p)
+    return parse_config(data, p, mode)
 
 
 def defaults() -> dict[str, dict[str, Any]]:
