@@ -112,7 +112,7 @@ class DaemonProc:
         self.config_path.write_text(text)
 
     def pair(self, dongle: Any, timeout: float = 60.0) -> None:
-        r = subprocess.run([self.exe, "pair", dongle.mac, "--secret", dongle.label], env=self.env,
+        r = subprocess.run([self.exe, "pair", dongle.mac], input=dongle.label + "\n", env=self.env,
                            capture_output=True, text=True, timeout=timeout)
         if r.returncode != 0:
             raise FaultError(f"obdsync pair failed ({r.returncode}): {r.stderr or r.stdout}")

@@ -309,7 +309,7 @@ class Home:
         return p
 
     def pair(self, dongle: SimDongle) -> subprocess.CompletedProcess:
-        p = self.cli("pair", dongle.mac, "--secret", dongle.label)
+        p = self.cli("pair", dongle.mac, input=dongle.label + "\n")  # on stdin: not in the process list
         assert p.returncode == 0, f"pair failed:\n{p.stdout}{p.stderr}"
         return p
 

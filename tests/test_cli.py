@@ -90,6 +90,29 @@ def test_config_check_and_run_refuse_credentials_in_the_clear(home, tmp_path):
     assert not home.db.exists(), "run created a database before refusing"
 
 
+def test_pair_takes_the_secret_from_stdin_or_a_private_file_not_the_command_line(home, tmp_path):
+    # A label that is not hex fails before any radio work: it shows where the text was read from.
+    not_hex = "the secret must be hex digits"
+    p = home.cli("pair", "AA:BB:CC:DD:EE:01", input="obdsync:0011223344556677:zz\n")
+    fails_with(p, not_hex)
+    assert "warning" not in p.stderr
+    fails_with(home.cli("pair", "AA:BB:CC:DD:EE:01", input=""), "no secret given")
+    f = tmp_path / "label.txt"
+    f.write_text("obdsync:0011223344556677:zz\n")
+    f.chmod(0o600)
+    fails_with(home.cli("pair", "AA:BB:CC:DD:EE:01", "--secret-file", str(f)), not_hex)
+    fails_with(home.cli("pair", "AA:BB:CC:DD:EE:01", "--secret-file", "-", input="zz\n"), not_hex)
+    f.chmod(0o644)
+    fails_with(home.cli("pair", "AA:BB:CC:DD:EE:01", "--secret-file", str(f)),
+               f"--secret-file: {f} is readable by group or others (mode 644); run: chmod 600 {f}")
+    p = home.cli("pair", "AA:BB:CC:DD:EE:01", "--secret", "zz")
+    fails_with(p, not_hex)
+    assert "warning: --secret shows the dongle's secret to every local user (the process list)" in p.stderr
+    p = home.cli("pair", "AA:BB:CC:DD:EE:01", "--secret", "zz", "--secret-file", str(f))
+    assert p.returncode == 2 and "give the secret once" in p.stderr, p.stderr
+    assert_nothing_paired(home)
+
+
 # ---- pairing, the service, what is stored -----------------------------------------------------
 
 @pytest.mark.slow
@@ -99,7 +122,7 @@ def test_pair_run_and_read_back_what_is_stored(tmp_path):
         home = Home(tmp_path / "home", rig.air)
         try:
             # A wrong secret: its BLE passkey is refused, the user is told, nothing is kept.
-            fails_with(home.cli("pair", d.mac, "--secret", wrong_label(d)), "pairing failed")
+            fails_with(home.cli("pair", d.mac, input=wrong_label(d)), "pairing failed")
             assert "wrong secret?" in home.outputs[-1]
             assert_nothing_paired(home)
 
@@ -174,13 +197,19 @@ def test_pair_refuses_a_secret_the_dongle_does_not_accept(tmp_path):
     with Rig(short_city(60, speedup=10), tmp_path / "rig", pairing=False) as rig:
         home = Home(tmp_path / "home", rig.air)
         try:
-            p = home.cli("pair", rig.dongle.mac, "--secret", wrong_label(rig.dongle))
+            p = home.cli("pair", rig.dongle.mac, input=wrong_label(rig.dongle))
             fails_with(p, "pairing failed: dongle refused authentication: authentication failed")
             assert_nothing_paired(home)
             other = f"obdsync:{'00' * 8}:{rig.dongle.secret.hex()}"  # a label of another dongle
-            p = home.cli("pair", rig.dongle.mac, "--secret", other)
+            p = home.cli("pair", rig.dongle.mac, "--secret", other)  # still works, with a warning
+            assert "warning: --secret shows the dongle's secret to every local user" in p.stderr
             fails_with(p, f"the label is for dongle {'00' * 8}, but {rig.dongle.mac} is dongle {rig.dongle.device_id}")
             assert_nothing_paired(home)
+            label = tmp_path / "label.txt"  # the right one, from a file only its owner reads
+            label.write_text(rig.dongle.label + "\n")
+            label.chmod(0o600)
+            p = home.cli("pair", rig.dongle.mac, "--secret-file", str(label))
+            assert p.returncode == 0 and rig.dongle.device_id in p.stdout, p.stderr
         finally:
             home.close()
     assert_no_secret(home, rig.dongle.secret)

@@ -231,14 +231,20 @@ def scan(ctx: Ctx, timeout: float) -> None:
 
 @cli.command()
 @click.argument("address")
-@click.option("--secret", "label", help="The label / QR text (obdsync:<id>:<secret>) or the secret's hex.")
+@click.option("--secret-file", type=click.Path(dir_okay=False, allow_dash=True, path_type=Path),
+              help="Read the label / QR text from this file (readable by you alone), or from stdin with '-'.")
+@click.option("--secret", "label", help="The label text on the command line: every local user can read it in the "
+                                        "process list, and it stays in your shell history. Prefer the prompt.")
 @click.pass_obj
-def pair(ctx: Ctx, address: str, label: str | None) -> None:
-    """Pair a dongle: check its secret against it, then remember both."""
+def pair(ctx: Ctx, address: str, secret_file: Path | None, label: str | None) -> None:
+    """Pair a dongle: check its secret against it, then remember both.
+
+    The secret is the text on the dongle's label or QR code (obdsync:<device id>:<secret>, or the
+    secret's 64 hex digits). It is asked for without echo; piped in on stdin; or read with
+    --secret-file."""
     from obdsync.link import DongleLink, LinkError
 
-    if label is None:
-        label = click.prompt("Secret from the dongle's label", hide_input=True)
+    label = _label_text(secret_file, label)
     try:
         device, secret = devices.parse_label(label)
     except devices.PairingError as e:
@@ -263,6 +269,34 @@ def pair(ctx: Ctx, address: str, label: str | None) -> None:
         raise click.ClickException(f"the label is for dongle {device}, but {address} is dongle {found}")
     devices.add(found, address, secret)
     click.echo(f"paired dongle {found} at {address}; the secret is stored in {paths.secret_path(found)} (0600)")
+
+
+def _label_text(secret_file: Path | None, label: str | None) -> str:
+    """The label text for `pair`, from wherever the user gave it: never the process list unless
+    they insist (--secret, with a warning)."""
+    from obdsync.config import _read_private
+
+    if secret_file is not None and label is not None:
+        raise click.UsageError("give the secret once: --secret-file or --secret")
+    if label is not None:
+        click.echo("warning: --secret shows the dongle's secret to every local user (the process list) and "
+                   "keeps it in your shell history; leave it out to be asked for it, or use --secret-file",
+                   err=True)
+        return label
+    if secret_file is not None and str(secret_file) != "-":
+        try:
+            raw = _read_private(secret_file.expanduser())
+        except SecretError as e:
+            raise click.ClickException(f"--secret-file: {e}") from None
+        text = raw.decode("utf-8", "replace")
+    elif secret_file is None and sys.stdin.isatty():
+        text = click.prompt("Secret from the dongle's label", hide_input=True)
+    else:
+        text = sys.stdin.readline()  # piped in (or --secret-file -): the first line
+    text = text.strip()
+    if not text:
+        raise click.ClickException("no secret given (the text on the dongle's label: obdsync:<device id>:<secret>)")
+    return text
 
 
 @cli.command()

@@ -36,7 +36,7 @@ def _env(work: Path, air: Path) -> dict:
 def _daemon_argv(ctx: Context, rig, work: Path, env: dict) -> tuple[list[str], str]:
     exe = _obdsync()
     if exe.exists():
-        r = subprocess.run([str(exe), "pair", rig.dongle.mac, "--secret", rig.dongle.label], env=env,
+        r = subprocess.run([str(exe), "pair", rig.dongle.mac], input=rig.dongle.label + "\n", env=env,
                            capture_output=True, text=True, timeout=60)
         if r.returncode == 0:
             return [str(exe), "--db", str(work / "idle.db"), "run"], "obdsync run (store + rules + forwarding config)"
