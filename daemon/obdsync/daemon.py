@@ -217,9 +217,12 @@ class Daemon:
         data = json.dumps({"pid": os.getpid(), "devices": self.live()}, default=str)
         p = self._live_file
         try:
-            p.parent.mkdir(parents=True, exist_ok=True)
+            paths.private_dir(p.parent)
             tmp = p.with_name(p.name + ".tmp")
-            tmp.write_text(data)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+            os.fchmod(fd, 0o600)  # what the dongles do now: the owner's alone
+            with os.fdopen(fd, "w") as f:
+                f.write(data)
             os.replace(tmp, p)
         except OSError as e:
             log.debug("live status not written: %s", e)

@@ -2,7 +2,9 @@
 
 - config: ``$XDG_CONFIG_HOME/obdsync/config.toml`` (default ``~/.config``)
 - secrets: ``$XDG_CONFIG_HOME/obdsync/secrets/<device>.key`` (dir 0700, files 0600)
-- data: ``$XDG_DATA_HOME/obdsync/obdsync.db`` (default ``~/.local/share``)
+- data: ``$XDG_DATA_HOME/obdsync/obdsync.db`` (default ``~/.local/share``); directories
+  obdsync creates are 0700, the database and its -wal/-shm 0600: trips, the VIN and
+  whereabouts-by-time are the owner's alone (:func:`private_dir`, :func:`private_file`)
 
 Functions read the environment on every call, so tests can point them at ``tmp_path``
 with ``monkeypatch.setenv``.
@@ -10,11 +12,14 @@ with ``monkeypatch.setenv``.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
+import stat
 from pathlib import Path
 
 APP = "obdsync"
+log = logging.getLogger(__name__)
 
 _DEVICE_RE = re.compile(r"[0-9a-f]{16}")
 
@@ -66,3 +71,30 @@ def normalize_device_id(device: str) -> str:
 
 def secret_path(device: str, base: Path | None = None) -> Path:
     return secrets_dir(base) / (normalize_device_id(device) + ".key")
+
+
+def private_dir(p: Path) -> Path:
+    """Make directory ``p`` (and missing parents) if it is missing, 0700. An existing one is
+    left alone: it may be a place the user chose, like their home directory."""
+    if not p.is_dir():
+        p.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.chmod(p, 0o700)  # mkdir's mode is masked by the umask
+    return p
+
+
+def private_file(p: Path) -> bool:
+    """Create file ``p`` empty and 0600 if it is missing; take group and others' access away
+    from an existing one of ours (an older version made them 0644). Returns whether it exists."""
+    try:
+        fd = os.open(p, os.O_RDONLY | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    except FileNotFoundError:  # its directory is missing
+        return False
+    try:
+        st = os.fstat(fd)
+        if stat.S_ISREG(st.st_mode) and st.st_uid == os.getuid() and st.st_mode & 0o077:
+            os.fchmod(fd, stat.S_IMODE(st.st_mode) & 0o700)
+            log.warning("%s was readable by group or others (mode %o); it is 0600 now",
+                        p, stat.S_IMODE(st.st_mode))
+    finally:
+        os.close(fd)
+    return True

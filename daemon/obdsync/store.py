@@ -42,7 +42,7 @@ import aiosqlite
 
 from . import schema
 from .decode import Decoder, dtcs_from_raw
-from .paths import normalize_device_id
+from .paths import normalize_device_id, private_dir, private_file
 
 log = logging.getLogger(__name__)
 
@@ -192,7 +192,14 @@ def _map_error(e: sqlite3.Error, what: str) -> StoreError:
 
 
 def _prepare(path: Path) -> None:
-    """Create the file, switch it to WAL and migrate, on a plain connection."""
+    """Create the file (0600: SQLite gives its -wal and -shm the database's mode), switch it to
+    WAL and migrate, on a plain connection."""
+    for p in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        if p is path or p.exists():
+            try:
+                private_file(p)
+            except OSError as e:
+                raise StoreError(f"cannot create {p}: {e.strerror}") from e
     conn = sqlite3.connect(path, isolation_level=None, timeout=5.0)
     try:
         mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
@@ -240,7 +247,7 @@ class Store:
         """
         p = Path(path)
         try:
-            p.parent.mkdir(parents=True, exist_ok=True)
+            private_dir(p.parent)
         except OSError as e:
             raise StoreError(f"cannot create {p.parent}: {e.strerror}") from e
         await asyncio.to_thread(_prepare, p)
