@@ -16,7 +16,7 @@ MPY_TESTS = Path(__file__).resolve().parent / "mpy"
 
 
 @pytest.fixture(scope="module")
-def cases():
+def cases(micropython):
     # A test heap, not the board's: the sources compile on it.
     proc = mpy.run(MPY_TESTS / "fw_gatt_drops.py", simulated_ble=True, heapsize="512K", timeout=60)
     assert proc.returncode == 0, proc.stderr.decode(errors="replace")[-3000:]

@@ -14,7 +14,7 @@ REFUSED = ("moving", "crawling", "no_data", "rpm_only", "cut_speed", "odd_line",
 
 
 @pytest.fixture(scope="module")
-def cases(run_mpy_json):
+def cases(run_mpy_json, micropython):
     return dict(run_mpy_json("fw_standstill.py", timeout=120))
 
 
