@@ -331,3 +331,12 @@ def test_notification_urls_in_a_config_others_can_read_are_refused(xdg):
     assert (f"notify[0].urls are written in a config file that group or others can read or write (mode 644); "
             f"run: chmod 600 {p}") in msg
     assert "my-car-topic" not in msg  # the URL carries the token: never in a message
+
+
+def test_a_previous_webhook_secret_inline_in_a_readable_config_is_refused_too(xdg):
+    p = private(xdg, '[[forward.webhook]]\nurl = "https://example.com/h"\nsecret_file = "/nonexistent"\n'
+                     'previous_secret = "old"\n', 0o644)
+    with pytest.raises(ConfigError) as e:
+        load_config()
+    assert (f"forward.webhook[0].previous_secret is written in a config file that group or others can read or "
+            f"write (mode 644); run: chmod 600 {p}") in str(e.value)
