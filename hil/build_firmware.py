@@ -95,6 +95,32 @@ def build(out: Path, sim: bool = False) -> Path:
     return out
 
 
+def frozen_tree() -> Path:
+    """The filesystem of a board whose image has the firmware frozen in (hil.mpy.MPY32):
+    boot.py, main.py and the unix port's helpers; `dongle` and `protocol` come from the image."""
+    h = hashlib.sha256()
+    for f in [ROOT / f for f in KEEP_SOURCE] + [ROOT / m for m in SIM_MODULES]:
+        h.update(f.read_bytes())
+    out = ROOT / "build" / "sim" / f"frozen-{h.hexdigest()[:16]}"
+    if not (out / "main.py").exists():
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".frozen.", suffix=".tmp", dir=out.parent))
+        try:
+            tmp.chmod(0o755)
+            for f in KEEP_SOURCE:
+                shutil.copy2(ROOT / f, tmp / Path(f).name)
+            for m in SIM_MODULES:
+                cross_compile(ROOT / m, tmp / (Path(m).stem + ".mpy"))
+            try:
+                tmp.rename(out)
+            except OSError:
+                if not (out / "main.py").exists():
+                    raise
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
 def sim_tree() -> Path:
     """The board tree for the unix port plus its helpers, cached by the sources' hash
     (parallel test runs share it, so it is never replaced; a changed source gives a new tree)."""
@@ -120,7 +146,7 @@ print(gc.mem_alloc() - a)
 """
 
 
-def code_heap_kb(tree: Path) -> int:
+def code_heap_kb(tree: Path, frozen: bool = False) -> int:
     """What importing the firmware costs on this interpreter's heap, in KB.
 
     On the unix port every module's bytecode (from .mpy) and its objects live
@@ -128,19 +154,24 @@ def code_heap_kb(tree: Path) -> int:
     the size, and can be frozen into flash at no heap cost. So the simulation
     runs with the board's data budget plus this figure, measured here rather
     than guessed (hil.mpy.HEAPSIZE is the budget for the firmware's data).
+    With `frozen` (a frozen_tree on MPY32) the bytecode stays in the image and
+    what remains are the modules' objects: functions, classes, dicts.
     """
     from hil import mpy
 
-    # per interpreter: the 32-bit build's code is about 3/4 of the 64-bit one's
-    cache = tree / f"code_heap_kb.{hashlib.sha256(mpy.interpreter().encode()).hexdigest()[:8]}"
+    # per interpreter (the 32-bit build's code is about 3/5 of the 64-bit one's), and per
+    # build of it when the firmware is frozen in
+    exe = str(mpy.MPY32) if frozen else mpy.interpreter()
+    key = exe + (f"@{os.stat(exe).st_mtime_ns}" if frozen else "")
+    cache = tree / f"code_heap_kb.{hashlib.sha256(key.encode()).hexdigest()[:8]}"
     if cache.exists():
         return int(cache.read_text())
     from hil.blesim import shim
 
     probe = tree / f"_heap_probe.{os.getpid()}.{threading.get_ident()}.py"  # callers may race on a new tree
     probe.write_text(_PROBE)
-    r = subprocess.run(mpy.argv(probe, heapsize="1M"), capture_output=True, text=True, timeout=60,
-                       env=mpy.env(simulated_ble=False, extra=[shim.module_dir(), tree]))
+    r = subprocess.run(mpy.argv(probe, heapsize="1M", exe=exe), capture_output=True, text=True, timeout=60,
+                       env=mpy.env(simulated_ble=False, extra=[shim.module_dir(), tree], sources=not frozen))
     probe.unlink()
     if r.returncode:
         raise RuntimeError("could not import the firmware on MicroPython:\n" + r.stdout + r.stderr)

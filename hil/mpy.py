@@ -49,23 +49,42 @@ def pypi_interpreter() -> str:
     return found
 
 
-def module_path(simulated_ble: bool = True, extra: list[str | Path] = ()) -> str:
-    """MICROPYPATH as on the board: protocol/ and the firmware package side by side."""
-    parts = [str(p) for p in extra] + [str(FIRMWARE), str(ROOT)]
+def module_path(simulated_ble: bool = True, extra: list[str | Path] = (), sources: bool = True) -> str:
+    """MICROPYPATH as on the board: protocol/ and the firmware package side by side (with
+    `sources` False only `extra` and the frozen modules: the frozen firmware of MPY32)."""
+    parts = [str(p) for p in extra] + ([str(FIRMWARE), str(ROOT)] if sources else [])
     if simulated_ble:
         parts.insert(0, str(SHIM))
     return ":".join(parts + [".frozen"])
 
 
-def env(simulated_ble: bool = True, extra: list[str | Path] = (), **more: str) -> dict[str, str]:
+def env(simulated_ble: bool = True, extra: list[str | Path] = (), sources: bool = True,
+        **more: str) -> dict[str, str]:
     e = dict(os.environ)
-    e["MICROPYPATH"] = module_path(simulated_ble, extra)
+    e["MICROPYPATH"] = module_path(simulated_ble, extra, sources)
     e.update(more)
     return e
 
 
-def argv(script: str | Path, *args: str, heapsize: str | None = HEAPSIZE) -> list[str]:
-    cmd = [interpreter()]
+def frozen_sources() -> list[Path]:
+    """What `make mpy32` freezes into MPY32 (firmware/manifest.py)."""
+    return [FIRMWARE / "manifest.py", *sorted((FIRMWARE / "dongle").glob("*.py")),
+            *sorted((ROOT / "protocol").glob("*.py"))]
+
+
+def frozen_unavailable() -> str | None:
+    """Why MPY32's frozen firmware cannot stand for the sources now, or None."""
+    if not MPY32.exists():
+        return f"no 32-bit MicroPython at {MPY32.relative_to(ROOT)}: run `make mpy32`"
+    built = MPY32.stat().st_mtime
+    stale = [p.name for p in frozen_sources() if p.stat().st_mtime > built]
+    if stale:
+        return f"{MPY32.relative_to(ROOT)} freezes an older firmware ({', '.join(stale)} changed): run `make mpy32`"
+    return None
+
+
+def argv(script: str | Path, *args: str, heapsize: str | None = HEAPSIZE, exe: str | None = None) -> list[str]:
+    cmd = [exe or interpreter()]
     if heapsize:
         cmd += ["-X", f"heapsize={heapsize}"]
     return cmd + [str(script), *args]

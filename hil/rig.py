@@ -22,7 +22,7 @@ from pathlib import Path
 
 from hil import mpy
 from hil.blesim import shim
-from hil.build_firmware import code_heap_kb, sim_tree
+from hil.build_firmware import code_heap_kb, frozen_tree, sim_tree
 from hil.emulator import Emulator
 from hil.linkmodel import FaultPlan, LinkModel
 from hil.proc import LineProcess
@@ -34,11 +34,11 @@ class RigError(RuntimeError):
     pass
 
 
-def heapsize(tree: Path, data: str = mpy.HEAPSIZE) -> str:
+def heapsize(tree: Path, data: str = mpy.HEAPSIZE, frozen: bool = False) -> str:
     """The -X heapsize that leaves the firmware `data` for its data: the board's
     budget plus the simulated radio and the firmware's code, both of which cost
     the unix port's heap but not the board's (see code_heap_kb)."""
-    kb = int(shim.heapsize(data)[:-1]) + code_heap_kb(tree)
+    kb = int(shim.heapsize(data)[:-1]) + code_heap_kb(tree, frozen)
     return f"{kb}K"
 
 
@@ -49,7 +49,8 @@ class SimDongle:
     def __init__(self, flash: Path, uart: str, air: Path, *, clock: Schedule | None = None,
                  device_id: bytes | None = None, secret: bytes | None = None, mac: str | None = None,
                  pairing: bool = True, log_capacity: int = 1 << 20, heap: str = mpy.HEAPSIZE,
-                 echo: Callable[[str], None] | None = None, config: dict | None = None) -> None:
+                 echo: Callable[[str], None] | None = None, config: dict | None = None,
+                 frozen: bool = False) -> None:
         self.flash = Path(flash)
         self.flash.mkdir(parents=True, exist_ok=True)
         cfg_path = self.flash / "config.json"
@@ -68,6 +69,13 @@ class SimDongle:
         self.air = Path(air)
         self.clock = clock
         self.heap = heap
+        # The firmware frozen into the 32-bit interpreter (hil.mpy.MPY32), as a board image
+        # built with firmware/manifest.py holds it; else .mpy files on the "filesystem".
+        self.frozen = frozen
+        if frozen:
+            why = mpy.frozen_unavailable()
+            if why:
+                raise RigError(why)
         self._echo = echo
         self.process: LineProcess | None = None
         self._lines: list[str] = []  # output of earlier boots
@@ -80,8 +88,8 @@ class SimDongle:
     def start(self) -> SimDongle:
         if self.alive:
             return self
-        tree = sim_tree()
-        env = mpy.env(simulated_ble=False, extra=[shim.module_dir(), tree],
+        tree = frozen_tree() if self.frozen else sim_tree()
+        env = mpy.env(simulated_ble=False, extra=[shim.module_dir(), tree], sources=not self.frozen,
                       OBDSYNC_FLASH=str(self.flash), OBDSYNC_UART=self.uart,
                       OBDSYNC_SIM_AIR=str(self.air), OBDSYNC_SIM_MAC=self.mac)
         if self.clock is not None:
@@ -90,7 +98,9 @@ class SimDongle:
             env.pop("OBDSYNC_SIM_CLOCK", None)
         if self.process is not None:
             self._lines += self.process.lines
-        self.process = LineProcess(mpy.argv(tree / "main.py", heapsize=heapsize(tree, self.heap)), env=env,
+        cmd = mpy.argv(tree / "main.py", heapsize=heapsize(tree, self.heap, self.frozen),
+                       exe=str(mpy.MPY32) if self.frozen else None)
+        self.process = LineProcess(cmd, env=env,
                                    on_line=self._echo, error=RigError, name=f"dongle {self.mac}")
         return self
 
@@ -135,7 +145,7 @@ class Rig:
     def __init__(self, scenario: Scenario | str, workdir: str | os.PathLike, *, baud: int = 38400,
                  latency_s: float = 0.030, faults: FaultPlan | None = None, pairing: bool = True,
                  dongles: int = 1, log_capacity: int = 1 << 20, echo: Callable[[str], None] | None = None,
-                 epoch: float | None = None, dongle_config: dict | None = None) -> None:
+                 epoch: float | None = None, dongle_config: dict | None = None, frozen: bool = False) -> None:
         self.scenario = load(scenario) if isinstance(scenario, str) else scenario
         self.workdir = Path(workdir)
         self.air = self.workdir / "air"
@@ -149,6 +159,7 @@ class Rig:
         self._log_capacity = log_capacity
         self._echo = echo
         self._dongle_config = dongle_config
+        self._frozen = frozen
         self.emulators: list[Emulator] = []
         self.links: list[LinkModel] = []
         self.dongles: list[SimDongle] = []
@@ -174,7 +185,7 @@ class Rig:
                 self.links.append(link)
                 d = SimDongle(self.workdir / f"flash{i}", link.pty, self.air, clock=self.schedule,
                               pairing=self._pairing, log_capacity=self._log_capacity, echo=self._echo,
-                              config=self._dongle_config)
+                              config=self._dongle_config, frozen=self._frozen)
                 self.dongles.append(d.start())
             for d in self.dongles:
                 d.wait_for("ready")

@@ -35,6 +35,46 @@ def module_dir(build: Path | None = None) -> Path:
     return out_dir
 
 
+_FOOTPRINT = """
+import gc
+import asyncio  # the firmware's own cost (frozen on the board), not the radio's
+gc.collect()
+before = gc.mem_alloc()
+import bluetooth
+ble = bluetooth.BLE()
+ble.active(True)
+gc.collect()
+print(gc.mem_alloc() - before)
+"""
+
+
+def heap_bytes(exe: str | None = None) -> int:
+    """What the shim keeps on this interpreter's heap once active (no connection): on the
+    board `bluetooth` is C, so the firmware's figures leave this out. Measured once per
+    interpreter and shim source."""
+    import tempfile
+
+    from hil import mpy
+
+    exe = exe or mpy.interpreter()
+    out = module_dir()
+    cache = out / f"heap.{hashlib.sha256(exe.encode()).hexdigest()[:8]}"
+    if cache.exists():
+        return int(cache.read_text())
+    with tempfile.TemporaryDirectory() as air:
+        probe = Path(air) / "footprint.py"
+        probe.write_text(_FOOTPRINT)
+        r = subprocess.run(mpy.argv(probe, heapsize="1M", exe=exe), capture_output=True, text=True, timeout=60,
+                           env=mpy.env(simulated_ble=False, extra=[out], sources=False, OBDSYNC_SIM_AIR=air))
+    if r.returncode:
+        raise RuntimeError("could not measure the bluetooth shim:\n" + r.stdout + r.stderr)
+    n = int(r.stdout.split()[-1])
+    part = out / f"heap.{os.getpid()}.tmp"
+    part.write_text(str(n))
+    part.replace(cache)
+    return n
+
+
 def heapsize(board: str = "64K") -> str:
     """The -X heapsize that leaves the firmware `board` bytes beside the shim."""
     units = {"K": 1, "M": 1024}

@@ -20,6 +20,10 @@ The same API as the ESP32 build (peripheral role), and NimBLE's behaviour where 
 - `gatts_notify` sends from the caller's buffer: no heap allocation per notification (on the board
   NimBLE's buffers live outside the MicroPython heap).
 
+- `active(True)` fails as on a board without PSRAM when the firmware has already grown the GC heap
+  (see _radio_fits): OSError(EIO), what NimBLE's failed nimble_port_init gives since upstream
+  b3d88cf (issue 14293; before that the board crashed). Activate the radio first.
+
 Frames to the central are written whole and in order (`BLE._tx`), although IRQs may run while a
 frame is half written.
 
@@ -43,6 +47,7 @@ FLAG_WRITE_NO_RESPONSE, FLAG_NOTIFY, FLAG_INDICATE): firmware defines the securi
 """
 
 import _thread
+import gc
 import os
 import socket
 import sys
@@ -87,6 +92,7 @@ _SEC_PEER = const(2)
 
 _EPERM = const(1)
 _ENOENT = const(2)
+_EIO = const(5)
 _ENOMEM = const(12)
 _EBUSY = const(16)
 _ENODEV = const(19)
@@ -317,6 +323,8 @@ class BLE:
         return self._active
 
     def _start(self):
+        if not _radio_fits():
+            raise OSError(_EIO)
         air = os.getenv("OBDSYNC_SIM_AIR")
         if not air:
             raise RuntimeError("bluetooth (simulated): set OBDSYNC_SIM_AIR to the air directory")
@@ -1042,3 +1050,34 @@ class BLE:
         self._reply_status(conn, _MSG_PAIR_RSP, 0,
                            bytes((1, 1 if conn.authenticated else 0, 1, conn.key_size)))
         self._irq(_IRQ_ENCRYPTION_UPDATE, (conn.handle, True, conn.authenticated, True, conn.key_size))
+
+
+# -- the board's memory at active(True) ---------------------------------------------------------
+#
+# From the ESP32 port (micropython 1c3c2011): the GC heap starts as one 56 KB area
+# (MICROPY_GC_INITIAL_HEAP_SIZE, ports/esp32/mpconfigport.h, no-PSRAM ESP32) and, when an
+# allocation fails after a collection, gains an area as large as the whole heap so far, taken
+# from ESP-IDF's heap (gc_try_add_heap, py/gc.c: "aim to double the total heap size"). ESP-IDF
+# keeps about 96 KB of internal RAM beside the first area, so about 40 KB after one growth
+# (REFERENCE.md, measured on boards). NimBLE takes its memory from there at active(True):
+# host task stack 6 KB (CONFIG_BT_NIMBLE_TASK_STACK_SIZE, boards/sdkconfig.ble), mbuf pools and
+# the controller's buffers; on boards with ~40 KB left it has failed (issue 14293). The figure
+# it needs is OBDSYNC_SIM_RADIO_KB (default 48: more than a grown heap leaves, so a firmware
+# that grows the heap before activating the radio fails here as it can on the board).
+#
+# The firmware's heap is measured against the moment this module was imported, so the unix
+# interpreter and this shim (C on the board) do not count: import `bluetooth` first.
+_GC_FIRST_AREA = const(56 * 1024)
+_IDF_FREE = const(96 * 1024)
+gc.collect()
+_BASE = gc.mem_alloc()
+
+
+def _radio_fits():
+    gc.collect()
+    used = gc.mem_alloc() - _BASE
+    heap = _GC_FIRST_AREA
+    while used > heap:
+        heap *= 2  # one more area, as large as the heap so far
+    left = _IDF_FREE - (heap - _GC_FIRST_AREA)
+    return left >= _env_int("OBDSYNC_SIM_RADIO_KB", 48) * 1024
