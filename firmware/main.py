@@ -6,7 +6,16 @@ provisioning. The unix port takes everything from the environment:
 OBDSYNC_FLASH (a directory standing in for the board's filesystem, holding
 config.json), OBDSYNC_UART (the link model's pty), OBDSYNC_SIM_CLOCK (optional),
 OBDSYNC_HEAP_REPORT_MS (optional: print "heap ALLOC FREE" every so many ms of
-the dongle's clock). config.json may hold "power": PowerConfig's keywords.
+the dongle's clock), OBDSYNC_SIM_WDT_MS (optional: a simulated watchdog,
+hil/mpy/simwdt.py). config.json may hold "power": PowerConfig's keywords,
+"wdt_ms" (the watchdog's timeout, default 30000) and "safe_pin".
+
+Safe boot: with a file `safeboot` on the filesystem (`mpremote fs touch :safeboot`,
+`mpremote fs rm :safeboot` to boot normally again), or on the board the pin
+config.json names as "safe_pin" (default 0: the BOOT button, pulled up, pressed =
+low) held while main.py starts, main.py returns at once: no radio, no UART, no
+watchdog, and the REPL stays free for mpremote whatever the firmware would do.
+(GPIO0 held *at* reset selects the ROM bootloader: press BOOT just after EN.)
 
 The radio is activated before anything else is imported or allocated: NimBLE takes
 its memory from ESP-IDF's heap at active(True), and once the firmware's modules and
@@ -17,6 +26,28 @@ ESP32 without PSRAM) activation fails or, on older builds, crashes the board
 
 import gc
 import sys
+
+
+def safe_boot(root):
+    """Why main must not run, or None."""
+    import os
+
+    try:
+        os.stat(root + "/safeboot")
+        return "flag file safeboot"
+    except OSError:
+        pass
+    if sys.platform == "linux":
+        return None
+    import machine
+
+    try:
+        pin = _config(root)[0].get("safe_pin", 0)
+    except (OSError, ValueError, KeyError):
+        pin = 0  # no usable config.json yet: the BOOT button still works
+    if pin is not None and machine.Pin(pin, machine.Pin.IN, machine.Pin.PULL_UP).value() == 0:
+        return "pin %d held" % pin
+    return None
 
 
 def radio():
@@ -50,6 +81,7 @@ def board(ble):
     from dongle.bonds import Bonds
     from dongle.clock import TicksClock
     from dongle.uart import from_uart
+    from dongle.watchdog import Watchdog
 
     cfg, secret, device_id = _config("")
     uart = machine.UART(cfg.get("uart", 2), baudrate=cfg.get("baud", 38400), tx=cfg.get("tx", 17),
@@ -57,10 +89,20 @@ def board(ble):
     return Dongle(ble, from_uart(uart), TicksClock(), "", secret, device_id,
                   pairing=cfg.get("pairing", True), bonds=Bonds("/bonds.json"),
                   log_capacity=cfg.get("log_capacity", 1 << 20), segment_bytes=cfg.get("segment_bytes", 16384),
-                  power_config=_power(cfg), sleeper=machine.deepsleep)
+                  power_config=_power(cfg), sleeper=machine.deepsleep,
+                  watchdog=Watchdog(machine.WDT(timeout=cfg.get("wdt_ms", 30000))))
 
 
-def unix(ble):  # ble: hil/mpy's simulated radio
+def unix_root():
+    import os
+
+    root = os.getenv("OBDSYNC_FLASH")
+    if not root:
+        raise SystemExit("OBDSYNC_FLASH is not set: the directory that stands in for the board's flash")
+    return root
+
+
+def unix(ble, root):  # ble: hil/mpy's simulated radio
     import os
 
     from dongle.app import Dongle
@@ -68,10 +110,14 @@ def unix(ble):  # ble: hil/mpy's simulated radio
     from dongle.clock import TicksClock
     from dongle.uart import open_pty
 
-    root = os.getenv("OBDSYNC_FLASH")
-    if not root:
-        raise SystemExit("OBDSYNC_FLASH is not set: the directory that stands in for the board's flash")
     cfg, secret, device_id = _config(root)
+    watchdog = None
+    if os.getenv("OBDSYNC_SIM_WDT_MS"):
+        from simwdt import WDT
+
+        from dongle.watchdog import Watchdog
+
+        watchdog = Watchdog(WDT(timeout=int(os.getenv("OBDSYNC_SIM_WDT_MS"))))
     if os.getenv("OBDSYNC_SIM_CLOCK"):
         from simclock import SimClock
 
@@ -81,12 +127,18 @@ def unix(ble):  # ble: hil/mpy's simulated radio
     return Dongle(ble, open_pty(os.getenv("OBDSYNC_UART")), clock, root, secret, device_id,
                   pairing=cfg.get("pairing", True), bonds=Bonds(root + "/bonds.json"),
                   log_capacity=cfg.get("log_capacity", 1 << 20), segment_bytes=cfg.get("segment_bytes", 16384),
-                  power_config=_power(cfg), heap_report_ms=int(os.getenv("OBDSYNC_HEAP_REPORT_MS") or 0))
+                  power_config=_power(cfg), heap_report_ms=int(os.getenv("OBDSYNC_HEAP_REPORT_MS") or 0),
+                  watchdog=watchdog)
 
 
 def main():
+    root = unix_root() if sys.platform == "linux" else ""
+    why = safe_boot(root)
+    if why:
+        print("safe boot (%s): main.py stops here" % why)
+        return
     ble = radio()
-    dongle = unix(ble) if sys.platform == "linux" else board(ble)
+    dongle = unix(ble, root) if sys.platform == "linux" else board(ble)
     gc.collect()
     # The heap figure lets the HIL kit watch the firmware's memory from outside.
     print("ready", dongle.device_id.hex(), "heap", gc.mem_alloc(), gc.mem_free())

@@ -43,7 +43,7 @@ VOLTS_STALE_MS = const(120000)  # a supply reading at least this often, even if 
 class Dongle(Actions):
     def __init__(self, ble, stream, clock, flash_root, secret, device_id, *, pairing=True, bonds=None,
                  log_capacity=1 << 20, segment_bytes=16384, power_config=None, sleeper=None,
-                 random_bytes=None, name=None, out=print, heap_report_ms=0):
+                 random_bytes=None, name=None, out=print, heap_report_ms=0, watchdog=None):
         key = auth.telemetry_key(secret)
         self.clock = clock
         self._out = out
@@ -61,6 +61,8 @@ class Dongle(Actions):
         self.power = Power(clock, power_config)
         self._sleeper = sleeper
         self._pairing = pairing
+        self._bonds = bonds
+        self._watchdog = watchdog  # a dongle.watchdog.Watchdog, fed by housekeeping
         self.gatt = Gatt(ble, name or adv_name(self.device_id), self._info(), pairing, auth.passkey(secret),
                          bonds)
         if random_bytes is None:
@@ -204,6 +206,10 @@ class Dongle(Actions):
         vin_known = False
         while self.running:
             await asyncio.sleep_ms(HOUSEKEEPING_MS)
+            if self._watchdog is not None:
+                self._watchdog.check(self.sched.beat)
+            if self._bonds is not None:
+                self._bonds.flush()  # what the pairing IRQ could not schedule
             now = self.clock.ms()
             w = self.writer
             if not w.empty() and time.ticks_diff(now, w.t0) >= RECORD_MS:

@@ -1,14 +1,24 @@
 """BLE bonding keys on flash (IRQs 29/30: get/set secret), so a paired phone
-reconnects encrypted without the passkey. Small: a handful of bonds at most."""
+reconnects encrypted without the passkey. Small: a handful of bonds at most.
+
+set() runs inside the radio's IRQ, on the NimBLE task with its ~5 KB stack on the
+board: it changes only the copy in RAM and hands the file write to the main task
+with micropython.schedule (and flush(), which the housekeeping task calls, writes
+whatever a full schedule queue left unwritten)."""
 
 import json
+
+import micropython
 
 _MAX = 8
 
 
 class Bonds:
-    def __init__(self, path):
+    def __init__(self, path, schedule=micropython.schedule):
         self._path = path
+        self._schedule = schedule
+        self._save_cb = self._save  # bound once: the IRQ allocates no bound method
+        self._dirty = False
         self._items = []  # [sec_type, key hex, value hex], oldest first
         try:
             with open(path) as f:
@@ -36,9 +46,24 @@ class Bonds:
             self._items.append([sec_type, kh, value.hex()])
             while len(self._items) > _MAX:
                 self._items.pop(0)
+        self._dirty = True
+        try:
+            self._schedule(self._save_cb, None)
+        except RuntimeError:
+            pass  # the schedule queue is full: flush() writes it
+        return True
+
+    def flush(self):
+        """Write the bonds if set() changed them (the housekeeping task calls this)."""
+        if self._dirty:
+            self._save(None)
+
+    def _save(self, _):
+        if not self._dirty:
+            return
+        self._dirty = False
         tmp = self._path + ".tmp"
         with open(tmp, "w") as f:
             json.dump(self._items, f)
         import os
         os.rename(tmp, self._path)
-        return True

@@ -48,14 +48,32 @@ _RX_QUEUE = const(16)
 _MAX_MTU = const(247)
 
 
-def _adv_payload(name, service_uuid):
-    # Flags (general discoverable, BR/EDR unsupported), 128-bit service UUID, name.
+_ADV_MAX = const(31)  # legacy advertising: longer payloads are refused or cut by the controller
+_AD_NAME_SHORT = const(0x08)
+_AD_NAME_COMPLETE = const(0x09)
+
+
+def _ad_name(n, room):
+    # The name as one AD structure in `room` bytes: complete if it fits, else the longest
+    # prefix that ends on a whole UTF-8 character, marked shortened.
+    if len(n) + 2 <= room:
+        return bytes((len(n) + 1, _AD_NAME_COMPLETE)) + n
+    k = room - 2
+    while k > 0 and (n[k] & 0xC0) == 0x80:
+        k -= 1
+    return bytes((k + 1, _AD_NAME_SHORT)) + n[:k] if k > 0 else b""
+
+
+def _adv_payloads(name, service_uuid):
+    """(advertisement, scan response), each <= 31 bytes whatever the name: flags (general
+    discoverable, BR/EDR unsupported) and the 128-bit service UUID (21 bytes), then as much of
+    the name as fits; the scan response carries it complete (or as much as 31 bytes hold)."""
     p = bytearray(b"\x02\x01\x06")
     u = bytes(service_uuid)
     p += bytes((len(u) + 1, 0x07)) + u
     n = name.encode()
-    p += bytes((len(n) + 1, 0x09)) + n
-    return bytes(p)
+    p += _ad_name(n, _ADV_MAX - len(p))
+    return bytes(p), _ad_name(n, _ADV_MAX)
 
 
 class _Channel:
@@ -104,7 +122,7 @@ class Gatt:
         # Fragments of a command arrive as writes of up to MTU-3 bytes.
         ble.gatts_set_buffer(self._h_ctl, _CONTROL_BUFFER)
         self.set_info(info)
-        self._adv = _adv_payload(name, bluetooth.UUID(uuids.SERVICE))
+        self._adv, self._resp = _adv_payloads(name, bluetooth.UUID(uuids.SERVICE))
         self.conn = None
         # Connections and disconnections so far. Connection handles are reused by NimBLE, so
         # these counts (not the handle) tell the application that the central changed, even
@@ -134,7 +152,7 @@ class Gatt:
         self._ble.gatts_write(self._h_info, info)
 
     def advertise(self):
-        self._ble.gap_advertise(_ADV_INTERVAL_US, adv_data=self._adv)
+        self._ble.gap_advertise(_ADV_INTERVAL_US, adv_data=self._adv, resp_data=self._resp)
 
     def disconnect(self):
         if self.conn is not None:

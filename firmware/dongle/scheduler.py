@@ -48,6 +48,7 @@ class Scheduler:
         self.sink = sink
         self.clock = clock
         self.on_reset = on_reset  # called after the adapter was re-initialised (EVENT record)
+        self.beat = time.ticks_ms()  # when run() last turned (dongle.watchdog)
         self.power = DRIVING
         self.batch_max = MAX_PIDS
         self._due = array("i", bytes(4 * 256))
@@ -198,6 +199,7 @@ class Scheduler:
         clock = self.clock
         last_init = clock()
         while self.running:
+            self.beat = time.ticks_ms()  # real ticks: the watchdog's proof of progress
             while self.jobs:
                 await self.jobs.pop(0)()
             # Re-initialise when the chip reset or was lost, and look for the ECU again every

@@ -1,0 +1,33 @@
+"""The hardware watchdog, fed only while the dongle makes progress.
+
+A hung UART read, a task that never yields or a poll loop stuck on an await stops the
+feeding, and the chip resets: the flash log is power-cut safe, so a reset loses at most
+its unflushed tail. The housekeeping task calls check() every HOUSEKEEPING_MS; it feeds
+the watchdog when the poll loop has turned within `stuck_ms` (its `beat`, in real ticks:
+a watchdog counts real time, whatever clock the records use). If the event loop itself
+blocks, housekeeping never runs and the watchdog fires after its own timeout.
+
+On the board `wdt` is machine.WDT(timeout=...) (it cannot be stopped once started, and
+deep sleep stops it); on the unix port hil/mpy/simwdt.py stands in for it.
+"""
+
+import time
+
+from micropython import const
+
+STUCK_MS = const(60000)  # longer than the poll loop's slowest honest turn (adapter init, backoff)
+
+
+class Watchdog:
+    def __init__(self, wdt, stuck_ms=STUCK_MS):
+        self._wdt = wdt
+        self._stuck_ms = stuck_ms
+        self.fed = 0  # feeds so far (STATUS-style counter; tests watch it)
+
+    def check(self, beat):
+        """Feed if the poll loop's last turn (time.ticks_ms() at `beat`) is recent."""
+        if time.ticks_diff(time.ticks_ms(), beat) < self._stuck_ms:
+            self._wdt.feed()
+            self.fed += 1
+            return True
+        return False
