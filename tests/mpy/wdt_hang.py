@@ -3,7 +3,7 @@
 # through dongle.watchdog.Watchdog, as firmware/dongle/app.py does.
 #
 #   micropython wdt_hang.py DIR MODE TIMEOUT_MS
-# MODE: healthy (runs 2 timeouts, then exits) | resume (3 records, then exits) | stuck (after
+# MODE: healthy (runs 1.5 timeouts, then exits) | resume (3 records, then exits) | stuck (after
 # 20 records the poll task stops turning but the event loop runs) | spin (after 20 records a
 # task never yields).
 # Prints "appended SEQ" per record, "flushed SEQ" after each flush, then "exit" if it was not
@@ -71,7 +71,7 @@ async def housekeeping():
 async def main():
     asyncio.create_task(poll())
     asyncio.create_task(housekeeping())
-    await asyncio.sleep_ms(2 * timeout if mode == "healthy" else 60000)
+    await asyncio.sleep_ms(timeout * 3 // 2 if mode == "healthy" else 60000)
     log.close()
     print("exit")
 
