@@ -38,8 +38,16 @@ ENGINE_ON_KINDS = ("city", "highway", "idle", "overheat", "dtc")
 DRIVE_PROFILES = ("city", "highway", "idle")
 
 # The mode 01 PIDs this model answers; a scenario may restrict them (`supported_pids`).
-MODELLED_PIDS = (0x01, 0x04, 0x05, 0x0C, 0x0D, 0x0F, 0x10, 0x11, 0x1C, 0x1F, 0x2F, 0x31, 0x33,
-                 0x42, 0x46, 0x51, 0x5E, 0xA6)
+MODELLED_PIDS = (0x01, 0x04, 0x05, 0x06, 0x07, 0x0C, 0x0D, 0x0F, 0x10, 0x11, 0x1C, 0x1F, 0x21, 0x2F, 0x31,
+                 0x33, 0x41, 0x42, 0x46, 0x4E, 0x51, 0x5E, 0xA6)
+# Readiness monitors (PID 0x01/0x41 bytes B–D, spark ignition): name -> (byte, available bit);
+# the "incomplete" bit is 4 higher in byte B, the same bit of byte D for byte C's.
+MONITORS = {"misfire": (1, 0x01), "fuel_system": (1, 0x02), "components": (1, 0x04),
+            "catalyst": (2, 0x01), "heated_catalyst": (2, 0x02), "evap": (2, 0x04), "secondary_air": (2, 0x08),
+            "ac": (2, 0x10), "o2_sensor": (2, 0x20), "o2_heater": (2, 0x40), "egr": (2, 0x80)}
+# The ECUs that answer (response ids 7E8, 7E9, ...): a dtc phase names one by index.
+ECUS = ("engine", "transmission")
+CRANK_S = 4.0  # an engine start draws the battery down for this long (a weak one cranks slowly)
 BITMAP_PIDS = (0x00, 0x20, 0x40, 0x60, 0x80, 0xA0, 0xC0, 0xE0)
 MODE09_PIDS = (0x02,)
 
@@ -77,6 +85,14 @@ class VehicleParams:
     running_v: float = 14.2
     bus_sleep_s: float = 600.0            # engine off this long → UNABLE TO CONNECT
     stored_dtcs: tuple[str, ...] = ()
+    # the health check's conditions (obdsync check)
+    monitors_incomplete: tuple[str, ...] = ()  # names from MONITORS, not ready since the last clear
+    minutes_since_clear: float = 6000.0   # PID 0x4E at t = 0 (it counts on with sim time)
+    stft_pct: float = 0.0                 # PID 0x06, bank 1 short-term fuel trim
+    ltft_pct: float = 0.0                 # PID 0x07, bank 1 long-term: > +10 % is a lean engine
+    thermostat_c: float = 90.0            # a thermostat stuck open regulates lower ...
+    warmup_factor: float = 1.0            # ... and warms the engine this many times slower
+    crank_v: float | None = None          # volts while cranking (None: not modelled, no dip)
     seed: int = 1
 
     def __post_init__(self):
@@ -98,6 +114,13 @@ class VehicleParams:
                                + "; modelled: " + ", ".join(f"0x{p:02X}" for p in MODELLED_PIDS))
         for code in self.stored_dtcs:
             dtc_bytes(code)
+        unknown = [m for m in self.monitors_incomplete if m not in MONITORS]
+        if unknown:
+            raise VehicleError(f"monitors_incomplete: unknown {unknown}; known: {sorted(MONITORS)}")
+        if not (-100 < self.stft_pct < 99.3 and -100 < self.ltft_pct < 99.3):
+            raise VehicleError("fuel trims must be between -100 and 99.2 %")
+        if not self.warmup_factor > 0:
+            raise VehicleError(f"warmup_factor must be > 0, got {self.warmup_factor!r}")
 
 
 @dataclass(frozen=True)
@@ -109,6 +132,7 @@ class Phase:
     litres: float | None = None    # refuel: litres added; theft: litres taken
     to_pct: float | None = None    # refuel: fill up to this level instead
     code: str | None = None        # dtc: e.g. "P0301"
+    ecu: int = 0                   # dtc: which ECU stores it (ECUS: 0 engine 7E8, 1 transmission 7E9)
     pending: bool = False          # dtc: pending only (no MIL)
     at_s: float | None = None      # dtc: seconds into the phase (default: a third)
     peak_c: float = 118.0          # overheat: coolant heads here
@@ -126,6 +150,8 @@ class Phase:
             raise VehicleError(f"phase {self.label}: speedup must be > 0, got {self.speedup!r}")
         if self.kind == "refuel" and (self.litres is None) == (self.to_pct is None):
             raise VehicleError(f"phase {self.label}: refuel needs exactly one of litres, to_pct")
+        if not 0 <= self.ecu < len(ECUS):
+            raise VehicleError(f"phase {self.label}: ecu must be 0..{len(ECUS) - 1} ({', '.join(ECUS)})")
         if self.kind == "theft" and not (self.litres and self.litres > 0):
             raise VehicleError(f"phase {self.label}: theft needs litres > 0")
         if self.kind == "dtc":
@@ -326,10 +352,12 @@ class Vehicle:
         self._rest_v = self._resting_volts_at_phase_starts()
         # DTC history: (t, action, code); clears are appended when mode 04 is served.
         self._dtc_events: list[tuple[float, str, str]] = [(-1.0, "stored", c) for c in self.params.stored_dtcs]
+        self._ecu_of: dict[str, int] = {}  # code -> the ECU that stores it (default: the engine)
         for i, p in enumerate(self.phases):
             if p.kind == "dtc":
                 at = p.at_s if p.at_s is not None else p.duration_s / 3
                 self._dtc_events.append((self.starts[i] + at, "pending" if p.pending else "stored", p.code.upper()))
+                self._ecu_of[p.code.upper()] = p.ecu
         self._dtc_events.sort(key=lambda e: e[0])
         self._clear_odo: list[tuple[float, float]] = []  # (t, odometer at the clear)
         p0 = self.params
@@ -438,6 +466,9 @@ class Vehicle:
             f = self._tau(i, t) / p.duration_s
             rest = rest + (p.end_volts - rest) * f
         if p.engine_on:
+            crank = self.params.crank_v
+            if crank is not None and self._tau(i, t) < CRANK_S and (i == 0 or not self.phases[i - 1].engine_on):
+                return crank
             if p.alternator:
                 v = p.charging_v if p.charging_v is not None else self.params.running_v
                 return v + 0.04 * _smooth_noise(self.params.seed + 3, t, 2.0)
@@ -475,8 +506,9 @@ class Vehicle:
             if p.kind == "overheat":
                 target, tau = p.peak_c, 110.0
             else:
-                target, tau = _THERMOSTAT_C, 260.0 - 60.0 * min(1.0, v / 100.0)
-                if s.coolant_c > _THERMOSTAT_C:  # the thermostat opens wide, fan on
+                thermostat = self.params.thermostat_c
+                target, tau = thermostat, (260.0 - 60.0 * min(1.0, v / 100.0)) * self.params.warmup_factor
+                if s.coolant_c > thermostat:  # the thermostat opens wide, fan on
                     tau = 90.0
         else:
             target, tau = self.params.ambient_c, 2400.0
@@ -576,6 +608,40 @@ class Vehicle:
                 base = o
         return max(0.0, odo - base)
 
+    def _minutes_since_clear(self, t: float) -> float:
+        clears = [when for when, action, _c in self._dtc_events if action == "clear" and when <= t]
+        return (t - clears[-1]) / 60.0 if clears else self.params.minutes_since_clear + t / 60.0
+
+    def _mil_km(self, tr: Truth) -> float:
+        """PID 0x21: km driven since the MIL came on (0 while it is off)."""
+        if not tr.mil:
+            return 0.0
+        on = None
+        for when, action, _code in self._dtc_events:
+            if when > tr.t:
+                break
+            if action == "clear":
+                on = None
+            elif action == "stored" and on is None:
+                on = max(0.0, when)
+        return max(0.0, tr.odometer_km - self._state_at(on).odo_km) if on is not None else 0.0
+
+    def freeze_frame(self, t: float) -> tuple[int, str, dict[int, bytes]] | None:
+        """Mode 02 frame 0 at sim second t: (ECU index, the code that stored it, PID -> data
+        as at the moment it set), None when no stored code holds a frame."""
+        with self._lock:
+            return self._freeze(t)
+
+    def _freeze(self, t: float) -> tuple[int, str, dict[int, bytes]] | None:
+        stored, _p, _perm = self._dtcs(t)
+        if not stored:
+            return None
+        code = stored[0]
+        when = next(w for w, action, c in self._dtc_events if action == "stored" and c == code)
+        at = self._truth(max(0.0, when))
+        data = {pid: self.pid_data(pid, at) for pid in (0x04, 0x05, 0x0C, 0x0D)}
+        return self._ecu_of.get(code, 0), code, {pid: d for pid, d in data.items() if d is not None}
+
     # -- public -----------------------------------------------------------------------------
 
     def battery_volts(self, t: float) -> float:
@@ -634,10 +700,24 @@ class Vehicle:
         def u16(x: float) -> bytes:
             return max(0, min(0xFFFF, int(round(x)))).to_bytes(2, "big")
 
-        if pid == 0x01:
+        if pid in (0x01, 0x41):  # monitors since the clear / this drive cycle: the same here
             count = min(len(tr.stored_dtcs), 0x7F)
-            b = 0x07 | (0x08 if self.params.fuel_type == "diesel" else 0)
-            return bytes([(0x80 if tr.mil else 0) | count, b, 0x65, 0x00])
+            b, c, d = 0x07 | (0x08 if self.params.fuel_type == "diesel" else 0), 0x65, 0x00
+            for name in self.params.monitors_incomplete:
+                byte, bit = MONITORS[name]
+                if byte == 1:
+                    b |= bit << 4
+                else:
+                    c, d = c | bit, d | bit
+            a = ((0x80 if tr.mil else 0) | count) if pid == 0x01 else 0x00
+            return bytes([a, b, c, d])
+        if pid in (0x06, 0x07):  # (A − 128) × 100 / 128 %
+            trim = self.params.stft_pct if pid == 0x06 else self.params.ltft_pct
+            return u8(128 + trim * 128 / 100)
+        if pid == 0x21:
+            return u16(self._mil_km(tr))
+        if pid == 0x4E:
+            return u16(self._minutes_since_clear(tr.t))
         if pid == 0x04:
             return u8(tr.load_pct * 255 / 100)
         if pid == 0x05:
@@ -707,11 +787,25 @@ class Vehicle:
                     out += bytes([pid]) + d
             return [bytes(out)] if len(out) > 1 else "NO DATA"
         if mode in (0x03, 0x07, 0x0A) and not pids:
+            # One message per ECU that has codes (the engine answers always), in ECU order.
             codes = {0x03: tr.stored_dtcs, 0x07: tr.pending_dtcs, 0x0A: tr.permanent_dtcs}[mode]
-            out = bytearray([mode | 0x40, len(codes)])
-            for c in codes:
-                out += dtc_bytes(c)
-            return [bytes(out)]
+            msgs = []
+            for ecu in range(len(ECUS)):
+                mine = [c for c in codes if self._ecu_of.get(c, 0) == ecu]
+                if ecu and not mine:
+                    continue
+                msgs.append(bytes([mode | 0x40, len(mine)]) + b"".join(dtc_bytes(c) for c in mine))
+            return msgs
+        if mode == 0x02 and len(pids) == 2:  # freeze frame: 02 PID FRAME
+            ff = self._freeze(t)
+            if ff is None or pids[1] != 0:
+                return "NO DATA"
+            _ecu, code, data = ff
+            if pids[0] == 0x02:
+                return [b"\x42\x02\x00" + dtc_bytes(code)]
+            if pids[0] in data:
+                return [b"\x42" + bytes((pids[0], 0)) + data[pids[0]]]
+            return "NO DATA"
         if mode == 0x04 and not pids:
             self.clear_codes(t)
             return [b"\x44"]

@@ -31,7 +31,8 @@ def test_power_states_select_the_plan_column(sched):
 
 
 def test_unsupported_pids_are_never_polled(sched):
-    assert sched["unsupported_in_plan"] == "['0x5e']"  # in the default plan, not in the bitmap
+    # in the default plan, not in the fake ECU's bitmap
+    assert sched["unsupported_in_plan"] == "['0x5e', '0x8', '0x9', '0x41']"
     assert sched["never_unsupported"] == "[]"
 
 

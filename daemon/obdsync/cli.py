@@ -768,6 +768,68 @@ def outbox_dead(ctx: Ctx, target: str | None) -> None:
                    f" after {d.attempts} attempts: {d.reason}")
 
 
+# ---- the health check --------------------------------------------------------------------
+
+
+@cli.command("check")
+@click.option("--device")
+@click.option("--json", "as_json", is_flag=True, help="The findings as data.")
+@click.option("--live", is_flag=True, help="Also ask the dongle now: codes, protocol, supported PIDs"
+              " (not while `obdsync run` holds it; then what the daemon knows is used).")
+@click.pass_obj
+def check(ctx: Ctx, device: str | None, as_json: bool, live: bool) -> None:
+    """Vehicle health check: trouble codes explained, readiness, fuel trims, cooling, battery."""
+    from obdsync import health
+    from obdsync.status import read_live
+
+    cfg = ctx.config  # the language and units first
+    now: health.Live | None = None
+    if live:
+        now = _live_check(ctx, device)
+
+    async def go(store: Any) -> Any:
+        dev = resolve_device(await store.status(), device)
+        seen = now
+        if seen is None:
+            d = read_live().get(dev) or {}  # a running daemon's knowledge of the dongle
+            if d.get("elm_protocol") or d.get("supported"):
+                seen = health.Live(protocol=health.Live.protocol_name(d.get("elm_protocol")),
+                                   supported=health.Live.pids_of(bytes.fromhex(d["supported"]))
+                                   if d.get("supported") else None, fresh=False)
+        return await health.check(store, cfg, dev, live=seen)
+
+    report = with_store(ctx, go)
+    if as_json:
+        click.echo(json.dumps(report.json(), indent=2, ensure_ascii=False))
+    else:
+        for line in health.render(report):
+            click.echo(line)
+    if report.worst == health.CRITICAL:
+        sys.exit(2)  # scripts can tell "go to a garage now" from "fine"
+
+
+def _live_check(ctx: Ctx, device: str | None) -> Any:
+    from obdsync import health
+    from obdsync.decode import dtcs_from_raw
+    from obdsync.link import CommandError
+    from protocol import control
+
+    async def go(link: Any) -> Any:
+        out = health.Live()
+        for mode in (3, 7, 10):
+            m, codes = control.parse_dtcs(await link.command(control.READ_DTC, bytes((mode,))))
+            out.dtcs[m] = dtcs_from_raw(codes)
+        st = control.parse_status(await link.command(control.STATUS))
+        out.protocol = health.Live.protocol_name(st.get("elm_protocol"))
+        out.supported = health.Live.pids_of(link.info.supported)
+        return out
+
+    try:
+        return with_dongle(ctx, device, go)
+    except CommandError as e:
+        raise click.ClickException(f"the dongle could not read the car: {e}") from None
+
+
 # ---- trouble codes -----------------------------------------------------------------------
 
 

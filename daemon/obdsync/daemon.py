@@ -208,6 +208,8 @@ class Daemon:
                 "log_fill": f"{100 * st.log_used / st.log_capacity:.1f}%" if st.log_capacity else None,
                 "power": control.POWER_NAMES.get(s.get("power_state")) if s else None,
                 "rates": s.get("rates", {}),
+                "elm_protocol": s.get("elm_protocol") if s else None,  # for `obdsync check`
+                "supported": link.info.supported.hex() if link.info is not None else None,
                 "updated": time.time(),
             }
         return out

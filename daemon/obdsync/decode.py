@@ -291,25 +291,51 @@ def dtcs_from_raw(codes: list[bytes]) -> list[str]:
     return [dtc_from_raw(c) for c in codes if c[0] or c[1]]
 
 
-def describe_dtc(code: str) -> str:
-    """python-OBD's description for ``code``, else a generic one from its prefix.
+# SAE J2012 generic codes python-OBD 0.7.3's table (≈2,000 codes, mostly P) lacks and
+# drivers meet: airbag deployment loops, wheel-speed sensors, hybrid battery, DPF.
+OWN_DTC = {
+    "B0001": "Driver Frontal Stage 1 Deployment Control",
+    "B0002": "Driver Frontal Stage 2 Deployment Control",
+    "C0031": "Left Front Wheel Speed Sensor Circuit",
+    "C0034": "Right Front Wheel Speed Sensor Circuit",
+    "C0037": "Left Rear Wheel Speed Sensor Circuit",
+    "C003A": "Right Rear Wheel Speed Sensor Circuit",
+    "P0A80": "Replace Hybrid Battery Pack",
+    "P219A": "Bank 1 Air-Fuel Ratio Imbalance",
+    "P242F": "Diesel Particulate Filter Restriction - Ash Accumulation",
+    "P2463": "Diesel Particulate Filter Restriction - Soot Accumulation",
+}
 
-    Generic: the system from the letter; SAE-defined or manufacturer-specific from the
-    second character per SAE J2012 (P0/P2 SAE, P1 manufacturer, P3 split at P34; B/C/U
-    0 and 3 SAE, 1 and 2 manufacturer).
-    """
+
+class DtcInfo(NamedTuple):
+    code: str
+    description: str | None  # None: no table knows it (say so, never guess)
+    system: str              # Powertrain, Chassis, Body, Network
+    sae: bool                # SAE generic; False: manufacturer-specific (P1xxx, B1xxx, ...)
+
+
+def dtc_info(code: str) -> DtcInfo:
+    """What is known of ``code``: python-OBD's description, else ours, else none; the
+    system from the letter; SAE-defined or manufacturer-specific from the second
+    character per SAE J2012 (P0/P2 SAE, P1 manufacturer, P3 split at P34; B/C/U 0 and 3
+    SAE, 1 and 2 manufacturer)."""
     code = code.strip().upper()
     if not _DTC_RE.fullmatch(code):
         raise DecodeError(f"not a DTC: {code!r} (expected like P0301)")
-    known = obd.codes.DTC.get(code)
-    if known:
-        return known
     letter, digit = code[0], code[1]
     if letter == "P":
         sae = digit in "02" or (digit == "3" and code[2] in "456789ABCDEF")
     else:
         sae = digit in "03"
-    return _SYSTEMS[letter] + (", SAE generic code" if sae else ", manufacturer-specific code")
+    return DtcInfo(code, obd.codes.DTC.get(code) or OWN_DTC.get(code), _SYSTEMS[letter], sae)
+
+
+def describe_dtc(code: str) -> str:
+    """The description of ``code``, else a generic one from its prefix (:func:`dtc_info`)."""
+    info = dtc_info(code)
+    if info.description:
+        return info.description
+    return info.system + (", SAE generic code" if info.sae else ", manufacturer-specific code")
 
 
 # ---- VIN -------------------------------------------------------------------

@@ -13,13 +13,11 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
-import re
 from dataclasses import asdict, dataclass
 from typing import Any
 
 log = logging.getLogger("obdsync.vin")
 
-VIN_RE = re.compile(r"[A-HJ-NPR-Z0-9]{17}")
 # Where the 9th character must be a check digit: North America (49 CFR 565) and China
 # (GB 16735); elsewhere (ISO 3779) it is often a filler such as Z.
 CHECK_DIGIT_REGIONS = ("North America",)
@@ -54,13 +52,15 @@ class Vehicle:
 
 
 def parse_vin(raw: bytes | str) -> str:
-    """The VIN in a mode 09 PID 02 reply as the firmware keeps it: ASCII with fill bytes
-    (K-line's leading zeros, padding) around it. Raises VinError when no VIN is there."""
-    text = raw.decode("ascii", "replace") if isinstance(raw, (bytes, bytearray)) else str(raw)
-    text = "".join(ch for ch in text if ch.isprintable() and not ch.isspace()).upper()
-    if VIN_RE.fullmatch(text):
-        return text
-    raise VinError(f"not a VIN (17 characters A-Z, 0-9 without I, O, Q): {text!r}")
+    """The VIN in a mode 09 PID 02 reply as the firmware keeps it (``decode.decode_vin``:
+    fill bytes around the 17 characters dropped), or a stored one. Raises VinError."""
+    from obdsync.decode import DecodeError, decode_vin
+
+    data = raw.encode("ascii", "replace") if isinstance(raw, str) else bytes(raw)
+    try:
+        return decode_vin(data)
+    except DecodeError as e:
+        raise VinError(str(e)) from None
 
 
 def decode(vin: str, today: dt.date | None = None) -> Vehicle:

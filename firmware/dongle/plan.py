@@ -35,6 +35,14 @@ DEFAULT = (
     (0xA6, 100, 100, 0),  # odometer, where supported
     (0x01, 100, 100, 0),  # MIL and DTC count
     (0x42, 100, 100, 0),  # control module voltage
+    # The health check's (obdsync check), slow: they change over minutes, not seconds.
+    (0x06, 300, 300, 0),  # short-term fuel trim, bank 1
+    (0x07, 300, 300, 0),  # long-term fuel trim, bank 1: ±10 % is a lean/rich engine
+    (0x08, 300, 300, 0),  # bank 2 (V engines; skipped where unsupported)
+    (0x09, 300, 300, 0),
+    (0x21, 600, 600, 0),  # distance with the MIL on
+    (0x4E, 600, 600, 0),  # time since codes cleared
+    (0x41, 600, 600, 0),  # readiness monitors, this drive cycle
     (CH_VOLTAGE, 50, 50, 100),  # ATRV (no bus traffic): parked, the only poll — every 10 s it watches
     # for the alternator (an engine start), so the car's modules can sleep
 )
