@@ -16,10 +16,12 @@ import asyncio
 import contextlib
 import os
 import re
+import shutil
 import signal
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -285,8 +287,11 @@ class Home:
         self.config_home = root / "config"
         self.data_home = root / "data"
         self.env = {k: v for k, v in os.environ.items() if not k.startswith(("OBDSYNC_", "XDG_"))}
+        # The control socket's directory: short (a unix socket path has 107 bytes, a test's
+        # tmp_path may not fit), and this user's own, never the real session's.
+        self.runtime_dir = Path(tempfile.mkdtemp(prefix="obdsync-run-"))
         self.env.update(XDG_CONFIG_HOME=str(self.config_home), XDG_DATA_HOME=str(self.data_home),
-                        PYTHONUNBUFFERED="1")
+                        XDG_RUNTIME_DIR=str(self.runtime_dir), PYTHONUNBUFFERED="1")
         if air is not None:
             self.env.update(OBDSYNC_BLE_BACKEND="hil.blesim", OBDSYNC_SIM_AIR=str(air))
         self.procs: list[DaemonProc] = []
@@ -295,6 +300,10 @@ class Home:
     @property
     def db(self) -> Path:
         return self.data_home / "obdsync" / "obdsync.db"
+
+    @property
+    def control_socket(self) -> Path:
+        return self.runtime_dir / "obdsync" / "control.sock"
 
     def write_config(self, text: str) -> Path:
         p = self.config_home / "obdsync" / "config.toml"
@@ -322,6 +331,7 @@ class Home:
         for d in self.procs:
             d.close()
             self.outputs.append(d.output)
+        shutil.rmtree(self.runtime_dir, ignore_errors=True)
 
 
 # ---- records as the link delivers them (firmware tests) --------------------------------------

@@ -230,10 +230,14 @@ STANDING_S = 60  # sim seconds idling with the code stored, at 10x: 6 s for pair
 
 
 @pytest.mark.slow
-def test_dtc_read_live_and_clear_only_when_stationary(tmp_path, monkeypatch):
+@pytest.mark.parametrize("way", ["direct", "daemon"])
+def test_dtc_read_live_and_clear_only_when_stationary(tmp_path, monkeypatch, way):
+    """The same commands, the same answers and the same refusal, whether `obdsync run`
+    holds the dongle (through its control door) or not (a connection of their own)."""
     answers = Answers().install(monkeypatch)
+    standing = STANDING_S if way == "direct" else 2 * STANDING_S  # the daemon connects first
     sc = scenario("dtc-short", [
-        {"kind": "dtc", "code": "P0301", "at_s": 2, "drive": "idle", "duration_s": STANDING_S, "speedup": 10},
+        {"kind": "dtc", "code": "P0301", "at_s": 2, "drive": "idle", "duration_s": standing, "speedup": 10},
         {"kind": "highway", "duration_s": 900, "speedup": 20},
     ], seed=5)
     with Rig(sc, tmp_path / "rig") as rig:
@@ -242,6 +246,10 @@ def test_dtc_read_live_and_clear_only_when_stationary(tmp_path, monkeypatch):
         home = Home(tmp_path / "home", rig.air)
         try:
             home.pair(d)
+            daemon = None
+            if way == "daemon":
+                daemon = home.run()
+                daemon.wait_for(r"dongle .* connected")
             # Standing, engine running, P0301 stored.
             wait_until(lambda: car.truth(rig.sim_s()).stored_dtcs == ("P0301",), 10, "the code to be stored")
             p = home.cli("dtc", "read", "--live")
@@ -249,7 +257,7 @@ def test_dtc_read_live_and_clear_only_when_stationary(tmp_path, monkeypatch):
             assert re.search(r"^stored: *\n  P0301  Cylinder 1 Misfire", p.stdout, re.M), p.stdout
             assert "pending: \n  P0301" in p.stdout and "permanent: \n  P0301" in p.stdout, p.stdout
             p = home.cli("dtc", "clear", "--yes")
-            assert rig.sim_s() < STANDING_S, "the test was too slow: the car drove off before the clear"
+            assert rig.sim_s() < standing, "the test was too slow: the car drove off before the clear"
             assert p.returncode == 0, p.stdout + p.stderr
             assert "cleared" in p.stdout
             assert answers.requests(car).count("04") == 1, "mode 04 did not reach the car once"
@@ -265,6 +273,11 @@ def test_dtc_read_live_and_clear_only_when_stationary(tmp_path, monkeypatch):
             assert car.truth(rig.sim_s()).speed_kmh > 30, "the car stopped during the test: the refusal proves nothing"
             fails_with(p, "the dongle refused: the vehicle is moving")
             assert answers.requests(car).count("04") == 1, "mode 04 reached the car while it moved"
+            if daemon is not None:
+                # Every command went through the daemon's link (it held the dongle throughout).
+                assert daemon.output.count("control request dtc.read") == 2, daemon.output[-3000:]
+                assert daemon.output.count("control request dtc.clear") == 2, daemon.output[-3000:]
+                assert daemon.terminate() == 0, daemon.output[-3000:]
             assert asyncio.run(dongle_status(rig, d))["auth_failures"] == 0
         finally:
             home.close()

@@ -194,12 +194,14 @@ def run(ctx: Ctx, only: tuple[str, ...]) -> None:
     interactive = sys.stderr.isatty()
     if not logging.getLogger().isEnabledFor(logging.INFO):
         logging.getLogger("obdsync").setLevel(logging.INFO)
+    from obdsync.door import DoorError
+
     try:
         daemon = Daemon(ctx.config, ctx.db, paired, backend=client_backend, interactive=interactive,
-                        all_paired={p.device for p in every})
-    except SecretError as e:
+                        all_paired={p.device for p in every}, control_socket=paths.control_socket_path())
+        run_async(daemon.run())
+    except (SecretError, DoorError) as e:
         raise click.ClickException(str(e)) from None
-    run_async(daemon.run())
 
 
 @cli.command()
@@ -318,13 +320,19 @@ def unpair(ctx: Ctx, device: str) -> None:
 
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--live", is_flag=True, help="Ask each paired dongle for its status now (supply, log, power, rates).")
 @click.pass_obj
-def status(ctx: Ctx, as_json: bool) -> None:
+def status(ctx: Ctx, as_json: bool, live: bool) -> None:
     """Each dongle: last seen, records, gaps, latest values; forwarding backlog."""
     from obdsync.decode import signal_name
-    from obdsync.status import gather
+    from obdsync.status import gather, live_fields
 
     info = with_store(ctx, lambda store: gather(store, ctx.config))
+    if live:
+        paired = {p.device for p in devices.load()}
+        for d in info["devices"]:
+            if d["device"] in paired:
+                d["live"] = {**(d.get("live") or {}), **live_fields(dongle_request(ctx, d["device"], "status"))}
     if as_json:
         click.echo(json.dumps(info, indent=2, default=str))
         return
@@ -844,24 +852,14 @@ def dtc() -> None:
 @click.pass_obj
 def dtc_read(ctx: Ctx, device: str | None, live: bool) -> None:
     """Stored, pending and permanent codes with their descriptions."""
-    from obdsync.decode import describe_dtc, dtcs_from_raw
+    from obdsync.decode import describe_dtc
 
     names = {3: "stored", 7: "pending", 10: "permanent"}
     if live:
-        from protocol import control
-
-        async def go(link: Any) -> list:
-            out = []
-            for mode in (3, 7, 10):
-                payload = await link.command(control.READ_DTC, bytes((mode,)))
-                m, codes = control.parse_dtcs(payload)
-                out.append((m, dtcs_from_raw(codes)))
-            return out
-
         from obdsync.link import CommandError
 
         try:
-            reads = [(None, m, codes) for m, codes in with_dongle(ctx, device, go)]
+            reads = [(None, m, codes) for m, codes in dongle_request(ctx, device, "dtc.read")]
         except CommandError as e:
             raise click.ClickException(f"the dongle could not read the codes: {e}") from None
     else:
@@ -895,11 +893,8 @@ def dtc_clear(ctx: Ctx, device: str | None, yes: bool) -> None:
     if not yes:
         click.confirm("Clearing codes also resets the emissions readiness monitors. Clear now?", abort=True)
 
-    async def go(link: Any) -> None:
-        await link.command(control.CLEAR_DTC)
-
     try:
-        with_dongle(ctx, device, go)
+        dongle_request(ctx, device, "dtc.clear")
     except CommandError as e:
         if e.status == control.REFUSED_MOVING:
             raise click.ClickException("the dongle refused: the vehicle is moving (or did not say its speed when"
@@ -908,16 +903,93 @@ def dtc_clear(ctx: Ctx, device: str | None, yes: bool) -> None:
     click.echo("trouble codes cleared")
 
 
-def with_dongle(ctx: Ctx, device: str | None, fn: Callable[[Any], Awaitable[T]]) -> T:
-    """Connect to one paired dongle (not while `obdsync run` holds it), run fn(link)."""
-    from obdsync.link import CommandError, DongleLink, LinkError
+@cli.command()
+@click.option("--device")
+@click.option("--live", is_flag=True, help="Ask the car now (mode 09) instead of showing the stored VIN.")
+@click.pass_obj
+def vin(ctx: Ctx, device: str | None, live: bool) -> None:
+    """The vehicle identification number and what it says about the car."""
+    from obdsync.vin import VinError, decode
 
+    if live:
+        from obdsync.link import CommandError
+
+        try:
+            number = dongle_request(ctx, device, "vin.read")
+        except (CommandError, VinError) as e:
+            raise click.ClickException(f"the car did not give its VIN: {e}") from None
+    else:
+        async def stored(store: Any) -> str | None:
+            sts = await store.status()
+            dev = resolve_device(sts, device)
+            return next((s.vin for s in sts if s.device == dev), None)
+
+        number = with_store(ctx, stored)
+        if not number:
+            raise click.ClickException("no VIN stored yet (the dongle reports it once the car answers;"
+                                       " `obdsync vin --live` asks now)")
+    v = decode(number)
+    click.echo(f"{number}  {v.title}  ({v.country or '?'}, check digit {v.check_digit})")
+
+
+@cli.group()
+def plan() -> None:
+    """The dongle's poll plan (how often it reads each signal)."""
+
+
+@plan.command("set")
+@click.option("--device")
+@click.pass_obj
+def plan_set(ctx: Ctx, device: str | None) -> None:
+    """Send the config's [poll] intervals to the dongle now (a running daemon keeps them
+    for its next connections)."""
+    from obdsync.daemon import plan_from_config
+    from obdsync.link import CommandError
+
+    rows = plan_from_config(ctx.config)
+    if not rows:
+        raise click.ClickException("the config has no [poll] section: the dongle's own plan stays")
+    try:
+        n = dongle_request(ctx, device, "plan.set", rows=[list(r) for r in rows])
+    except CommandError as e:
+        raise click.ClickException(f"the dongle refused the plan: {e}") from None
+    click.echo(f"poll plan sent: {n} channel(s)")
+
+
+def paired_one(device: str | None) -> devices.Paired:
+    """The one paired dongle `device` names (id, its tail, or address), or the only one."""
     paired = devices.load()
     if device:
         paired = [p for p in paired if p.device.endswith(device.lower()) or p.address.lower() == device.lower()]
     if len(paired) != 1:
         raise click.ClickException("name one paired dongle with --device" if paired else "no paired dongle")
-    p = paired[0]
+    return paired[0]
+
+
+def dongle_request(ctx: Ctx, device: str | None, op: str, **args: Any) -> Any:
+    """Run the dongle operation `op` (obdsync.ops): through the running daemon's control
+    door when one runs (it holds the dongle), else on a short connection of our own.
+    Either way a refusal by the dongle raises CommandError for the caller to explain;
+    every other failure is a ClickException."""
+    from obdsync import door
+    from obdsync.link import CommandError, LinkError
+
+    p = paired_one(device)
+    try:
+        return run_async(door.call(op, p.device, args))
+    except (door.NoDaemon, door.NotManaged):
+        pass  # nobody holds the dongle: ask it ourselves
+    except CommandError:
+        raise
+    except (LinkError, door.DoorError) as e:
+        raise click.ClickException(str(e)) from None
+    return _direct(ctx, p, op, args)
+
+
+def _direct(ctx: Ctx, p: devices.Paired, op: str, args: dict[str, Any]) -> Any:
+    from obdsync import ops
+    from obdsync.link import CommandError, DongleLink, LinkError
+
     try:
         secret = devices.secret_of(p.device).reveal()
     except SecretError as e:
@@ -928,13 +1000,13 @@ def with_dongle(ctx: Ctx, device: str | None, fn: Callable[[Any], Awaitable[T]])
         async def ingest(self, device: str, records: list) -> int:
             return -1
 
-    async def go() -> T:
+    async def go() -> Any:
         box: dict[str, Any] = {}
         done = asyncio.Event()
 
         async def ready(_info: Any) -> None:
             try:
-                box["result"] = await fn(link)
+                box["result"] = await ops.OPS[op](link, **args)
             except Exception as e:  # noqa: BLE001 - re-raised below, outside the session
                 box["error"] = e
             done.set()
@@ -953,7 +1025,7 @@ def with_dongle(ctx: Ctx, device: str | None, fn: Callable[[Any], Awaitable[T]])
     except CommandError:
         raise  # the dongle answered: its refusal is the caller's to explain, not a busy link
     except LinkError as e:
-        raise click.ClickException(f"{e} (is `obdsync run` connected to it? one phone at a time)") from None
+        raise click.ClickException(f"{e} (is another phone connected to it? one at a time)") from None
 
 
 # ---- config --------------------------------------------------------------------------------

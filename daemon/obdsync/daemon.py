@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import inspect
 import json
 import logging
 import os
@@ -17,10 +18,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from obdsync import paths, vin
+from obdsync import __version__, door, ops, paths, vin
 from obdsync.config import Config
 from obdsync.devices import Paired, secret_of
-from obdsync.link import DongleLink
+from obdsync.link import DongleLink, LinkError
 from obdsync.pipeline import Pipeline
 from obdsync.service import Backoff, DeviceRunner, run_service
 from protocol import control
@@ -63,7 +64,8 @@ class Daemon:
     def __init__(self, config: Config, db: Path, paired: list[Paired], *, backend: type | None = None,
                  backend_kwargs: dict[str, Any] | None = None, interactive: bool = False,
                  wall_clock: Callable[[], float] = time.time, secrets: dict[str, bytes] | None = None,
-                 live_file: Path | None = None, all_paired: set[str] | None = None) -> None:
+                 live_file: Path | None = None, all_paired: set[str] | None = None,
+                 control_socket: Path | None = None) -> None:
         self.config = config
         self.db = db
         self.paired = paired
@@ -77,6 +79,10 @@ class Daemon:
         # Secrets are read now: a bad secret file is an error at start, not at 3 a.m.
         self._secrets = secrets or {p.device: secret_of(p.device).reveal() for p in paired}
         self._live_file = live_file or live_path()
+        # The control door (`obdsync run` passes paths.control_socket_path()); None: none,
+        # as for the HIL runners, which start daemons side by side.
+        self._door = door.Server(self._request, control_socket) if control_socket is not None else None
+        self._runner_of: dict[str, DeviceRunner] = {}  # paired device id -> its runner
         self.store: Any = None
         self.pipeline: Pipeline | None = None
         self.forwarder: Any = None
@@ -106,6 +112,15 @@ class Daemon:
         self._progress_last[device] = 100 if pct == 100 else pct // 10
 
     async def run(self, install_signals: bool = True) -> None:
+        if self._door is not None:
+            await self._door.start()  # first: a second daemon refuses before it touches anything
+        try:
+            await self._run(install_signals)
+        finally:
+            if self._door is not None:
+                await self._door.close()
+
+    async def _run(self, install_signals: bool) -> None:
         from obdsync.forward import Forwarder
         from obdsync.store import Store
 
@@ -126,6 +141,7 @@ class Daemon:
                 runner = DeviceRunner(link, Backoff(cfg.link.backoff_base_s, cfg.link.backoff_cap_s))
                 link.on_ready = self._on_ready(link, p, link.on_ready)
                 self.runners.append(runner)
+                self._runner_of[p.device] = runner
                 vin.watch(link, self.store)
             for s in await self.store.status():
                 if s.device not in self.all_paired:
@@ -185,6 +201,43 @@ class Daemon:
     def stop(self) -> None:
         """Stop as SIGTERM would: store and ack what is in hand, close the links."""
         self._stop_event().set()
+
+    # -- the control door ----------------------------------------------------------
+
+    async def _request(self, req: door.Request) -> Any:
+        """A request through the control door: the daemon's own, or a dongle operation
+        run on the link this daemon holds (`obdsync.ops`)."""
+        if req.op == "hello":
+            return {"pid": os.getpid(), "version": __version__, "devices": sorted(self._runner_of)}
+        await self.started.wait()
+        if req.op == "live":
+            return self.live()
+        fn = ops.OPS.get(req.op)
+        if fn is None:
+            raise door.DoorError(f"unknown request {req.op!r}; this daemon knows: hello, live, "
+                                 + ", ".join(sorted(ops.OPS)))
+        try:
+            inspect.signature(fn).bind(None, **req.args)
+        except TypeError as e:
+            raise door.DoorError(f"{req.op}: {e}") from None
+        runner = self._runner_for(req.device)
+        link = runner.link
+        if not link.connected:
+            why = runner.last_error or "connecting"
+            raise LinkError(f"the running daemon is not connected to dongle {link.device or link.address}"
+                            f" ({why}); it keeps trying")
+        log.info("control request %s for dongle %s", req.op, link.device)  # a user's action on the car
+        return await fn(link, **req.args)
+
+    def _runner_for(self, device: str | None) -> DeviceRunner:
+        if device is None:
+            if len(self.runners) == 1:
+                return self.runners[0]
+            raise door.DoorError("the running daemon holds several dongles: name one with --device")
+        runner = self._runner_of.get(device)
+        if runner is None:
+            raise door.NotManaged(f"the running daemon does not hold dongle {device}")
+        return runner
 
     # -- chores ------------------------------------------------------------------
 

@@ -102,7 +102,7 @@ class DongleLink:
         self._sink = sink
         self._backend = backend
         self._backend_kwargs = dict(backend_kwargs or {})
-        self._plan = plan
+        self.plan = plan
         self._wall = wall_clock
         self._progress = progress
         self.on_ready = on_ready
@@ -230,8 +230,8 @@ class DongleLink:
         self._tel_rx.reset()
         self._session = auth.Session(auth.session_key(self._secret, nonce_c, nonce_d), auth.DIR_CENTRAL)
         await self.command(control.TIME, control.pack_u64(int(self._wall() * 1000)))
-        if self._plan:
-            await self.command(control.SET_PLAN, control.pack_plan(self._plan))
+        if self.plan:
+            await self.command(control.SET_PLAN, control.pack_plan(self.plan))
         self.stats.connected_since = time.monotonic()
         if self.on_ready is not None:
             r = self.on_ready(self.info)

@@ -5,6 +5,8 @@
 - data: ``$XDG_DATA_HOME/obdsync/obdsync.db`` (default ``~/.local/share``); directories
   obdsync creates are 0700, the database and its -wal/-shm 0600: trips, the VIN and
   whereabouts-by-time are the owner's alone (:func:`private_dir`, :func:`private_file`)
+- runtime: ``$XDG_RUNTIME_DIR/obdsync/control.sock``, the running daemon's control door
+  (default ``/run/user/<uid>`` when it exists, else the data dir)
 
 Functions read the environment on every call, so tests can point them at ``tmp_path``
 with ``monkeypatch.setenv``.
@@ -48,6 +50,23 @@ def config_path() -> Path:
 def db_path() -> Path:
     """The default SQLite database file."""
     return data_dir() / "obdsync.db"
+
+
+def runtime_dir() -> Path:
+    """Where the running daemon's control socket lives. Without $XDG_RUNTIME_DIR (a
+    system unit started with User=) the daemon looks where a login shell's
+    $XDG_RUNTIME_DIR points, /run/user/<uid>, so the CLI and the service agree."""
+    value = os.environ.get("XDG_RUNTIME_DIR", "")
+    if value and os.path.isabs(value):
+        return Path(value) / APP
+    run_user = Path("/run/user") / str(os.getuid())
+    if run_user.is_dir():
+        return run_user / APP
+    return data_dir()
+
+
+def control_socket_path() -> Path:
+    return runtime_dir() / "control.sock"
 
 
 def secrets_dir(base: Path | None = None) -> Path:

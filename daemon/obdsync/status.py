@@ -1,18 +1,55 @@
-"""What `obdsync status` shows, gathered from the store, the running daemon's
-live file and the forwarder's bookkeeping. Secrets never appear here."""
+"""What `obdsync status` shows, gathered from the store, the running daemon (through its
+control door; without one, what the last run left in its live file) and the forwarder's
+bookkeeping. Secrets never appear here."""
 
 from __future__ import annotations
 
 import json
+import logging
 import time
 from typing import Any
 
 from obdsync.config import Config
 
+log = logging.getLogger("obdsync.status")
+
 LIVE_STALE_SECONDS = 30.0
 
 
+async def live_view() -> dict[str, Any]:
+    """Each dongle's link as the running daemon sees it now; with no daemon running, what
+    the last one left, nothing connected."""
+    from obdsync import door
+
+    try:
+        return await door.call("live")
+    except door.NoDaemon:
+        devs = read_live()
+    except door.DoorError as e:
+        log.warning("the running daemon did not say how its links are: %s", e)
+        devs = read_live()
+    for d in devs.values():
+        d["connected"] = False
+    return devs
+
+
+def live_fields(st: dict[str, Any]) -> dict[str, Any]:
+    """A dongle's STATUS (`ops.dongle_status`) as `status` shows it (the same keys as
+    `Daemon.live`)."""
+    from protocol import control
+
+    cap = st.get("log_capacity")
+    return {
+        "volts": round(st["millivolts"] / 1000, 2) if st.get("millivolts") else None,
+        "log_fill": f"{100 * st['log_used'] / cap:.1f}%" if cap else None,
+        "power": control.POWER_NAMES.get(st.get("power_state")),
+        "rates": st.get("rates", {}),
+        "backlog": max(0, st["next_seq"] - st["first_unacked"]),
+    }
+
+
 def read_live() -> dict[str, Any]:
+    """What the last daemon left in its live file (`Daemon._write_live`)."""
     from obdsync.daemon import live_path
 
     try:
@@ -28,7 +65,7 @@ def read_live() -> dict[str, Any]:
 
 
 async def gather(store: Any, config: Config) -> dict[str, Any]:
-    live = read_live()
+    live = await live_view()
     devices = []
     for s in await store.status():
         devices.append({

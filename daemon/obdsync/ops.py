@@ -1,0 +1,73 @@
+"""What a command asks of a dongle, by name: the same code runs on the running daemon's
+link (a request through the control door, `obdsync.door`) and on the CLI's own short
+connection when no daemon runs — so both paths give the same answers and the same errors.
+
+An operation is ``async def fn(link, **args)`` returning JSON-able data; register it with
+``@op("name")`` and it is reachable both ways (`obdsync.cli.dongle_request`). A later
+command (the health check) adds its own the same way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from protocol import control
+
+Op = Callable[..., Awaitable[Any]]
+OPS: dict[str, Op] = {}
+
+DTC_MODES = (0x03, 0x07, 0x0A)  # stored, pending, permanent
+
+
+def op(name: str) -> Callable[[Op], Op]:
+    def register(fn: Op) -> Op:
+        if name in OPS:
+            raise ValueError(f"dongle operation {name!r} registered twice")
+        OPS[name] = fn
+        return fn
+
+    return register
+
+
+@op("dtc.read")
+async def read_dtcs(link: Any) -> list[list[Any]]:
+    """[[mode, [code, ...]], ...] for stored, pending and permanent codes."""
+    from obdsync.decode import dtcs_from_raw
+
+    out = []
+    for mode in DTC_MODES:
+        m, codes = control.parse_dtcs(await link.command(control.READ_DTC, bytes((mode,))))
+        out.append([m, dtcs_from_raw(codes)])
+    return out
+
+
+@op("dtc.clear")
+async def clear_dtcs(link: Any) -> None:
+    await link.command(control.CLEAR_DTC)
+
+
+@op("status")
+async def dongle_status(link: Any) -> dict[str, Any]:
+    """The dongle's STATUS (supply, log fill, power state, poll rates...)."""
+    st = control.parse_status(await link.command(control.STATUS))
+    st["rates"] = {str(ch): hz for ch, hz in st["rates"].items()}  # JSON keys are strings either way
+    return st
+
+
+@op("plan.set")
+async def set_plan(link: Any, rows: list[list[int]]) -> int:
+    """Send SET_PLAN rows (channel, driving, idle, parked in 100 ms units). The link keeps
+    them, so a daemon's next connection sends them again instead of its start-up plan."""
+    plan = [(int(ch), int(d), int(i), int(p)) for ch, d, i, p in rows]
+    await link.command(control.SET_PLAN, control.pack_plan(plan))
+    link.plan = plan
+    return len(plan)
+
+
+@op("vin.read")
+async def read_vin(link: Any) -> str:
+    """The VIN as the car reports it now (mode 09 PID 02 through the dongle)."""
+    from obdsync.vin import parse_vin
+
+    return parse_vin(await link.command(control.READ_VIN))
