@@ -46,7 +46,9 @@ def test_commands_go_through_the_running_daemon_and_a_stale_socket_is_replaced(t
             live = json.loads(ok(home.cli("status", "--json", "--live")))["devices"][0]["live"]
             assert live["connected"] is True and live["volts"], live
             assert live["rates"], live  # the dongle's own STATUS, through the daemon
-            for op in ("vin.read", "plan.set", "status"):
+            p = home.cli("check", "--live")
+            assert p.returncode in (0, 2) and "Traceback" not in p.stderr, p.stdout + p.stderr  # 2: a finding
+            for op in ("vin.read", "plan.set", "status", "check.live"):
                 assert f"control request {op} for dongle {d.device_id}" in daemon.output, daemon.output[-3000:]
 
             # kill -9: the socket file stays behind, nobody listening on it.

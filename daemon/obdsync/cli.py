@@ -788,7 +788,7 @@ def outbox_dead(ctx: Ctx, target: str | None) -> None:
 def check(ctx: Ctx, device: str | None, as_json: bool, live: bool) -> None:
     """Vehicle health check: trouble codes explained, readiness, fuel trims, cooling, battery."""
     from obdsync import health
-    from obdsync.status import read_live
+    from obdsync.status import live_view
 
     cfg = ctx.config  # the language and units first
     now: health.Live | None = None
@@ -799,7 +799,7 @@ def check(ctx: Ctx, device: str | None, as_json: bool, live: bool) -> None:
         dev = resolve_device(await store.status(), device)
         seen = now
         if seen is None:
-            d = read_live().get(dev) or {}  # a running daemon's knowledge of the dongle
+            d = (await live_view()).get(dev) or {}  # a running daemon's knowledge of the dongle
             if d.get("elm_protocol") or d.get("supported"):
                 seen = health.Live(protocol=health.Live.protocol_name(d.get("elm_protocol")),
                                    supported=health.Live.pids_of(bytes.fromhex(d["supported"]))
@@ -818,24 +818,15 @@ def check(ctx: Ctx, device: str | None, as_json: bool, live: bool) -> None:
 
 def _live_check(ctx: Ctx, device: str | None) -> Any:
     from obdsync import health
-    from obdsync.decode import dtcs_from_raw
     from obdsync.link import CommandError
-    from protocol import control
-
-    async def go(link: Any) -> Any:
-        out = health.Live()
-        for mode in (3, 7, 10):
-            m, codes = control.parse_dtcs(await link.command(control.READ_DTC, bytes((mode,))))
-            out.dtcs[m] = dtcs_from_raw(codes)
-        st = control.parse_status(await link.command(control.STATUS))
-        out.protocol = health.Live.protocol_name(st.get("elm_protocol"))
-        out.supported = health.Live.pids_of(link.info.supported)
-        return out
 
     try:
-        return with_dongle(ctx, device, go)
+        got = dongle_request(ctx, device, "check.live")
     except CommandError as e:
         raise click.ClickException(f"the dongle could not read the car: {e}") from None
+    return health.Live(dtcs={m: codes for m, codes in got["dtcs"]},
+                       protocol=health.Live.protocol_name(got["elm_protocol"]),
+                       supported=health.Live.pids_of(bytes.fromhex(got["supported"])) if got["supported"] else None)
 
 
 # ---- trouble codes -----------------------------------------------------------------------

@@ -71,3 +71,12 @@ async def read_vin(link: Any) -> str:
     from obdsync.vin import parse_vin
 
     return parse_vin(await link.command(control.READ_VIN))
+
+
+@op("check.live")
+async def check_live(link: Any) -> dict[str, Any]:
+    """What `obdsync check --live` needs of the dongle: its codes now, the protocol the
+    adapter found, and the PIDs the car supports (from the dongle's info)."""
+    st = control.parse_status(await link.command(control.STATUS))
+    return {"dtcs": await read_dtcs(link), "elm_protocol": st.get("elm_protocol"),
+            "supported": link.info.supported.hex() if link.info is not None else None}
