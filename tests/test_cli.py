@@ -18,7 +18,8 @@ from e2e import Answers, Home, dongle_status, query, record_count, scenario, sho
 
 from hil.rig import Rig
 from obdsync import devices
-from obdsync.decode import signal_name
+from obdsync.decode import display_value, signal_name
+from obdsync.render import iso_ms
 
 BAD_RANGE = "fuel.low_open_pct must be between 0 and 100, got 150"
 
@@ -153,15 +154,17 @@ def test_pair_run_and_read_back_what_is_stored(tmp_path):
     (dev,) = info["devices"]
     assert (dev["device"], dev["records"], dev["gaps"], dev["missing"]) == (d.device_id, n_records, 0, 0)
     last_rpm = query(db, "SELECT value FROM samples WHERE channel = 12 ORDER BY time_ms DESC, seq DESC LIMIT 1")
-    assert dev["last_values"]["12"][1] == last_rpm[0][0]
+    assert dev["last_values"]["RPM"]["value"] == round(last_rpm[0][0])  # what an RPM reading resolves
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{3})?[+-]\d\d:\d\d", dev["last_seen"]), dev["last_seen"]
 
-    # samples: one signal, as stored
+    # samples: one signal, as stored, rounded to what the sensor resolves
     rpm = [v for (v,) in query(db, "SELECT value FROM samples WHERE channel = 12 ORDER BY time_ms, seq, n")]
     p = home.cli("samples", "--signal", "rpm", "--limit", "100000")
     assert p.returncode == 0, p.stderr
     lines = p.stdout.splitlines()
     assert lines[0] == f"RPM: {len(rpm)} samples"
-    assert [float(x.split()[-1]) for x in lines[1:]] == pytest.approx(rpm, rel=1e-5)
+    assert lines[1].split() == ["TIME", "rpm"]
+    assert [float(x.split()[-1]) for x in lines[2:]] == [round(v) for v in rpm]
 
     # events: what the rules stored, whatever they are
     stored_events = {r[0] for r in query(db, "SELECT id FROM events")}
@@ -178,10 +181,11 @@ def test_pair_run_and_read_back_what_is_stored(tmp_path):
     assert len(got) == len(rows) and f"exported {len(rows)} samples" in p.stderr
     by_key = {(int(r["time_ms"]), r["signal"], r["raw"]): r for r in got}
     assert len(by_key) == len(rows)
+    units = {r["signal"]: r["unit"] for r in got}
     for (t, ch, raw), v in want.items():
         r = by_key[(t, signal_name(ch), raw)]
-        assert (float(r["value"]) if r["value"] else None) == (pytest.approx(v) if v is not None else None)
-    units = {r["signal"]: r["unit"] for r in got}
+        assert (float(r["value"]) if r["value"] else None) == display_value(ch, v, r["unit"])
+        assert r["time"].endswith(iso_ms(t)[-6:]) and r["time"] == iso_ms(t)  # ISO 8601 with the zone
     assert (units["RPM"], units["SPEED"], units["VOLTAGE"]) == ("rpm", "km/h", "V"), units
     p = home.cli("export", "--format", "jsonl", "-o", str(tmp_path / "out.jsonl"))
     assert p.returncode == 0, p.stderr

@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 
 import click
 
-from obdsync import __version__, devices, i18n, paths
+from obdsync import __version__, devices, i18n, paths, render
 from obdsync.config import Config, ConfigError, SecretError, load_config
 
 T = TypeVar("T")
@@ -71,10 +71,8 @@ def run_async(coro: Awaitable[T]) -> T:
     return asyncio.run(coro)  # type: ignore[arg-type]
 
 
-def fmt_ms(ms: int | None) -> str:
-    if ms is None:
-        return "-"
-    return dt.datetime.fromtimestamp(ms / 1000).astimezone().strftime("%Y-%m-%d %H:%M:%S")
+fmt_ms = render.local_ms
+iso_ms = render.iso_ms
 
 
 def parse_when(text: str | None) -> int | None:
@@ -185,11 +183,15 @@ def run(ctx: Ctx, only: tuple[str, ...]) -> None:
 
     ctx.config  # noqa: B018 - a bad config is the first thing to hear about, paired or not
     paired = every = devices.load()
-    if only:
-        want = {o.lower() for o in only}
-        paired = [p for p in paired if p.device in want or p.address.lower() in want]
     if not paired:
         raise click.ClickException("no paired dongle: run `obdsync scan`, then `obdsync pair ADDRESS`")
+    if only:
+        paired = [p for p in every if any(_names(p, o) for o in only)]
+        unmatched = [o for o in only if not any(_names(p, o) for p in every)]
+        if unmatched:
+            raise click.ClickException(
+                f"--device {', '.join(unmatched)}: no paired dongle has that id or address (paired: "
+                + ", ".join(f"{p.device} at {p.address}" for p in every) + ")")
     client_backend, _ = ctx.backends()
     interactive = sys.stderr.isatty()
     if not logging.getLogger().isEnabledFor(logging.INFO):
@@ -202,6 +204,12 @@ def run(ctx: Ctx, only: tuple[str, ...]) -> None:
         run_async(daemon.run())
     except (SecretError, DoorError) as e:
         raise click.ClickException(str(e)) from None
+
+
+def _names(p: devices.Paired, text: str) -> bool:
+    """Whether ``text`` names paired dongle ``p``: its id (whole, with colons, or its end) or address."""
+    t = text.strip().lower()
+    return bool(t) and (p.device == t.replace(":", "") or p.device.endswith(t) or p.address.lower() == t)
 
 
 @cli.command()
@@ -219,16 +227,22 @@ def scan(ctx: Ctx, timeout: float) -> None:
         kw = {"backend": scanner} if scanner else {}
         return await BleakScanner.discover(timeout=timeout, return_adv=True, service_uuids=[uuids.SERVICE], **kw)
 
-    found = run_async(go())
+    from bleak.exc import BleakError
+
+    try:
+        found = run_async(go())
+    except (BleakError, OSError) as e:
+        # No adapter, no BlueZ, no D-Bus (a container, a server): one line, not a traceback.
+        why = e.strerror if isinstance(e, OSError) and e.strerror else str(e) or type(e).__name__
+        raise click.ClickException(f"Bluetooth is not available here ({why}): is there an adapter, and is"
+                                   " bluetoothd running (systemctl status bluetooth)?") from None
     rows = [(d.address, a.local_name or d.name or "", a.rssi) for d, a in found.values()
             if uuids.SERVICE in [u.lower() for u in a.service_uuids]
             or (a.local_name or "").startswith(uuids.NAME_PREFIX)]
     if not rows:
         click.echo("no dongle found (is it powered, and not connected to another phone?)")
         return
-    click.echo(f"{'ADDRESS':<18} {'NAME':<12} RSSI")
-    for addr, name, rssi in sorted(rows, key=lambda r: -r[2]):
-        click.echo(f"{addr:<18} {name:<12} {rssi}")
+    render.table(["ADDRESS", "NAME", "RSSI"], sorted(rows, key=lambda r: -r[2]), right=["RSSI"])
 
 
 @cli.command()
@@ -334,14 +348,22 @@ def status(ctx: Ctx, as_json: bool, live: bool) -> None:
             if d["device"] in paired:
                 d["live"] = {**(d.get("live") or {}), **live_fields(dongle_request(ctx, d["device"], "status"))}
     if as_json:
-        click.echo(json.dumps(info, indent=2, default=str))
+        click.echo(json.dumps(info, indent=2, default=str, ensure_ascii=False))
         return
-    if not info["devices"]:
-        click.echo("no data yet: pair a dongle and run `obdsync run`")
+    running = info["daemon"]["running"]
+    if not info["paired"] and not info["devices"]:
+        click.echo("no dongle paired yet: `obdsync scan`, then `obdsync pair ADDRESS`")
+    elif running is False:
+        click.echo("obdsync run is not running: nothing is connected (start it: `obdsync run`, or"
+                   " `systemctl --user start obdsync`)")
+    seen = {d["device"] for d in info["devices"]}
+    for p in info["paired"]:
+        if p["device"] not in seen:
+            click.echo(f"dongle {p['device']} at {p['address']}: paired, nothing received from it yet")
     for d in info["devices"]:
         live = d.get("live") or {}
         conn = "connected" if live.get("connected") else "not connected"
-        click.echo(f"dongle {d['device']}  {d.get('name') or ''}  {conn}  last seen {fmt_ms(d['last_seen'])}")
+        click.echo(f"dongle {d['device']}  {d.get('name') or ''}  {conn}  last seen {fmt_ms(d['last_seen_ms'])}")
         if d.get("vin"):
             v = d.get("vehicle") or {}
             click.echo(f"  VIN {d['vin']}" + (f"  {v['manufacturer'] or 'unknown maker'}, {v['country'] or '?'},"
@@ -360,9 +382,8 @@ def status(ctx: Ctx, as_json: bool, live: bool) -> None:
                 click.echo("  poll rates: " + ", ".join(f"{signal_name(int(ch))} {hz:.1f} Hz"
                                                         for ch, hz in sorted(live["rates"].items(),
                                                                              key=lambda kv: int(kv[0]))))
-        for sig, (t, value, unit) in sorted(d["last_values"].items()):
-            v = "-" if value is None else f"{value:g}"
-            click.echo(f"    {signal_name(int(sig)):<28} {v:>10} {unit:<6} {fmt_ms(t)}")
+        for name, v in d["last_values"].items():
+            click.echo(f"    {name:<28} {render.number(v['value']):>10} {v['unit']:<6} {fmt_ms(v['time_ms'])}")
         if d.get("service"):
             first, *rest = service_lines(d["service"])
             click.echo("  service: " + first)
@@ -370,39 +391,49 @@ def status(ctx: Ctx, as_json: bool, live: bool) -> None:
                 click.echo("  " + line)
     for t in info.get("forwarding", []):
         click.echo(f"forward {t['target']}: backlog {t['pending']}  dead letters {t['dead']}  dropped {t['dropped']}"
-                   f"  last success {fmt_ms(t.get('last_success'))}  last error {t.get('last_error') or '-'}")
+                   f"  last success {fmt_ms(t.get('last_success_ms'))}  last error {t.get('last_error') or '-'}")
 
 
 @cli.command()
 @click.option("--device")
 @click.option("--signal", "signal", default="speed", show_default=True, help="Signal name or PID (0x0D).")
 @click.option("--since", help="ISO time or age (2h, 7d).")
-@click.option("--limit", default=50, show_default=True)
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(1), help="The newest this many.")
+@click.option("--json", "as_json", is_flag=True, help="JSON Lines.")
 @click.pass_obj
-def samples(ctx: Ctx, device: str | None, signal: str, since: str | None, limit: int) -> None:
-    """Stored samples of one signal, newest last."""
-    from obdsync.decode import signal_by_name, signal_name
+def samples(ctx: Ctx, device: str | None, signal: str, since: str | None, limit: int, as_json: bool) -> None:
+    """Stored samples of one signal: the newest LIMIT, oldest first (~ marks an estimated time)."""
+    from obdsync.decode import display_value, signal_by_name, signal_name
 
     try:
         sig = signal_by_name(signal)
     except ValueError as e:
         raise click.BadParameter(str(e)) from None
 
-    async def go(store: Any) -> list:
-        dev = resolve_device(await store.status(), device)
-        return await store.samples(dev, sig, since_ms=parse_when(since), limit=limit)
+    async def go(store: Any) -> tuple[str, list, str]:
+        sts = await store.status()
+        dev = resolve_device(sts, device)
+        unit = next((u for s in sts if s.device == dev for k, (_t, _v, u) in s.last_values.items() if k == sig), "")
+        return dev, await store.samples(dev, sig, since_ms=parse_when(since), limit=limit, newest=True), unit
 
-    rows = with_store(ctx, go)
-    click.echo(f"{signal_name(sig)}: {len(rows)} samples")
-    for r in rows:
-        v = r.raw.hex() if r.value is None else f"{r.value:g}"
-        click.echo(f"{fmt_ms(r.time_ms)}{'~' if r.approx else ' '} {v}")
+    dev, rows, unit = with_store(ctx, go)
+    name = signal_name(sig)
+    if as_json:
+        render.json_lines({"time": iso_ms(r.time_ms), "time_ms": r.time_ms, "device": dev, "signal": name,
+                           "value": display_value(sig, r.value, unit), "unit": unit, "raw": r.raw.hex(),
+                           "approx": r.approx} for r in rows)
+        return
+    click.echo(f"{name}: {len(rows)} samples" + (f" (the newest {limit})" if len(rows) == limit else ""))
+    render.table(["TIME", unit or "VALUE"],
+                 [(fmt_ms(r.time_ms) + ("~" if r.approx else ""),
+                   r.raw.hex() if r.value is None else render.number(display_value(sig, r.value, unit)))
+                  for r in rows], right=[unit or "VALUE"])
 
 
 @cli.command()
 @click.option("--device")
 @click.option("--since", help="ISO time or age (2h, 7d).")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="JSON Lines.")
 @click.pass_obj
 def events(ctx: Ctx, device: str | None, since: str | None, as_json: bool) -> None:
     """Events: low fuel, refuel, fuel drop, trouble codes, overheating, battery, service."""
@@ -413,16 +444,17 @@ def events(ctx: Ctx, device: str | None, since: str | None, as_json: bool) -> No
 
     evs = with_store(ctx, go)
     if as_json:
-        for e in evs:
-            click.echo(json.dumps({"id": e.id, "device": e.device, "type": e.type, "severity": e.severity,
-                                   "opened_ms": e.opened_ms, "cleared_ms": e.cleared_ms, "values": e.values,
-                                   "message": e.message}))
+        render.json_lines({"id": e.id, "device": e.device, "type": e.type, "severity": e.severity,
+                           "opened": iso_ms(e.opened_ms), "cleared": iso_ms(e.cleared_ms),
+                           "opened_ms": e.opened_ms, "cleared_ms": e.cleared_ms, "values": e.values,
+                           "message": e.message} for e in evs)
         return
     if not evs:
         click.echo("no events")
-    for e in evs:
-        cleared = f" (cleared {fmt_ms(e.cleared_ms)})" if e.cleared_ms else ""
-        click.echo(f"{fmt_ms(e.opened_ms)} {e.severity:<8} {e.type:<14} {e.message}{cleared}")
+        return
+    render.table(["OPENED", "SEVERITY", "TYPE", "MESSAGE", "CLEARED"],
+                 [(fmt_ms(e.opened_ms), e.severity, e.type, e.message, fmt_ms(e.cleared_ms) if e.cleared_ms else "")
+                  for e in evs])
 
 
 @cli.command()
@@ -433,8 +465,8 @@ def events(ctx: Ctx, device: str | None, since: str | None, as_json: bool) -> No
 @click.option("--output", "-o", type=click.File("w"), default="-")
 @click.pass_obj
 def export(ctx: Ctx, device: str | None, fmt: str, since: str | None, until: str | None, output: Any) -> None:
-    """Export samples as CSV or JSON Lines (decoded values with units)."""
-    from obdsync.decode import signal_name
+    """Export samples as CSV or JSON Lines (decoded values with units, times ISO 8601 with the zone)."""
+    from obdsync.decode import display_value, signal_name
 
     async def go(store: Any) -> int:
         sts = await store.status()
@@ -449,13 +481,15 @@ def export(ctx: Ctx, device: str | None, fmt: str, since: str | None, until: str
         async for r in store.export(dev, since_ms=parse_when(since), until_ms=parse_when(until)):
             name = signal_name(r.channel)
             unit = units.get(r.channel, "")
+            value = display_value(r.channel, r.value, unit)
             if writer:
-                writer.writerow([fmt_ms(r.time_ms), r.time_ms, dev, vin, name, "" if r.value is None else r.value,
+                writer.writerow([iso_ms(r.time_ms), r.time_ms, dev, vin, name, "" if value is None else value,
                                  unit, r.raw.hex(), int(r.approx)])
             else:
-                output.write(json.dumps({"time_ms": r.time_ms, "device": dev, "vin": vin or None, "signal": name,
-                                         "value": r.value,
-                                         "unit": unit, "raw": r.raw.hex(), "approx": r.approx}) + "\n")
+                output.write(json.dumps({"time": iso_ms(r.time_ms), "time_ms": r.time_ms, "device": dev,
+                                         "vin": vin or None, "signal": name, "value": value,
+                                         "unit": unit, "raw": r.raw.hex(), "approx": r.approx},
+                                        ensure_ascii=False) + "\n")
             n += 1
         return n
 
@@ -464,7 +498,8 @@ def export(ctx: Ctx, device: str | None, fmt: str, since: str | None, until: str
 
 
 @cli.command()
-@click.option("--days", type=float, help="Keep raw samples this many days (default: store.retention_days).")
+@click.option("--days", type=click.FloatRange(min=0), help="Keep raw samples this many days, 0 or more"
+              " (default: store.retention_days).")
 @click.pass_obj
 def vacuum(ctx: Ctx, days: float | None) -> None:
     """Apply retention to raw samples (events and trips stay) and compact the file."""
@@ -476,7 +511,10 @@ def vacuum(ctx: Ctx, days: float | None) -> None:
         return n
 
     n = with_store(ctx, go)
-    click.echo(f"deleted {n} samples older than {keep:g} days; {ctx.db} compacted")
+    if keep <= 0:
+        click.echo(f"retention off (0 days keeps every sample); {ctx.db} compacted")
+    else:
+        click.echo(f"deleted {n} samples older than {keep:g} days; {ctx.db} compacted")
 
 
 # ---- trips, replay, service --------------------------------------------------------------
@@ -485,8 +523,9 @@ def vacuum(ctx: Ctx, days: float | None) -> None:
 @cli.group(invoke_without_command=True)
 @click.option("--device")
 @click.option("--since", help="ISO time or age (7d).")
+@click.option("--json", "as_json", is_flag=True, help="JSON Lines.")
 @click.pass_context
-def trips(click_ctx: click.Context, device: str | None, since: str | None) -> None:
+def trips(click_ctx: click.Context, device: str | None, since: str | None, as_json: bool) -> None:
     """Trips: distance, time, fuel and L/100 km, hard braking (`trips show ID` for one)."""
     if click_ctx.invoked_subcommand is not None:
         return
@@ -497,23 +536,35 @@ def trips(click_ctx: click.Context, device: str | None, since: str | None) -> No
         return await store.trips(dev, since_ms=parse_when(since))
 
     rows = with_store(ctx, go)
+    if as_json:
+        render.json_lines(trip_json(t) for t in rows)
+        return
     if not rows:
         click.echo("no trips yet")
-    for t in rows:
-        v = t.values
-        l100 = v.get("l_per_100km")
-        click.echo(f"{t.id[:12]}  {fmt_ms(t.started_ms)}  {t.distance_km or 0:7.1f} km  "
-                   f"{v.get('duration_s', 0) / 60:6.1f} min  {t.fuel_l or 0:6.2f} L"
-                   + (f"  {l100:5.1f} L/100 km" if l100 else "")
-                   + f"  hard brakes {v.get('hard_brakes', 0)}"
-                   + (f"  score {v['score']['score']}" if v.get("score") else ""))
+        return
+    u = ctx.units
+    render.table(
+        ["TRIP", "STARTED", "DISTANCE", "MIN", "FUEL", "ECONOMY", "HARD BRAKES", "SCORE"],
+        [(t.id[:12], fmt_ms(t.started_ms), u.distance(t.distance_km or 0), f"{t.values.get('duration_s', 0) / 60:.1f}",
+          u.volume(t.fuel_l) if t.fuel_l else "-",
+          u.economy(t.values["l_per_100km"]) if t.values.get("l_per_100km") else "-",
+          t.values.get("hard_brakes", 0), t.values["score"]["score"] if t.values.get("score") else "-")
+         for t in rows], right=["DISTANCE", "MIN", "FUEL", "ECONOMY", "HARD BRAKES", "SCORE"])
+
+
+def trip_json(t: Any) -> dict[str, Any]:
+    return {"id": t.id, "device": t.device, "started": iso_ms(t.started_ms), "ended": iso_ms(t.ended_ms),
+            "started_ms": t.started_ms, "ended_ms": t.ended_ms,
+            "distance_km": None if t.distance_km is None else round(t.distance_km, 2),
+            "fuel_l": None if t.fuel_l is None else round(t.fuel_l, 2), **t.values}
 
 
 @trips.command("show")
 @click.argument("trip_id")
 @click.option("--plot", type=click.Path(dir_okay=False, path_type=Path), help="Write a PNG of speed and fuel.")
+@click.option("--json", "as_json", is_flag=True)
 @click.pass_obj
-def trips_show(ctx: Ctx, trip_id: str, plot: Path | None) -> None:
+def trips_show(ctx: Ctx, trip_id: str, plot: Path | None, as_json: bool) -> None:
     """One trip with a sparkline of its speed and fuel level."""
     from obdsync import plot as plotting
 
@@ -528,6 +579,9 @@ def trips_show(ctx: Ctx, trip_id: str, plot: Path | None) -> None:
 
     t, speed, fuel = with_store(ctx, go)
     v = t.values
+    if as_json:
+        click.echo(json.dumps(trip_json(t), indent=2, ensure_ascii=False))
+        return
     click.echo(f"trip {t.id}  {fmt_ms(t.started_ms)} → {fmt_ms(t.ended_ms)}")
     click.echo(f"  {t.distance_km or 0:.1f} km in {v.get('duration_s', 0) / 60:.1f} min (idle {v.get('idle_s', 0) / 60:.1f}),"
                f" avg {v.get('avg_speed_kmh', 0):.1f} km/h, max {v.get('max_speed_kmh', 0):.1f} km/h")
@@ -654,8 +708,9 @@ def service_done(ctx: Ctx, items: tuple[str, ...], km: float | None, device: str
 
 @service.command("history")
 @click.option("--device")
+@click.option("--json", "as_json", is_flag=True, help="JSON Lines.")
 @click.pass_obj
-def service_history(ctx: Ctx, device: str | None) -> None:
+def service_history(ctx: Ctx, device: str | None, as_json: bool) -> None:
     """Services and odometer baselines entered, newest first."""
     from obdsync.pipeline import NOTE_BASELINE, NOTE_SERVICE
     from obdsync.rules.service import label
@@ -664,6 +719,12 @@ def service_history(ctx: Ctx, device: str | None) -> None:
         return await store.services(resolve_device(await store.status(), device))
 
     rows = with_store(ctx, go)
+    if as_json:
+        render.json_lines({"at": iso_ms(when), "at_ms": when, "km": km,
+                           "kind": "baseline" if note == NOTE_BASELINE else "service",
+                           "items": note[len(NOTE_SERVICE) + 1:].split(",") if note.startswith(NOTE_SERVICE + ":")
+                           else ([] if note == NOTE_BASELINE else ["all"])} for _sid, when, km, note in rows)
+        return
     if not rows:
         click.echo("no service or baseline entered yet")
     for _sid, when, km, note in rows:
@@ -763,17 +824,24 @@ def outbox_purge(ctx: Ctx, target: str | None, pending: bool, yes: bool) -> None
 
 @outbox.command("dead")
 @click.option("--target")
+@click.option("--json", "as_json", is_flag=True, help="JSON Lines.")
 @click.pass_obj
-def outbox_dead(ctx: Ctx, target: str | None) -> None:
+def outbox_dead(ctx: Ctx, target: str | None, as_json: bool) -> None:
     """Entries a target refused, with the reason."""
     from obdsync.forward import dead_letters
 
     rows = with_store(ctx, lambda store: dead_letters(store, target))
+    if as_json:
+        render.json_lines({"id": d.id, "target": d.target, "device": d.device, "event_id": d.event_id,
+                           "created": iso_ms(d.created_ms), "dead": iso_ms(d.dead_ms), "created_ms": d.created_ms,
+                           "dead_ms": d.dead_ms, "attempts": d.attempts, "reason": d.reason} for d in rows)
+        return
     if not rows:
         click.echo("no dead letters")
-    for d in rows:
-        click.echo(f"{d.id:>6} {d.target:<12} {fmt_ms(d.dead_ms)} {d.device} event {d.event_id or '-'}"
-                   f" after {d.attempts} attempts: {d.reason}")
+        return
+    render.table(["ID", "TARGET", "REFUSED", "DEVICE", "EVENT", "ATTEMPTS", "REASON"],
+                 [(d.id, d.target, fmt_ms(d.dead_ms), d.device, d.event_id or "-", d.attempts, d.reason)
+                  for d in rows], right=["ID", "ATTEMPTS"])
 
 
 # ---- the health check --------------------------------------------------------------------
@@ -840,8 +908,9 @@ def dtc() -> None:
 @dtc.command("read")
 @click.option("--device")
 @click.option("--live", is_flag=True, help="Ask the dongle now instead of showing the last reads.")
+@click.option("--json", "as_json", is_flag=True, help="JSON Lines, one per mode.")
 @click.pass_obj
-def dtc_read(ctx: Ctx, device: str | None, live: bool) -> None:
+def dtc_read(ctx: Ctx, device: str | None, live: bool, as_json: bool) -> None:
     """Stored, pending and permanent codes with their descriptions."""
     from obdsync.decode import describe_dtc
 
@@ -862,6 +931,11 @@ def dtc_read(ctx: Ctx, device: str | None, live: bool) -> None:
             return list(latest.values())
 
         reads = with_store(ctx, stored)
+    if as_json:
+        render.json_lines({"mode": names.get(mode, mode), "read": iso_ms(t), "read_ms": t,
+                           "codes": [{"code": c, "description": describe_dtc(c)} for c in codes]}
+                          for t, mode, codes in sorted(reads, key=lambda r: r[1]))
+        return
     if not reads:
         click.echo("no trouble codes read yet (they are read when the MIL or code count changes and at trip start)")
     for t, mode, codes in sorted(reads, key=lambda r: r[1]):
@@ -1032,13 +1106,32 @@ def config() -> None:
 @click.pass_obj
 def config_check(ctx: Ctx, file: Path | None) -> None:
     """Validate a config file (default: the one in use); exits 1 on errors."""
-    path = file or ctx.config_path or paths.config_path()
+    explicit = file or ctx.config_path
+    path = explicit or paths.config_path()
+    if explicit is None and not path.exists():
+        click.echo(f"{path}: no file: all defaults")
+        return
     try:
         cfg = load_config(path)
     except ConfigError as e:
         raise click.ClickException(str(e)) from None
-    src = cfg.source or f"{path} (absent: all defaults)"
-    click.echo(f"{src}: OK")
+    click.echo(f"{cfg.source or path}: OK")
+    for t in cfg.forward.mqtt:
+        click.echo(f"  forward {t.name}: MQTT {'TLS ' if t.tls else ''}{t.host}:{t.port}"
+                   + (f", Home Assistant discovery under {t.discovery_prefix}/" if t.ha_discovery else ""))
+    for t in cfg.forward.webhook:
+        click.echo(f"  forward {t.name}: webhook {t.url}" + (", signed" if t.secret else ", NOT signed"))
+    if cfg.forward.notify:
+        from obdsync.forward.notify import describe
+
+        for t in cfg.forward.notify:
+            d = describe(t)
+            click.echo(f"  notify {d['name']}: {d['service']}, {d['min_severity']} and up"
+                       + (f", quiet {t.quiet_hours[0] // 60:02d}:{t.quiet_hours[0] % 60:02d}-"
+                          f"{t.quiet_hours[1] // 60:02d}:{t.quiet_hours[1] % 60:02d}" if t.quiet_hours else ""))
+    for dev in sorted(cfg.per_device):
+        click.echo(f"  dongle {dev}: its own vehicle settings ({cfg.per_device[dev].vehicle.tank_litres:g} L tank,"
+                   f" {cfg.per_device[dev].vehicle.fuel_type})")
 
 
 def main() -> None:

@@ -22,7 +22,7 @@ import os
 import re
 import stat
 import tomllib
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -307,6 +307,12 @@ class Config:
     link: LinkConfig = LinkConfig()
     display: DisplayConfig = DisplayConfig()
     source: Path | None = None
+    per_device: dict[str, Config] = field(default_factory=dict, compare=False, repr=False)
+    """``[device.<id>.<section>]`` overrides: the whole config as one dongle's car sees it."""
+
+    def for_device(self, device: str) -> Config:
+        """The config with ``device``'s own vehicle, fuel, service, ... tables applied."""
+        return self.per_device.get(device, self)
 
 
 _SECTIONS = {
@@ -314,7 +320,10 @@ _SECTIONS = {
     "engine": EngineConfig, "battery": BatteryConfig, "trip": TripConfig, "driving": DrivingConfig, "outbox": OutboxConfig,
     "link": LinkConfig, "display": DisplayConfig,
 }
-_ALL_SECTIONS = tuple(_SECTIONS) + ("poll", "forward", "notify")
+_ALL_SECTIONS = tuple(_SECTIONS) + ("poll", "forward", "notify", "device")
+#: What may differ between two cars: a ``[device.<id>]`` table may hold these sections.
+PER_DEVICE_SECTIONS = ("vehicle", "fuel", "service", "engine", "battery", "trip", "driving")
+_RELATION = re.compile(r"^(\S+) must be \S+ (\S+) \(")
 
 
 def _hint(key: str, known: list[str], prefix: str, suffix: str = "") -> str:
@@ -669,11 +678,55 @@ def parse_config(data: dict[str, Any], source: Path | None = None, source_mode: 
         errors.append(f"target name {dup!r} is used twice; give each [[notify]] a distinct name")
     forward = ForwardConfig(forward.mqtt, forward.webhook, notify)
     poll = _poll(data.get("poll", {}), errors)
-    if not errors:
-        _check_relations(sections, errors)
+    # Relations between keys are checked beside the errors of single keys (one run of
+    # `config check` shows everything), except where one of the keys is itself wrong.
+    bad = {e.split(" ", 1)[0] for e in errors}
+    relations: list[str] = []
+    _check_relations(sections, relations)
+    for e in relations:
+        m = _RELATION.match(e)
+        if m is None or not {m.group(1), m.group(2)} & bad:
+            errors.append(e)
+    per_device = _per_device(data, errors)
     if errors:
         raise ConfigError(errors, source)
-    return Config(poll=poll, forward=forward, source=source, **sections)
+    cfg = Config(poll=poll, forward=forward, source=source, **sections)
+    for dev, sub in per_device.items():
+        cfg.per_device[dev] = replace(cfg, per_device={}, **{k: getattr(sub, k) for k in PER_DEVICE_SECTIONS})
+    return cfg
+
+
+def _per_device(data: dict[str, Any], errors: list[str]) -> dict[str, Config]:
+    """``[device.<id>]`` tables parsed over the top-level sections they override."""
+    tables = data.get("device", {})
+    if not isinstance(tables, dict):
+        errors.append("device must hold [device.<dongle id>] tables")
+        return {}
+    out: dict[str, Config] = {}
+    for key, table in tables.items():
+        name = f"device.{key}"
+        try:
+            dev = paths.normalize_device_id(key)
+        except ValueError as e:
+            errors.append(f"{name}: {e}")
+            continue
+        if not isinstance(table, dict):
+            errors.append(f"{name} must be a table of sections ({', '.join(PER_DEVICE_SECTIONS)})")
+            continue
+        merged = {k: v for k, v in data.items() if k in PER_DEVICE_SECTIONS}
+        for section, values in table.items():
+            if section not in PER_DEVICE_SECTIONS:
+                errors.append(f"unknown section [{name}.{section}]" + _hint(section, list(PER_DEVICE_SECTIONS),
+                                                                            f"[{name}.", "]"))
+            elif not isinstance(values, dict):
+                errors.append(f"{name}.{section} must be a table, got {values!r}")
+            else:
+                merged[section] = {**(data.get(section) or {}), **values}
+        try:
+            out[dev] = parse_config(merged)
+        except ConfigError as e:
+            errors.extend(f"{name}: {err}" for err in e.errors)
+    return out
 
 
 def load_config(path: str | os.PathLike[str] | None = None) -> Config:

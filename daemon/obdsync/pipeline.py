@@ -98,17 +98,17 @@ class Pipeline:
             return st
         saved = await self.store.rules_state(device)
         if saved is None:
-            st = _DeviceState(RuleEngine(self.config, device), fed=-1)
+            st = _DeviceState(RuleEngine(self.config.for_device(device), device), fed=-1)
         else:
             seq, snap = saved
             data = json.loads(snap)
             try:
-                st = _DeviceState(RuleEngine.restore(self.config, device, data["engine"]), fed=seq,
+                st = _DeviceState(RuleEngine.restore(self.config.for_device(device), device, data["engine"]), fed=seq,
                                   services_fed=data.get("services_fed", 0))
             except ValueError as e:  # an older daemon's snapshot: derive everything again
                 log.warning("%s: %s", device, e)
                 seq = -1
-                st = _DeviceState(RuleEngine(self.config, device), fed=seq)
+                st = _DeviceState(RuleEngine(self.config.for_device(device), device), fed=seq)
             # Stored after the snapshot but not derived yet (a restart, kill -9
             # included): take them from the store, already on wall time.
             async for item in self.store.replay_items(device, seq):
@@ -352,7 +352,7 @@ async def replay(store: Store, config: Config, device: str, *, since_seq: int = 
                  forwarder: Any = None) -> list[EventChange]:
     """Re-derive events and trips from stored samples (a fresh engine from since_seq)
     and store them: unchanged ones stay as they are (same ids)."""
-    engine = RuleEngine(config, device)
+    engine = RuleEngine(config.for_device(device), device)
     out: list[EventChange] = []
     services = sorted(await store.services(device), key=lambda r: (r[1], r[0]))
     async for item in store.replay_items(device, since_seq):

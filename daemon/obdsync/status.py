@@ -19,18 +19,24 @@ LIVE_STALE_SECONDS = 30.0
 async def live_view() -> dict[str, Any]:
     """Each dongle's link as the running daemon sees it now; with no daemon running, what
     the last one left, nothing connected."""
+    return (await daemon_view())[1]
+
+
+async def daemon_view() -> tuple[bool | None, dict[str, Any]]:
+    """(whether `obdsync run` is running, :func:`live_view`'s dongles); None: a daemon
+    answered the door but not about its links."""
     from obdsync import door
 
     try:
-        return await door.call("live")
+        return True, await door.call("live")
     except door.NoDaemon:
-        devs = read_live()
+        devs, running = read_live(), False
     except door.DoorError as e:
         log.warning("the running daemon did not say how its links are: %s", e)
-        devs = read_live()
+        devs, running = read_live(), None
     for d in devs.values():
         d["connected"] = False
-    return devs
+    return running, devs
 
 
 def live_fields(st: dict[str, Any]) -> dict[str, Any]:
@@ -55,24 +61,42 @@ def read_live() -> dict[str, Any]:
     try:
         data = json.loads(live_path().read_text())
     except (OSError, ValueError):
-        return {}
+        return {"running": False, "devices": {}}
     devs = data.get("devices", {})
     now = time.time()
+    fresh = [now - d.get("updated", 0) <= LIVE_STALE_SECONDS for d in devs.values()]
     for d in devs.values():
         if now - d.get("updated", 0) > LIVE_STALE_SECONDS:
             d["connected"] = False  # the daemon is not running (or hung)
-    return devs
+    return {"pid": data.get("pid"), "running": bool(fresh) and all(fresh), "devices": devs}
+
+
+def values(last_values: dict[int, tuple]) -> dict[str, dict[str, Any]]:
+    """The latest value of each signal, by name, rounded to what its sensor resolves."""
+    from obdsync.decode import display_value, signal_name
+    from obdsync.render import iso_ms
+
+    return {signal_name(sig): {"value": display_value(sig, v, unit), "unit": unit, "time": iso_ms(t), "time_ms": t}
+            for sig, (t, v, unit) in sorted(last_values.items())}
 
 
 async def gather(store: Any, config: Config) -> dict[str, Any]:
-    live = await live_view()
+    from obdsync import devices as paired_devices
+    from obdsync.render import iso_ms
+
+    running, live = await daemon_view()
+    try:
+        paired = [{"device": p.device, "address": p.address, "name": p.name} for p in paired_devices.load()]
+    except paired_devices.PairingError:
+        paired = []
     devices = []
     for s in await store.status():
         devices.append({
             "device": s.device, "name": s.name, "address": s.address, "vin": s.vin, "vehicle": _vehicle(s.vin),
-            "first_seen": s.first_seen, "last_seen": s.last_seen, "records": s.records,
+            "first_seen": iso_ms(s.first_seen), "first_seen_ms": s.first_seen,
+            "last_seen": iso_ms(s.last_seen), "last_seen_ms": s.last_seen, "records": s.records,
             "contiguous": s.contiguous, "missing": s.missing, "gaps": s.gaps, "lost": s.lost,
-            "last_values": {str(k): v for k, v in s.last_values.items()},
+            "last_values": values(s.last_values),
             "live": live.get(s.device),
             "service": await service_state(store, config, s.device),
         })
@@ -84,10 +108,12 @@ async def gather(store: Any, config: Config) -> dict[str, Any]:
         for t in await outbox_status(store, names):
             forwarding.append({"target": t.target, "configured": t.configured, "pending": t.pending,
                                "dead": t.dead, "dropped": t.dropped_total, "sent": t.sent,
-                               "last_success": t.last_success_ms, "last_error": t.last_error})
+                               "last_success": iso_ms(t.last_success_ms), "last_success_ms": t.last_success_ms,
+                               "last_error": t.last_error})
     except ImportError:
         pass
-    return {"devices": devices, "forwarding": forwarding}
+    return {"daemon": {"running": running}, "paired": paired,
+            "devices": devices, "forwarding": forwarding}
 
 
 async def service_state(store: Any, config: Config, device: str) -> dict[str, Any]:

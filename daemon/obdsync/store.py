@@ -800,17 +800,20 @@ class Store:
         return rows[0][0] if rows else None
 
     async def samples(self, device: str, channel: int, *, since_ms: int | None = None,
-                      until_ms: int | None = None, limit: int = 1000) -> list[SampleRow]:
-        """Samples of one signal (a decode signal id) in ``[since, until)``, oldest first."""
+                      until_ms: int | None = None, limit: int = 1000, newest: bool = False) -> list[SampleRow]:
+        """Samples of one signal (a decode signal id) in ``[since, until)``, oldest first:
+        the oldest ``limit`` of them, or with ``newest`` the newest ``limit``."""
         num = await self._num(device)
         if num is None:
             return []
+        order = "time_ms DESC, seq DESC, n DESC" if newest else "time_ms, seq, n"
         rows = await self._fetch(
             "SELECT time_ms, channel, value, raw, approx, boot, t_ms, seq FROM samples"
-            " WHERE device=? AND channel=? AND time_ms>=? AND time_ms<? ORDER BY time_ms, seq, n LIMIT ?",
+            f" WHERE device=? AND channel=? AND time_ms>=? AND time_ms<? ORDER BY {order} LIMIT ?",
             (num, channel, -(1 << 62) if since_ms is None else since_ms,
              1 << 62 if until_ms is None else until_ms, limit))
-        return [SampleRow(r[0], r[1], r[2], r[3], bool(r[4]), r[5], r[6], r[7]) for r in rows]
+        out = [SampleRow(r[0], r[1], r[2], r[3], bool(r[4]), r[5], r[6], r[7]) for r in rows]
+        return out[::-1] if newest else out
 
     async def export(self, device: str, *, since_ms: int | None = None, until_ms: int | None = None,
                      channels: Sequence[int] | None = None, chunk: int = 5000) -> AsyncIterator[SampleRow]:
