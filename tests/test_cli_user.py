@@ -185,6 +185,7 @@ def test_hil_run_takes_a_config_and_keeps_its_database(home):
         cfg = home / "config.toml"
         cfg.write_text(f'[[notify]]\nurls = ["{srv.url()}"]\nevents = ["trip"]\ntimeout = 5.0\n'
                        '[display]\nunits = "imperial"\n')
+        cfg.chmod(0o600)  # it holds a notification URL
         work = home / "w"
         r = run("hil", "run", "highway", "--config", str(cfg), "--workdir", str(work))
         assert "PASS" in r.stdout
