@@ -61,14 +61,13 @@ def read_live() -> dict[str, Any]:
     try:
         data = json.loads(live_path().read_text())
     except (OSError, ValueError):
-        return {"running": False, "devices": {}}
+        return {}
     devs = data.get("devices", {})
     now = time.time()
-    fresh = [now - d.get("updated", 0) <= LIVE_STALE_SECONDS for d in devs.values()]
     for d in devs.values():
         if now - d.get("updated", 0) > LIVE_STALE_SECONDS:
             d["connected"] = False  # the daemon is not running (or hung)
-    return {"pid": data.get("pid"), "running": bool(fresh) and all(fresh), "devices": devs}
+    return devs
 
 
 def values(last_values: dict[int, tuple]) -> dict[str, dict[str, Any]]:
