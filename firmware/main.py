@@ -84,6 +84,7 @@ def board(ble):
     from dongle.watchdog import Watchdog
 
     cfg, secret, device_id = _config("")
+    gc.collect()  # the imports' garbage gone before the long-lived buffers are placed
     uart = machine.UART(cfg.get("uart", 2), baudrate=cfg.get("baud", 38400), tx=cfg.get("tx", 17),
                         rx=cfg.get("rx", 16), timeout=0, rxbuf=1024)
     return Dongle(ble, from_uart(uart), TicksClock(), "", secret, device_id,
@@ -111,6 +112,7 @@ def unix(ble, root):  # ble: hil/mpy's simulated radio
     from dongle.uart import open_pty
 
     cfg, secret, device_id = _config(root)
+    gc.collect()  # the imports' garbage gone before the long-lived buffers are placed
     watchdog = None
     if os.getenv("OBDSYNC_SIM_WDT_MS"):
         from simwdt import WDT

@@ -56,15 +56,17 @@ def records():
 def main():
     from protocol import auth, sha256
 
-    print(json.dumps(["selected", auth.Hmac is sha256.Hmac]))
+    # C first: the bytecode HMAC only on a build without hashlib.sha256
+    print(json.dumps(["selected", "bytecode" if auth.Hmac is sha256.Hmac else "hashlib"]))
     for n in range(MAX_LEN + 1):
         print(json.dumps(["sha256", n, hx(sha256.sha256(pattern(n, 0)))]))
-    for klen in KEY_LENS:
-        h = auth.Hmac(pattern(klen, 1))  # one instance for every length: its midstates are reused
-        for n in range(MAX_LEN + 1):
-            buf = bytearray(pattern(n, 2) + bytes(32))
-            h.mac_into(buf, n, buf, n, 32)  # in place, past the message, as a record's MAC goes
-            print(json.dumps(["hmac", klen, n, hx(buf[n:])]))
+    for what, cls in (("hmac", auth.Hmac), ("hmac_bytecode", sha256.Hmac)):
+        for klen in KEY_LENS:
+            h = cls(pattern(klen, 1))  # one instance for every length: its midstates are reused
+            for n in range(MAX_LEN + 1):
+                buf = bytearray(pattern(n, 2) + bytes(32))
+                h.mac_into(buf, n, buf, n, 32)  # in place, past the message, as a record's MAC goes
+                print(json.dumps([what, klen, n, hx(buf[n:])]))
     h = auth.Hmac(KEY)
     out = bytearray(b"\xee" * 12)
     h.mac_into(pattern(100, 3), 77, out, 5, 4)

@@ -16,8 +16,7 @@
 # the C stack and frees it on return, so a reading there includes the sink's own frame
 # (448 B) and one taken elsewhere would not. What this harness's main() allocates
 # (its prints, its bookkeeping) is measured where it happens and taken out. Sealing and storing
-# a record is also counted apart (seal_alloc_bytes), to show that a record's MAC
-# allocates nothing (protocol/sha256.py).
+# a record is also counted apart (seal_alloc_bytes): the MAC's hashlib objects (protocol.auth).
 #
 # Output lines (read by hil.bench.pids at the moment they arrive):
 #   init STATUS is_can
