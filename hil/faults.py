@@ -695,7 +695,7 @@ async def _drop_link(daemon: Any, how: str) -> bool:
     """End the daemon's BLE connection from the central's side: a clean disconnect, or
     the simulated radio's socket aborted under it (the link gone without a word)."""
     link = daemon.runners[0].link
-    client = link._client  # the live BleakClient of the session (None between sessions)
+    client = link.client  # the live BleakClient of the session (None between sessions)
     if client is None or not client.is_connected:
         return False
     if how == "disconnect":

@@ -190,20 +190,12 @@ async def dongle_status(rig: Rig, dongle: SimDongle, timeout: float = 20.0) -> d
     """STATUS read by a short authenticated visit (no daemon may hold the dongle). The
     visit's TIME logs an ANCHOR: next_seq grows by one, first_unacked does not move."""
 
-    class NoSink:
-        async def ingest(self, device: str, records: list) -> int:
-            return -1
+    async def visit() -> dict[str, Any]:
+        async with DongleLink(dongle.mac, dongle.secret, backend=SimClient,
+                              backend_kwargs={"air": str(rig.air)}) as link:
+            return control.parse_status(await link.command(control.STATUS))
 
-    box: dict[str, Any] = {}
-
-    async def ready(_info: Any) -> None:
-        box["status"] = control.parse_status(await link.command(control.STATUS))
-        link.stop()
-
-    link = DongleLink(dongle.mac, dongle.secret, NoSink(), backend=SimClient, backend_kwargs={"air": str(rig.air)},
-                      on_ready=ready, probe_only=True)
-    await asyncio.wait_for(link.session(), timeout)
-    return box["status"]
+    return await asyncio.wait_for(visit(), timeout)
 
 
 # ---- the database -----------------------------------------------------------------------------

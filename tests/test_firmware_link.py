@@ -50,7 +50,7 @@ async def test_authenticated_link_receives_records_with_valid_macs(tmp_path, mtu
         task = asyncio.create_task(link.session())
         try:
             await until(lambda: link.connected, 15, "the session")
-            assert link._client.mtu_size == expect  # what the notifications were cut to
+            assert link.mtu == expect  # what the notifications were cut to
             await until(lambda: sum(1 for r in sink.records.values() if r.samples) >= 30, 20, "30 sample records")
             st = await status(link)
         finally:

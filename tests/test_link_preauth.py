@@ -175,9 +175,10 @@ async def test_records_from_a_peer_that_fails_authentication_are_not_stored(mode
 async def test_records_before_the_handshake_are_dropped_even_when_it_then_succeeds():
     # Nothing is lost by that: the dongle keeps every unacknowledged record and resends it on STREAM.
     sink = Sink()
-    link = DongleLink("AA:BB:CC:DD:EE:FF", SECRET, sink, backend=HostilePeer, probe_only=True,
+    link = DongleLink("AA:BB:CC:DD:EE:FF", SECRET, sink, backend=HostilePeer,
                       backend_kwargs={"mode": "genuine", "records": sniffed_records(9)})
-    await link.session()
+    async with link:
+        pass  # authenticated, never streamed
     assert link.info is not None and link.info.device_id == DEVICE  # the handshake did complete
     assert sink.ingested == []
     assert link.stats.rejected_records == 9

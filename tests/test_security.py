@@ -354,14 +354,8 @@ async def test_a_flood_of_bare_auth_writes_shows_in_status(city):
         await c.client.disconnect()
     rig.dongle.wait_for("disconnected", 10)
 
-    link = DongleLink(rig.dongle.mac, rig.dongle.secret, MemorySink(), backend=SimClient,
-                      backend_kwargs={"air": str(rig.air)}, probe_only=True)
-    seen = {}
-
-    async def ready(_info) -> None:
-        seen.update(control.parse_status(await link.command(control.STATUS)))
-
-    link.on_ready = ready
-    await link.session()
+    async with DongleLink(rig.dongle.mac, rig.dongle.secret, backend=SimClient,
+                          backend_kwargs={"air": str(rig.air)}) as link:
+        seen = control.parse_status(await link.command(control.STATUS))
     assert seen["auth_failures"] == flood
     assert_no_firmware_errors(rig)

@@ -267,15 +267,10 @@ def pair(ctx: Ctx, address: str, secret_file: Path | None, label: str | None) ->
         raise click.ClickException(str(e)) from None
     client_backend, _ = ctx.backends()
 
-    class NoSink:
-        async def ingest(self, device: str, records: list) -> int:
-            return -1  # pairing stores nothing and acks nothing
-
     async def go() -> str:
-        link = DongleLink(address, secret, NoSink(), backend=client_backend, probe_only=True)
-        await link.session()
-        assert link.info is not None
-        return link.info.device_id.hex()
+        async with DongleLink(address, secret, backend=client_backend) as link:
+            assert link.info is not None
+            return link.info.device_id.hex()
 
     try:
         found = run_async(go())
@@ -1061,29 +1056,9 @@ def _direct(ctx: Ctx, p: devices.Paired, op: str, args: dict[str, Any]) -> Any:
         raise click.ClickException(str(e)) from None
     client_backend, _ = ctx.backends()
 
-    class NoSink:
-        async def ingest(self, device: str, records: list) -> int:
-            return -1
-
     async def go() -> Any:
-        box: dict[str, Any] = {}
-        done = asyncio.Event()
-
-        async def ready(_info: Any) -> None:
-            try:
-                box["result"] = await ops.OPS[op](link, **args)
-            except Exception as e:  # noqa: BLE001 - re-raised below, outside the session
-                box["error"] = e
-            done.set()
-            link.stop()
-
-        link = DongleLink(p.address, secret, NoSink(), backend=client_backend, on_ready=ready, probe_only=True)
-        await link.session()
-        if "error" in box:
-            raise box["error"]
-        if not done.is_set():
-            raise LinkError("the dongle went away")
-        return box["result"]
+        async with DongleLink(p.address, secret, backend=client_backend) as link:
+            return await ops.OPS[op](link, **args)
 
     try:
         return run_async(go())

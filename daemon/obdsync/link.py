@@ -17,7 +17,7 @@ import os
 import random
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from bleak import BleakClient
 from bleak.exc import BleakError
@@ -30,6 +30,7 @@ from protocol.info import CAP_PAIRING, Info, decode_info
 from protocol.record import Record, decode_record
 
 log = logging.getLogger("obdsync.link")
+T = TypeVar("T")
 
 COMMAND_TIMEOUT = 10.0
 BATCH_SECONDS = 0.1
@@ -78,14 +79,21 @@ class Stats:
 
 
 class DongleLink:
-    """One connection lifetime at a time with one dongle (see `session`); the
-    service's reconnect loop calls it again and again."""
+    """One dongle, one connection at a time, as an async context manager:
+
+        async with DongleLink(address, secret) as link:   # connected and authenticated
+            payload = await link.command(control.STATUS)   # a one-off command
+            await link.stream()                             # the service: sync, then stream
+
+    Leaving the block stores and acks what is in hand and disconnects. The service's
+    reconnect loop runs `session()` (exactly that block with `stream()`) again and again.
+    """
 
     def __init__(
         self,
         address: str,
         secret: bytes,
-        sink: Sink,
+        sink: Sink | None = None,
         *,
         backend: type | None = None,
         backend_kwargs: dict[str, Any] | None = None,
@@ -93,7 +101,6 @@ class DongleLink:
         wall_clock: Callable[[], float] = time.time,
         progress: Callable[[str, int, int], None] | None = None,
         on_ready: Callable[[Info], Awaitable[None] | None] | None = None,
-        probe_only: bool = False,
     ) -> None:
         auth.check_secret(secret)
         self.address = address
@@ -105,10 +112,7 @@ class DongleLink:
         self.plan = plan
         self._wall = wall_clock
         self._progress = progress
-        self.on_ready = on_ready
-        # Pairing and one-off commands: authenticate, run on_ready, leave without
-        # streaming (nothing is received, so nothing is acked).
-        self._probe_only = probe_only
+        self.on_ready = on_ready  # called once authenticated, each connection (the service's hook)
         self.info: Info | None = None
         self.device: str | None = None
         self.stats = Stats()
@@ -141,8 +145,19 @@ class DongleLink:
     def connected(self) -> bool:
         return self._client is not None and self._client.is_connected and self._session is not None
 
-    async def session(self) -> None:
-        """Connect, authenticate, sync and stream until the link drops or stop()."""
+    @property
+    def mtu(self) -> int | None:
+        """The negotiated ATT MTU of the open connection (what notifications are cut to)."""
+        return self._client.mtu_size if self._client is not None else None
+
+    @property
+    def client(self) -> BleakClient | None:
+        """The BleakClient of the open connection, None between connections (fault
+        injection drops it from under the link)."""
+        return self._client
+
+    async def __aenter__(self) -> DongleLink:
+        """Connect and authenticate (then `on_ready`); LinkError/AuthError if not."""
         self._reset_connection_state()
         client = BleakClient(self.address, disconnected_callback=self._on_disconnect,
                              timeout=COMMAND_TIMEOUT, backend=self._backend, **self._backend_kwargs)
@@ -152,15 +167,49 @@ class DongleLink:
             raise LinkError(f"cannot connect to {self.address}: {e or type(e).__name__}") from e
         self._client = client
         try:
-            await self._handshake(client)
-            if not self._probe_only:
-                await self._start_stream()
-                await self._stream_loop()
-        except (BleakError, OSError) as e:
+            await self._radio(self._handshake(client))
+        except BaseException:
+            await self._close()
+            raise
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._close()
+
+    async def stream(self) -> None:
+        """Sync the backlog, then stream until the link drops or stop(); records go to
+        the sink and are acked once it has stored them."""
+        if self._sink is None:
+            raise TypeError("DongleLink.stream needs a sink to store the records in")
+        try:
+            await self._radio(self._start_stream())
+            await self._radio(self._stream_loop())
+        except LinkError:
             if not self._gone.is_set():
-                raise LinkError(f"{self.address}: {e or type(e).__name__}") from e
-        finally:
+                raise
+        # the link dropped: the session is over, not failed
+
+    async def session(self) -> None:
+        """One connection lifetime of the service: connect, authenticate, sync, stream."""
+        async with self:
+            await self.stream()
+
+    async def _radio(self, work: Awaitable[T]) -> T:
+        """Radio failures as LinkError; after a disconnect, whatever failed says so."""
+        try:
+            return await work
+        except (BleakError, OSError) as e:
+            if self._gone.is_set():
+                raise LinkError(f"{self.address}: disconnected") from e
+            raise LinkError(f"{self.address}: {e or type(e).__name__}") from e
+
+    async def _close(self) -> None:
+        client = self._client
+        if client is None:
+            return
+        try:
             await self._flush()
+        finally:
             self._session = None
             self._client = None
             self.stats.connected_since = None
@@ -275,6 +324,9 @@ class DongleLink:
 
     async def _flush(self) -> None:
         if not self._records or self.device is None:
+            return
+        if self._sink is None:  # a one-off command's connection: nothing streamed, nothing acked
+            self._records = []
             return
         batch, self._records = self._records, []
         try:
