@@ -72,8 +72,8 @@ def test_status_shows_km_and_days_to_due_after_baseline_and_done(home):
     assert (items["oil"]["km_to_due"], items["oil"]["days_to_due"]) == (15000, 364)
     assert items["air_filter"]["km_to_due"] == 30000  # from the baseline; not serviced
     text = ok(home.cli("status"))
-    assert "odometer 42 000 km, from the baseline plus integrated speed (PID 0x0D)" in text, text
-    assert "oil and filter" in text and "15 000 km to due, 364 days to due" in text, text
+    assert "odometer 42\u202f000 km, from the baseline plus integrated speed (PID 0x0D)" in text, text
+    assert "oil and filter" in text and "15\u202f000 km to due, 364 days to due" in text, text
     history = ok(home.cli("service", "history")).splitlines()
     assert "service" in history[0] and "42100 km" in history[0] and "oil and filter" in history[0]
     assert "odometer baseline" in history[1] and "42000 km" in history[1]

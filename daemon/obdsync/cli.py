@@ -50,7 +50,7 @@ class Ctx:
     def units(self) -> Any:
         from obdsync.messages import Units
 
-        return Units.of(self.config.display.units)
+        return Units.of_display(self.config.display)
 
     @property
     def db(self) -> Path:
@@ -378,9 +378,13 @@ def status(ctx: Ctx, as_json: bool, live: bool) -> None:
                                                         for ch, hz in sorted(live["rates"].items(),
                                                                              key=lambda kv: int(kv[0]))))
         for name, v in d["last_values"].items():
-            click.echo(f"    {name:<28} {render.number(v['value']):>10} {v['unit']:<6} {fmt_ms(v['time_ms'])}")
+            if v["value"] is not None and v["unit"] in ("km/h", "°C", "km", "L"):
+                num, unit = ctx.units.quantity(v["value"], v["unit"])  # in the user's units
+            else:
+                num, unit = render.number(v["value"]), v["unit"]
+            click.echo(f"    {name:<28} {num:>10} {unit:<6} {fmt_ms(v['time_ms'])}")
         if d.get("service"):
-            first, *rest = service_lines(d["service"])
+            first, *rest = service_lines(d["service"], ctx.units)
             click.echo("  service: " + first)
             for line in rest:
                 click.echo("  " + line)
@@ -444,11 +448,19 @@ def events(ctx: Ctx, device: str | None, since: str | None, as_json: bool) -> No
                            "opened_ms": e.opened_ms, "cleared_ms": e.cleared_ms, "values": e.values,
                            "message": e.message} for e in evs)
         return
+    from obdsync.i18n import _
+    from obdsync.messages import line
+
     if not evs:
-        click.echo("no events")
+        click.echo(_("no events"))
         return
-    render.table(["OPENED", "SEVERITY", "TYPE", "MESSAGE", "CLEARED"],
-                 [(fmt_ms(e.opened_ms), e.severity, e.type, e.message, fmt_ms(e.cleared_ms) if e.cleared_ms else "")
+    # The same rendering as notifications: the user's language and units (the stored
+    # English message where an event type has no text of its own).
+    units, lang = ctx.units, i18n.current()
+    render.table([_("OPENED"), _("SEVERITY"), _("TYPE"), _("MESSAGE"), _("CLEARED")],
+                 [(fmt_ms(e.opened_ms), _(e.severity), e.type,
+                   line({"type": e.type, "severity": e.severity, "values": e.values, "message": e.message}, units,
+                        lang), fmt_ms(e.cleared_ms) if e.cleared_ms else "")
                   for e in evs])
 
 
@@ -530,21 +542,23 @@ def trips(click_ctx: click.Context, device: str | None, since: str | None, as_js
         dev = None if device is None else resolve_device(await store.status(), device)
         return await store.trips(dev, since_ms=parse_when(since))
 
+    from obdsync.i18n import _
+
     rows = with_store(ctx, go)
     if as_json:
         render.json_lines(trip_json(t) for t in rows)
         return
     if not rows:
-        click.echo("no trips yet")
+        click.echo(_("no trips yet"))
         return
     u = ctx.units
     render.table(
-        ["TRIP", "STARTED", "DISTANCE", "MIN", "FUEL", "ECONOMY", "HARD BRAKES", "SCORE"],
+        [_("TRIP"), _("STARTED"), _("DISTANCE"), _("MIN"), _("FUEL"), _("ECONOMY"), _("HARD BRAKES"), _("SCORE")],
         [(t.id[:12], fmt_ms(t.started_ms), u.distance(t.distance_km or 0), f"{t.values.get('duration_s', 0) / 60:.1f}",
           u.volume(t.fuel_l) if t.fuel_l else "-",
           u.economy(t.values["l_per_100km"]) if t.values.get("l_per_100km") else "-",
           t.values.get("hard_brakes", 0), t.values["score"]["score"] if t.values.get("score") else "-")
-         for t in rows], right=["DISTANCE", "MIN", "FUEL", "ECONOMY", "HARD BRAKES", "SCORE"])
+         for t in rows], right=[_("DISTANCE"), _("MIN"), _("FUEL"), _("ECONOMY"), _("HARD BRAKES"), _("SCORE")])
 
 
 def trip_json(t: Any) -> dict[str, Any]:
@@ -572,24 +586,32 @@ def trips_show(ctx: Ctx, trip_id: str, plot: Path | None, as_json: bool) -> None
         fuel = await store.samples(t.device, 0x2F, since_ms=t.started_ms, until_ms=t.ended_ms + 1, limit=1000000)
         return t, [r.value for r in speed if r.value is not None], [r.value for r in fuel if r.value is not None]
 
+    from obdsync.i18n import _
+
     t, speed, fuel = with_store(ctx, go)
     v = t.values
     if as_json:
         click.echo(json.dumps(trip_json(t), indent=2, ensure_ascii=False))
         return
-    click.echo(f"trip {t.id}  {fmt_ms(t.started_ms)} → {fmt_ms(t.ended_ms)}")
-    click.echo(f"  {t.distance_km or 0:.1f} km in {v.get('duration_s', 0) / 60:.1f} min (idle {v.get('idle_s', 0) / 60:.1f}),"
-               f" avg {v.get('avg_speed_kmh', 0):.1f} km/h, max {v.get('max_speed_kmh', 0):.1f} km/h")
+    u = ctx.units
+    click.echo(_("trip {id}  {start} → {end}").format(id=t.id, start=fmt_ms(t.started_ms), end=fmt_ms(t.ended_ms)))
+    click.echo("  " + _("{distance} in {min} min (idle {idle}), avg {avg}, max {max}").format(
+        distance=" ".join(u.quantity(t.distance_km or 0, "km")), min=f"{v.get('duration_s', 0) / 60:.1f}",
+        idle=f"{v.get('idle_s', 0) / 60:.1f}", avg=u.speed(v.get("avg_speed_kmh", 0)),
+        max=u.speed(v.get("max_speed_kmh", 0))))
     l100 = v.get("l_per_100km")
-    click.echo(f"  fuel {t.fuel_l or 0:.2f} L" + (f" ({l100:.1f} L/100 km, from {v.get('fuel_source')})" if l100 else "")
-               + f"; hard brakes {v.get('hard_brakes', 0)}, hard accelerations {v.get('hard_accels', 0)}")
+    click.echo("  " + _("fuel {volume}").format(volume=u.volume(t.fuel_l or 0))
+               + (" " + _("({economy}, from {source})").format(economy=u.economy(l100), source=v.get("fuel_source"))
+                  if l100 else "")
+               + "; " + _("hard brakes {n}, hard accelerations {m}").format(n=v.get("hard_brakes", 0),
+                                                                           m=v.get("hard_accels", 0)))
     if v.get("score"):
         from obdsync.driving import score_lines
 
         for line in score_lines(v["score"], ctx.units, ctx.config):
             click.echo("  " + line)
     if speed:
-        click.echo(f"  speed {plotting.sparkline(speed)}  max {max(speed):.0f} km/h")
+        click.echo("  " + _("speed {line}  max {max}").format(line=plotting.sparkline(speed), max=u.speed(max(speed))))
     if fuel:
         click.echo(f"  fuel  {plotting.sparkline(fuel)}  {fuel[0]:.0f} → {fuel[-1]:.0f} %")
     if plot:
@@ -747,38 +769,42 @@ def service_show(ctx: Ctx, device: str | None, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(svc, indent=2))
         return
-    for line in service_lines(svc):
+    for line in service_lines(svc, ctx.units):
         click.echo(line)
 
 
-def _km(km: float) -> str:
-    return f"{km:,.0f} km".replace(",", " ")  # SI thin grouping: no decimal-mark ambiguity
-
-
-def service_lines(svc: dict[str, Any]) -> list[str]:
-    """The service schedule as text (`status`, `service show`)."""
+def service_lines(svc: dict[str, Any], units: Any) -> list[str]:
+    """The service schedule as text (`status`, `service show`), in the user's units."""
+    from obdsync.i18n import _
     from obdsync.rules.service import SOURCES
 
     if "unavailable" in svc:
-        return [f"service schedule unavailable: {svc['unavailable']}"]
+        return [_("service schedule unavailable: {why}").format(why=svc["unavailable"])]
     odo = svc.get("odometer_km")
-    out = [f"odometer {_km(odo)}, from {SOURCES[svc['distance_source']]}" if odo is not None
-           else "odometer unknown: the car has no odometer PID; set it with `obdsync service baseline KM`"]
+    out = [_("odometer {distance}, from {source}").format(distance=units.distance(odo),
+                                                          source=_(SOURCES[svc["distance_source"]]))
+           if odo is not None else
+           _("odometer unknown: the car has no odometer PID; set it with `obdsync service baseline KM`")]
+    status = {"ok": _("OK"), "soon": _("SOON"), "due": _("DUE"), "unknown": _("UNKNOWN")}
     for it in svc.get("items", []):
         parts = []
         if it["km_to_due"] is not None:
             k = it["km_to_due"]
-            parts.append(f"{_km(k)} to due" if k >= 0 else f"{_km(-k)} overdue")
+            parts.append(_("{distance} to due").format(distance=units.distance(k)) if k >= 0 else
+                         _("{distance} overdue").format(distance=units.distance(-k)))
         elif it["interval_km"] is not None:
-            parts.append("km unknown")
+            parts.append(_("distance unknown"))
         if it["days_to_due"] is not None:
             d = it["days_to_due"]
-            parts.append(f"{d} days to due" if d >= 0 else f"{-d} days overdue")
-        every = " / ".join(x for x in (f"{it['interval_km']:g} km" if it["interval_km"] else "",
-                                        f"{it['interval_months']} months" if it["interval_months"] else "") if x)
-        last = "-" if it["last_ms"] is None else \
-            f"{'done' if it['serviced'] else 'counted from'} {fmt_ms(it['last_ms'])[:10]}"
-        out.append(f"  {it['label']:<15} {it['status'].upper():<7} {', '.join(parts) or '-':<32} every {every:<22} {last}")
+            parts.append(_("{days} days to due").format(days=d) if d >= 0 else
+                         _("{days} days overdue").format(days=-d))
+        every = " / ".join(x for x in (units.distance(it["interval_km"]) if it["interval_km"] else "",
+                                        _("{n} months").format(n=it["interval_months"]) if it["interval_months"]
+                                        else "") if x)
+        day = fmt_ms(it["last_ms"])[:10] if it["last_ms"] is not None else ""
+        last = "-" if not day else (_("done {date}") if it["serviced"] else _("counted from {date}")).format(date=day)
+        out.append(f"  {_(it['label']):<15} {status[it['status']]:<7} {', '.join(parts) or '-':<32} "
+                   + _("every {interval}").format(interval=every) + f"  {last}")
     return out
 
 

@@ -234,6 +234,11 @@ class DisplayConfig:
 
     units: str = opt("metric", choices=("metric", "imperial"),
                      help="metric: km, L, °C; imperial: mi, US gal, °F")
+    # Each quantity may differ from the system (a UK driver: miles, MPG UK, °C).
+    distance: str = opt("auto", choices=("auto", "km", "mi"), help="auto: from units")
+    economy: str = opt("auto", choices=("auto", "l_per_100km", "km_per_l", "mpg_us", "mpg_uk"),
+                       help="auto: L/100 km (metric) or MPG US (imperial); volumes follow (L, US or UK gal)")
+    temperature: str = opt("auto", choices=("auto", "c", "f"), help="auto: from units")
     language: str = opt("auto", choices=("auto", "en", "zh-CN"),
                         help="language of the CLI, the health check and notifications; auto: the locale's")
 

@@ -5,16 +5,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from obdsync.i18n import _
+from obdsync.i18n import N_, _
 from obdsync.messages import Units
 
 COMPONENTS = {
-    "hard_brakes": "Hard braking",
-    "hard_accels": "Hard acceleration",
-    "speeding": "Speeding",
-    "idling": "Idling",
-    "cold_revving": "Revving a cold engine",
-    "over_revving": "Over-revving",
+    "hard_brakes": N_("Hard braking"),
+    "hard_accels": N_("Hard acceleration"),
+    "speeding": N_("Speeding"),
+    "idling": N_("Idling"),
+    "cold_revving": N_("Revving a cold engine"),
+    "over_revving": N_("Over-revving"),
 }
 
 

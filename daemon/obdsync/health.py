@@ -38,7 +38,7 @@ from obdsync.decode import (
     dtc_info,
     signal_name,
 )
-from obdsync.i18n import _
+from obdsync.i18n import N_, _
 from obdsync.messages import Units
 
 OK, INFO, WARNING, CRITICAL = "ok", "info", "warning", "critical"
@@ -66,10 +66,10 @@ CRANK_WEAK_V, CRANK_LOW_V = 9.6, 10.0
 CRANK_CAUGHT_V = 11.5  # a starter motor pulls any battery below this: a sample above it missed the crank
 CHARGING_LOW_V, CHARGING_HIGH_V = 13.2, 14.8
 
-LEAN_CAUSES = "a vacuum leak (hoses, intake gasket), a weak fuel pump or clogged filter, a dirty MAF sensor, " \
-              "an exhaust leak before the O2 sensor"
-RICH_CAUSES = "a leaking injector, too high fuel pressure, a clogged air filter, a faulty O2 or coolant " \
-              "temperature sensor"
+LEAN_CAUSES = N_("a vacuum leak (hoses, intake gasket), a weak fuel pump or clogged filter, a dirty MAF sensor, "
+                 "an exhaust leak before the O2 sensor")
+RICH_CAUSES = N_("a leaking injector, too high fuel pressure, a clogged air filter, a faulty O2 or coolant "
+                 "temperature sensor")
 
 
 @dataclass(frozen=True)
@@ -169,7 +169,7 @@ async def check(store: Any, config: Any, device: str, *, live: Live | None = Non
     """Every finding for ``device`` (texts in the process's language, ``config``'s units)."""
     from obdsync.status import _vehicle
 
-    units = Units.of(config.display.units)
+    units = Units.of_display(config.display)
     data = Data(store, device)
     await data.load()
     out: list[Finding] = []
@@ -257,14 +257,14 @@ def monitors(raw: bytes) -> dict[str, bool] | None:
 
 
 MONITOR_NAMES = {
-    "MISFIRE_MONITORING": "misfire", "FUEL_SYSTEM_MONITORING": "fuel system",
-    "COMPONENT_MONITORING": "components", "CATALYST_MONITORING": "catalyst",
-    "HEATED_CATALYST_MONITORING": "heated catalyst", "EVAPORATIVE_SYSTEM_MONITORING": "evaporative system",
-    "SECONDARY_AIR_SYSTEM_MONITORING": "secondary air", "OXYGEN_SENSOR_MONITORING": "oxygen sensor",
-    "OXYGEN_SENSOR_HEATER_MONITORING": "oxygen sensor heater", "EGR_VVT_SYSTEM_MONITORING": "EGR/VVT",
-    "NMHC_CATALYST_MONITORING": "NMHC catalyst", "NOX_SCR_AFTERTREATMENT_MONITORING": "NOx/SCR aftertreatment",
-    "BOOST_PRESSURE_MONITORING": "boost pressure", "EXHAUST_GAS_SENSOR_MONITORING": "exhaust gas sensor",
-    "PM_FILTER_MONITORING": "particulate filter",
+    "MISFIRE_MONITORING": N_("misfire"), "FUEL_SYSTEM_MONITORING": N_("fuel system"),
+    "COMPONENT_MONITORING": N_("components"), "CATALYST_MONITORING": N_("catalyst"),
+    "HEATED_CATALYST_MONITORING": N_("heated catalyst"), "EVAPORATIVE_SYSTEM_MONITORING": N_("evaporative system"),
+    "SECONDARY_AIR_SYSTEM_MONITORING": N_("secondary air"), "OXYGEN_SENSOR_MONITORING": N_("oxygen sensor"),
+    "OXYGEN_SENSOR_HEATER_MONITORING": N_("oxygen sensor heater"), "EGR_VVT_SYSTEM_MONITORING": N_("EGR/VVT"),
+    "NMHC_CATALYST_MONITORING": N_("NMHC catalyst"), "NOX_SCR_AFTERTREATMENT_MONITORING": N_("NOx/SCR aftertreatment"),
+    "BOOST_PRESSURE_MONITORING": N_("boost pressure"), "EXHAUST_GAS_SENSOR_MONITORING": N_("exhaust gas sensor"),
+    "PM_FILTER_MONITORING": N_("particulate filter"),
 }
 
 
@@ -502,10 +502,12 @@ def _date(ms: int) -> str:
 
 
 MARKS = {OK: "✓", INFO: "·", WARNING: "!", CRITICAL: "✗"}
-SECTION_TITLES = {"codes": "Trouble codes", "readiness": "Readiness monitors", "since_clear": "Since codes cleared",
-                  "fuel_trim": "Fuel trims", "cooling": "Cooling", "battery": "12 V battery",
-                  "vehicle": "For a mechanic"}
-SEVERITY_NAMES = {OK: "ok", INFO: "info", WARNING: "warning", CRITICAL: "critical"}
+SECTION_TITLES = {"codes": N_("Trouble codes"), "readiness": N_("Readiness monitors"), "since_clear": N_("Since codes cleared"),
+                  "fuel_trim": N_("Fuel trims"), "cooling": N_("Cooling"), "battery": N_("12 V battery"),
+                  "vehicle": N_("For a mechanic")}
+SEVERITY_NAMES = {OK: N_("ok"), INFO: N_("info"), WARNING: N_("warning"), CRITICAL: N_("critical")}
+# Words the codes' lines use (decode.dtc_info's systems, the read modes).
+WORDS = (N_("Powertrain"), N_("Chassis"), N_("Body"), N_("Network"), N_("stored"), N_("pending"), N_("permanent"))
 
 
 def render(report: Report) -> list[str]:

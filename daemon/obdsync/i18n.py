@@ -97,3 +97,8 @@ def _(message: str, language: str | None = None) -> str:
 
 def ngettext(singular: str, plural: str, n: int, language: str | None = None) -> str:
     return translations(language or current()).ngettext(singular, plural, n)
+
+
+def N_(message: str) -> str:
+    """Marks a string in a table for the catalogue; translated where it is shown with ``_``."""
+    return message

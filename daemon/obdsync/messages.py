@@ -71,45 +71,107 @@ def text(lang: str | None, key: str, **values: Any) -> str:
 
 @dataclass(frozen=True)
 class Units:
-    """Converts and formats quantities for one unit system (numbers rounded to what
-    a person reads: whole km and %, one decimal for litres and volts)."""
+    """Converts and formats quantities in the user's units (numbers rounded to what a
+    person reads: whole km and %, one decimal for litres and volts). ``system`` gives
+    the defaults; ``distance`` (km, mi), ``economy`` (l_per_100km, km_per_l, mpg_us,
+    mpg_uk; volumes follow: L, US gal, UK gal) and ``temperature`` (c, f) override it."""
 
     system: str = "metric"
+    distance_unit: str = "auto"
+    economy_unit: str = "auto"
+    temperature_unit: str = "auto"
 
     @classmethod
-    def of(cls, system: str) -> Units:
+    def of(cls, system: str, distance: str = "auto", economy: str = "auto", temperature: str = "auto") -> Units:
         if system not in ("metric", "imperial"):
             raise ValueError(f"unit system must be metric or imperial, got {system!r}")
-        return cls(system)
+        for name, value, allowed in (("distance", distance, _DISTANCES), ("economy", economy, _ECONOMIES),
+                                     ("temperature", temperature, _TEMPERATURES)):
+            if value != "auto" and value not in allowed:
+                raise ValueError(f"{name} unit must be one of {', '.join(allowed)}, got {value!r}")
+        return cls(system, distance, economy, temperature)
+
+    @classmethod
+    def of_display(cls, display: Any) -> Units:
+        """The units a ``[display]`` config section asks for."""
+        return cls.of(display.units, getattr(display, "distance", "auto"), getattr(display, "economy", "auto"),
+                      getattr(display, "temperature", "auto"))
 
     @property
     def imperial(self) -> bool:
         return self.system == "imperial"
 
+    @property
+    def miles(self) -> bool:
+        return self.distance_unit == "mi" or (self.distance_unit == "auto" and self.imperial)
+
+    @property
+    def fuel_economy(self) -> str:
+        if self.economy_unit != "auto":
+            return self.economy_unit
+        return "mpg_us" if self.imperial else "l_per_100km"
+
+    @property
+    def fahrenheit(self) -> bool:
+        return self.temperature_unit == "f" or (self.temperature_unit == "auto" and self.imperial)
+
     def distance(self, km: float) -> str:
-        if self.imperial:
-            return f"{_num(km / 1.609344, 0)} mi"
+        if self.miles:
+            return f"{_num(km / KM_PER_MI, 0)} mi"
         return f"{_num(km, 0)} km"
 
     def speed(self, kmh: float) -> str:
-        if self.imperial:
-            return f"{_num(kmh / 1.609344, 0)} mph"
+        if self.miles:
+            return f"{_num(kmh / KM_PER_MI, 0)} mph"
         return f"{_num(kmh, 0)} km/h"
 
     def volume(self, litres: float) -> str:
-        if self.imperial:
-            return f"{_num(litres / 3.785411784, 1)} gal"
+        gallon = {"mpg_us": (L_PER_US_GAL, "gal"), "mpg_uk": (L_PER_UK_GAL, "gal (UK)")}.get(self.fuel_economy)
+        if gallon:
+            return f"{_num(litres / gallon[0], 1)} {gallon[1]}"
         return f"{_num(litres, 1)} L"
 
     def temperature(self, celsius: float) -> str:
-        if self.imperial:
+        if self.fahrenheit:
             return f"{_num(celsius * 9 / 5 + 32, 0)} °F"
         return f"{_num(celsius, 0)} °C"
 
     def economy(self, l_per_100km: float) -> str:
-        if self.imperial:
-            return f"{_num(235.214583 / l_per_100km, 1)} mpg" if l_per_100km > 0 else "- mpg"
-        return f"{_num(l_per_100km, 1)} L/100 km"
+        unit = self.fuel_economy
+        if unit == "l_per_100km":
+            return f"{_num(l_per_100km, 1)} L/100 km"
+        if l_per_100km <= 0:
+            return "- " + _ECONOMY_SYMBOL[unit]
+        if unit == "km_per_l":
+            return f"{_num(100.0 / l_per_100km, 1)} km/L"
+        per_gal = L_PER_US_GAL if unit == "mpg_us" else L_PER_UK_GAL
+        return f"{_num(100.0 * per_gal / KM_PER_MI / l_per_100km, 1)} {_ECONOMY_SYMBOL[unit]}"
+
+    def quantity(self, value: float, unit: str) -> tuple[str, str]:
+        """A stored value with its unit symbol (``km/h``, ``°C``, ``km``, ``L``) as the user
+        reads it: ``(number, unit)``; other units pass through unchanged."""
+        if unit == "km/h":
+            text = self.speed(value)
+        elif unit == "°C":
+            text = self.temperature(value)
+        elif unit == "km":
+            text = self.distance(value) if value >= 10 else \
+                (f"{_num(value / KM_PER_MI, 1)} mi" if self.miles else f"{_num(value, 1)} km")
+        elif unit == "L":
+            text = self.volume(value)
+        else:
+            return f"{value:g}", unit
+        number, _sep, symbol = text.partition(" ")
+        return number, symbol
+
+
+KM_PER_MI = 1.609344
+L_PER_US_GAL = 3.785411784
+L_PER_UK_GAL = 4.54609
+_DISTANCES = ("km", "mi")
+_ECONOMIES = ("l_per_100km", "km_per_l", "mpg_us", "mpg_uk")
+_TEMPERATURES = ("c", "f")
+_ECONOMY_SYMBOL = {"l_per_100km": "L/100 km", "km_per_l": "km/L", "mpg_us": "mpg", "mpg_uk": "mpg (UK)"}
 
 
 def _num(x: float, digits: int) -> str:

@@ -68,7 +68,7 @@ class NotifySender:
         self.cfg = cfg
         self.name = cfg.name
         display = display or DisplayConfig()
-        self.units = messages.Units.of(display.units)
+        self.units = messages.Units.of_display(display)
         self.language = display.language
         self.clock = clock
         self.vehicles = vehicles or {}

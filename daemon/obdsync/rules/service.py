@@ -23,6 +23,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ..config import ServiceItem
+from ..i18n import N_
 from .context import DIST_SINCE_CLEAR, ODOMETER, Context, Rule
 from .events import INFO, WARNING
 
@@ -36,16 +37,17 @@ READING_MARGIN_KM = 1.0
 # A service entered "in the future" by less than this is clock skew between hosts.
 FUTURE_SLACK_MS = 300_000
 
-#: What the user sees for the default items (others show their config name).
+#: What the user sees for the default items (others show their config name); marked for
+#: the catalogue, translated where they are shown.
 LABELS = {
-    "oil": "oil and filter", "air_filter": "air filter", "cabin_filter": "cabin filter",
-    "brake_fluid": "brake fluid", "spark_plugs": "spark plugs", "coolant": "coolant",
-    "tyre_rotation": "tyre rotation",
+    "oil": N_("oil and filter"), "air_filter": N_("air filter"), "cabin_filter": N_("cabin filter"),
+    "brake_fluid": N_("brake fluid"), "spark_plugs": N_("spark plugs"), "coolant": N_("coolant"),
+    "tyre_rotation": N_("tyre rotation"),
 }
 SOURCES = {
-    "odometer": "the car's odometer (PID 0xA6)",
-    "distance_since_clear": "the baseline plus distance since codes cleared (PID 0x31)",
-    "speed": "the baseline plus integrated speed (PID 0x0D)",
+    "odometer": N_("the car's odometer (PID 0xA6)"),
+    "distance_since_clear": N_("the baseline plus distance since codes cleared (PID 0x31)"),
+    "speed": N_("the baseline plus integrated speed (PID 0x0D)"),
 }
 
 
