@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 
 import click
 
-from obdsync import __version__, devices, i18n, paths, render
+from obdsync import __version__, devices, i18n, logs, paths, render
 from obdsync.config import Config, ConfigError, SecretError, load_config
 
 T = TypeVar("T")
@@ -164,7 +164,7 @@ def cli(ctx: click.Context, config_path: Path | None, db: Path | None, ble_backe
         verbose: int) -> None:
     """obdsync: keep every sample your car's dongle sends, and tell you what matters."""
     level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.setup(level)
     if verbose < 2:
         logging.getLogger("bleak").setLevel(logging.WARNING)
     logging.getLogger("pint").setLevel(logging.ERROR)  # python-OBD redefines units at import
@@ -322,6 +322,27 @@ def unpair(ctx: Ctx, device: str) -> None:
     devices.remove(matches[0].device)
     click.echo(f"unpaired dongle {matches[0].device}; its data stays in {ctx.db}. The next `obdsync run`"
                " removes it from Home Assistant.")
+
+
+@cli.command("systemd-unit")
+def systemd_unit() -> None:
+    """Print a systemd user unit that runs this very obdsync (install it as
+    ~/.config/systemd/user/obdsync.service)."""
+    click.echo(unit_text(), nl=False)
+
+
+def unit_text() -> str:
+    """The unit template (obdsync.service beside this module) with ExecStart= where this
+    obdsync is installed (a venv's
+    bin/ from `make setup`, ~/.local/bin from `pip install --user`, ...)."""
+    import shlex
+    from importlib import resources
+
+    script = Path(sys.executable).parent / "obdsync"
+    start = shlex.join([str(script), "run"]) if script.exists() else \
+        shlex.join([sys.executable, "-m", "obdsync.cli", "run"])
+    template = resources.files("obdsync").joinpath("obdsync.service").read_text()
+    return template.replace("@EXEC_START@", start)
 
 
 # ---- what is stored ------------------------------------------------------------------------

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from obdsync import __version__, door, ops, paths, vin
+from obdsync import __version__, door, ops, paths, sdnotify, vin
 from obdsync.config import Config
 from obdsync.devices import Paired, secret_of
 from obdsync.link import DongleLink, LinkError
@@ -146,12 +146,15 @@ class Daemon:
             for s in await self.store.status():
                 if s.device not in self.all_paired:
                     self.forwarder.forget(s.device)
-            chores = [asyncio.create_task(self._live_loop()), asyncio.create_task(self._retention_loop())]
+            chores = [asyncio.create_task(self._live_loop()), asyncio.create_task(self._retention_loop()),
+                      asyncio.create_task(sdnotify.watchdog())]
             self.started.set()
             log.info("obdsync running: %d dongle(s), database %s", len(self.runners), self.db)
+            sdnotify.notify("READY=1", "STATUS=" + self._status_line())
             try:
                 await run_service(self.runners, install_signals=install_signals, stop=self._stop_event())
             finally:
+                sdnotify.notify("STOPPING=1", "STATUS=stopping: storing and acknowledging what is in hand")
                 for c in chores:
                     c.cancel()
                 await asyncio.gather(*chores, return_exceptions=True)
@@ -182,8 +185,10 @@ class Daemon:
                                        vin=known.vin if known else None, name=self._names.get(link.address) or None)
 
     def _tell_connected(self) -> None:
-        """The connectivity of each dongle, to Home Assistant: on a change, and from the
-        live loop (a dropped link raises no callback here); a VIN learnt meanwhile too."""
+        """The connectivity of each dongle, to Home Assistant and to systemd's status
+        line: on a change, and from the live loop (a dropped link raises no callback
+        here); a VIN learnt meanwhile too."""
+        changed = False
         for r in self.runners:
             dev = r.link.device
             if dev is None:
@@ -192,6 +197,14 @@ class Daemon:
             if self._connected.get(dev) != r.link.connected:
                 self._connected[dev] = r.link.connected
                 self.forwarder.set_connected(dev, r.link.connected)
+                changed = True
+        if changed:
+            sdnotify.notify("STATUS=" + self._status_line())
+
+    def _status_line(self) -> str:
+        """`systemctl status`'s one line: how many dongles, how many connected."""
+        up = sum(1 for r in self.runners if r.link.connected)
+        return f"{len(self.runners)} dongle(s), {up} connected; database {self.db}"
 
     def _stop_event(self) -> asyncio.Event:
         if self._stop is None:

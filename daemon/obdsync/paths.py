@@ -1,4 +1,6 @@
-"""Where obdsync keeps its files (XDG base directories).
+"""Where obdsync keeps its files: the platform's own places through platformdirs (on
+Linux the XDG base directories, shown here; ~/Library/Application Support/obdsync on
+macOS, %LOCALAPPDATA%\\obdsync on Windows).
 
 - config: ``$XDG_CONFIG_HOME/obdsync/config.toml`` (default ``~/.config``)
 - secrets: ``$XDG_CONFIG_HOME/obdsync/secrets/<device>.key`` (dir 0700, files 0600)
@@ -18,7 +20,11 @@ import logging
 import os
 import re
 import stat
+import sys
+from collections.abc import Callable
 from pathlib import Path
+
+import platformdirs
 
 APP = "obdsync"
 log = logging.getLogger(__name__)
@@ -26,20 +32,22 @@ log = logging.getLogger(__name__)
 _DEVICE_RE = re.compile(r"[0-9a-f]{16}")
 
 
-def _xdg(var: str, fallback: str) -> Path:
+def _platform(var: str, fallback: str, where: Callable[..., Path]) -> Path:
+    """The directory ``where`` (platformdirs: XDG on Linux and BSD, ~/Library/Application
+    Support on macOS, %LOCALAPPDATA% on Windows), except that a relative ``$XDG_…``, which
+    the XDG spec calls invalid, is ignored rather than taken relative to the cwd."""
     value = os.environ.get(var, "")
-    # The XDG spec says relative paths are invalid and must be ignored.
-    if value and os.path.isabs(value):
-        return Path(value)
-    return Path.home() / fallback
+    if value and not os.path.isabs(value) and sys.platform not in ("darwin", "win32"):
+        return Path.home() / fallback / APP
+    return where(APP, appauthor=False)
 
 
 def config_dir() -> Path:
-    return _xdg("XDG_CONFIG_HOME", ".config") / APP
+    return _platform("XDG_CONFIG_HOME", ".config", platformdirs.user_config_path)
 
 
 def data_dir() -> Path:
-    return _xdg("XDG_DATA_HOME", ".local/share") / APP
+    return _platform("XDG_DATA_HOME", ".local/share", platformdirs.user_data_path)
 
 
 def config_path() -> Path:
