@@ -37,12 +37,15 @@ def mpy_cross() -> str:
     return found
 
 
-def cross_compile(src: Path, dst: Path, name: str | None = None) -> Path:
-    """Compile one module to .mpy; `name` is the source name embedded for tracebacks.
-    Every compile of code for MicroPython goes through here."""
+def cross_compile(src: Path, dst: Path, name: str | None = None, arch: str | None = None) -> Path:
+    """Compile one module to .mpy; `name` is the source name embedded for tracebacks,
+    `arch` an mpy-cross -march (xtensawin: the ESP32). Every compile of code for
+    MicroPython goes through here."""
     cmd = [mpy_cross(), "-o", str(dst)]
     if name:
         cmd += ["-s", name]
+    if arch:
+        cmd += ["-march=" + arch]
     r = subprocess.run([*cmd, str(src)], capture_output=True, text=True)
     if r.returncode:
         raise RuntimeError(f"mpy-cross rejected {src}:\n{r.stderr}")

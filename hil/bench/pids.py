@@ -22,7 +22,18 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 from hil import mpy
-from hil.bench.common import BAUD, LATENCY_S, SCENARIO, BenchError, Context, LineProc, Row, fmt, median
+from hil.bench.common import (
+    BAUD,
+    LATENCY_S,
+    SCENARIO,
+    BenchError,
+    Context,
+    LineProc,
+    Row,
+    fmt,
+    median,
+    rss_cpu,
+)
 from hil.build_firmware import code_heap_kb, sim_tree
 from hil.emulator import Emulator
 from hil.linkmodel import BITS_PER_BYTE, LinkModel
@@ -52,6 +63,8 @@ def _windows(proc_lines: list[str], snaps: dict) -> list[dict]:
             w.update(alloc_bytes=int(f[5]), collections=int(f[6]), peak_alloc=int(f[7]))
         if len(f) >= 10:
             w.update(seal_alloc_bytes=int(f[8]), records_sealed=int(f[9]))
+        if ("cpu", "s", i) in snaps and ("cpu", "e", i) in snaps:  # the client's CPU seconds in the window
+            w["cpu_s"] = snaps[("cpu", "e", i)] - snaps[("cpu", "s", i)]
         v = max(1, w["values"])
         w["pids_per_s"] = w["values"] / (w["ms"] / 1000)
         w["bytes_to_per_value"] = d["bytes_to_elm"] / v
@@ -68,16 +81,30 @@ def _windows(proc_lines: list[str], snaps: dict) -> list[dict]:
 def _client(ctx: Context, name: str, argv: list[str], env: dict | None, timeout: float) -> dict:
     with Emulator(SCENARIO) as emu, LinkModel(emu.pty, baud=BAUD, latency_s=LATENCY_S) as link:
         snaps: dict = {}
+        pid: list[int] = []
+
+        def cpu() -> float | None:
+            try:
+                return rss_cpu(pid[0])[1] if pid else None
+            except OSError:
+                return None
 
         def on_line(line: str) -> None:
             if line.startswith("win_start "):
-                snaps[("s", int(line.split()[1]))] = link.stats()
+                i = int(line.split()[1])
+                snaps[("s", i)] = link.stats()
+                if (c := cpu()) is not None:
+                    snaps[("cpu", "s", i)] = c
             elif line.startswith("win "):
-                snaps[("e", int(line.split()[1]))] = link.stats()
+                i = int(line.split()[1])
+                snaps[("e", i)] = link.stats()
+                if (c := cpu()) is not None:
+                    snaps[("cpu", "e", i)] = c
 
         argv = [a.replace("{PTY}", link.pty) for a in argv]
         t0 = time.monotonic()
         with LineProc(argv, env=env, cwd=ctx.workdir, on_line=on_line) as p:
+            pid.append(p.proc.pid)
             p.expect("end", timeout)
             lines = list(p.lines)
         ws = _windows(lines, snaps)

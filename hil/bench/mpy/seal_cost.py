@@ -1,0 +1,85 @@
+# What sealing a record costs on this interpreter: RecordWriter.seal (its MAC included) and
+# FlashLog.append, for a full record (~500 B) and a one-group one, with the MAC protocol.auth
+# selects (the C hashlib) and with protocol.sha256's bytecode HMAC (the fallback).
+#
+#   micropython seal_cost.py FLASH_DIR N
+# Prints JSON lines ["seal", impl, kind, record_bytes, us_per_record, alloc_bytes_per_record],
+# ["mac256", impl, us_per_mac] (the MAC alone of a 256-byte message: the bytecode one is the
+# calibration anchor of figure "board"), then ["end", null].
+
+import gc
+import json
+import sys
+import time
+
+from dongle.flashlog import FlashLog
+from protocol import auth, sha256
+from protocol.record import RecordWriter
+
+KEY = bytes(range(32))
+N = int(sys.argv[2])
+SRC = bytearray(b"\x1a\xf8\x32\x40\x7f\x51")
+
+
+class Clock:
+    def ms(self):
+        return time.ticks_ms()
+
+
+def fill(w, full):
+    t = 1000
+    while True:
+        if not w.fits(4, 6):
+            return
+        w.group(t)
+        w.add(0x0C, SRC, 0, 2)
+        w.add(0x0D, SRC, 2, 1)
+        w.add(0x11, SRC, 3, 1)
+        w.add(0x05, SRC, 4, 2)
+        t += 200
+        if not full:
+            return
+
+
+def measure(log, w, full):
+    us = 0
+    alloc = 0
+    size = 0
+    for _ in range(N):
+        fill(w, full)  # not measured: the sample path (0 B, figure "board" measures it apart)
+        gc.collect()
+        a = gc.mem_alloc()
+        t = time.ticks_us()
+        n = w.seal(log.next_seq, log.boot)
+        log.append(w.out, n)
+        us += time.ticks_diff(time.ticks_us(), t)
+        alloc += gc.mem_alloc() - a
+        size = n
+    return size, us / N, alloc / N
+
+
+def mac256(h):
+    msg = bytearray(256)
+    out = bytearray(32)
+    t = time.ticks_us()
+    for _ in range(N):
+        h.mac_into(msg, 256, out, 0, 16)
+    return time.ticks_diff(time.ticks_us(), t) / N
+
+
+def main():
+    print(json.dumps(["mac256", "c", mac256(auth.Hmac(KEY))]))
+    print(json.dumps(["mac256", "bytecode", mac256(sha256.Hmac(KEY))]))
+    log = FlashLog(sys.argv[1], KEY, 1 << 20, 65536, Clock())
+    for impl in ("c", "bytecode"):
+        w = RecordWriter(KEY)
+        if impl == "bytecode":
+            w._hmac = sha256.Hmac(KEY)  # the fallback, as a build without hashlib.sha256 runs
+        for kind, full in (("full", True), ("one_group", False)):
+            size, us, alloc = measure(log, w, full)
+            print(json.dumps(["seal", impl, kind, size, us, alloc]))
+    log.close()
+    print(json.dumps(["end", None]))
+
+
+main()
