@@ -93,6 +93,10 @@ def test_notifications_in_chinese_with_the_users_units():
     assert uk.economy(5.0) == "56.5 mpg (UK)" and messages.Units.of("imperial").economy(5.0) == "47.0 mpg"
     assert messages.Units.of("metric", economy="km_per_l").economy(5.0) == "20.0 km/L"
     assert messages.Units.of("metric", temperature="f").temperature(100) == "212 °F"
+    due = {"type": "service_due", "severity": "warning",
+           "values": {"by": "km", "item": "brake_fluid", "km_since_service": 30_100.0}}
+    assert messages.notification(due, lang="zh-CN") == ("保养到期：刹车油", "距上次保养已行驶 30\u202f100 km")
+    assert messages.notification(due, lang="en")[0] == "Service due: brake fluid"
 
 
 def test_the_health_check_and_the_cli_speak_chinese(tmp_path):

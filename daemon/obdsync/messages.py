@@ -49,6 +49,7 @@ TEXT: dict[str, str] = {
     "service.time_up": "the time interval since the last service is up",
     "service.due_in": "due in {distance}",
     "service.due_in_days": "due in {days} days",
+    "service.item": "{title}: {item}",
     "trip": "Trip",
     "trip.body": "{distance} in {duration}",
     "trip.fuel": ", {volume} ({economy})",
@@ -257,7 +258,13 @@ def _render(t: str, msg: dict[str, Any], v: dict[str, Any], u: Units, lang: str)
             why = tx("service.due_in_days", days=max(0, int(v["days_to_due"])))
         else:
             why = tx("service.time_up")
-        return tx(t), why
+        if not v.get("item"):
+            return tx(t), why
+        from . import i18n
+        from .rules.service import label
+
+        item = i18n._(label(str(v["item"])), None if lang in (None, "", "auto") else lang)
+        return tx("service.item", title=tx(t), item=item), why
     if t == "trip":
         body = tx("trip.body", distance=u.distance(v["distance_km"]), duration=_duration(v["duration_s"], lang))
         if v.get("fuel_l") and v.get("l_per_100km"):
