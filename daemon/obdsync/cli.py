@@ -366,27 +366,32 @@ def status(ctx: Ctx, as_json: bool, live: bool) -> None:
     if as_json:
         click.echo(json.dumps(info, indent=2, default=str, ensure_ascii=False))
         return
+    from obdsync.i18n import _
+
     running = info["daemon"]["running"]
     if not info["paired"] and not info["devices"]:
-        click.echo("no dongle paired yet: `obdsync scan`, then `obdsync pair ADDRESS`")
+        click.echo(_("no dongle paired yet: `obdsync scan`, then `obdsync pair ADDRESS`"))
     elif running is False:
-        click.echo("obdsync run is not running: nothing is connected (start it: `obdsync run`, or"
-                   " `systemctl --user start obdsync`)")
+        click.echo(_("obdsync run is not running: nothing is connected (start it: `obdsync run`, or"
+                     " `systemctl --user start obdsync`)"))
     seen = {d["device"] for d in info["devices"]}
     for p in info["paired"]:
         if p["device"] not in seen:
-            click.echo(f"dongle {p['device']} at {p['address']}: paired, nothing received from it yet")
+            click.echo(_("dongle {device} at {address}: paired, nothing received from it yet").format(
+                device=p["device"], address=p["address"]))
     for d in info["devices"]:
         live = d.get("live") or {}
-        conn = "connected" if live.get("connected") else "not connected"
-        click.echo(f"dongle {d['device']}  {d.get('name') or ''}  {conn}  last seen {fmt_ms(d['last_seen_ms'])}")
+        conn = _("connected") if live.get("connected") else _("not connected")
+        click.echo(_("dongle {device}  {name}  {state}  last seen {when}").format(
+            device=d["device"], name=d.get("name") or "", state=conn, when=fmt_ms(d["last_seen_ms"])))
         if d.get("vin"):
             v = d.get("vehicle") or {}
-            click.echo(f"  VIN {d['vin']}" + (f"  {v['manufacturer'] or 'unknown maker'}, {v['country'] or '?'},"
-                                              f" model year {v['model_year'] or '?'}, check digit {v['check_digit']}"
-                                              if v else ""))
-        click.echo(f"  records {d['records']}  acked up to seq {d['contiguous']}  waiting for {d['missing']}"
-                   f"  gaps {d['gaps']} ({d['lost']} records lost on the dongle)")
+            click.echo(f"  VIN {d['vin']}" + ("  " + _("{maker}, {country}, model year {year}, check digit {check}").format(
+                maker=v["manufacturer"] or _("unknown maker"), country=v["country"] or "?",
+                year=v["model_year"] or "?", check=_(v["check_digit"])) if v else ""))
+        click.echo("  " + _("records {records}  acked up to seq {seq}  waiting for {missing}  gaps {gaps}"
+                            " ({lost} records lost on the dongle)").format(
+            records=d["records"], seq=d["contiguous"], missing=d["missing"], gaps=d["gaps"], lost=d["lost"]))
         if live:
             def shown(k: str, live: dict = live) -> Any:
                 v = live.get(k)
@@ -406,7 +411,7 @@ def status(ctx: Ctx, as_json: bool, live: bool) -> None:
             click.echo(f"    {name:<28} {num:>10} {unit:<6} {fmt_ms(v['time_ms'])}")
         if d.get("service"):
             first, *rest = service_lines(d["service"], ctx.units)
-            click.echo("  service: " + first)
+            click.echo("  " + _("service: {line}").format(line=first))
             for line in rest:
                 click.echo("  " + line)
     for t in info.get("forwarding", []):
@@ -763,16 +768,19 @@ def service_history(ctx: Ctx, device: str | None, as_json: bool) -> None:
                            "items": note[len(NOTE_SERVICE) + 1:].split(",") if note.startswith(NOTE_SERVICE + ":")
                            else ([] if note == NOTE_BASELINE else ["all"])} for _sid, when, km, note in rows)
         return
+    from obdsync.i18n import _
+
     if not rows:
-        click.echo("no service or baseline entered yet")
+        click.echo(_("no service or baseline entered yet"))
+    baseline, done, every = _("odometer baseline"), _("service"), _("every item")
     for _sid, when, km, note in rows:
         at = "" if km is None else f"{km:g} km"
         if note == NOTE_BASELINE:
-            click.echo(f"{fmt_ms(when)}  odometer baseline  {at}")
+            click.echo(f"{fmt_ms(when)}  {baseline}  {at}")
         elif note.startswith(NOTE_SERVICE + ":"):
-            click.echo(f"{fmt_ms(when)}  service  {at:>10}  " + ", ".join(label(n) for n in note[8:].split(",")))
+            click.echo(f"{fmt_ms(when)}  {done}  {at:>10}  " + ", ".join(_(label(n)) for n in note[8:].split(",")))
         else:
-            click.echo(f"{fmt_ms(when)}  service  {at:>10}  every item")
+            click.echo(f"{fmt_ms(when)}  {done}  {at:>10}  {every}")
 
 
 @service.command("show")
@@ -978,11 +986,14 @@ def dtc_read(ctx: Ctx, device: str | None, live: bool, as_json: bool) -> None:
                            "codes": [{"code": c, "description": describe_dtc(c)} for c in codes]}
                           for t, mode, codes in sorted(reads, key=lambda r: r[1]))
         return
+    from obdsync.i18n import _
+
     if not reads:
-        click.echo("no trouble codes read yet (they are read when the MIL or code count changes and at trip start)")
+        click.echo(_("no trouble codes read yet (they are read when the MIL or code count changes and at trip start)"))
     for t, mode, codes in sorted(reads, key=lambda r: r[1]):
-        when = "" if t is None else f" (read {fmt_ms(t)})"
-        click.echo(f"{names.get(mode, mode)}{when}: {'none' if not codes else ''}")
+        when = "" if t is None else " " + _("(read {when})").format(when=fmt_ms(t))
+        none = _("none") if not codes else ""
+        click.echo(f"{_(names.get(mode, str(mode)))}{when}: {none}")
         for c in codes:
             click.echo(f"  {c}  {describe_dtc(c)}")
 

@@ -16,12 +16,15 @@ import logging
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from obdsync.i18n import N_
+
 log = logging.getLogger("obdsync.vin")
 
 # Where the 9th character must be a check digit: North America (49 CFR 565) and China
 # (GB 16735); elsewhere (ISO 3779) it is often a filler such as Z.
 CHECK_DIGIT_REGIONS = ("North America",)
 CHECK_DIGIT_COUNTRIES = ("China",)
+CHECK_DIGIT_WORDS = (N_("valid"), N_("invalid"), N_("not used"))  # Vehicle.check_digit, shown translated
 
 
 class VinError(ValueError):
