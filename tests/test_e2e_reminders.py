@@ -101,4 +101,7 @@ async def test_the_demo_notifies_and_every_home_assistant_entity_gets_a_value(tm
     assert device["sw_version"] and device["serial_number"] in ("WVWZZZ1KZAW386754", dev_id)
     state = json.loads(held[next(c["state_topic"] for c in discovered.values() if "/state" in c["state_topic"])])
     assert state["trip_distance_km"] > 0 and state["service_km_to_due"] > 0 and state["range_km"] > 0
+    # Every item of the schedule, each due by distance, by time or both.
+    assert state["service_items"] and all(it["km_to_due"] is not None or it["days_to_due"] is not None
+                                          for it in state["service_items"])
     assert isinstance(state["fuel_pct"], float) and round(state["fuel_pct"], 1) == state["fuel_pct"]

@@ -46,9 +46,10 @@ FULL_STATE = {
     "rpm": 1850, "dtc_count": 1, "dtc_codes": [{"code": "P0301", "description": "Cylinder 1 Misfire Detected"}],
     "mil": True, "open_events": ["low_fuel", "mil_on"], "trip_distance_km": 12.3, "trip_fuel_l": 1.1,
     "trip_l_per_100km": 8.9, "trip_score": 87, "service_km_to_due": 14983, "service_days_to_due": 364,
+    "service_items": [{"item": "Oil and filter", "status": "ok", "km_to_due": 14983, "days_to_due": 364}],
     "last_seen": "2026-12-04T17:00:00+00:00", "time_ms": 1_796_403_600_000,
 }
-META_KEYS = {"open_events", "time_ms", "dtc_codes", "overheating", "low_fuel"}  # read by other entities
+META_KEYS = {"open_events", "time_ms", "dtc_codes", "service_items", "overheating", "low_fuel"}  # read by other entities
 
 
 def configs(**kw):
@@ -119,6 +120,8 @@ def test_every_entity_renders_a_value_from_a_full_state_and_unknown_from_an_empt
     assert render(by_key["overheating"]["value_template"], full) == "OFF"
     dtc = by_key["dtc_count"]
     assert json.loads(render(dtc["json_attributes_template"], full)) == {"codes": FULL_STATE["dtc_codes"]}
+    svc = by_key["service_km_to_due"]
+    assert json.loads(render(svc["json_attributes_template"], full)) == {"items": FULL_STATE["service_items"]}
     assert (by_key["speed_kmh"]["expire_after"], by_key["fuel_pct"]["expire_after"]) == (FAST_EXPIRE_S, 86400)
     assert by_key["fuel_pct"]["suggested_display_precision"] == 0
 

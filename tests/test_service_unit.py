@@ -133,3 +133,19 @@ def test_directories_come_from_platformdirs(tmp_path, monkeypatch):
     assert paths.data_dir() == platformdirs.user_data_path("obdsync", appauthor=False) == tmp_path / "d/obdsync"
     monkeypatch.setenv("XDG_DATA_HOME", "relative/dir")  # invalid by the XDG spec: ignored
     assert paths.data_dir() == paths.Path.home() / ".local/share/obdsync"
+
+
+def test_backlog_sync_progress_on_a_terminal_is_a_rich_bar(tmp_path):
+    import io
+
+    from rich.console import Console
+
+    daemon = Daemon(Config(), tmp_path / "obdsync.db", [], live_file=tmp_path / "live.json", interactive=True)
+    out = io.StringIO()
+    daemon._console = Console(file=out, force_terminal=True, width=100, color_system=None)
+    dev = "0011223344556677"
+    for done in (0, 1200, 3600):
+        daemon._progress(dev, done, 3600)
+    text = out.getvalue()
+    assert f"sync {dev}" in text and "100%" in text and "3600/3600 records" in text
+    assert daemon._bars is None  # stopped once every backlog is synced

@@ -90,6 +90,9 @@ class Daemon:
         self.started = asyncio.Event()
         self._stop: asyncio.Event | None = None
         self._progress_last: dict[str, int] = {}
+        self._bars: Any = None  # rich Progress while a backlog syncs on a terminal
+        self._bar_of: dict[str, Any] = {}
+        self._console: Any = None  # rich's Console for the bars (None: stderr)
         self._connected: dict[str, bool] = {}
         self._names: dict[str, str] = {}  # address -> the user's name for the dongle
 
@@ -101,15 +104,30 @@ class Daemon:
             return  # no backlog, or synced: live records are not progress
         pct = max(0, min(100, done * 100 // total))
         if self._interactive:
-            bar = "#" * (pct // 4)
-            print(f"\rsync {device}: [{bar:<25}] {pct:3d}% ({done}/{total} records)", end="", flush=True)
-            if pct == 100:
-                print()
+            self._bar(device, min(done, total), total)
         else:
             step = pct // 10
             if self._progress_last.get(device) != step:
                 log.info("dongle %s: backlog %d%% (%d of %d records)", device, pct, min(done, total), total)
         self._progress_last[device] = 100 if pct == 100 else pct // 10
+
+    def _bar(self, device: str, done: int, total: int) -> None:
+        """One rich progress bar per dongle syncing its backlog, on stderr."""
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn
+
+        if self._bars is None:
+            self._bars = Progress(TextColumn("sync {task.description}"), BarColumn(), TaskProgressColumn(),
+                                  MofNCompleteColumn(), TextColumn("records"), console=self._console)
+            self._bars.start()
+        task = self._bar_of.get(device)
+        if task is None or done == 0:
+            task = self._bar_of[device] = self._bars.add_task(device, total=total)
+        self._bars.update(task, completed=done, total=total)
+        if done >= total:
+            self._bar_of.pop(device, None)
+            if not self._bar_of:  # every backlog synced: the bars stay as they ended
+                self._bars.stop()
+                self._bars = None
 
     async def run(self, install_signals: bool = True) -> None:
         if self._door is not None:

@@ -272,6 +272,9 @@ class Pipeline:
         svc = engine.service_state()
         state["service_km_to_due"] = None if svc.get("km_to_due") is None else round(svc["km_to_due"])
         state["service_days_to_due"] = svc.get("days_to_due")
+        state["service_items"] = [{"item": it.get("label"), "status": it.get("status"),
+                                   "km_to_due": None if it.get("km_to_due") is None else round(it["km_to_due"]),
+                                   "days_to_due": it.get("days_to_due")} for it in svc.get("items", [])]
         state["dtc_codes"] = [{"code": code, "description": ev.values.get("description", "")}
                               for code, ev in sorted(engine.dtc.active.items())]
         if st.last_trip is None:

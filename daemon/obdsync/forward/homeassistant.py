@@ -43,7 +43,7 @@ class Sensor:
     icon: str | None = None
     precision: int | None = None  # suggested_display_precision
     fast: bool = False  # expires after FAST_EXPIRE_S
-    attributes: str | None = None  # a state key whose value becomes the entity's attributes
+    attributes: tuple[str, str] | None = None  # (attribute name, the state key that holds its value)
 
 
 SENSORS: tuple[Sensor, ...] = (
@@ -54,13 +54,17 @@ SENSORS: tuple[Sensor, ...] = (
     Sensor("odometer_km", "Odometer", "km", "distance", "total_increasing", None, 0),
     Sensor("speed_kmh", "Speed", "km/h", "speed", "measurement", None, 0, fast=True),
     Sensor("rpm", "Engine speed", "rpm", None, "measurement", "mdi:engine", 0, fast=True),
-    Sensor("dtc_count", "Trouble codes", None, None, "measurement", "mdi:engine-off", 0, attributes="dtc_codes"),
+    Sensor("dtc_count", "Trouble codes", None, None, "measurement", "mdi:engine-off", 0,
+           attributes=("codes", "dtc_codes")),
     Sensor("trip_distance_km", "Last trip distance", "km", "distance", None, "mdi:map-marker-path", 1),
     Sensor("trip_fuel_l", "Last trip fuel", "L", "volume", None, "mdi:gas-station-outline", 1),
     Sensor("trip_l_per_100km", "Last trip consumption", "L/100km", None, None, "mdi:fuel", 1),
     Sensor("trip_score", "Last trip driving score", None, None, None, "mdi:steering", 0),
-    Sensor("service_km_to_due", "Service due in", "km", "distance", None, "mdi:wrench-clock", 0),
-    Sensor("service_days_to_due", "Service due in days", "d", "duration", None, "mdi:calendar-clock", 0),
+    # The soonest item; every item (label, km and days to due, status) as attributes.
+    Sensor("service_km_to_due", "Service due in", "km", "distance", None, "mdi:wrench-clock", 0,
+           attributes=("items", "service_items")),
+    Sensor("service_days_to_due", "Service due in days", "d", "duration", None, "mdi:calendar-clock", 0,
+           attributes=("items", "service_items")),
     Sensor("last_seen", "Last seen", None, "timestamp", None, None),
 )
 
@@ -104,8 +108,9 @@ def _value(key: str) -> str:
     return "{{ value_json.KEY if value_json.KEY is defined else 'None' }}".replace("KEY", key)
 
 
-def _attributes(key: str) -> str:
-    return "{{ {'codes': value_json.KEY if value_json.KEY is defined else []} | tojson }}".replace("KEY", key)
+def _attributes(name: str, key: str) -> str:
+    return ("{{ {'NAME': value_json.KEY if value_json.KEY is defined else []} | tojson }}"
+            .replace("NAME", name).replace("KEY", key))
 
 
 def _flag(key: str, event_type: str | None) -> str:
@@ -186,7 +191,7 @@ def discovery_configs(prefix: str, device: str, *, discovery_prefix: str = "home
                 cfg[k] = v
         if s.attributes is not None:
             cfg["json_attributes_topic"] = payloads.state_topic(prefix, device)
-            cfg["json_attributes_template"] = _attributes(s.attributes)
+            cfg["json_attributes_template"] = _attributes(*s.attributes)
         out.append((f"{discovery_prefix}/sensor/{node}/{s.key}/config", cfg))
     for b in BINARY_SENSORS:
         cfg = {**state, "name": b.name, "unique_id": f"{node}_{b.key}",

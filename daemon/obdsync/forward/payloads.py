@@ -50,6 +50,7 @@ STATE_KEYS = {
     "trip_score": "the last finished trip's driving score, 0-100",
     "service_km_to_due": "km until the service is due (negative: overdue)",
     "service_days_to_due": "days until the service is due (negative: overdue)",
+    "service_items": "every service item: [{item, status, km_to_due, days_to_due}]",
     "last_seen": "when these values were current, ISO 8601 UTC",
     "time_ms": "when these values were current, Unix ms",
 }
