@@ -107,3 +107,33 @@ async def test_records_wait_for_their_boot_anchor(records, tmp_path):
     _, events, _ = await live(tmp_path / "first.db", deliveries(records, 3))
     _, events_late, _ = await live(tmp_path / "late.db", deliveries(samples + [late_anchor], 3))
     assert events_late == events
+
+
+@pytest.mark.parametrize("snapshot", [
+    '{"engine": {"version": 999, "device": "%s", "ctx": {}, "rules": {}}, "services_fed": 0}',  # a future release
+    '{"engine": {"version": 1, "device": "%s", "ctx": ',  # torn JSON
+    '{"engine": {"version": 1, "device": "%s", "ctx": 7, "rules": []}}',  # the right version, nonsense inside
+], ids=["future-version", "truncated", "malformed"])
+async def test_an_unreadable_snapshot_never_stops_storage_or_acks(records, tmp_path, snapshot):
+    """After an upgrade (or a damaged row) the saved rules state cannot be read: every
+    batch is still stored and acked, and the events come out as a fresh replay makes
+    them, each stored once."""
+    cut = len(records) // 2
+    acked, events, _ = await live(tmp_path / "ref.db", deliveries(records, 4))
+    path = tmp_path / "upgraded.db"
+    first, rest = records[:cut], records[cut:]
+    await live(path, deliveries(first, 5))
+    store = await Store.open(path)
+    try:
+        (seq, _snap), = [await store.rules_state(DEVICE)]
+        await store.save_rules_state(DEVICE, seq, snapshot % DEVICE)
+        p = Pipeline(store, Config())
+        got = [await p.ingest(DEVICE, batch) for batch in deliveries(rest, 6)]
+        await p.close()
+        assert got[-1] == acked == records[-1].seq
+        assert all(b >= a for a, b in zip(got, got[1:], strict=False)) and got[0] > first[-1].seq - 40
+        assert view(await store.events(limit=1000)) == events
+        async with store._conn.execute("SELECT COUNT(*) FROM records") as cur:
+            assert (await cur.fetchone())[0] == len({r.seq for r in records})
+    finally:
+        await store.close()

@@ -97,18 +97,27 @@ class Pipeline:
         if st is not None:
             return st
         saved = await self.store.rules_state(device)
+        restored = None
+        if saved is not None:
+            seq, snap = saved
+            try:
+                data = json.loads(snap)
+                restored = RuleEngine.restore(self.config.for_device(device), device, data["engine"])
+            except (ValueError, KeyError, TypeError) as e:
+                # Another version's snapshot (an upgrade or a downgrade) or a damaged one:
+                # derive everything again from the stored samples. Events keep their ids,
+                # so what is unchanged is not delivered again.
+                log.warning("%s: the saved rules state is not usable (%s); deriving again from the stored"
+                            " samples", device, e)
         if saved is None:
             st = _DeviceState(RuleEngine(self.config.for_device(device), device), fed=-1)
         else:
-            seq, snap = saved
-            data = json.loads(snap)
-            try:
-                st = _DeviceState(RuleEngine.restore(self.config.for_device(device), device, data["engine"]), fed=seq,
-                                  services_fed=data.get("services_fed", 0))
-            except ValueError as e:  # an older daemon's snapshot: derive everything again
-                log.warning("%s: %s", device, e)
-                seq = -1
-                st = _DeviceState(RuleEngine(self.config.for_device(device), device), fed=seq)
+            if restored is None:
+                st = _DeviceState(RuleEngine(self.config.for_device(device), device), fed=-1)
+                await self._rederive(device, st, seq)
+                st.fed = seq
+            else:
+                st = _DeviceState(restored, fed=seq, services_fed=data.get("services_fed", 0))
             # Stored after the snapshot but not derived yet (a restart, kill -9
             # included): take them from the store, already on wall time.
             async for item in self.store.replay_items(device, seq):
@@ -121,8 +130,24 @@ class Pipeline:
         self._devices[device] = st
         return st
 
+    async def _rederive(self, device: str, st: _DeviceState, upto: int) -> None:
+        """A fresh engine fed the device's stored records up to seq `upto` (what the
+        unusable snapshot had seen), as `replay` does; its event changes are kept for
+        `_advance` to store."""
+        saved_services = await self.store.services(device)
+        services = sorted(saved_services, key=lambda r: (r[1], r[0]))
+        engine = st.engine
+        async for item in self.store.replay_items(device, -1, upto):
+            services = _feed_due_services(engine, services, item)
+            _feed_item(engine, item)
+            st.unsaved.extend(engine.drain())
+        st.services_fed = max((r[0] for r in saved_services), default=0)
+        st.dirty = True
+
     async def ingest(self, device: str, records: list[Any]) -> int:
-        st = await self._state(device)
+        """Store first, derive after: only the store decides what may be acked. Whatever
+        derivation runs into (an unreadable snapshot, a bug in a rule) is logged and
+        retried from the stored samples; it never holds back the ack."""
         staged: list[Any] = []
 
         def stored(_dev: str, batch: list[Any], rows: list[tuple]) -> None:
@@ -131,6 +156,11 @@ class Pipeline:
         contiguous = await self.store.ingest(device, records, sink=stored)
         if contiguous is None:
             return -1
+        try:
+            st = await self._state(device)
+        except Exception as e:  # noqa: BLE001 - the batch is durable: ack it, derive from the store later
+            log.error("%s: cannot load the rules state, events wait for the next batch: %s", device, e)
+            return contiguous
         for batch, rows in staged:
             self._hold(st, batch, rows)
         if st.fed < 0 and not st.held:
@@ -351,6 +381,25 @@ def feed_service(engine: RuleEngine, done_ms: int, km: float | None, note: str) 
             engine.service_done(done_ms, km, kept)
 
 
+def _feed_due_services(engine: RuleEngine, services: list[tuple], item: tuple) -> list[tuple]:
+    """Services (oldest first) done before a replayed item go to the engine before it."""
+    t = item[2][0][0] if item[0] == "samples" and item[2] else (item[2] if item[0] != "samples" else None)
+    while services and t is not None and services[0][1] <= t:
+        _sid, done_ms, km, note = services.pop(0)
+        feed_service(engine, done_ms, km, note)
+    return services
+
+
+def _feed_item(engine: RuleEngine, item: tuple) -> None:
+    """One item of Store.replay_items (already on wall time) to the engine."""
+    if item[0] == "samples":
+        engine.samples(item[2])
+    elif item[0] == "dtc":
+        engine.dtcs(item[2], item[3], item[4])
+    elif item[0] == "event":
+        engine.dongle_event(item[2], item[3])
+
+
 async def replay(store: Store, config: Config, device: str, *, since_seq: int = -1,
                  forwarder: Any = None) -> list[EventChange]:
     """Re-derive events and trips from stored samples (a fresh engine from since_seq)
@@ -359,16 +408,8 @@ async def replay(store: Store, config: Config, device: str, *, since_seq: int = 
     out: list[EventChange] = []
     services = sorted(await store.services(device), key=lambda r: (r[1], r[0]))
     async for item in store.replay_items(device, since_seq):
-        t = item[2][0][0] if item[0] == "samples" and item[2] else (item[2] if item[0] != "samples" else None)
-        while services and t is not None and services[0][1] <= t:
-            _sid, done_ms, km, note = services.pop(0)
-            feed_service(engine, done_ms, km, note)
-        if item[0] == "samples":
-            engine.samples(item[2])
-        elif item[0] == "dtc":
-            engine.dtcs(item[2], item[3], item[4])
-        elif item[0] == "event":
-            engine.dongle_event(item[2], item[3])
+        services = _feed_due_services(engine, services, item)
+        _feed_item(engine, item)
         out.extend(engine.drain())
     out.extend(engine.drain())
     if out:
