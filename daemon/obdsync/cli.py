@@ -92,22 +92,40 @@ def parse_when(text: str | None) -> int | None:
     return int(when.timestamp() * 1000)
 
 
-async def open_store(ctx: Ctx) -> Any:
+def store_failure(db: Path, e: Exception) -> click.ClickException:
+    """One line for a store error: what is wrong, and for a damaged file what to do."""
+    from obdsync.store import StoreCorruptError, StoreMissingError, corrupt_advice
+
+    if isinstance(e, StoreCorruptError):
+        return click.ClickException(f"{db}: {e}; {corrupt_advice(db)}")
+    if isinstance(e, StoreMissingError):
+        return click.ClickException(f"{db}: no such database file (nothing was created; a typo in --db?"
+                                    " `obdsync run` creates it once a dongle is paired)")
+    return click.ClickException(str(e))
+
+
+async def open_store(ctx: Ctx, *, create: bool = False) -> Any:
+    """The database; only writers (create=True) make a new file, readers are told it is missing."""
+    from obdsync.schema import SchemaError
     from obdsync.store import Store, StoreError
 
     cfg = ctx.config
     try:
         return await Store.open(ctx.db, max_bytes=(cfg.store.max_size_mb * 2**20) or None,
-                                outbox_max=cfg.outbox.max_entries)
-    except StoreError as e:
-        raise click.ClickException(str(e)) from None
+                                outbox_max=cfg.outbox.max_entries, create=create)
+    except (StoreError, SchemaError) as e:
+        raise store_failure(ctx.db, e) from None
 
 
-def with_store(ctx: Ctx, fn: Callable[[Any], Awaitable[T]]) -> T:
+def with_store(ctx: Ctx, fn: Callable[[Any], Awaitable[T]], *, create: bool = False) -> T:
+    from obdsync.store import StoreError
+
     async def go() -> T:
-        store = await open_store(ctx)
+        store = await open_store(ctx, create=create)
         try:
             return await fn(store)
+        except StoreError as e:
+            raise store_failure(ctx.db, e) from None
         finally:
             await store.close()
 
@@ -196,14 +214,19 @@ def run(ctx: Ctx, only: tuple[str, ...]) -> None:
     interactive = sys.stderr.isatty()
     if not logging.getLogger().isEnabledFor(logging.INFO):
         logging.getLogger("obdsync").setLevel(logging.INFO)
+    from obdsync.dblock import DatabaseInUse
     from obdsync.door import DoorError
+    from obdsync.schema import SchemaError
+    from obdsync.store import StoreError
 
     try:
         daemon = Daemon(ctx.config, ctx.db, paired, backend=client_backend, interactive=interactive,
                         all_paired={p.device for p in every}, control_socket=paths.control_socket_path())
         run_async(daemon.run())
-    except (SecretError, DoorError) as e:
+    except (SecretError, DoorError, DatabaseInUse) as e:
         raise click.ClickException(str(e)) from None
+    except (StoreError, SchemaError) as e:
+        raise store_failure(ctx.db, e) from None
 
 
 def _names(p: devices.Paired, text: str) -> bool:
@@ -526,7 +549,13 @@ def export(ctx: Ctx, device: str | None, fmt: str, since: str | None, until: str
             n += 1
         return n
 
-    n = with_store(ctx, go)
+    try:
+        n = with_store(ctx, go)
+        output.flush()
+    except OSError as e:
+        # A full disk (ENOSPC) or a closed pipe: the file is incomplete, and must not look done.
+        name = getattr(output, "name", "the output")
+        raise click.ClickException(f"writing {name} failed: {e.strerror or e}; the export is incomplete") from None
     click.echo(f"exported {n} samples", err=True)
 
 

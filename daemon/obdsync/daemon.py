@@ -20,6 +20,7 @@ from typing import Any
 
 from obdsync import __version__, door, ops, paths, sdnotify, vin
 from obdsync.config import Config
+from obdsync.dblock import RunLock
 from obdsync.devices import Paired, secret_of
 from obdsync.link import DongleLink, LinkError
 from obdsync.pipeline import Pipeline
@@ -133,7 +134,13 @@ class Daemon:
         if self._door is not None:
             await self._door.start()  # first: a second daemon refuses before it touches anything
         try:
-            await self._run(install_signals)
+            # One daemon per database, whatever its data directory (raises DatabaseInUse naming
+            # the holder), held until the end.
+            lock = RunLock(self.db).acquire()
+            try:
+                await self._run(install_signals)
+            finally:
+                lock.release()
         finally:
             if self._door is not None:
                 await self._door.close()

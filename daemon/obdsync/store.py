@@ -82,6 +82,21 @@ class StoreBusyError(StoreError):
     """Another process holds the database lock longer than the busy timeout."""
 
 
+class StoreCorruptError(StoreError):
+    """The database file is damaged. Nothing here writes to it again: recover it by hand."""
+
+
+class StoreMissingError(StoreError):
+    """A reader was pointed at a database file that does not exist (a typo in --db?)."""
+
+
+def corrupt_advice(path: str | os.PathLike[str]) -> str:
+    """What to do with a damaged database, in one sentence."""
+    return (f"the file was not modified; recover what is readable with"
+            f" `sqlite3 {path} .recover | sqlite3 {path}.recovered` and use that, or move {path} aside"
+            f" to start a new one")
+
+
 class Record(Protocol):
     """What :meth:`Store.ingest` reads from a ``protocol.record.Record``."""
 
@@ -184,6 +199,8 @@ class _Device:
 
 def _map_error(e: sqlite3.Error, what: str) -> StoreError:
     code = getattr(e, "sqlite_errorcode", None)
+    if code is not None and code & 0xFF in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB):
+        return StoreCorruptError(f"{what}: the database is corrupt ({e})")
     if code == sqlite3.SQLITE_FULL:
         return StoreFullError(f"{what}: database or disk is full; free disk space or raise [store] max_size_mb")
     if code in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
@@ -238,14 +255,19 @@ class Store:
     @classmethod
     async def open(cls, path: str | os.PathLike[str], *, max_bytes: int | None = None,
                    busy_timeout_s: float = 5.0, clock: Callable[[], float] = time.time,
-                   decoder: Decoder | None = None, outbox_max: int = 10000) -> Store:
+                   decoder: Decoder | None = None, outbox_max: int = 10000, create: bool = True) -> Store:
         """Open (creating and migrating) the database at ``path``.
 
         ``max_bytes`` caps the file size (SQLite ``max_page_count``): past it, writes
         fail with :class:`StoreFullError` as on a full disk. ``clock`` gives Unix seconds
-        (receive times, retention). Raises :class:`StoreError` or ``schema.SchemaError``.
+        (receive times, retention). ``create=False`` (readers): a missing file raises
+        :class:`StoreMissingError` and nothing is created. A damaged file raises
+        :class:`StoreCorruptError` and is not written to. Raises :class:`StoreError` or
+        ``schema.SchemaError``.
         """
         p = Path(path)
+        if not create and not p.is_file():
+            raise StoreMissingError(f"{p}: no such database (a typo in --db? `obdsync run` creates it)")
         try:
             private_dir(p.parent)
         except OSError as e:

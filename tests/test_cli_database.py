@@ -1,0 +1,107 @@
+"""The database file as real installations meet it: a second `obdsync run` on it, a
+`--db` that does not exist, a file damaged mid-way, a full disk under `export`. Each
+command is a subprocess with its own XDG directories (tests/e2e.py `Home`)."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+
+import pytest
+from e2e import Home
+
+from hil.bench.ingest import DEVICE, SECRET, backlog
+from obdsync import devices
+from obdsync.store import Store
+from protocol.auth import telemetry_key
+from protocol.record import decode_record
+
+READERS = [("status",), ("events",), ("samples",), ("trips",), ("export",), ("service", "history"),
+           ("outbox", "dead"), ("dtc", "read"), ("vacuum",), ("replay",)]
+
+
+@pytest.fixture
+def home(tmp_path):
+    h = Home(tmp_path / "home")
+    yield h
+    h.close()
+
+
+def one_line_error(p, *texts: str) -> str:
+    assert p.returncode != 0, f"exit 0\n{p.stdout}{p.stderr}"
+    assert "Traceback" not in p.stderr, p.stderr
+    err = [ln for ln in p.stderr.splitlines() if ln.strip()]
+    assert len(err) == 1, p.stderr
+    for t in texts:
+        assert t in err[0], err[0]
+    return err[0]
+
+
+def filled_db(path, n=600):
+    """A database with n records of one dongle."""
+    raws, _ = backlog(n)
+    key = telemetry_key(SECRET)
+
+    async def go():
+        store = await Store.open(path)
+        try:
+            await store.ingest(DEVICE, [decode_record(r, key) for r in raws])
+        finally:
+            await store.close()
+
+    asyncio.run(go())
+    return path
+
+
+@pytest.mark.parametrize("cmd", READERS, ids=lambda c: " ".join(c))
+def test_a_reader_given_a_missing_db_says_so_and_creates_nothing(home, tmp_path, cmd):
+    db = tmp_path / "typo" / "obdsync.db"
+    one_line_error(home.cli("--db", str(db), *cmd), str(db), "no such database")
+    assert not db.parent.exists()
+    one_line_error(home.cli(*cmd), str(home.db), "no such database")  # the default place, never run
+    assert not home.db.parent.exists()
+
+
+def test_a_damaged_database_gets_one_line_and_is_never_written(home, tmp_path):
+    db = filled_db(tmp_path / "car.db")
+    data = bytearray(db.read_bytes())
+    page = 4096
+    for o in range(2 * page, len(data), page):  # every page past the schema: b-tree headers gone
+        data[o:o + 16] = b"\xa5" * 16
+    db.write_bytes(bytes(data))
+    before = hashlib.sha256(db.read_bytes()).hexdigest()
+    for cmd in (("status",), ("export", "--device", DEVICE), ("samples", "--device", DEVICE), ("vacuum",)):
+        line = one_line_error(home.cli("--db", str(db), *cmd), str(db), "corrupt", "not modified", ".recover",
+                              "move")
+        assert hashlib.sha256(db.read_bytes()).hexdigest() == before, (cmd, line)
+    garbage = tmp_path / "not-a-db.db"
+    garbage.write_bytes(b"this is no SQLite file, it is a note someone saved here by mistake\n" * 200)
+    g_before = garbage.read_bytes()
+    one_line_error(home.cli("--db", str(garbage), "status"), "corrupt", "not modified")
+    assert garbage.read_bytes() == g_before
+
+
+def test_export_onto_a_full_disk_says_it_is_incomplete(home, tmp_path):
+    db = filled_db(tmp_path / "car.db")
+    ok = home.cli("--db", str(db), "export", "--device", DEVICE, "-o", str(tmp_path / "out.csv"))
+    assert ok.returncode == 0, ok.stderr
+    p = home.cli("--db", str(db), "export", "--device", DEVICE, "-o", "/dev/full")  # ENOSPC on every write
+    one_line_error(p, "/dev/full", "No space left", "incomplete")
+
+
+def test_a_second_run_on_one_database_is_refused_naming_the_first(home, tmp_path):
+    devices.add("0011223344556677", "AA:BB:CC:DD:EE:01", bytes(32), base=home.config_home / "obdsync")
+    filled_db(home.db)
+    shown = home.cli("status").stdout
+    assert "records " in shown, shown
+    first = home.run("-v")  # nothing answers at that address: it keeps retrying, holding the database
+    first.wait_for("obdsync running")
+    p = home.cli("run", timeout=60)
+    line = one_line_error(p, str(home.db), f"PID {first.proc.pid}", "in use")
+    assert "one daemon per database" in line
+    st = home.cli("status")  # readers go on beside the running daemon
+    assert st.returncode == 0 and st.stdout == shown, st.stdout + st.stderr
+    assert first.terminate() == 0
+    again = home.run("-v")  # the lock went with the process
+    again.wait_for("obdsync running")
+    assert again.terminate() == 0
