@@ -1,4 +1,5 @@
 """The obdsync wire protocol: one definition, imported unchanged by the dongle
 (MicroPython) and the daemon (CPython). See README.md for the byte layouts."""
 
-VERSION = 1
+# 2: the log epoch (info, STREAM reply, the telemetry key).
+VERSION = 2

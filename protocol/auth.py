@@ -110,9 +110,18 @@ def check_secret(secret):
         raise ProtocolError("secret must be 32 bytes")
 
 
-def telemetry_key(secret):
+def telemetry_key(secret, epoch=0):
+    """The key of a flash log's records. `epoch` (u32) is random at the log's creation
+    and bound in here, so records of a wiped and re-created log can never pass for the
+    old one's (same seqs, other MACs). Epoch 0 is the log a protocol-1 firmware wrote
+    (no epoch then): its key is the protocol-1 key, so an upgrade keeps that log."""
     check_secret(secret)
-    return hmac_sha256(secret, b"obdsync/telemetry")
+    if not 0 <= epoch <= 0xFFFFFFFF:
+        raise ProtocolError("epoch must be a u32")
+    if epoch == 0:
+        return hmac_sha256(secret, b"obdsync/telemetry")
+    return Hmac(secret).digest(b"obdsync/telemetry", bytes(((epoch >> 24) & 0xFF, (epoch >> 16) & 0xFF,
+                                                             (epoch >> 8) & 0xFF, epoch & 0xFF)))
 
 
 def session_key(secret, nonce_c, nonce_d):

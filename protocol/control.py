@@ -196,6 +196,17 @@ def parse_u32(payload):
     return struct.unpack(">I", payload)[0]
 
 
+def pack_stream(first_unacked, next_seq, epoch):
+    return struct.pack(">III", first_unacked, next_seq, epoch)
+
+
+def parse_stream(payload):
+    """(first_unacked, next_seq, epoch) of a STREAM reply."""
+    if len(payload) != 12:
+        raise ProtocolError("stream reply must be three u32")
+    return struct.unpack(">III", payload)
+
+
 def pack_pair(a, b):
     return struct.pack(">II", a, b)
 

@@ -1,5 +1,7 @@
 """The `info` characteristic: readable before authentication, nothing secret."""
 
+import struct
+
 from protocol import VERSION
 from protocol.errors import ProtocolError
 
@@ -10,10 +12,11 @@ BITMAP_LEN = 32
 
 
 class Info:
-    def __init__(self, proto, caps, device_id, firmware, supported, vin):
+    def __init__(self, proto, caps, device_id, firmware, supported, vin, epoch=0):
         self.proto = proto
         self.caps = caps
         self.device_id = device_id
+        self.epoch = epoch  # the flash log's (protocol.auth.telemetry_key)
         self.firmware = firmware
         self.supported = supported
         self.vin = vin
@@ -30,26 +33,41 @@ class Info:
         return "Info(device=%s firmware=%s)" % (self.device_id.hex(), self.firmware)
 
 
-def encode_info(device_id, firmware, supported, vin=b"", caps=0):
+def encode_info(device_id, firmware, supported, vin=b"", caps=0, epoch=0):
     if len(device_id) != DEVICE_ID_LEN:
         raise ProtocolError("device id must be 8 bytes")
     if len(supported) != BITMAP_LEN:
         raise ProtocolError("supported-PID bitmap must be 32 bytes")
     fw = firmware.encode() if isinstance(firmware, str) else bytes(firmware)
-    return (bytes((VERSION, caps)) + bytes(device_id) + bytes((len(fw),)) + fw + bytes(supported)
-            + bytes((len(vin),)) + bytes(vin))
+    if not 0 <= epoch <= 0xFFFFFFFF:
+        raise ProtocolError("epoch must be a u32")
+    return (bytes((VERSION, caps)) + bytes(device_id) + struct.pack(">I", epoch) + bytes((len(fw),)) + fw
+            + bytes(supported) + bytes((len(vin),)) + bytes(vin))
+
+
+class VersionError(ProtocolError):
+    """The dongle speaks another version of the protocol (`proto` is its version)."""
+
+    def __init__(self, proto):
+        self.proto = proto
+        ProtocolError.__init__(self, "dongle speaks protocol %d, we speak %d" % (proto, VERSION))
 
 
 def decode_info(data):
     data = bytes(data)
-    if len(data) < 2 + DEVICE_ID_LEN + 1:
+    if len(data) < 1:
+        raise ProtocolError("info is empty")
+    if data[0] != VERSION:
+        # First: another version's layout may differ anywhere after this byte.
+        raise VersionError(data[0])
+    if len(data) < 2 + DEVICE_ID_LEN + 4 + 1:
         raise ProtocolError("info shorter than its fixed part")
     proto, caps = data[0], data[1]
-    if proto != VERSION:
-        raise ProtocolError("dongle speaks protocol %d, we speak %d" % (proto, VERSION))
     o = 2
     device_id = data[o:o + DEVICE_ID_LEN]
     o += DEVICE_ID_LEN
+    epoch = struct.unpack_from(">I", data, o)[0]
+    o += 4
     n = data[o]
     o += 1
     if o + n + BITMAP_LEN + 1 > len(data):
@@ -65,4 +83,4 @@ def decode_info(data):
     o += 1
     if o + n != len(data):
         raise ProtocolError("info length does not match its VIN")
-    return Info(proto, caps, device_id, fw, supported, data[o:o + n])
+    return Info(proto, caps, device_id, fw, supported, data[o:o + n], epoch)

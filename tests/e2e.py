@@ -345,7 +345,7 @@ class RecordingSink:
         self.top = -1
         self.ack_limit = ack_limit
 
-    async def ingest(self, device: str, records: list) -> int:
+    async def ingest(self, device: str, records: list, **_epoch: object) -> int:
         from protocol.record import KIND_GAP
 
         for r in records:

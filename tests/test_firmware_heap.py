@@ -34,7 +34,7 @@ class Sink:
         self.seqs: set[int] = set()
         self.top = -1
 
-    async def ingest(self, device: str, records: list) -> int:
+    async def ingest(self, device: str, records: list, **_epoch: object) -> int:
         self.seqs.update(r.seq for r in records)
         while self.top + 1 in self.seqs:
             self.top += 1

@@ -11,6 +11,7 @@ costs the ESP32 half that, or nothing when frozen.
 
 from __future__ import annotations
 
+import os
 import random
 import shutil
 import signal
@@ -458,3 +459,23 @@ def test_sigkill_while_appending_loses_only_the_unflushed_tail(boot, flash, chil
         assert boots == sorted(boots)
         expected_boot += 2
         next_seq = st["next"]
+
+
+def test_a_log_made_anew_gets_a_new_epoch_and_keeps_it(boot, flash, tmp_path):
+    """The epoch (bound into every record's key) is random when a log is created, the
+    same for every later boot of it, and different once the log is wiped; a log a
+    protocol-1 firmware left (no epoch file) keeps its records' key: epoch 0."""
+    first = boot.driver(flash, "append:3", "flush", "status").statuses[0]
+    again = boot.driver(flash, "append:2", "flush", "status").statuses[0]
+    assert first["epoch"] != 0 and again["epoch"] == first["epoch"] and again["next"] == 5
+    if flash.startswith("lfs:"):
+        Path(flash[4:]).unlink()  # a new littlefs: the reflash
+    else:
+        shutil.rmtree(flash)  # a wiped log directory
+    wiped = boot.driver(flash, "append:1", "flush", "status").statuses[0]
+    assert wiped["epoch"] not in (0, first["epoch"]) and wiped["next"] == 1 and wiped["boot"] == 1
+    if not flash.startswith("lfs:"):
+        os.remove(Path(flash) / "epoch")  # as protocol 1 left it: state and segments only
+        old = boot.driver(flash, "append:1", "flush", "read:0", "status")
+        assert old.statuses[0]["epoch"] == 0 and old.statuses[0]["next"] == 2
+        assert [r.seq for r in old.records] == [0, 1]  # the old records stay, readable with the old key

@@ -10,7 +10,7 @@ def expected(doc) -> dict:
     """What every check must compute, read straight from the file."""
     exp = {}
     a = doc["auth"]
-    for k in ("telemetry_key", "session_key", "proof_central", "proof_dongle", "passkey"):
+    for k in ("telemetry_key", "telemetry_key_epoch", "session_key", "proof_central", "proof_dongle", "passkey"):
         exp["auth/" + k] = a[k]
     for v in doc["records"]:
         name = "record/" + v["name"]

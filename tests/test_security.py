@@ -50,7 +50,7 @@ class MemorySink:
         self.records: dict[int, object] = {}
         self.top = -1
 
-    async def ingest(self, device: str, records: list) -> int:
+    async def ingest(self, device: str, records: list, **_epoch: object) -> int:
         for r in records:
             self.records.setdefault(r.seq, r)
         while self.top + 1 in self.records:

@@ -22,11 +22,12 @@ from typing import Any, Protocol, TypeVar
 from bleak import BleakClient
 from bleak.exc import BleakError
 
+from protocol import VERSION as PROTOCOL_VERSION
 from protocol import auth, control, uuids
 from protocol.auth import Hmac
 from protocol.errors import ProtocolError
 from protocol.frames import Fragmenter, Reassembler
-from protocol.info import CAP_PAIRING, Info, decode_info
+from protocol.info import CAP_PAIRING, Info, VersionError, decode_info
 from protocol.record import Record, decode_record
 
 log = logging.getLogger("obdsync.link")
@@ -47,6 +48,10 @@ class AuthError(LinkError):
     """The dongle did not accept our secret, or did not prove it knows it."""
 
 
+class IncompatibleError(LinkError):
+    """The dongle speaks another protocol version: a firmware or daemon update is due."""
+
+
 class CommandError(LinkError):
     def __init__(self, command: int, status: int):
         self.command = command
@@ -55,10 +60,12 @@ class CommandError(LinkError):
 
 
 class Sink(Protocol):
-    """Where records go. `ingest` returns the highest contiguous sequence number
-    now durable for the device (what may be acked), or raises to refuse."""
+    """Where records go. `ingest` returns the highest contiguous sequence number of
+    that log epoch now durable for the device (what may be acked), or raises to refuse.
+    `first_unacked` is where the dongle's log starts (STREAM): nothing below it will come."""
 
-    async def ingest(self, device: str, records: list[Record]) -> int: ...
+    async def ingest(self, device: str, records: list[Record], *, epoch: int = 0,
+                     first_unacked: int | None = None) -> int: ...
 
 
 class Stats:
@@ -69,6 +76,7 @@ class Stats:
         self.rejected_records = 0
         self.broken_fragments = 0
         self.acked = -1
+        self.epoch: int | None = None  # the dongle's log epoch (info, STREAM)
         self.backlog_first = 0
         self.backlog_end = 0
         self.connected_since: float | None = None
@@ -105,7 +113,7 @@ class DongleLink:
         auth.check_secret(secret)
         self.address = address
         self._secret = secret
-        self._tkey = Hmac(auth.telemetry_key(secret))
+        self._tkey: Hmac | None = None  # of the dongle's log epoch, known from its info
         self._sink = sink
         self._backend = backend
         self._backend_kwargs = dict(backend_kwargs or {})
@@ -246,8 +254,21 @@ class DongleLink:
         self._stalled_since = None
 
     async def _handshake(self, client: BleakClient) -> None:
-        self.info = decode_info(await client.read_gatt_char(uuids.INFO))
+        try:
+            self.info = decode_info(await client.read_gatt_char(uuids.INFO))
+        except VersionError as e:
+            older = e.proto < PROTOCOL_VERSION
+            raise IncompatibleError(
+                f"{self.address}: the dongle speaks wire protocol {e.proto}, this obdsync speaks"
+                f" {PROTOCOL_VERSION}: {'update the dongle firmware' if older else 'update obdsync'}"
+                f" (nothing is read from it until then)") from None
+        except ProtocolError as e:
+            raise LinkError(f"{self.address}: unreadable info characteristic: {e}") from None
         self.device = self.info.device_id.hex()
+        if self.stats.epoch != self.info.epoch:
+            self.stats.acked = -1  # a new log counts its seqs from its own start
+        self.stats.epoch = self.info.epoch
+        self._tkey = Hmac(auth.telemetry_key(self._secret, self.info.epoch))
         if self.info.caps & CAP_PAIRING:
             # LE Secure Connections with the passkey from the label. On BlueZ the
             # system's agent asks for it; backends that can take it do.
@@ -288,7 +309,11 @@ class DongleLink:
                 await r
 
     async def _start_stream(self) -> None:
-        first, end = control.parse_pair(await self.command(control.STREAM))
+        first, end, epoch = control.parse_stream(await self.command(control.STREAM))
+        if epoch != self.stats.epoch:
+            # The log was created anew since the info was read (the dongle rebooted into an
+            # empty log between the two): reconnect, read the new epoch and its key.
+            raise LinkError(f"{self.device}: log epoch {epoch:08x} in STREAM, {self.stats.epoch:08x} in info")
         self.stats.backlog_first = first
         self.stats.backlog_end = end
         if self._progress is not None:
@@ -330,7 +355,8 @@ class DongleLink:
             return
         batch, self._records = self._records, []
         try:
-            contiguous = await self._sink.ingest(self.device, batch)
+            contiguous = await self._sink.ingest(self.device, batch, epoch=self.stats.epoch or 0,
+                                                 first_unacked=self.stats.backlog_first)
         except Exception as e:  # noqa: BLE001 - the store says why; nothing is acked
             # Once per cause, not once per batch: a full disk overnight must not fill the journal.
             if type(e).__name__ != self._store_error:

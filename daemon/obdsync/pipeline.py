@@ -31,8 +31,8 @@ from typing import Any
 
 from obdsync.config import Config
 from obdsync.decode import SIG_DTC_COUNT, SIG_MIL, display_value
-from obdsync.rules import EventChange, RuleEngine
-from obdsync.store import Store, Trip
+from obdsync.rules import WARNING, Event, EventChange, RuleEngine, event_id
+from obdsync.store import EPOCH_SEQ_SHIFT, Store, Trip
 from protocol.record import KIND_DTC, KIND_EVENT, KIND_SAMPLES
 
 log = logging.getLogger("obdsync.pipeline")
@@ -69,6 +69,7 @@ class _DeviceState:
     worker: asyncio.Task | None = None
     failing: str | None = None  # the kind of error derivation last failed with
     last_trip: Any = None  # the newest stored Trip; False: none yet (None: not looked up)
+    epoch: int | None = None  # the log epoch of the last batch (a new one may be an event)
 
 
 class Pipeline:
@@ -144,34 +145,58 @@ class Pipeline:
         st.services_fed = max((r[0] for r in saved_services), default=0)
         st.dirty = True
 
-    async def ingest(self, device: str, records: list[Any]) -> int:
-        """Store first, derive after: only the store decides what may be acked. Whatever
-        derivation runs into (an unreadable snapshot, a bug in a rule) is logged and
-        retried from the stored samples; it never holds back the ack."""
+    async def ingest(self, device: str, records: list[Any], *, epoch: int = 0,
+                     first_unacked: int | None = None) -> int:
+        """Store first, derive after: only the store decides what may be acked (returned:
+        the epoch's watermark as a wire seq). Whatever derivation runs into (an unreadable
+        snapshot, a bug in a rule) is logged and retried from the stored samples; it never
+        holds back the ack."""
         staged: list[Any] = []
 
         def stored(_dev: str, batch: list[Any], rows: list[tuple]) -> None:
             staged.append((batch, rows))
 
-        contiguous = await self.store.ingest(device, records, sink=stored)
+        contiguous = await self.store.ingest(device, records, epoch=epoch, first_unacked=first_unacked,
+                                             sink=stored)
         if contiguous is None:
             return -1
         try:
             st = await self._state(device)
+            if st.epoch != epoch:
+                await self._epoch_met(device, st, epoch)
         except Exception as e:  # noqa: BLE001 - the batch is durable: ack it, derive from the store later
             log.error("%s: cannot load the rules state, events wait for the next batch: %s", device, e)
             return contiguous
+        top = (self.store.seq_base(device, epoch) or 0) + contiguous  # in the store's numbering
         for batch, rows in staged:
             self._hold(st, batch, rows)
         if st.fed < 0 and not st.held:
-            st.fed = contiguous  # nothing new here (all duplicates of a fresh engine's past)
-        st.contiguous = contiguous
+            st.fed = top  # nothing new here (all duplicates of a fresh engine's past)
+        if top > st.contiguous:
+            st.contiguous = top
         # Durable now: the link may ack. Derivation runs beside the next batch's
         # SQLite commit instead of before the ack (a crash re-derives from the store).
         st.pending = True
         if st.worker is None or st.worker.done():
             st.worker = asyncio.create_task(self._work(device, st))
         return contiguous
+
+    async def _epoch_met(self, device: str, st: _DeviceState, epoch: int) -> None:
+        """A log epoch after the first is the dongle's log starting over: an event (once per
+        epoch: its id is fixed by the epoch, a repeat after a restart is stored unchanged)."""
+        st.epoch = epoch
+        epochs = await self.store.epochs(device)
+        now = next((e for e in epochs if e.epoch == epoch), None)
+        if now is None or now.idx == 0:
+            return
+        before = epochs[now.idx - 1]
+        ev = Event(event_id(device, "log_reset", f"{epoch:08x}", now.first_seen), device, "log_reset", WARNING,
+                   now.first_seen, now.first_seen,
+                   {"epoch": f"{epoch:08x}", "previous_epoch": f"{before.epoch:08x}",
+                    "previous_acked_seq": before.contiguous, "logs": len(epochs)},
+                   f"the dongle's log started over (wiped, reflashed or replaced): new log {epoch:08x};"
+                   f" what the earlier log delivered is kept")
+        st.unsaved.append(EventChange("instant", ev))
 
     async def _work(self, device: str, st: _DeviceState) -> None:
         while st.pending:
@@ -235,6 +260,12 @@ class Pipeline:
             nxt = seq + 1
             item = held.get(nxt)
             if item is None:
+                if nxt >> EPOCH_SEQ_SHIFT < contiguous >> EPOCH_SEQ_SHIFT:
+                    # An earlier log epoch ends here (the dongle's log started over): on to
+                    # what is held next, instead of counting through the seqs in between.
+                    later = [k for k in held if k > nxt]
+                    seq = (min(later) if later else contiguous + 1) - 1
+                    continue
                 seq = nxt  # a record the dongle lost (a GAP covers it), or one with nothing to derive
                 continue
             kind, boot, payload = item

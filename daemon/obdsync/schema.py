@@ -208,6 +208,27 @@ MIGRATIONS: tuple[str, ...] = (
         SELECT r.device, r.channel, r.time_ms, r.seq, r.n, r.boot, r.t_ms, v.value, v.raw, r.approx
         FROM sample_rows r CROSS JOIN sample_values v ON v.id = r.v;
     """,
+    # 4: log epochs (protocol 2). A dongle's log, wiped or replaced, starts its seqs and
+    # boots again under a new random epoch. Each epoch of a device gets an index in the
+    # order met, and every seq and boot column in the store holds idx << 32 | seq and
+    # idx << 16 | boot: the (device, seq) keys stay unique across epochs, and epoch 0
+    # (what protocol 1 dongles had, and the first epoch of a device) keeps its numbers.
+    # first_seq and contiguous are in that store numbering; devices' columns of the same
+    # names now follow the epoch met last.
+    """
+    CREATE TABLE epochs (
+        device      INTEGER NOT NULL,
+        idx         INTEGER NOT NULL,
+        epoch       INTEGER NOT NULL,          -- u32, as the dongle's info and STREAM say
+        first_seq   INTEGER,
+        contiguous  INTEGER,
+        first_seen  INTEGER NOT NULL,
+        PRIMARY KEY (device, idx),
+        UNIQUE (device, epoch)
+    );
+    INSERT INTO epochs (device, idx, epoch, first_seq, contiguous, first_seen)
+        SELECT num, 0, 0, first_seq, contiguous, COALESCE(first_seen, 0) FROM devices WHERE first_seq IS NOT NULL;
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -15,7 +15,7 @@ import signal
 from collections.abc import Callable
 from typing import Any
 
-from obdsync.link import AuthError, DongleLink, LinkError
+from obdsync.link import AuthError, DongleLink, IncompatibleError, LinkError
 
 log = logging.getLogger("obdsync.service")
 
@@ -63,7 +63,7 @@ class DeviceRunner:
                 if self._stopping.is_set():
                     break
                 self._mark(False, "disconnected")
-            except AuthError as e:
+            except (AuthError, IncompatibleError) as e:
                 self._mark(False, str(e), level=logging.ERROR)
             except LinkError as e:
                 self._mark(False, str(e))

@@ -173,6 +173,12 @@ class DeviceStatus:
     """records the dongle dropped (sum of its GAP records)."""
     last_values: dict[int, tuple[int, float | None, str]]
     """signal -> (time_ms, value, unit)."""
+    epoch: int | None = None
+    """the log epoch met last (``first_seq`` and ``contiguous`` are its wire seqs)."""
+    epochs: int = 0
+    """log epochs met: more than one means the dongle's log started over (wiped, reflashed, replaced)."""
+    epoch_since: int | None = None
+    """when the current epoch was first met (Unix ms)."""
 
 
 @dataclass(frozen=True)
@@ -183,10 +189,31 @@ class _Anchor:
     approx: int
 
 
+#: Store numbering of a log epoch's seqs and boots (schema step 4): the epoch's index
+#: (0, 1, ... in the order met) shifted above the wire's u32 seq and u16 boot.
+EPOCH_SEQ_SHIFT = 32
+EPOCH_BOOT_SHIFT = 16
+
+
+@dataclass(frozen=True)
+class EpochInfo:
+    """One log epoch of a device, its seqs as on the wire."""
+
+    idx: int
+    epoch: int
+    first_seen: int
+    first_seq: int | None
+    contiguous: int | None
+
+
 @dataclass
 class _Device:
+    """One log epoch of a device: its watermark and bookkeeping, in store numbering."""
+
     num: int
     id: str
+    idx: int
+    epoch: int
     first_seq: int | None
     contiguous: int | None
     max_seq: int | None
@@ -195,6 +222,23 @@ class _Device:
     gaps: list[tuple[int, int]]
     """(first, last) of GAP ranges reaching above the watermark"""
     anchors: dict[int, _Anchor]
+
+    @property
+    def base(self) -> int:
+        return self.idx << EPOCH_SEQ_SHIFT
+
+
+class _Shifted:
+    """A record of a later epoch as the store numbers it (the link's object untouched)."""
+
+    __slots__ = ("kind", "seq", "boot", "t0", "samples", "first", "count", "wall_ms", "code", "millivolts",
+                 "mode", "codes")
+
+    def __init__(self, r: Any, seq_base: int, boot_base: int) -> None:
+        self.kind, self.seq, self.boot, self.t0 = r.kind, r.seq + seq_base, r.boot + boot_base, r.t0
+        self.samples, self.first, self.count = r.samples, r.first + seq_base, r.count
+        self.wall_ms, self.code, self.millivolts, self.mode, self.codes = (r.wall_ms, r.code, r.millivolts,
+                                                                           r.mode, r.codes)
 
 
 def _map_error(e: sqlite3.Error, what: str) -> StoreError:
@@ -241,7 +285,7 @@ class Store:
         self._decoder = decoder
         self._outbox_max = outbox_max
         self._lock = asyncio.Lock()
-        self._devices: dict[str, _Device] = {}
+        self._devices: dict[tuple[str, int], _Device] = {}  # (device id, epoch)
         self._page_size = 4096
         # channel -> raw bytes -> ((signal, value, value id), ...): one dict lookup per
         # sample, without building a key tuple.
@@ -329,12 +373,9 @@ class Store:
 
     # ---- devices -----------------------------------------------------------
 
-    async def _device(self, device_id: str) -> _Device:
-        dev = self._devices.get(device_id)
-        if dev is not None:
-            return dev
+    async def _device_num(self, device_id: str) -> int:
         c = self._conn
-        async with c.execute("SELECT num, first_seq, contiguous FROM devices WHERE id=?", (device_id,)) as cur:
+        async with c.execute("SELECT num FROM devices WHERE id=?", (device_id,)) as cur:
             row = await cur.fetchone()
         if row is None:
             now = self._now_ms()
@@ -343,31 +384,79 @@ class Store:
                                 (device_id, now, now))
             except sqlite3.Error as e:
                 raise _map_error(e, f"adding device {device_id}") from e
-            async with c.execute("SELECT num, first_seq, contiguous FROM devices WHERE id=?", (device_id,)) as cur:
+            async with c.execute("SELECT num FROM devices WHERE id=?", (device_id,)) as cur:
                 row = await cur.fetchone()
-        num, first_seq, contiguous = row
-        async with c.execute("SELECT MAX(seq) FROM records WHERE device=?", (num,)) as cur:
+        return row[0]
+
+    async def _device(self, device_id: str, epoch: int = 0) -> _Device:
+        dev = self._devices.get((device_id, epoch))
+        if dev is not None:
+            return dev
+        c = self._conn
+        num = await self._device_num(device_id)
+        async with c.execute("SELECT idx, first_seq, contiguous FROM epochs WHERE device=? AND epoch=?",
+                             (num, epoch)) as cur:
+            row = await cur.fetchone()
+        if row is None:
+            async with c.execute("SELECT COALESCE(MAX(idx) + 1, 0) FROM epochs WHERE device=?", (num,)) as cur:
+                idx = (await cur.fetchone())[0]
+            try:
+                await c.execute("INSERT INTO epochs (device, idx, epoch, first_seen) VALUES (?,?,?,?)",
+                                (num, idx, epoch, self._now_ms()))
+            except sqlite3.Error as e:
+                raise _map_error(e, f"adding log epoch {epoch:08x} of device {device_id}") from e
+            if idx:
+                log.warning("device %s: its log started over (epoch %08x, the %d. log met): wiped, reflashed"
+                            " or replaced; the records of the earlier logs are kept", device_id, epoch, idx + 1)
+            row = (idx, None, None)
+        idx, first_seq, contiguous = row
+        lo, hi = idx << EPOCH_SEQ_SHIFT, ((idx + 1) << EPOCH_SEQ_SHIFT) - 1
+        async with c.execute("SELECT MAX(seq) FROM records WHERE device=? AND seq BETWEEN ? AND ?",
+                             (num, lo, hi)) as cur:
             max_seq = (await cur.fetchone())[0]
         pending: set[int] = set()
         gaps: list[tuple[int, int]] = []
         if contiguous is not None:
-            async with c.execute("SELECT seq FROM records WHERE device=? AND seq>?", (num, contiguous)) as cur:
+            async with c.execute("SELECT seq FROM records WHERE device=? AND seq>? AND seq<=?",
+                                 (num, contiguous, hi)) as cur:
                 pending = {r[0] for r in await cur.fetchall()}
-            async with c.execute("SELECT first, first+count-1 FROM gaps WHERE device=? AND first+count-1>?",
-                                 (num, contiguous)) as cur:
+            async with c.execute("SELECT first, first+count-1 FROM gaps WHERE device=? AND first+count-1>?"
+                                 " AND seq BETWEEN ? AND ?", (num, contiguous, lo, hi)) as cur:
                 gaps = [tuple(r) for r in await cur.fetchall()]
-        async with c.execute("SELECT boot, t0, wall_ms, seq, approx FROM anchors WHERE device=?", (num,)) as cur:
+        blo, bhi = idx << EPOCH_BOOT_SHIFT, ((idx + 1) << EPOCH_BOOT_SHIFT) - 1
+        async with c.execute("SELECT boot, t0, wall_ms, seq, approx FROM anchors WHERE device=?"
+                             " AND boot BETWEEN ? AND ?", (num, blo, bhi)) as cur:
             anchors = {r[0]: _Anchor(r[1], r[2], r[3], r[4]) for r in await cur.fetchall()}
-        dev = _Device(num, device_id, first_seq, contiguous, max_seq, pending, gaps, anchors)
-        self._devices[device_id] = dev
+        dev = _Device(num, device_id, idx, epoch, first_seq, contiguous, max_seq, pending, gaps, anchors)
+        self._devices[(device_id, epoch)] = dev
         return dev
+
+    async def epochs(self, device: str) -> list[EpochInfo]:
+        """The log epochs met for a device, oldest first, seqs as on the wire."""
+        num = await self._num(device)
+        if num is None:
+            return []
+        rows = await self._fetch("SELECT idx, epoch, first_seen, first_seq, contiguous FROM epochs WHERE device=?"
+                                 " ORDER BY idx", (num,))
+        out = []
+        for idx, epoch, seen, first, contiguous in rows:
+            base = idx << EPOCH_SEQ_SHIFT
+            out.append(EpochInfo(idx, epoch, seen, None if first is None else first - base,
+                                 None if contiguous is None else contiguous - base))
+        return out
+
+    def seq_base(self, device_id: str, epoch: int) -> int | None:
+        """What the store adds to a wire seq of this epoch (call after ingest: it reads what
+        ingest cached); None for an epoch not met."""
+        dev = self._devices.get((normalize_device_id(device_id), epoch))
+        return None if dev is None else dev.base
 
     async def set_device_info(self, device_id: str, *, name: str | None = None,
                               address: str | None = None, vin: str | None = None) -> None:
         """Record what the link learnt about a dongle; None leaves a field as it is."""
         device_id = normalize_device_id(device_id)
         async with self._lock:
-            await self._device(device_id)
+            await self._device_num(device_id)
             await self._write(
                 f"updating device {device_id}",
                 [("UPDATE devices SET name=COALESCE(?,name), address=COALESCE(?,address),"
@@ -377,30 +466,39 @@ class Store:
 
     # ---- ingest ------------------------------------------------------------
 
-    async def ingest(self, device_id: str, records: Sequence[Any], *, received_ms: int | None = None,
+    async def ingest(self, device_id: str, records: Sequence[Any], *, epoch: int = 0,
+                     first_unacked: int | None = None, received_ms: int | None = None,
                      sink: Callable[[str, list[Any], list[tuple]], None] | None = None) -> int | None:
-        """Store ``records`` (``protocol.record.Record`` objects) of one device durably.
+        """Store ``records`` (``protocol.record.Record`` objects) of one log epoch of a device
+        durably.
 
-        Returns the device's contiguous watermark after the batch (the seq to ACK), or
-        None while nothing of the device is stored. Records already stored (same
-        ``(device, seq)``) are dropped; so are repeats within the batch. ``sink``, if
-        given, is called after the commit with ``(device_id, new_records, sample_rows)``
-        (rows as in :data:`SAMPLE_ROW`): each record reaches it exactly once.
+        Returns the epoch's contiguous watermark after the batch, as a wire seq (the seq to
+        ACK), or None while nothing of the epoch is stored. Records already stored (same
+        ``(device, epoch, seq)``) are dropped; so are repeats within the batch.
+        ``first_unacked`` (the dongle's STREAM reply) is where an epoch met for the first
+        time starts: a record below it lost on the air is then waited for, not skipped.
+        ``sink``, if given, is called after the commit with ``(device_id, new_records,
+        sample_rows)`` (rows as in :data:`SAMPLE_ROW`, records and rows in store numbering,
+        see :data:`EPOCH_SEQ_SHIFT`): each record reaches it exactly once.
 
         Raises :class:`StoreFullError`, :class:`StoreBusyError` or :class:`StoreError`;
         then nothing of the batch is stored.
         """
         device_id = normalize_device_id(device_id)
         async with self._lock:
-            dev = await self._device(device_id)
+            dev = await self._device(device_id, epoch)
+            base = dev.base
+            if base:
+                records = [_Shifted(r, base, dev.idx << EPOCH_BOOT_SHIFT) for r in records]
             now = self._now_ms() if received_ms is None else received_ms
             batch = await self._new_records(dev, records)
             if not batch:
-                return dev.contiguous
+                return None if dev.contiguous is None else dev.contiguous - base
             if self._next_vid is None:
                 async with self._conn.execute("SELECT COALESCE(MAX(id), 0) + 1 FROM sample_values") as cur:
                     self._next_vid = (await cur.fetchone())[0]
-            plan = self._plan(dev, batch, now)
+            floor = None if first_unacked is None else base + first_unacked
+            plan = self._plan(dev, batch, now, floor)
             try:
                 await self._commit_plan(dev, plan)
             except BaseException:
@@ -416,7 +514,7 @@ class Store:
                 sink(device_id, batch, plan.samples)
             except Exception:  # the batch is durable and must be ACKed whatever the consumer does
                 log.exception("ingest sink failed for device %s", device_id)
-        return dev.contiguous
+        return dev.contiguous - base
 
     async def _new_records(self, dev: _Device, records: Sequence[Any]) -> list[Any]:
         seen: set[int] = set()
@@ -436,10 +534,10 @@ class Store:
                 batch = [r for r in batch if r.seq not in stored]
         return batch
 
-    def _plan(self, dev: _Device, batch: list[Any], now: int) -> _Plan:
+    def _plan(self, dev: _Device, batch: list[Any], now: int, floor: int | None = None) -> _Plan:
         """Everything the batch changes, computed before touching the database."""
         num = dev.num
-        plan = _Plan()
+        plan = _Plan(idx=dev.idx)
         staged = plan.anchors
 
         def anchor(boot: int) -> _Anchor | None:
@@ -513,7 +611,9 @@ class Store:
         # Watermark: advance over stored seqs and GAP ranges.
         seqs = [r.seq for r in batch]
         plan.max_seq = max(seqs)
-        first_seq = dev.first_seq if dev.first_seq is not None else min(seqs)
+        first_seq = dev.first_seq
+        if first_seq is None:
+            first_seq = min(seqs) if floor is None else min(floor, min(seqs))
         c = dev.contiguous if dev.contiguous is not None else first_seq - 1
         pending = set(dev.pending)
         pending.update(s for s in seqs if s > c)
@@ -676,8 +776,13 @@ class Store:
     def anchor_base(self, device_id: str, boot: int) -> tuple[int, bool] | None:
         """(wall_ms - t_ms offset, approximate?) of a boot, as ingest mapped it; None
         for a boot not seen (call after ingest: it reads what ingest cached)."""
-        dev = self._devices.get(normalize_device_id(device_id))
-        a = None if dev is None else dev.anchors.get(boot)
+        device_id = normalize_device_id(device_id)
+        idx = boot >> EPOCH_BOOT_SHIFT
+        a = None
+        for dev in self._devices.values():
+            if dev.id == device_id and dev.idx == idx:
+                a = dev.anchors.get(boot)
+                break
         if a is None:
             return None
         return a.wall_ms - a.t0, bool(a.approx)
@@ -901,8 +1006,20 @@ class Store:
                 missing = top - contiguous - above
             last = {r[0]: (r[1], r[2], r[3]) for r in await self._fetch(
                 "SELECT channel, last_ms, last_value, unit FROM channels WHERE device=?", (num,))}
+            eps = await self._fetch("SELECT idx, epoch, first_seen FROM epochs WHERE device=? ORDER BY idx",
+                                    (num,))
+            epoch = since = None
+            if eps:
+                # The epoch the watermark columns follow: the one the newest record belongs to.
+                cur_idx = (top >> EPOCH_SEQ_SHIFT) if top is not None else eps[-1][0]
+                _idx, epoch, since = next((e for e in eps if e[0] == cur_idx), eps[-1])
+                base = cur_idx << EPOCH_SEQ_SHIFT
+                if contiguous is not None and contiguous >= base:
+                    contiguous -= base
+                if first_seq is not None and first_seq >= base:
+                    first_seq -= base
             out.append(DeviceStatus(dev_id, name, address, vin, first_seen, last_seen, first_seq, contiguous,
-                                    records, missing, gaps, lost, last))
+                                    records, missing, gaps, lost, last, epoch, len(eps), since))
         return out
 
     # ---- maintenance -------------------------------------------------------
@@ -978,6 +1095,8 @@ def _apply_plan(c: sqlite3.Connection, num: int, plan: _Plan) -> None:
             plan.channel_rows)
     c.execute("UPDATE devices SET last_seen=?, first_seq=?, contiguous=? WHERE num=?",
               (plan.records[-1][4], plan.first_seq, plan.contiguous, num))
+    c.execute("UPDATE epochs SET first_seq=?, contiguous=? WHERE device=? AND idx=?",
+              (plan.first_seq, plan.contiguous, num, plan.idx))
 
 
 @dataclass
@@ -992,6 +1111,7 @@ class _Plan:
     channel_rows: list[tuple] = field(default_factory=list)
     remaps: list[tuple[int, _Anchor, bool]] = field(default_factory=list)
     anchors: dict[int, _Anchor] = field(default_factory=dict)
+    idx: int = 0
     first_seq: int | None = None
     contiguous: int | None = None
     max_seq: int | None = None

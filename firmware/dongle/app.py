@@ -44,11 +44,16 @@ class Dongle(Actions):
     def __init__(self, ble, stream, clock, flash_root, secret, device_id, *, pairing=True, bonds=None,
                  log_capacity=1 << 20, segment_bytes=16384, power_config=None, sleeper=None,
                  random_bytes=None, name=None, out=print, heap_report_ms=0, watchdog=None):
-        key = auth.telemetry_key(secret)
         self.clock = clock
         self._out = out
         self.device_id = bytes(device_id)
-        self.log = FlashLog(flash_root + "/log", key, log_capacity, segment_bytes, clock)
+        if random_bytes is None:
+            import os
+            random_bytes = os.urandom
+        # The log picks its epoch (random when it is created); its records' key follows.
+        self.log = FlashLog(flash_root + "/log", lambda epoch: auth.telemetry_key(secret, epoch), log_capacity,
+                            segment_bytes, clock, random_bytes=random_bytes)
+        key = self.log.key
         self.writer = RecordWriter(key)
         self._signer = Signer(key)
         self._small = bytearray(MAX_RECORD)  # event/anchor/dtc records
@@ -65,9 +70,6 @@ class Dongle(Actions):
         self._watchdog = watchdog  # a dongle.watchdog.Watchdog, fed by housekeeping
         self.gatt = Gatt(ble, name or adv_name(self.device_id), self._info(), pairing, auth.passkey(secret),
                          bonds)
-        if random_bytes is None:
-            import os
-            random_bytes = os.urandom
         self.cmd = CommandHandler(secret, self.device_id, clock, self, random_bytes)
         self._cursor = None
         self._wake_sender = asyncio.ThreadSafeFlag()
@@ -91,7 +93,7 @@ class Dongle(Actions):
     def _info(self):
         caps = (CAP_CAN if self.elm.is_can else 0) | (CAP_PAIRING if self._pairing else 0)
         vin = bytes(self.elm.vin[: self.elm.vin_n]) if self.elm.vin_n else b""
-        return encode_info(self.device_id, FIRMWARE_VERSION, bytes(self.elm.supported), vin, caps)
+        return encode_info(self.device_id, FIRMWARE_VERSION, bytes(self.elm.supported), vin, caps, self.log.epoch)
 
     # -- records ----------------------------------------------------------------
 
@@ -374,7 +376,7 @@ class Dongle(Actions):
         log = self.log
         self._cursor = log.cursor()
         self._wake_sender.set()
-        return control.OK, control.pack_pair(log.first_unacked, log.next_seq)
+        return control.OK, control.pack_stream(log.first_unacked, log.next_seq, log.epoch)
 
     def set_plan(self, entries):
         self.plan.apply_entries(entries, self.elm.pid_supported if self.elm.ecu else None)

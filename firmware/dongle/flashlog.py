@@ -7,6 +7,11 @@ Files under `root` (littlefs `/log` on the board, any directory on the unix port
   `segment_bytes`; whole files are deleted, nothing is ever rewritten.
 - `state` (dongle.persist): boot counter, first unacked seq, next seq as of the last
   flush, records lost so far, one past the highest seq a gap has named.
+- `epoch` (dongle.persist): the log's epoch, random (never 0) when the log is created in
+  an empty directory, written before anything else and never changed. Every record's
+  key is derived from it (protocol.auth.telemetry_key), so a wiped, reflashed or replaced
+  log starts a new epoch whose seqs cannot be mistaken for the old one's. A directory
+  holding a log but no epoch file is a protocol-1 log: epoch 0 (its records keep their key).
 
 Usage (one owner, the main loop; never from an IRQ):
     seq = log.next_seq; n = writer.seal(seq, log.boot); log.append(writer.out, n)
@@ -91,7 +96,9 @@ def _seq(rec):
 class FlashLog:
     """A bounded, power-cut-safe log of records on a filesystem directory.
 
-    key: the telemetry key (signs the GAP records the log writes itself).
+    key: the telemetry key (signs the GAP records the log writes itself), or a function
+      epoch -> key (protocol.auth.telemetry_key bound to a secret): then `key` is the
+      one of this log's epoch, for the caller's RecordWriter and Signer too.
     capacity_bytes: bound on the segment files' total size; at least 2 segments, and
       less than the filesystem holds (littlefs spends whole blocks per file). A write
       that fails anyway (OSError) keeps the buffered records and goes to a new file.
@@ -99,7 +106,7 @@ class FlashLog:
     """
 
     def __init__(self, root, key, capacity_bytes, segment_bytes=16384, clock=None, flush_ms=1000,
-                 buffer_bytes=2048, state_ms=5000):
+                 buffer_bytes=2048, state_ms=5000, random_bytes=None):
         if clock is None:
             raise ValueError("FlashLog needs a clock with ms()")
         if not 0 < flush_ms <= 1000:
@@ -117,7 +124,6 @@ class FlashLog:
         self._clock = clock
         self._flush_ms = flush_ms
         self._state_ms = state_ms
-        self._signer = Signer(key)
         self._gapbuf = bytearray(_GAP_BUF)
         self._ram = bytearray(buffer_bytes)
         # Any 512-byte source: sizes the scratch buffer for a read without allocating.
@@ -150,6 +156,11 @@ class FlashLog:
         self._dirty = False
         self._state_t = 0
         self._cursors = []
+        # After the long-lived buffers: what opening the epoch and deriving the key leave
+        # behind is freed in one piece (64K of heap on the board: no holes between buffers).
+        self.epoch = self._open_epoch(random_bytes)
+        self.key = key(self.epoch) if callable(key) else key
+        self._signer = Signer(self.key)
         self._state = Persist(root + "/state", _S_N)
         self._recover()
 
@@ -476,11 +487,30 @@ class FlashLog:
                 good += _FRAME + n
         return first, last, good, size, boot
 
-    def _recover(self):
+    def _open_epoch(self, random_bytes):
+        root = self._root
         try:
-            os.mkdir(self._root)
+            os.mkdir(root)
         except OSError:
-            os.stat(self._root)  # exists already: fine; anything else raises here
+            os.stat(root)  # exists already: fine; anything else raises here
+        p = Persist(root + "/epoch", 1)
+        if p.load():
+            return p.values[0]
+        epoch = 0
+        for name in os.listdir(root):
+            if name.startswith("state") or name.endswith(_SUFFIX):
+                break  # a log from before epochs: keep it (epoch 0, the protocol-1 key)
+        else:
+            if random_bytes is None:
+                random_bytes = os.urandom
+            while epoch == 0:
+                b = random_bytes(4)
+                epoch = (b[0] << 24) | (b[1] << 16) | (b[2] << 8) | b[3]
+        p.values[0] = epoch
+        p.save()  # before the first record: every record of this log carries its key
+        return epoch
+
+    def _recover(self):
         ok = self._state.load()
         v = self._state.values
         ids = []

@@ -49,9 +49,9 @@ def drain(c, buf, limit=1 << 30):
 
 
 def status(log):
-    print("status used=%d cap=%d first=%d next=%d flushed=%d dropped=%d boot=%d segs=%d"
+    print("status used=%d cap=%d first=%d next=%d flushed=%d dropped=%d boot=%d segs=%d epoch=%d"
           % (log.used, log.capacity, log.first_unacked, log.next_seq, log.flushed_seq, log.dropped,
-             log.boot, log.segments))
+             log.boot, log.segments, log.epoch))
 
 
 def main():

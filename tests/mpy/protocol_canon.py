@@ -40,7 +40,7 @@ def message_fields(msg):
 
 
 def info_fields(info):
-    return {"proto": info.proto, "caps": info.caps, "device_id": hx(info.device_id),
+    return {"proto": info.proto, "caps": info.caps, "device_id": hx(info.device_id), "epoch": info.epoch,
             "firmware": info.firmware, "supported": hx(info.supported), "vin": hx(info.vin)}
 
 

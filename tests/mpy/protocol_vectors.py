@@ -101,8 +101,10 @@ def parse_payload(type_, reply, payload):
         return c.parse_u64(payload)
     if type_ == c.ACK and not reply:
         return c.parse_u32(payload)
-    if type_ in (c.ACK, c.STREAM) and reply:
+    if type_ == c.ACK and reply:
         return list(c.parse_pair(payload))
+    if type_ == c.STREAM and reply:
+        return list(c.parse_stream(payload))
     if type_ == c.SET_PLAN and not reply:
         return [list(e) for e in c.parse_plan(payload)]
     if type_ == c.READ_DTC and reply:
@@ -125,8 +127,10 @@ def pack_payload(type_, reply, v):
         return c.pack_u64(v)
     if type_ == c.ACK and not reply:
         return c.pack_u32(v)
-    if type_ in (c.ACK, c.STREAM):
+    if type_ == c.ACK:
         return c.pack_pair(v[0], v[1])
+    if type_ == c.STREAM:
+        return c.pack_stream(v[0], v[1], v[2])
     if type_ == c.SET_PLAN:
         return c.pack_plan([tuple(e) for e in v])
     if type_ == c.READ_DTC:
@@ -143,6 +147,7 @@ def results(doc):
     tkey = telemetry_key(secret)
     skey = session_key(secret, nc, nd)
     yield "auth/telemetry_key", hx(tkey)
+    yield "auth/telemetry_key_epoch", hx(telemetry_key(secret, a["epoch"]))
     yield "auth/session_key", hx(skey)
     yield "auth/proof_central", hx(proof_central(secret, nc, nd))
     yield "auth/proof_dongle", hx(proof_dongle(secret, nc, nd))
@@ -188,7 +193,7 @@ def results(doc):
         name = "info/" + vec["name"]
         f = vec["fields"]
         enc = encode_info(unhx(f["device_id"]), f["firmware"], unhx(f["supported"]), unhx(f["vin"]),
-                          f["caps"])
+                          f["caps"], f["epoch"])
         yield name + "/encode", hx(enc)
         info = decode_info(unhx(vec["hex"]))
         yield name + "/decode", info_fields(info)

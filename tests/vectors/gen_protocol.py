@@ -34,7 +34,8 @@ def mac(key: bytes, *parts: bytes) -> bytes:
     return hmac.new(key, b"".join(parts), hashlib.sha256).digest()
 
 
-TKEY = mac(SECRET, b"obdsync/telemetry")
+TKEY = mac(SECRET, b"obdsync/telemetry")  # log epoch 0: the key of a protocol-1 log
+EPOCH = 0x5EED1E55  # a log epoch (random on a dongle); bound into its telemetry key
 SKEY = mac(SECRET, b"obdsync/session", NONCE_C, NONCE_D)
 
 
@@ -206,6 +207,7 @@ def control_vectors():
     d = mac(SECRET, b"obdsync/passkey")
     auth = {"secret": SECRET.hex(), "device_id": DEVICE_ID.hex(), "nonce_c": NONCE_C.hex(),
             "nonce_d": NONCE_D.hex(), "telemetry_key": TKEY.hex(), "session_key": SKEY.hex(),
+            "epoch": EPOCH, "telemetry_key_epoch": mac(SECRET, b"obdsync/telemetry", struct.pack(">I", EPOCH)).hex(),
             "proof_central": proof_c.hex(), "proof_dongle": proof_d.hex(),
             "passkey": int.from_bytes(d[:4], "big") % 1_000_000}
     counters = {"central": 0, "dongle": 0}
@@ -239,7 +241,7 @@ def control_vectors():
     msg(C, 4, 4, struct.pack(">I", 2079), 2079)
     msg(D, 4, 4, struct.pack(">II", 1200, 65536), [1200, 65536], status=0)
     msg(C, 5, 5, b"")
-    msg(D, 5, 5, struct.pack(">II", 880, 2080), [880, 2080], status=0)
+    msg(D, 5, 5, struct.pack(">III", 880, 2080, EPOCH), [880, 2080, EPOCH], status=0)
     msg(C, 6, 6, bytes([len(plan)]) + b"".join(struct.pack(">BHHH", *e) for e in plan), plan)
     msg(D, 6, 6, b"", status=0)
     msg(C, 7, 7, b"\x03")
@@ -279,9 +281,10 @@ def info_vectors():
     for name, caps, fw, vin in (("full", 3, "obdsync 0.1.0", b"WAUZZZ8V5KA123456"),
                                 ("no_vin", 0, "0.1.0-dev+ü", b"")):
         fwb = fw.encode()
-        data = (bytes([1, caps]) + DEVICE_ID + bytes([len(fwb)]) + fwb + supported + bytes([len(vin)]) + vin)
+        data = (bytes([2, caps]) + DEVICE_ID + struct.pack(">I", EPOCH) + bytes([len(fwb)]) + fwb + supported
+                + bytes([len(vin)]) + vin)
         out.append({"name": name, "hex": data.hex(),
-                    "fields": {"proto": 1, "caps": caps, "device_id": DEVICE_ID.hex(), "firmware": fw,
+                    "fields": {"proto": 2, "caps": caps, "device_id": DEVICE_ID.hex(), "epoch": EPOCH, "firmware": fw,
                                "supported": supported.hex(), "vin": vin.hex()},
                     "supports": [0] + [p for p in range(1, 256) if supported[(p - 1) >> 3] & (0x80 >> ((p - 1) & 7))]})
     return out
@@ -291,7 +294,7 @@ def main():
     good, bad = record_vectors()
     auth, control, bad_control = control_vectors()
     doc = {
-        "about": "obdsync wire protocol v1 test vectors; written by tests/vectors/gen_protocol.py",
+        "about": "obdsync wire protocol v2 test vectors; written by tests/vectors/gen_protocol.py",
         "auth": auth,
         "records": good,
         "bad_records": bad,

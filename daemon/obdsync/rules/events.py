@@ -18,7 +18,7 @@ INFO, WARNING, CRITICAL = "info", "warning", "critical"
 SEVERITIES = (INFO, WARNING, CRITICAL)
 
 EVENT_TYPES = ("low_fuel", "refuel", "fuel_drop", "overheat", "dtc_new", "dtc_cleared", "mil_on",
-               "battery_low", "charging_fault", "service_due", "service_soon", "trip")
+               "battery_low", "charging_fault", "service_due", "service_soon", "trip", "log_reset")
 #: Types that open and later clear (``cleared_ms``); the others are instants.
 PERSISTENT_TYPES = frozenset({"low_fuel", "overheat", "dtc_new", "mil_on", "battery_low", "charging_fault"})
 

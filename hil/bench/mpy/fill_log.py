@@ -16,7 +16,7 @@ from protocol.channels import CH_VOLTAGE, DATA_LEN
 from protocol.record import RecordWriter
 
 ROOT = sys.argv[1]
-KEY = telemetry_key(bytes.fromhex(sys.argv[2]))
+SECRET = bytes.fromhex(sys.argv[2])
 SECONDS = int(sys.argv[3])
 CAPACITY = int(sys.argv[4]) if len(sys.argv) > 4 else 1 << 20
 
@@ -30,8 +30,9 @@ class SimTime:
 
 
 clock = SimTime()
-log = FlashLog(ROOT + "/log", KEY, CAPACITY, 16384, clock)
-w = RecordWriter(KEY)
+# As dongle.app: the log picks its epoch, the records take that epoch's key.
+log = FlashLog(ROOT + "/log", lambda epoch: telemetry_key(SECRET, epoch), CAPACITY, 16384, clock)
+w = RecordWriter(log.key)
 rows = [(ch, row[1 + DRIVING]) for row in DEFAULT for ch in (row[0],) if row[1 + DRIVING]]
 data = bytearray(8)
 first = log.next_seq
