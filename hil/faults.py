@@ -209,6 +209,20 @@ def read_state(flash: Path) -> dict[str, int] | None:
     return None
 
 
+def read_epoch(flash: Path) -> int:
+    """The flash log's epoch (its `epoch` file, a one-value dongle.persist file): what its
+    records' key is derived from. 0 when there is none (a protocol-1 log)."""
+    for name in ("epoch", "epoch.tmp"):
+        try:
+            buf = (Path(flash) / "log" / name).read_bytes()
+        except OSError:
+            continue
+        if len(buf) != 12 or buf[:4] != STATE_MAGIC or binascii.crc32(buf[:-4]) != struct.unpack_from(">I", buf, 8)[0]:
+            continue
+        return struct.unpack_from(">I", buf, 4)[0]
+    return 0
+
+
 def segments(flash: Path) -> list[Path]:
     d = Path(flash) / "log"
     return sorted(p for p in d.glob("*.seg") if len(p.name) == 12) if d.exists() else []
@@ -235,7 +249,7 @@ def read_flash(flash: Path, secret: bytes) -> FlashTruth:
     st = read_state(flash)
     if st is None:
         raise FaultError(f"{flash}: no intact flash log state file")
-    key = telemetry_key(secret)
+    key = telemetry_key(secret, read_epoch(flash))
     held: dict[int, bytes] = {}
     corrupt = bad = 0
     for seg in segments(flash):
@@ -415,27 +429,36 @@ def reconcile(db: Path, device: str, truth: FlashTruth, *, upto: int | None = No
     return fig
 
 
-def count_events(db: Path) -> list[tuple[str, str, int, int | None]]:
-    """(id, type, opened_ms, cleared_ms) of every stored event."""
-    return db_rows(db, "SELECT id, type, opened_ms, cleared_ms FROM events ORDER BY opened_ms")
+def count_events(db: Path) -> list[tuple[str, str, int, int | None, str]]:
+    """(id, type, opened_ms, cleared_ms, severity) of every stored event."""
+    return db_rows(db, "SELECT id, type, opened_ms, cleared_ms, severity FROM events ORDER BY opened_ms")
 
 
-def expected_keys(events: list[tuple[str, str, int, int | None]]) -> set[str]:
-    """The delivery keys (payloads.delivery_key) an at-least-once broker must have seen."""
+def expected_keys(events: list[tuple[str, str, int, int | None, str]]) -> set[str]:
+    """Delivery keys (payloads.delivery_key) an at-least-once broker must have seen: each
+    event's latest state at its final severity (an escalation's earlier keys are not in
+    the table; the payload tests check those)."""
+    from obdsync.forward.payloads import delivery_key
+    from obdsync.rules.events import PERSISTENT_TYPES
+
     out = set()
-    for eid, _t, _o, cleared in events:
-        out.add(f"{eid}:open")
-        if cleared is not None:
-            out.add(f"{eid}:cleared")
+    for eid, typ, _o, cleared, severity in events:
+        if typ not in PERSISTENT_TYPES:
+            out.add(delivery_key(eid, "instant", severity))
+            continue
+        if cleared is None:
+            out.add(delivery_key(eid, "open", severity))
+        else:
+            out.add(delivery_key(eid, "cleared", severity))
     return out
 
 
-def event_problems(events: list[tuple[str, str, int, int | None]]) -> list[str]:
+def event_problems(events: list[tuple[str, str, int, int | None, str]]) -> list[str]:
     """One event stored under two ids (a re-derivation after a restart that did not
     recognise its own event) breaks exactly-once by id."""
     seen: dict[tuple[str, int], str] = {}
     out = []
-    for eid, typ, opened, _c in events:
+    for eid, typ, opened, _c, _s in events:
         k = (typ, opened)
         if k in seen and seen[k] != eid:
             out.append(f"event {typ} opened at {opened} stored twice: {seen[k]} and {eid}")
@@ -544,7 +567,9 @@ def deliveries(fig: Figures, db: Path, watch: BrokerWatch | None, timeout: float
     fig.problems.extend(event_problems(events))
     if watch is None:
         return
-    want = expected_keys(events)
+    # Every change queued (an opening before its clearing, an escalation) and each event's latest state.
+    want = expected_keys(events) | {json.loads(p)["key"] for (p,) in db_rows(
+        db, "SELECT payload FROM outbox WHERE state != 'dropped'") if p}
     with contextlib.suppress(FaultError):
         wait_until(lambda: want <= watch.seen(), timeout, "every stored event at the broker", poll_s=0.2)
     got = watch.seen()

@@ -131,7 +131,7 @@ async def test_broker_down_during_a_drive_then_back_loses_nothing(own_broker, st
             own_broker.start()
             for ev in evs[18:]:
                 await fwd.put_event(ev)
-            want = [f"{e.id}:open" for e in evs]
+            want = [f"{e.id}:open:warning" for e in evs]
             await col.wait_for(lambda ms: set(keys(ms)) >= set(want), timeout=30, what="every event after the outage")
             await wait_until(lambda: rows(store.path, "SELECT COUNT(*) FROM outbox WHERE state='sent'")[0][0] == 24,
                              what="all marked sent")
@@ -174,7 +174,7 @@ async def test_outbox_bound_delivers_the_dropped_record_first(broker, tmp_path):
         first = json.loads(col.messages[0].payload)
         assert col.messages[0].topic == f"obdsync/{DEV_A}/event/dropped"
         assert (first["type"], first["count"], first["device"]) == ("dropped", 3, DEV_A)
-        assert keys(col.messages[1:]) == [f"{evs[3].id}:open", f"{evs[4].id}:open"]
+        assert keys(col.messages[1:]) == [f"{evs[3].id}:open:warning", f"{evs[4].id}:open:warning"]
         [st] = await outbox_status(store, [TARGET])
         assert (st.dropped_total, st.dropped_unreported, st.sent) == (3, 0, 2)
 
@@ -243,8 +243,8 @@ async def test_kill_9_between_publish_and_puback_loses_nothing(own_broker, store
                            what="last will")
 
         second = await children(db, own_broker.port, DEV_A)
-        await col.wait_for(lambda ms: f"{ev.id}:open" in keys(col.on(topic)), what="event after restart")
+        await col.wait_for(lambda ms: f"{ev.id}:open:warning" in keys(col.on(topic)), what="event after restart")
         await wait_until(lambda: rows(db, "SELECT state FROM outbox WHERE id=?", (entry,)) == [("sent",)],
                          what="entry marked sent by the restarted forwarder")
         await second.wait_line(rf"outbox entry {entry} delivered")
-        assert keys(col.on(topic)).count(f"{ev.id}:open") in (1, 2)  # a duplicate is allowed, a loss is not
+        assert keys(col.on(topic)).count(f"{ev.id}:open:warning") in (1, 2)  # a duplicate is allowed, a loss is not

@@ -28,7 +28,7 @@ async def store(tmp_path):
 
 
 def key(ev, state="open"):
-    return f"{ev.id}:{state}"
+    return f"{ev.id}:{state}:{ev.severity}"
 
 
 async def run(store, sender, **kw):
@@ -237,3 +237,24 @@ def test_event_payload_is_stable_json():
     assert msg["key"] == key(ev) and msg["device"] == DEV_A and msg["values"] == {"fuel_pct": 14.5, "n": 3}
     with pytest.raises(ValueError):
         event_payload(event(1).__class__(**{**event(1).__dict__, "values": {"x": float("nan")}}))
+
+
+def test_a_consumer_deduplicating_by_key_sees_every_change():
+    """Identity and updates (forward/payloads.py): an escalation and a clearing are new
+    keys, a retry repeats its key, an instant is never left open."""
+    from dataclasses import replace
+
+    from obdsync.rules.events import Event
+
+    warn = Event("e1", DEV_A, "battery_low", "warning", 1000, None, {"volts": 11.9}, "Battery low")
+    crit = replace(warn, severity="critical", values={"volts": 11.4}, message="Battery low — the car may not start")
+    gone = replace(crit, cleared_ms=5000)
+    trip = Event("t1", DEV_A, "trip", "info", 1000, None, {"distance_km": 3.2}, "Trip")
+    deliveries = [warn, warn, crit, crit, gone, gone, trip]  # at least once: each maybe twice
+    seen: dict[str, dict] = {}
+    for ev in deliveries:
+        msg = decode(event_payload(ev))
+        seen.setdefault(msg["key"], msg)
+    got = [(m["state"], m["severity"]) for m in seen.values()]
+    assert got == [("open", "warning"), ("open", "critical"), ("cleared", "critical"), ("instant", "info")]
+    assert seen[key(crit)]["message"].endswith("may not start")

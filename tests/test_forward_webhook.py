@@ -136,7 +136,7 @@ async def test_post_is_signed_the_standard_webhooks_way(store):
     assert path == "/hook?fleet=7"
     assert body == event_payload(ev) and decode(body)["id"] == ev.id
     assert headers["content-type"] == "application/json"
-    assert headers["idempotency-key"] == headers["webhook-id"] == f"{ev.id}:open"
+    assert headers["idempotency-key"] == headers["webhook-id"] == f"{ev.id}:open:warning"
     assert headers["x-obdsync-event-id"] == ev.id
     # The reference verifier, as a receiver in any language would check it.
     assert Webhook(whsec(SECRET)).verify(body, headers) == decode(body)
@@ -194,7 +194,7 @@ async def test_500_is_retried_until_200(store):
                              what="delivered on the third attempt")
     assert [r[3] for r in srv.requests] == [500, 500, 200]
     # Every attempt carries the same key and body, signed afresh.
-    assert {r[1]["idempotency-key"] for r in srv.requests} == {f"{ev.id}:open"}
+    assert {r[1]["idempotency-key"] for r in srv.requests} == {f"{ev.id}:open:warning"}
     assert {r[2] for r in srv.requests} == {event_payload(ev)}
     assert all(verify_signature(SECRET, r[1], r[2]) for r in srv.requests)
     assert len({r[1]["webhook-id"] for r in srv.requests}) == 1
@@ -275,7 +275,7 @@ async def test_https_with_the_configured_ca(store, cert):
     ev = event(6)
     with receiver(tls=ctx) as srv:
         assert srv.url.startswith("https://")
-        d = Delivery(1, DEV_A, f"{ev.id}:open", event_payload(ev), decode(event_payload(ev)))
+        d = Delivery(1, DEV_A, f"{ev.id}:open:warning", event_payload(ev), decode(event_payload(ev)))
         # Not trusted by the system CAs: the target counts as down (retried), not as a refusal.
         with pytest.raises(TargetDown, match="CERTIFICATE_VERIFY_FAILED"):
             await WebhookSender(hook(srv.url)).send(d)

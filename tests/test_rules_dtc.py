@@ -41,7 +41,7 @@ def test_codes_that_disappear_clear_their_event_and_say_so():
     assert ("cleared", "dtc_new", "P0301") not in before
     car.dtcs(7, []).dtcs(0x0A, ["P0301"]).drive(10, 0.0, mil=0)
     ch = run(car.items)
-    assert dtc_changes(ch) == [("opened", "mil_on", None), ("opened", "dtc_new", "P0301"),
+    assert dtc_changes(ch) == [("opened", "dtc_new", "P0301"), ("opened", "mil_on", None),
                                ("cleared", "dtc_new", "P0301"), ("instant", "dtc_cleared", "P0301"),
                                ("cleared", "mil_on", None)]
     cleared = [c for c in ch if c.event.type == "dtc_cleared"][0].event
@@ -81,3 +81,21 @@ def test_the_same_code_returning_later_is_a_new_event_with_a_new_id():
     car = Car().drive(10, 0.0).dtcs(3, ["P0301"]).drive(10, 0.0).dtcs(3, []).drive(10, 0.0).dtcs(3, ["P0301"])
     opened = [c.event.id for c in run(car.items) if c.change == "opened" and c.event.type == "dtc_new"]
     assert len(opened) == 2 and opened[0] != opened[1]
+
+
+def test_mil_on_waits_for_the_codes_it_names():
+    """The MIL comes on seconds before the dongle's DTC read: mil_on goes out after the
+    dtc_new it names, carrying the codes, and dated when the light came on."""
+    car = Car().drive(10, 30.0).drive(20, 30.0, mil=1)
+    car.dtcs(3, ["P0301"]).drive(10, 30.0, mil=1)
+    ch = [c for c in run(car.items) if c.event.type in ("mil_on", "dtc_new")]
+    assert [(c.change, c.event.type) for c in ch] == [("opened", "dtc_new"), ("opened", "mil_on")]
+    mil = ch[1].event
+    assert mil.values["codes"] == ["P0301"] and "P0301" in mil.message
+    assert mil.opened_ms <= ch[0].event.opened_ms - 15_000  # when the light came on, not when the codes came
+
+
+def test_mil_on_without_a_code_read_still_goes_out():
+    car = Car().drive(10, 30.0).drive(120, 30.0, mil=1)
+    (mil,) = [c for c in run(car.items) if c.event.type == "mil_on"]
+    assert mil.change == "opened" and mil.event.values["codes"] == []

@@ -5,13 +5,23 @@ retry sends the very bytes of the first attempt (the webhook signs those bytes).
 
 Event message (``v`` 1)::
 
-    {"v": 1, "key": "<event id>:open", "id": "<event id>", "device": "0011223344556677",
+    {"v": 1, "key": "<event id>:open:warning", "id": "<event id>", "device": "0011223344556677",
      "type": "low_fuel", "state": "open", "severity": "warning", "opened_ms": ..., "cleared_ms": null,
      "values": {...}, "message": "..."}
 
-Opens and clears of one event share ``id`` and differ in ``state``; ``key`` (id and state)
-is the idempotency key: a consumer that keeps the keys it has seen processes each
-delivery exactly once, and still sees the clear after the open.
+Event identity and updates:
+
+- ``id`` names one situation (a low tank, a trouble code, a trip) for its whole life.
+- ``state`` is ``open`` (a lasting condition, now true), ``cleared`` (it is over: ``cleared_ms``
+  says when) or ``instant`` (a one-off: a trip, a refuel, a cleared code, a log reset — never
+  left "open").
+- ``key`` = ``<id>:<state>:<severity>`` is the idempotency key. Each change a consumer must
+  act on is a new key: the opening, an escalation while open (``battery_low`` warning →
+  critical: "the car may not start"; a pending trouble code becoming stored, info →
+  warning), the clearing. A retry of the same delivery repeats its key (at-least-once
+  transport), so a consumer that processes each key once sees every change exactly once.
+  Severity never steps down while an event is open; a change of values alone at the same
+  severity reuses the key (the latest values are in the retained state topic).
 """
 
 from __future__ import annotations
@@ -65,18 +75,22 @@ def topic_segment(text: str) -> str:
 
 
 def event_state(event: Event) -> str:
+    from ..rules.events import PERSISTENT_TYPES
+
+    if event.type not in PERSISTENT_TYPES:
+        return "instant"
     return "open" if event.cleared_ms is None else "cleared"
 
 
-def delivery_key(event_id: str, state: str) -> str:
-    return f"{event_id}:{state}"
+def delivery_key(event_id: str, state: str, severity: str) -> str:
+    return f"{event_id}:{state}:{severity}"
 
 
 def event_message(event: Event) -> dict[str, Any]:
     state = event_state(event)
     return {
         "v": VERSION,
-        "key": delivery_key(event.id, state),
+        "key": delivery_key(event.id, state, event.severity),
         "id": event.id,
         "device": event.device,
         "type": event.type,

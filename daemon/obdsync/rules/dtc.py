@@ -28,9 +28,14 @@ def describe(code: str) -> str:
         return "unknown code"
 
 
+#: The MIL came on: `mil_on` waits this long for the dongle's DTC read (it reads the codes when
+#: the MIL or the count changes), so it goes out naming the codes, not with `codes: []`.
+MIL_CODES_WAIT_MS = 60_000
+
+
 class DtcRule(Rule):
     CHANNELS = (MIL, DTC_COUNT)
-    STATE = ("modes", "active", "mil", "count")
+    STATE = ("modes", "active", "mil", "count", "mil_at")
 
     def __init__(self, ctx: Context):
         super().__init__(ctx)
@@ -38,21 +43,35 @@ class DtcRule(Rule):
         self.active: dict[str, Event] = {}      # code -> its open dtc_new
         self.mil: Event | None = None
         self.count: float | None = None
+        self.mil_at: int | None = None          # MIL on since, mil_on not out yet (waiting for codes)
 
     def sample(self, t: int, channel: int, value: float) -> None:
         if channel == DTC_COUNT:
             self.count = value
             return
-        if value >= 0.5 and self.mil is None:
-            n = int(self.count) if self.count is not None else None
-            codes = sorted(self.active)
-            self.mil = self.ctx.open(
-                "mil_on", "", WARNING, t, {"dtc_count": n, "codes": codes},
-                "Check-engine light on" + (f": {', '.join(codes)}" if codes else "")
-                + " — have the car checked")
-        elif value < 0.5 and self.mil is not None:
-            self.ctx.clear(self.mil, t)
-            self.mil = None
+        if value >= 0.5 and self.mil is None and self.mil_at is None:
+            if self.active:
+                self._open_mil(t)
+            else:
+                self.mil_at = t
+        elif value < 0.5:
+            self.mil_at = None
+            if self.mil is not None:
+                self.ctx.clear(self.mil, t)
+                self.mil = None
+
+    def tick(self, t: int) -> None:
+        if self.mil_at is not None and t - self.mil_at >= MIL_CODES_WAIT_MS:
+            self._open_mil(self.mil_at)  # no codes came: say so rather than stay silent
+
+    def _open_mil(self, t: int) -> None:
+        self.mil_at = None
+        n = int(self.count) if self.count is not None else None
+        codes = sorted(self.active)
+        self.mil = self.ctx.open(
+            "mil_on", "", WARNING, t, {"dtc_count": n, "codes": codes},
+            "Check-engine light on" + (f": {', '.join(codes)}" if codes else "")
+            + " — have the car checked")
 
     def read(self, t: int, mode: int, codes: list[str]) -> None:
         if mode not in (STORED, PENDING, PERMANENT):
@@ -74,6 +93,8 @@ class DtcRule(Rule):
             elif ev.values.get("status") == "pending" and status == "stored":
                 self.active[code] = self.ctx.update(ev, WARNING, {**ev.values, "status": "stored"},
                                                     ev.message.replace(" (pending)", ""))
+        if self.mil_at is not None and self.active:
+            self._open_mil(self.mil_at)  # after the dtc_new it names
         for code in sorted(set(self.active) - present):
             ev = self.active.pop(code)
             self.ctx.clear(ev, t)
