@@ -76,6 +76,7 @@ def test_a_damaged_database_gets_one_line_and_is_never_written(home, tmp_path):
         assert hashlib.sha256(db.read_bytes()).hexdigest() == before, (cmd, line)
     garbage = tmp_path / "not-a-db.db"
     garbage.write_bytes(b"this is no SQLite file, it is a note someone saved here by mistake\n" * 200)
+    garbage.chmod(0o600)  # as obdsync keeps its files: a looser mode would be fixed (and said) first
     g_before = garbage.read_bytes()
     one_line_error(home.cli("--db", str(garbage), "status"), "corrupt", "not modified")
     assert garbage.read_bytes() == g_before
@@ -96,6 +97,7 @@ def test_a_second_run_on_one_database_is_refused_naming_the_first(home, tmp_path
     assert "records " in shown, shown
     first = home.run("-v")  # nothing answers at that address: it keeps retrying, holding the database
     first.wait_for("obdsync running")
+    first.wait_for("dongle .* unavailable")  # past start-up: its signal handlers are in place
     p = home.cli("run", timeout=60)
     line = one_line_error(p, str(home.db), f"PID {first.proc.pid}", "in use")
     assert "one daemon per database" in line
@@ -104,4 +106,5 @@ def test_a_second_run_on_one_database_is_refused_naming_the_first(home, tmp_path
     assert first.terminate() == 0
     again = home.run("-v")  # the lock went with the process
     again.wait_for("obdsync running")
+    again.wait_for("dongle .* unavailable")
     assert again.terminate() == 0

@@ -155,7 +155,7 @@ class Sink:
     def __init__(self) -> None:
         self.ingested: list = []
 
-    async def ingest(self, device: str, records: list) -> int:
+    async def ingest(self, device: str, records: list, **_epoch: object) -> int:
         self.ingested += records
         return max((r.seq for r in records), default=-1)
 

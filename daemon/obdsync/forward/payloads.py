@@ -5,7 +5,7 @@ retry sends the very bytes of the first attempt (the webhook signs those bytes).
 
 Event message (``v`` 1)::
 
-    {"v": 1, "key": "<event id>:open:warning", "id": "<event id>", "device": "0011223344556677",
+    {"v": 2, "key": "<event id>:open:warning", "id": "<event id>", "device": "0011223344556677",
      "type": "low_fuel", "state": "open", "severity": "warning", "opened_ms": ..., "cleared_ms": null,
      "values": {...}, "message": "..."}
 
@@ -33,7 +33,7 @@ from typing import Any
 
 from ..store import Event
 
-VERSION = 1
+VERSION = 2  # 2: the key carries the severity; instants have the state "instant"
 #: The JSON Schema of the event message of this VERSION (and of the ``dropped`` record).
 SCHEMA_FILE = Path(__file__).with_name(f"event.v{VERSION}.schema.json")
 DEFAULT_PREFIX = "obdsync"

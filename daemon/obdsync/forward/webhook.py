@@ -15,7 +15,7 @@ bytes; any other secret is its UTF-8 bytes (a receiver then verifies with
 ``whsec_`` + base64 of it). During a key rotation (``previous_secret``) every request
 carries a signature by each key, so the receiver can switch when it likes. Each attempt
 is signed afresh; the body is the outbox payload, byte for byte (its JSON Schema:
-``event.v1.schema.json`` beside this module).
+``event.v2.schema.json`` beside this module).
 
 Outcomes: 2xx delivered; 408, 429 and 5xx retried with backoff (entry-level), after
 ``Retry-After`` when the reply says so; other statuses (4xx, and 1xx/3xx: redirects are
