@@ -91,20 +91,31 @@ def test_export_onto_a_full_disk_says_it_is_incomplete(home, tmp_path):
 
 
 def test_a_second_run_on_one_database_is_refused_naming_the_first(home, tmp_path):
+    """The control door already refuses a second daemon of one user; the database's own lock
+    also catches one started with another runtime directory (a system unit and a user's
+    shell, sudo, another login) pointed at the same --db."""
     devices.add("0011223344556677", "AA:BB:CC:DD:EE:01", bytes(32), base=home.config_home / "obdsync")
     filled_db(home.db)
     shown = home.cli("status").stdout
-    assert "records " in shown, shown
-    first = home.run("-v")  # nothing answers at that address: it keeps retrying, holding the database
+    assert "records" in shown, shown
+    first = home.run("-v", "--db", str(home.db))  # nothing answers at that address: it keeps retrying
     first.wait_for("obdsync running")
     first.wait_for("dongle .* unavailable")  # past start-up: its signal handlers are in place
-    p = home.cli("run", timeout=60)
-    line = one_line_error(p, str(home.db), f"PID {first.proc.pid}", "in use")
-    assert "one daemon per database" in line
-    st = home.cli("status")  # readers go on beside the running daemon
-    assert st.returncode == 0 and st.stdout == shown, st.stdout + st.stderr
-    assert first.terminate() == 0
-    again = home.run("-v")  # the lock went with the process
-    again.wait_for("obdsync running")
-    again.wait_for("dongle .* unavailable")
-    assert again.terminate() == 0
+    other = Home(tmp_path / "other")
+    try:
+        devices.add("0011223344556677", "AA:BB:CC:DD:EE:01", bytes(32), base=other.config_home / "obdsync")
+        other.env["XDG_RUNTIME_DIR"] = str(tmp_path / "other-run")
+        p = other.cli("--db", str(home.db), "run", timeout=60)
+        assert p.returncode == 1 and "Traceback" not in p.stderr, p.stderr
+        last = p.stderr.strip().splitlines()[-1]  # `run` logs at INFO; the refusal is its last word
+        for text in (str(home.db), f"PID {first.proc.pid}", "in use", "one daemon per database"):
+            assert text in last, last
+        st = home.cli("status")  # readers go on beside the running daemon
+        assert st.returncode == 0 and "records" in st.stdout, st.stdout + st.stderr
+        assert first.terminate() == 0
+        again = other.run("-v", "--db", str(home.db))  # the lock went with the process
+        again.wait_for("obdsync running")
+        again.wait_for("dongle .* unavailable")
+        assert again.terminate() == 0
+    finally:
+        other.close()
