@@ -609,8 +609,12 @@ class Vehicle:
         return max(0.0, odo - base)
 
     def _minutes_since_clear(self, t: float) -> float:
+        """PID 0x4E: engine running time since the clear, in minutes."""
         clears = [when for when, action, _c in self._dtc_events if action == "clear" and when <= t]
-        return (t - clears[-1]) / 60.0 if clears else self.params.minutes_since_clear + t / 60.0
+        since = clears[-1] if clears else 0.0
+        run = sum(max(0.0, min(t, st + p.duration_s) - max(since, st))
+                  for st, p in zip(self.starts, self.phases, strict=True) if p.engine_on)
+        return run / 60.0 + (0.0 if clears else self.params.minutes_since_clear)
 
     def _mil_km(self, tr: Truth) -> float:
         """PID 0x21: km driven since the MIL came on (0 while it is off)."""

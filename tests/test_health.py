@@ -200,3 +200,22 @@ def test_the_used_car_scenario_plants_every_condition(tmp_path):
     text = "\n".join(health.render(report))
     assert "Trouble codes" in text and "→ Usual causes: a vacuum leak" in text
     assert report.json()["worst"] == health.WARNING
+
+
+@pytest.mark.slow
+def test_the_real_firmware_in_the_rig_brings_every_condition_to_the_check(tmp_path):
+    """The used car through the whole chain (emulator, firmware on MicroPython, BLE, daemon):
+    the default poll plan reads what the check needs, the second ECU's code is stored."""
+    from hil.runner import run_scenario
+
+    report = asyncio.run(run_scenario("used_car", workdir=tmp_path, echo=None))
+    assert report.ok, report
+
+    async def check_db():
+        async with await Store.open(tmp_path / "obdsync.db") as store:
+            (dev,) = [s.device for s in await store.status()]
+            return await health.check(store, Config(), dev)
+
+    found = {f.id: f for f in asyncio.run(check_db()).findings}
+    assert set(problems(found)) >= {"mil", "dtc.P0730", "readiness", "since_clear", "fuel_trim.bank1",
+                                    "cooling.warmup"}, [f.title for f in found.values()]

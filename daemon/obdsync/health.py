@@ -383,7 +383,7 @@ async def _cooling(d: Data, u: Units, live: Live | None) -> list[Finding]:
             title = _("Slow warm-up: {min} min from a cold start to {warm}").format(
                 min=f"{med / 60:.0f}", warm=u.temperature(WARM_C))
             if never:
-                title += _(" ({n} drives never reached it; at most {temp})").format(
+                title += _(" (not reached on drives: {n}; at most {temp})").format(
                     n=len(never), temp=u.temperature(values["max_c_when_never_warm"]))
             out.append(Finding("cooling.warmup", "cooling", WARNING, title,
                                _("A thermostat stuck open is the usual cause: more fuel, less heating, "
@@ -452,7 +452,7 @@ async def _battery(d: Data, u: Units, live: Live | None) -> list[Finding]:
     if dips:
         low = min(v for _s, v in dips[-5:])
         sev = WARNING if low < CRANK_WEAK_V else INFO if low < CRANK_LOW_V else OK
-        title = _("Cranking dip to {v} V (lowest of the last {n} starts caught)").format(
+        title = _("Cranking dip to {v} V (the lowest over the starts caught: {n})").format(
             v=f"{low:.1f}", n=len(dips[-5:]))
         action = {WARNING: _("A weak crank: the battery is failing (or the starter draws too much); test it "
                              "before a cold morning"),
