@@ -18,10 +18,13 @@ replies are several frames (from one or two ECUs) and chips count them different
 emulator answers `?` there. A `?` to a request with the digit turns the digit off for good.
 """
 
-import asyncio
-import time
-
-from micropython import const
+try:
+    from micropython import const
+except ImportError:  # CPython: the daemon's direct mode runs this driver unchanged
+    from obdsync.direct.mpcompat import asyncio, const, time
+else:
+    import asyncio
+    import time
 
 from protocol.channels import CH_VOLTAGE, DATA_LEN
 

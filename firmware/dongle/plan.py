@@ -5,7 +5,10 @@ Intervals are in 100 ms units, 0 = off. Channels are mode 01 PIDs and CH_VOLTAGE
 
 from array import array
 
-from micropython import const
+try:
+    from micropython import const
+except ImportError:  # CPython: the daemon's direct mode
+    from obdsync.direct.mpcompat import const
 
 from protocol.channels import CH_VOLTAGE, DATA_LEN
 

@@ -11,9 +11,12 @@ Times are the clock's ticks (dongle.clock): compared with time.ticks_diff only, 
 timer running across the clock's wrap ends on time.
 """
 
-import time
-
-from micropython import const
+try:
+    from micropython import const
+except ImportError:  # CPython: the daemon's direct mode applies the same power rules
+    from obdsync.direct.mpcompat import const, time
+else:
+    import time
 
 from protocol.control import POWER_DRIVING, POWER_IDLE, POWER_PARKED, POWER_SLEEPING
 

@@ -20,11 +20,15 @@ data[off[i]:off[i]+ln[i]] (the driver's buffers: consume them before returning),
 for a protocol.record.RecordWriter.
 """
 
-import asyncio
-import time
 from array import array
 
-from micropython import const
+try:
+    from micropython import const
+except ImportError:  # CPython: the daemon's direct mode runs this scheduler unchanged
+    from obdsync.direct.mpcompat import asyncio, const, time
+else:
+    import asyncio
+    import time
 
 from protocol.channels import CH_VOLTAGE
 
