@@ -201,15 +201,25 @@ def run(ctx: Ctx, only: tuple[str, ...]) -> None:
 
     ctx.config  # noqa: B018 - a bad config is the first thing to hear about, paired or not
     paired = every = devices.load()
-    if not paired:
-        raise click.ClickException("no paired dongle: run `obdsync scan`, then `obdsync pair ADDRESS`")
+    from obdsync.direct import registry as adapter_registry
+
+    adapters = all_adapters = adapter_registry.load()
+    if not paired and not adapters:
+        raise click.ClickException("no paired dongle or added adapter: run `obdsync scan`, then `obdsync pair ADDRESS`"
+                                   " (a dongle) or `obdsync add ADDRESS` (an ELM327 adapter)")
     if only:
+        def adapter_named(a: Any, o: str) -> bool:
+            return a.address.lower() == o.strip().lower()
+
         paired = [p for p in every if any(_names(p, o) for o in only)]
-        unmatched = [o for o in only if not any(_names(p, o) for p in every)]
+        adapters = [a for a in all_adapters if any(adapter_named(a, o) for o in only)]
+        unmatched = [o for o in only if not any(_names(p, o) for p in every)
+                     and not any(adapter_named(a, o) for a in all_adapters)]
         if unmatched:
             raise click.ClickException(
                 f"--device {', '.join(unmatched)}: no paired dongle has that id or address (paired: "
-                + ", ".join(f"{p.device} at {p.address}" for p in every) + ")")
+                + ", ".join([f"{p.device} at {p.address}" for p in every] + [f"adapter {a.address}" for a in all_adapters])
+                + ")")
     client_backend, _ = ctx.backends()
     interactive = sys.stderr.isatty()
     if not logging.getLogger().isEnabledFor(logging.INFO):
@@ -221,7 +231,8 @@ def run(ctx: Ctx, only: tuple[str, ...]) -> None:
 
     try:
         daemon = Daemon(ctx.config, ctx.db, paired, backend=client_backend, interactive=interactive,
-                        all_paired={p.device for p in every}, control_socket=paths.control_socket_path())
+                        all_paired={p.device for p in every}, control_socket=paths.control_socket_path(),
+                        adapters=adapters)
         run_async(daemon.run())
     except (SecretError, DoorError, DatabaseInUse) as e:
         raise click.ClickException(str(e)) from None
@@ -239,7 +250,7 @@ def _names(p: devices.Paired, text: str) -> bool:
 @click.option("--timeout", default=5.0, show_default=True, help="Seconds to listen.")
 @click.pass_obj
 def scan(ctx: Ctx, timeout: float) -> None:
-    """List nearby obdsync dongles."""
+    """List nearby obdsync dongles and ELM327 adapters (BLE, and serial ports), saying which is which."""
     from bleak import BleakScanner
 
     from protocol import uuids
@@ -248,7 +259,11 @@ def scan(ctx: Ctx, timeout: float) -> None:
 
     async def go() -> dict:
         kw = {"backend": scanner} if scanner else {}
-        return await BleakScanner.discover(timeout=timeout, return_adv=True, service_uuids=[uuids.SERVICE], **kw)
+        # No service filter: ELM327 adapters advertise other services, or none.
+        return await BleakScanner.discover(timeout=timeout, return_adv=True, **kw)
+
+    from obdsync.direct.registry import looks_like_adapter
+    from obdsync.direct.transports import serial_ports
 
     from bleak.exc import BleakError
 
@@ -259,13 +274,19 @@ def scan(ctx: Ctx, timeout: float) -> None:
         why = e.strerror if isinstance(e, OSError) and e.strerror else str(e) or type(e).__name__
         raise click.ClickException(f"Bluetooth is not available here ({why}): is there an adapter, and is"
                                    " bluetoothd running (systemctl status bluetooth)?") from None
-    rows = [(d.address, a.local_name or d.name or "", a.rssi) for d, a in found.values()
-            if uuids.SERVICE in [u.lower() for u in a.service_uuids]
-            or (a.local_name or "").startswith(uuids.NAME_PREFIX)]
+    rows = []
+    for d, a in found.values():
+        name = a.local_name or d.name or ""
+        if uuids.SERVICE in [u.lower() for u in a.service_uuids] or name.startswith(uuids.NAME_PREFIX):
+            rows.append((d.address, name, a.rssi, "dongle", f"obdsync pair {d.address}"))
+        elif looks_like_adapter(name, a.service_uuids):
+            rows.append((d.address, name, a.rssi, "ELM327 BLE", f"obdsync add {d.address}"))
+    rows.sort(key=lambda r: -r[2])
+    rows += [(port, desc, "", "serial", f"obdsync add {port}") for port, desc in serial_ports()]
     if not rows:
-        click.echo("no dongle found (is it powered, and not connected to another phone?)")
+        click.echo("no dongle or adapter found (is it powered, and not connected to another phone?)")
         return
-    render.table(["ADDRESS", "NAME", "RSSI"], sorted(rows, key=lambda r: -r[2]), right=["RSSI"])
+    render.table(["ADDRESS", "NAME", "RSSI", "KIND", "TO USE"], rows, right=["RSSI"])
 
 
 @cli.command()
@@ -331,6 +352,24 @@ def _label_text(secret_file: Path | None, label: str | None) -> str:
     if not text:
         raise click.ClickException("no secret given (the text on the dongle's label: obdsync:<device id>:<secret>)")
     return text
+
+
+@cli.command()
+@click.argument("address")
+@click.option("--name", default="", help="A name for it (shown in status and Home Assistant).")
+@click.pass_obj
+def add(ctx: Ctx, address: str, name: str) -> None:
+    """Add an ELM327 adapter: ADDRESS (BLE), PORT (/dev/ttyUSB0, /dev/rfcomm0), HOST:PORT (Wi-Fi)
+    or rfcomm:ADDRESS. `obdsync run` then logs from it as from a dongle (direct mode)."""
+    from obdsync.direct import registry as adapter_registry
+    from obdsync.direct.transports import TransportError
+
+    try:
+        a = adapter_registry.add(address, name)
+    except (TransportError, ValueError) as e:
+        raise click.ClickException(str(e)) from None
+    click.echo(f"added {a.kind} adapter {a.address}; `obdsync run` logs from it (each car it is plugged "
+               f"into is a device of its own, named by adapter and VIN)")
 
 
 @cli.command()

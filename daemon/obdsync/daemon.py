@@ -66,7 +66,7 @@ class Daemon:
                  backend_kwargs: dict[str, Any] | None = None, interactive: bool = False,
                  wall_clock: Callable[[], float] = time.time, secrets: dict[str, bytes] | None = None,
                  live_file: Path | None = None, all_paired: set[str] | None = None,
-                 control_socket: Path | None = None) -> None:
+                 control_socket: Path | None = None, adapters: list[Any] | None = None) -> None:
         self.config = config
         self.db = db
         self.paired = paired
@@ -84,6 +84,8 @@ class Daemon:
         # as for the HIL runners, which start daemons side by side.
         self._door = door.Server(self._request, control_socket) if control_socket is not None else None
         self._runner_of: dict[str, DeviceRunner] = {}  # paired device id -> its runner
+        self.adapters = adapters or []  # obdsync.direct.registry.Adapter: ELM327 adapters logged directly
+        self.direct_options: dict[str, Any] = {}  # DirectLink keywords (hil: the simulation's clock)
         self.store: Any = None
         self.pipeline: Pipeline | None = None
         self.forwarder: Any = None
@@ -168,6 +170,12 @@ class Daemon:
                 self.runners.append(runner)
                 self._runner_of[p.device] = runner
                 vin.watch(link, self.store)
+            if self.adapters:
+                from obdsync.direct.runner import direct_runners
+
+                for runner in direct_runners(self, plan):
+                    self.runners.append(runner)
+                    vin.watch(runner.link, self.store)
             for s in await self.store.status():
                 if s.device not in self.all_paired:
                     self.forwarder.forget(s.device)

@@ -323,3 +323,12 @@ def open_transport(spec: str, **options: Any) -> Transport:
     module, name = REGISTRY[kind]
     cls = getattr(importlib.import_module(module), name)
     return cls(address, **options)
+
+
+def serial_ports() -> list[tuple[str, str]]:
+    """(device, description) of the serial ports present (USB adapters, bound RFCOMM ttys)."""
+    try:
+        from serial.tools import list_ports
+    except ImportError:
+        return []
+    return [(p.device, p.description or "") for p in list_ports.comports()]

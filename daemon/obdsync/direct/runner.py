@@ -1,0 +1,37 @@
+"""The daemon's hook for direct mode: one reconnect loop per added adapter, beside the dongles'."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from obdsync.devices import Paired
+from obdsync.direct.logger import DirectLink, _state_path
+from obdsync.service import Backoff, DeviceRunner
+
+
+def known_devices(state_file: Path | None = None) -> set[str]:
+    """Device ids the added adapters have logged as (so the daemon does not 'forget' them)."""
+    try:
+        data = json.loads((state_file or _state_path()).read_text())
+    except (FileNotFoundError, ValueError):
+        return set()
+    return {d for entry in data.values() if isinstance(entry, dict) for d in entry.get("devices", {})}
+
+
+def direct_runners(daemon: Any, plan: list[tuple[int, int, int, int]]) -> list[DeviceRunner]:
+    cfg = daemon.config
+    extra = dict(daemon.direct_options)
+    daemon.all_paired = daemon.all_paired | known_devices(extra.get("state_file"))
+    out = []
+    for a in daemon.adapters:
+        opts: dict[str, Any] = {}
+        if a.kind == "ble" and daemon._backend is not None:
+            opts = {"backend": daemon._backend, "backend_kwargs": daemon._backend_kwargs}
+        link = DirectLink(a.address, daemon.pipeline, transport_options=opts, plan=plan, wall_clock=daemon._wall,
+                          **extra)
+        runner = DeviceRunner(link, Backoff(cfg.link.backoff_base_s, cfg.link.backoff_cap_s))
+        link.on_ready = daemon._on_ready(link, Paired("0" * 16, a.address, a.name or a.address), link.on_ready)
+        out.append(runner)
+    return out
