@@ -4,8 +4,9 @@
 
 - `BleAdapter`: a BLE peripheral on the simulated air (hil/blesim's wire, the same bleak
   `backend=` seam as the dongle) with one of the GATT layouts of REFERENCE.md (`LAYOUTS`). As
-  the cheap ones do, it notifies the chip's output in MTU−3 byte fragments (20 at MTU 23),
-  duplicates a notification now and then (`dup_rate`, seeded), stops advertising while a
+  the cheap ones' UART-to-BLE bridge chips do, it buffers the chip's output and notifies it in
+  MTU−3 byte fragments (20 at MTU 23; a shorter one at the end of a burst), delivers a full
+  or final fragment twice now and then (`dup_rate`, seeded), stops advertising while a
   central is connected, and, with `bond_required` (OBDLink CX), refuses to enable notifications
   (ATT 0x05) on a link that is not encrypted; pairing is Just Works and bonds, and a bonded
   central re-encrypts with its key. `conn_interval_ms` / `per_event` model the radio: data
@@ -192,7 +193,7 @@ class BleAdapter:
         self._subscribed = False
         self._bonds: dict[str, bytes] = {}  # central address -> LTK
         self._central = ""
-        self._out: list[bytes] = []  # fragments waiting for a connection event
+        self._buf = bytearray()  # the chip's output waiting for a connection event
         self._in: list[bytes] = []  # writes waiting for a connection event
         self._ticker: asyncio.Task | None = None
         self._kick = asyncio.Event()
@@ -308,7 +309,7 @@ class BleAdapter:
         self._conn = writer
         self._mtu = 23
         self._encrypted = self._subscribed = False
-        self._out.clear()
+        self._buf.clear()
         self._in.clear()
         self.connections += 1
         self._send(writer, wire.CONNECTED, struct.pack("<H", 1))
@@ -368,33 +369,37 @@ class BleAdapter:
     def _from_chip(self, data: bytes) -> None:
         if self._conn is None or not self._subscribed:
             return  # nobody listens: the adapter's output goes nowhere
-        size = self._mtu - 3
-        for i in range(0, len(data), size):
-            frag = data[i:i + size]
-            self._out.append(frag)
-            if self.dup_rate and self._rng.random() < self.dup_rate:
-                self._out.append(frag)
-                self.duplicated += 1
+        self._buf += data
         if self.interval > 0:
             self._kick.set()
         else:
-            self._flush(len(self._out))
+            self._flush(1 << 30)
 
     def _flush(self, n: int) -> None:
+        """Up to n notifications from what the chip said: full fragments, the rest at the end."""
         w = self._conn
         kind = wire.INDICATE if self._indicate else wire.NOTIFY
-        for frag in self._out[:n]:
-            if w is not None:
-                self._send(w, kind, struct.pack("<H", self.rx_handle) + frag)
-                self.notifications += 1
-        del self._out[:n]
+        size = self._mtu - 3
+        while n > 0 and self._buf:
+            frag = bytes(self._buf[:size])
+            del self._buf[:size]
+            frags = [frag]
+            if (self.dup_rate and (len(frag) == size or frag.endswith(b">"))
+                    and self._rng.random() < self.dup_rate):
+                frags.append(frag)
+                self.duplicated += 1
+            for f in frags:
+                if w is not None:
+                    self._send(w, kind, struct.pack("<H", self.rx_handle) + f)
+                    self.notifications += 1
+            n -= len(frags)
 
     async def _events(self) -> None:
         """Connection events every `interval`: packets move only then, `per_event` each way."""
         loop = asyncio.get_running_loop()
         t = loop.time()
         while True:
-            if not self._out and not self._in:
+            if not self._buf and not self._in:
                 self._kick.clear()
                 await self._kick.wait()
                 now = loop.time()
@@ -405,4 +410,4 @@ class BleAdapter:
             ins, self._in = self._in[:self.per_event], self._in[self.per_event:]
             for data in ins:
                 self._up.write(data)
-            self._flush(min(self.per_event, len(self._out)))
+            self._flush(self.per_event)

@@ -8,8 +8,11 @@ is writable (without response preferred: no round trip per fragment), and one ch
 may be both.
 
 Replies arrive in MTU−3 byte notifications (20 at MTU 23), sometimes delivered twice; the driver
-reads to the `>` prompt, so the transport only drops an exact repeat of the notification before
-it within one reply (counted in `duplicates`). Adapters that refuse notifications without an
+reads to the `>` prompt. The transport drops a notification that repeats the one before it within
+one reply when it is a full MTU−3 fragment or ends the reply (`>`): a genuine repeat of those is
+all but impossible (frame numbers differ line to line), while short fragments (the end of a UART
+burst: `\r`, `41`) do repeat genuinely, so a duplicated short fragment in mid-reply is left to
+the driver, which counts the broken reply (truncated / garbage) and the scheduler a miss. Adapters that refuse notifications without an
 encrypted link (OBDLink CX: ATT 0x05) are paired once and the bond is kept: the OS keeps the
 keys (BlueZ, or the simulated air), and the transport never unpairs — an adapter that lost its
 bond refuses new pairings until unplugged.
@@ -169,7 +172,7 @@ class BleTransport(Transport):
 
     def _on_notify(self, _char: Any, data: bytearray) -> None:
         b = bytes(data)
-        if b == self._last:
+        if b == self._last and (len(b) >= self.mtu - 3 or b.endswith(b">")):
             self.duplicates += 1
             return
         self._last = b
