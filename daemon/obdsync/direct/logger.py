@@ -82,6 +82,7 @@ class Info:
     device_id: bytes
     vin: bytes
     firmware: str
+    supported: bytes = b""  # the supported-PID bitmaps, as a dongle's info carries them
 
 
 class _Clock:
@@ -153,13 +154,29 @@ class DirectLink:
         mpcompat.wake()
 
     async def command(self, type_: int, payload: bytes = b"", timeout: float = 10.0) -> bytes:
-        """The one dongle command that has a meaning here: READ_VIN (vin.watch asks it)."""
-        if type_ != control.READ_VIN or self.sched is None or not self.connected:
-            raise LinkError("not available on a direct adapter" if self.sched else "not connected")
-        raw = await asyncio.wait_for(self._job(self._read_vin), timeout)
-        if not raw:
-            raise LinkError("no VIN from the ECU")
-        return raw
+        """The dongle commands that mean the same here, answered as a dongle answers them (so
+        `vin --live`, `dtc read --live` and vin.watch work on both kinds): READ_VIN, READ_DTC.
+        Others (clearing codes, STATUS, SET_PLAN) are refused by name."""
+        if self.sched is None or not self.connected:
+            raise LinkError("not connected")
+        if type_ == control.READ_VIN:
+            raw = await asyncio.wait_for(self._job(self._read_vin), timeout)
+            if not raw:
+                raise LinkError("no VIN from the ECU")
+            return raw
+        if type_ == control.READ_DTC and len(payload) == 1 and payload[0] in (0x03, 0x07, 0x0A):
+            mode = payload[0]
+
+            async def read() -> bytes:
+                st = await self.elm.read_dtcs(mode)
+                if st not in (elm327.OK, elm327.NO_DATA):
+                    raise LinkError(f"the adapter could not read the codes: {elm327.NAMES[st]}")
+                d = self.elm.dtc
+                return control.pack_dtcs(mode, [bytes(d[2 * i:2 * i + 2]) for i in range(self.elm.dtc_n)])
+
+            return await asyncio.wait_for(self._job(read), timeout)
+        name = control.COMMAND_NAMES.get(type_, type_)
+        raise LinkError(f"{name} is not available on a direct ELM327 adapter (only on an obdsync dongle)")
 
     async def session(self) -> None:
         self._stop.clear()
@@ -201,7 +218,7 @@ class DirectLink:
         self._ecu_at = self._clock.ms()
         self._dtc_due = elm.ecu
         self.stats.connected_since = time.monotonic()
-        self.info = Info(bytes.fromhex(self.device), vin.encode(), f"{FIRMWARE} ({t.kind})")
+        self.info = Info(bytes.fromhex(self.device), vin.encode(), f"{FIRMWARE} ({t.kind})", bytes(elm.supported))
         log.info("adapter %s: device %s, VIN %s, protocol %d", self.address, self.device, vin or "?", elm.protocol)
         if self.on_ready is not None:
             r = self.on_ready(self.info)
@@ -317,6 +334,7 @@ class DirectLink:
                 self._dtc_due = False
                 sched.jobs.append(self._read_codes)
             self.stats.status = {"millivolts": power.millivolts, "power_state": power.state,
+                                 "elm_protocol": elm.protocol,
                                  "rates": {ch: sched.rate[ch] / 100 for ch in bytes(sched.plan.chans[:sched.plan.n])
                                            if sched.rate[ch]}}
             if time.monotonic() - last_flush >= FLUSH_S:

@@ -32,6 +32,17 @@ def direct_runners(daemon: Any, plan: list[tuple[int, int, int, int]]) -> list[D
         link = DirectLink(a.address, daemon.pipeline, transport_options=opts, plan=plan, wall_clock=daemon._wall,
                           **extra)
         runner = DeviceRunner(link, Backoff(cfg.link.backoff_base_s, cfg.link.backoff_cap_s))
-        link.on_ready = daemon._on_ready(link, Paired("0" * 16, a.address, a.name or a.address), link.on_ready)
+        link.on_ready = daemon._on_ready(link, Paired("0" * 16, a.address, a.name or a.address),
+                                         _held(daemon, runner, link.on_ready))
         out.append(runner)
     return out
+
+
+def _held(daemon: Any, runner: DeviceRunner, then: Any) -> Any:
+    """Once the adapter's device is known (its car's VIN), the control door can name it."""
+
+    def ready(info: Any) -> Any:
+        daemon._runner_of[runner.link.device] = runner
+        return then(info) if then is not None else None
+
+    return ready
