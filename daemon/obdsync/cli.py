@@ -1160,7 +1160,12 @@ def dongle_request(ctx: Ctx, device: str | None, op: str, **args: Any) -> Any:
     from obdsync import door
     from obdsync.link import CommandError, LinkError
 
-    p = paired_one(device)
+    try:
+        p = paired_one(device)
+    except click.ClickException:
+        from obdsync.direct.runner import adapter_request
+
+        return adapter_request(device, op, args)  # an ELM327 adapter's device, else this error again
     try:
         return run_async(door.call(op, p.device, args))
     except (door.NoDaemon, door.NotManaged):

@@ -46,3 +46,27 @@ def _held(daemon: Any, runner: DeviceRunner, then: Any) -> Any:
         return then(info) if then is not None else None
 
     return ready
+
+
+def adapter_request(device: str | None, op: str, args: dict[str, Any]) -> Any:
+    """`obdsync vin --live` / `dtc read --live` for an adapter's device: through the running
+    daemon's door (it holds the adapter; an ELM327 serves one client at a time)."""
+    import click
+
+    from obdsync import door
+    from obdsync.cli import run_async
+    from obdsync.link import CommandError, LinkError
+
+    dev = (device or "").strip().lower()
+    if not dev or dev not in known_devices():
+        raise click.ClickException("name one paired dongle or adapter device with --device"
+                                   if dev else "no paired dongle (name an adapter's device with --device)")
+    try:
+        return run_async(door.call(op, dev, args))
+    except (door.NoDaemon, door.NotManaged):
+        raise click.ClickException(f"device {dev} is an ELM327 adapter's: live requests go through "
+                                   f"`obdsync run`, which is not holding it now") from None
+    except CommandError:
+        raise
+    except (LinkError, door.DoorError) as e:
+        raise click.ClickException(str(e)) from None
