@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from hil.adapters import BleAdapter, TcpAdapter
+from hil.adapter_links import BleAdapter, TcpAdapter
 from hil.blesim import SimClient
 from hil.emulator import Emulator
 from hil.linkmodel import LinkModel

@@ -9,7 +9,7 @@ import json
 import pytest
 from e2e import Home, query, wait_until
 
-from hil.adapters import BleAdapter
+from hil.adapter_links import BleAdapter
 from hil.emulator import Emulator
 from hil.linkmodel import LinkModel
 from obdsync.direct.logger import device_id

@@ -12,7 +12,7 @@ from e2e import until
 
 from dongle import elm327
 from dongle.elm327 import ELM327
-from hil.adapters import LAYOUTS, BleAdapter, TcpAdapter
+from hil.adapter_links import LAYOUTS, BleAdapter, TcpAdapter
 from hil.blesim import SimClient
 from hil.emulator import Emulator
 from hil.linkmodel import LinkModel

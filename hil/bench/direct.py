@@ -6,7 +6,7 @@ Each client runs in a process of its own against a fresh emulator behind the lin
 (38400 Bd, 30 ms ECU latency, scenario long_drive), polling the pids figure's PID set, every PID
 equally often (like python-OBD's loop). The link's limit for what a client sent in a window is
 the pids figure's: bytes both ways × 10 bits / baud + 30 ms per OBD request. Over BLE, data
-moves only at connection events (hil.adapters.BleAdapter: every 30 ms, 4 packets each way): an
+moves only at connection events (hil.adapter_links.BleAdapter: every 30 ms, 4 packets each way): an
 ELM327 takes one request at a time, so a request can only be written after the previous reply's
 last fragment arrived at an event, i.e. at the next event, one full interval later; its own
 reply then ends somewhere between two events and waits half an interval on average for the next

@@ -5,7 +5,7 @@ direct-mode transport, samples sealed by RecordWriter as the logger seals them.
     python -m hil.bench.direct_client PTY MODE WARP WARM_MS WINDOWS WINDOW_MS PID,PID,... [INTERVAL_MS]
 
 MODE `pty`: SerialTransport on the link model's pty (38400 Bd). MODE `ble`: a simulated BLE
-adapter (hil.adapters.BleAdapter, FFF0 layout, MTU 23, connection events every INTERVAL_MS
+adapter (hil.adapter_links.BleAdapter, FFF0 layout, MTU 23, connection events every INTERVAL_MS
 carrying 4 packets each way) in this process in front of the pty, reached through
 BleTransport and the simulated radio. Every PID at the plan's shortest interval, the clock
 warped WARP times so the plan asks more than the link carries (as fw_poll's `flat` plan).
@@ -86,7 +86,7 @@ class _transport:
         if self.mode == "pty":
             self._t = open_transport(self.pty)
         elif self.mode == "ble":
-            from hil.adapters import BleAdapter
+            from hil.adapter_links import BleAdapter
             from hil.blesim import SimClient
             from obdsync.direct.ble import BleTransport
 
