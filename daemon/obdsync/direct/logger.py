@@ -62,7 +62,7 @@ log = logging.getLogger("obdsync.direct")
 
 FIRMWARE = "direct"
 RECORD_MS = 1000  # as the dongle: a record is sealed at this age
-TICK_S = 0.1
+TICK_S = 0.05  # housekeeping: seals, power timers (a simulation at 1200x needs the finer step)
 FLUSH_S = 1.0
 SILENT_MS = 5000  # no ECU answer this long: the engine is off (for the power rules)
 WAIT_ECU_S = 10.0  # an adapter whose car never answered: look again this often
