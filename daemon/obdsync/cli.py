@@ -262,10 +262,10 @@ def scan(ctx: Ctx, timeout: float) -> None:
         # No service filter: ELM327 adapters advertise other services, or none.
         return await BleakScanner.discover(timeout=timeout, return_adv=True, **kw)
 
+    from bleak.exc import BleakError
+
     from obdsync.direct.registry import looks_like_adapter
     from obdsync.direct.transports import serial_ports
-
-    from bleak.exc import BleakError
 
     try:
         found = run_async(go())
