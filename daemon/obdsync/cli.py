@@ -205,8 +205,8 @@ def run(ctx: Ctx, only: tuple[str, ...]) -> None:
 
     adapters = all_adapters = adapter_registry.load()
     if not paired and not adapters:
-        raise click.ClickException("no paired dongle or added adapter: run `obdsync scan`, then `obdsync pair ADDRESS`"
-                                   " (a dongle) or `obdsync add ADDRESS` (an ELM327 adapter)")
+        raise click.ClickException("no paired dongle: run `obdsync scan`, then `obdsync pair ADDRESS` (or, for an"
+                                   " ELM327 adapter of your own, `obdsync add ADDRESS`)")
     if only:
         def adapter_named(a: Any, o: str) -> bool:
             return a.address.lower() == o.strip().lower()
