@@ -6,7 +6,7 @@ STAMP   := $(VENV)/.installed
 PORT    ?=
 
 .DELETE_ON_ERROR:  # a half-built interpreter is never taken for a built one
-.PHONY: setup test demo bench bench-quick soak firmware flash lint clean mpy32
+.PHONY: setup test demo bench bench-quick soak firmware flash provision lint clean mpy32
 
 setup: $(STAMP)
 
@@ -78,6 +78,12 @@ firmware: $(STAMP)
 flash: firmware
 	@test -n "$(PORT)" || (echo "usage: make flash PORT=/dev/ttyUSB0" >&2; exit 2)
 	$(BIN)/mpremote connect $(PORT) fs cp -r build/board/. : + reset
+
+# A board in one command: a new identity, the firmware and config.json with mpremote,
+# the label text and its QR code for `obdsync pair` (hil/provision.py).
+provision: $(STAMP)
+	@test -n "$(PORT)" || (echo "usage: make provision PORT=/dev/ttyUSB0" >&2; exit 2)
+	$(BIN)/obdsync provision $(PORT)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -154,7 +154,7 @@ class LazyGroup(click.Group):
     """Subcommands whose code loads only when used: `hil` lives in the HIL kit,
     which the daemon's run-time path must not import."""
 
-    lazy = {"hil": ("hil.cli", "hil")}
+    lazy = {"hil": ("hil.cli", "hil"), "provision": ("hil.provision", "provision")}
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(set(super().list_commands(ctx)) | set(self.lazy))
