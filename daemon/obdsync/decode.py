@@ -31,11 +31,9 @@ from obd.OBDResponse import Status
 from obd.protocols.protocol import ECU, Frame, Message
 from obd.utils import BitArray
 
-log = logging.getLogger(__name__)
+from protocol.channels import CH_VOLTAGE, PID_ODOMETER, PID_STATUS  # the wire's numbers, defined once
 
-CH_VOLTAGE = 0xFF
-PID_STATUS = 0x01
-PID_ODOMETER = 0xA6
+log = logging.getLogger(__name__)
 
 SIG_MIL = PID_STATUS
 SIG_DTC_COUNT = PID_STATUS | 1 << 8

@@ -40,18 +40,14 @@ from typing import Any, NamedTuple, Protocol
 
 import aiosqlite
 
+# Record kinds as on the wire (protocol/README.md): the one definition both sides use.
+from protocol.record import KIND_ANCHOR, KIND_DTC, KIND_EVENT, KIND_GAP, KIND_SAMPLES
+
 from . import schema
 from .decode import Decoder, dtcs_from_raw
 from .paths import normalize_device_id, private_dir, private_file
 
 log = logging.getLogger(__name__)
-
-# Record kinds as on the wire (protocol/README.md, protocol.record.KIND_*).
-KIND_SAMPLES = 1
-KIND_GAP = 2
-KIND_ANCHOR = 3
-KIND_EVENT = 4
-KIND_DTC = 5
 
 #: Column order of the sample row tuples handed to an ingest ``sink``. ``value_id`` is
 #: the row's ``sample_values.id`` (value and raw bytes live there, see schema step 3).

@@ -18,20 +18,22 @@ from hil.build_firmware import mpy_cross
 
 ROOT = Path(__file__).resolve().parents[2]
 SOURCE = ROOT / "hil" / "mpy" / "bluetooth.py"
+SOURCES = (SOURCE, ROOT / "hil" / "mpy" / "blewire.py")  # the shim and the wire it imports
 SHIM_HEAP_KB = 32  # the shim's retained heap (measured 22 KB after active(True)) plus ~1 KB a connection
 
 
 def module_dir(build: Path | None = None) -> Path:
-    """A directory holding bluetooth.mpy compiled from the current source (rebuilt when it changes)."""
-    source = SOURCE.read_bytes()
-    digest = hashlib.sha256(source).hexdigest()[:16]
+    """A directory holding bluetooth.mpy and blewire.mpy compiled from the current sources
+    (rebuilt when either changes)."""
+    digest = hashlib.sha256(b"".join(src.read_bytes() for src in SOURCES)).hexdigest()[:16]
     out_dir = (build or ROOT / "build" / "blesim") / digest
-    target = out_dir / "bluetooth.mpy"
-    if not target.exists():
-        out_dir.mkdir(parents=True, exist_ok=True)
-        partial = out_dir / f"bluetooth.{os.getpid()}.tmp"
-        subprocess.run([mpy_cross(), "-o", str(partial), str(SOURCE)], check=True, capture_output=True)
-        partial.replace(target)  # atomic: parallel runs never see half a file
+    for src in SOURCES:
+        target = out_dir / (src.stem + ".mpy")
+        if not target.exists():
+            out_dir.mkdir(parents=True, exist_ok=True)
+            partial = out_dir / f"{src.stem}.{os.getpid()}.tmp"
+            subprocess.run([mpy_cross(), "-o", str(partial), str(src)], check=True, capture_output=True)
+            partial.replace(target)  # atomic: parallel runs never see half a file
     return out_dir
 
 

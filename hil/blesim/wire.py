@@ -1,46 +1,24 @@
 """The simulated air's wire between a dongle (hil/mpy/bluetooth.py) and a central (this package).
 
-A message is `[length u16 LE][type u8][payload]`. The dongle keeps the same numbers as private
-`const()`s; tests/test_blesim.py checks that both lists agree.
+A message is `[length u16 LE][type u8][payload]`; the message numbers and their constants come
+from hil/mpy/blewire.py, the one module both interpreters import.
 """
 
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import struct
+from pathlib import Path
 
-SCAN = 0x01  # () -> ADV
-CONNECT = 0x02  # addr_type u8, addr[6], interval_ms u16, latency u16, timeout_ms u16 -> CONNECTED | REJECT
-MTU = 0x03  # client mtu u16 -> MTU_RSP server mtu u16
-DISCOVER = 0x04  # () -> SERVICES entries
-READ = 0x05  # handle u16 -> READ_RSP status u8, value
-WRITE = 0x06  # handle u16, data -> WRITE_RSP status u8
-WRITE_CMD = 0x07  # handle u16, data (no reply)
-CONFIRM = 0x08  # handle u16: indication confirmed
-PAIR = 0x09  # io u8, auth u8 (bond 1, mitm 4, sc 8), passkey u32 (0xFFFFFFFF: none) -> PAIR_RSP
-ENCRYPT = 0x0A  # ltk[16] of an earlier bond -> PAIR_RSP
-CONN_UPDATE = 0x0B  # interval_ms u16, latency u16, timeout_ms u16
-ADV = 0x81  # rssi i8, connectable u8, adv_len u8, adv, scan response
-CONNECTED = 0x82  # conn_handle u16
-MTU_RSP = 0x83
-SERVICES = 0x84  # entries: kind u8, handle u16, extra u16, uuid_len u8, uuid (LE)
-READ_RSP = 0x85
-WRITE_RSP = 0x86
-NOTIFY = 0x88  # handle u16, value
-INDICATE = 0x89  # handle u16, value
-PAIR_RSP = 0x8A  # status u8, encrypted u8, authenticated u8, bonded u8, key_size u8, ltk[16] if bonded
-SECURITY_REQ = 0x8B  # the dongle asks the central to pair (gap_pair)
-DISCONNECT = 0x8C  # reason u8: the dongle drops the link (gap_disconnect)
-REJECT = 0x8D  # the dongle refuses the connection
+# The numbers are defined once, in hil/mpy/blewire.py, which the MicroPython shim imports
+# as `blewire`. It is loaded from its file: `hil.mpy` is the module hil/mpy.py, not that
+# directory, so it cannot be imported by package name.
+_spec = importlib.util.spec_from_file_location("hil_blewire", Path(__file__).resolve().parents[1] / "mpy" / "blewire.py")
+_blewire = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_blewire)
+globals().update({k: v for k, v in vars(_blewire).items() if k.isupper()})
 
-KIND_SVC = 1
-KIND_CHR = 2
-KIND_DSC = 3
-
-AUTH_BOND = 0x01
-AUTH_MITM = 0x04
-AUTH_SC = 0x08
-NO_PASSKEY = 0xFFFFFFFF
 IO_KEYBOARD_DISPLAY = 4  # BlueZ's default agent capability
 
 MAX_PAYLOAD = 0xFFFF

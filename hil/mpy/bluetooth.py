@@ -53,6 +53,7 @@ import socket
 import sys
 import time
 
+import blewire  # the wire to hil/blesim, defined once for both interpreters (hil/blesim/wire.py loads it too)
 import micropython
 from micropython import const
 
@@ -110,31 +111,6 @@ _SMP_PASSKEY_ENTRY_FAILED = const(0x01)
 _SMP_CONFIRM_VALUE_FAILED = const(0x04)
 _SMP_PAIRING_NOT_SUPPORTED = const(0x05)
 
-# Wire between this module and hil/blesim (kept equal to hil/blesim/wire.py; a test compares them).
-# A message is [length u16 LE][type u8][payload of length bytes].
-_MSG_SCAN = const(0x01)
-_MSG_CONNECT = const(0x02)
-_MSG_MTU = const(0x03)
-_MSG_DISCOVER = const(0x04)
-_MSG_READ = const(0x05)
-_MSG_WRITE = const(0x06)
-_MSG_WRITE_CMD = const(0x07)
-_MSG_CONFIRM = const(0x08)
-_MSG_PAIR = const(0x09)
-_MSG_ENCRYPT = const(0x0A)
-_MSG_CONN_UPDATE = const(0x0B)
-_MSG_ADV = const(0x81)
-_MSG_CONNECTED = const(0x82)
-_MSG_MTU_RSP = const(0x83)
-_MSG_SERVICES = const(0x84)
-_MSG_READ_RSP = const(0x85)
-_MSG_WRITE_RSP = const(0x86)
-_MSG_NOTIFY = const(0x88)
-_MSG_INDICATE = const(0x89)
-_MSG_PAIR_RSP = const(0x8A)
-_MSG_SECURITY_REQ = const(0x8B)
-_MSG_DISCONNECT = const(0x8C)
-_MSG_REJECT = const(0x8D)
 _MSG_EOF = const(0xFF)  # local only: the central hung up
 
 _RX_MAX = const(600)  # a write of 512 bytes plus its handle, with room to spare
@@ -142,10 +118,7 @@ _ATT_MTU_MIN = const(23)
 _ATT_MTU_MAX = const(527)  # BLE_ATT_MTU_MAX
 _DEFAULT_ATTR_LEN = const(20)  # MP_BLUETOOTH_DEFAULT_ATTR_LEN
 _FIRST_USER_HANDLE = const(10)  # NimBLE's GAP (1-5) and GATT (6-9) services come first
-_KIND_SVC = const(1)
-_KIND_CHR = const(2)
-_KIND_DSC = const(3)
-_KIND_CCCD = const(4)
+_KIND_CCCD = const(4)  # local: the shim's own attribute kind, never on the wire
 
 
 def _env_int(name, default):
@@ -372,7 +345,7 @@ class BLE:
     def _stop(self):
         self._adv_stop()
         for conn in list(self._conns.values()):
-            self._send_msg(conn, _MSG_DISCONNECT, b"\x13")
+            self._send_msg(conn, blewire.DISCONNECT, b"\x13")
         self._conns = {}
         self._active = False
 
@@ -469,7 +442,7 @@ class BLE:
         payload[2] = len(adv)
         payload[3:3 + len(adv)] = adv
         payload[3 + len(adv):] = resp
-        self._adv_reply = self._frame(_MSG_ADV, payload)
+        self._adv_reply = self._frame(blewire.ADV, payload)
         self._connectable = connectable
         try:
             os.unlink(self._path)  # left by an earlier process with this address, killed
@@ -510,13 +483,13 @@ class BLE:
         if conn is None:
             return False
         # The central drops the link; its EOF raises IRQ 2 as on the board.
-        self._send_msg(conn, _MSG_DISCONNECT, b"\x13")
+        self._send_msg(conn, blewire.DISCONNECT, b"\x13")
         return True
 
     def gap_pair(self, conn_handle):
         self._check_active()
         conn = self._conn(conn_handle)
-        self._send_msg(conn, _MSG_SECURITY_REQ, b"")
+        self._send_msg(conn, blewire.SECURITY_REQ, b"")
 
     def gap_passkey(self, conn_handle, action, passkey):
         self._check_active()
@@ -559,12 +532,12 @@ class BLE:
                     raise ValueError("invalid characteristic UUID")
                 value = h + 1  # h is the declaration
                 h += 2
-                attrs[value] = _Attr(_KIND_CHR, value, flags, value)
+                attrs[value] = _Attr(blewire.KIND_CHR, value, flags, value)
                 handles.append(value)
-                entries += self._entry(_KIND_CHR, value, flags & 0xFF, c_uuid)
+                entries += self._entry(blewire.KIND_CHR, value, flags & 0xFF, c_uuid)
                 if flags & (FLAG_NOTIFY | FLAG_INDICATE):
                     attrs[h] = _Attr(_KIND_CCCD, h, flags, value)
-                    entries += self._entry(_KIND_DSC, h, 0, UUID(0x2902))
+                    entries += self._entry(blewire.KIND_DSC, h, 0, UUID(0x2902))
                     h += 1
                 for d in (ch[2] if len(ch) > 2 else ()):
                     d_uuid, d_flags = d[0], d[1]
@@ -572,11 +545,11 @@ class BLE:
                         raise ValueError("invalid descriptor UUID")
                     # NimBLE keeps only read/write on descriptors: no security flags.
                     d_flags &= FLAG_READ | FLAG_WRITE | FLAG_WRITE_NO_RESPONSE
-                    attrs[h] = _Attr(_KIND_DSC, h, d_flags, value)
+                    attrs[h] = _Attr(blewire.KIND_DSC, h, d_flags, value)
                     handles.append(h)
-                    entries += self._entry(_KIND_DSC, h, 0, d_uuid)
+                    entries += self._entry(blewire.KIND_DSC, h, 0, d_uuid)
                     h += 1
-            table += self._entry(_KIND_SVC, s_handle, h - 1, s_uuid)
+            table += self._entry(blewire.KIND_SVC, s_handle, h - 1, s_uuid)
             table += entries
             result.append(tuple(handles))
         self._attrs = attrs
@@ -639,10 +612,10 @@ class BLE:
 
     def gatts_notify(self, conn_handle, value_handle, data=None):
         # Hot path: no allocation (the firmware's heap figures must not include the radio's).
-        self._send_value(conn_handle, value_handle, data, _MSG_NOTIFY)
+        self._send_value(conn_handle, value_handle, data, blewire.NOTIFY)
 
     def gatts_indicate(self, conn_handle, value_handle, data=None):
-        self._send_value(conn_handle, value_handle, data, _MSG_INDICATE)
+        self._send_value(conn_handle, value_handle, data, blewire.INDICATE)
 
     def _send_value(self, conn_handle, value_handle, data, kind):
         if not self._active:
@@ -785,16 +758,16 @@ class BLE:
                 sock.close()  # a scanner that gave up, or our own wake-up
                 continue
             length = _u16(hdr, 0)
-            if hdr[2] == _MSG_SCAN and length == 0:
+            if hdr[2] == blewire.SCAN and length == 0:
                 try:
                     sock.write(self._adv_reply)
                 except OSError:
                     pass
                 sock.close()
                 continue
-            if hdr[2] != _MSG_CONNECT or length > _RX_MAX or not self._connectable:
+            if hdr[2] != blewire.CONNECT or length > _RX_MAX or not self._connectable:
                 try:
-                    sock.write(self._frame(_MSG_REJECT, b""))
+                    sock.write(self._frame(blewire.REJECT, b""))
                 except OSError:
                     pass
                 sock.close()
@@ -804,7 +777,7 @@ class BLE:
                 sock.close()
                 continue
             conn.rx_len = length
-            conn.rx_type = _MSG_CONNECT
+            conn.rx_type = blewire.CONNECT
             self._hand_over(conn)
             if conn.alive:
                 # Connectable advertising ends with the connection (the main thread stopped it).
@@ -878,23 +851,23 @@ class BLE:
                 if self._active:
                     self._irq(_IRQ_CENTRAL_DISCONNECT, (conn.handle, conn.addr_type, self._addr_mv), conn.addr)
             return
-        if kind == _MSG_CONNECT:
+        if kind == blewire.CONNECT:
             self._on_connect(conn, rx, n)
-        elif kind == _MSG_MTU:
+        elif kind == blewire.MTU:
             self._on_mtu(conn, _u16(rx, 0))
-        elif kind == _MSG_DISCOVER:
-            self._send_msg(conn, _MSG_SERVICES, self._services)
-        elif kind == _MSG_READ:
+        elif kind == blewire.DISCOVER:
+            self._send_msg(conn, blewire.SERVICES, self._services)
+        elif kind == blewire.READ:
             self._on_read(conn, _u16(rx, 0))
-        elif kind == _MSG_WRITE or kind == _MSG_WRITE_CMD:
-            self._on_write(conn, _u16(rx, 0), rx, n, kind == _MSG_WRITE)
-        elif kind == _MSG_CONFIRM:
+        elif kind == blewire.WRITE or kind == blewire.WRITE_CMD:
+            self._on_write(conn, _u16(rx, 0), rx, n, kind == blewire.WRITE)
+        elif kind == blewire.CONFIRM:
             self._irq(_IRQ_GATTS_INDICATE_DONE, (conn.handle, _u16(rx, 0), 0))
-        elif kind == _MSG_PAIR:
+        elif kind == blewire.PAIR:
             self._on_pair(conn, rx)
-        elif kind == _MSG_ENCRYPT:
+        elif kind == blewire.ENCRYPT:
             self._on_encrypt(conn, bytes(rx[:n]))
-        elif kind == _MSG_CONN_UPDATE:
+        elif kind == blewire.CONN_UPDATE:
             conn.interval_ms = _u16(rx, 0)
             conn.latency = _u16(rx, 2)
             conn.timeout_ms = _u16(rx, 4)
@@ -904,7 +877,7 @@ class BLE:
     def _on_connect(self, conn, rx, n):
         if not self._active or not self._advertising:
             conn.alive = False
-            self._send_msg(conn, _MSG_REJECT, b"")
+            self._send_msg(conn, blewire.REJECT, b"")
             return
         self._adv_stop()
         conn.addr_type = rx[0]
@@ -917,12 +890,12 @@ class BLE:
         conn.handle = self._next_conn
         self._next_conn += 1
         self._conns[conn.handle] = conn
-        self._send_msg(conn, _MSG_CONNECTED, bytes((conn.handle & 0xFF, conn.handle >> 8)))
+        self._send_msg(conn, blewire.CONNECTED, bytes((conn.handle & 0xFF, conn.handle >> 8)))
         self._irq(_IRQ_CENTRAL_CONNECT, (conn.handle, conn.addr_type, self._addr_mv), conn.addr)
 
     def _on_mtu(self, conn, central_mtu):
         mtu = min(max(central_mtu, _ATT_MTU_MIN), self._mtu)
-        self._send_msg(conn, _MSG_MTU_RSP, bytes((self._mtu & 0xFF, self._mtu >> 8)))
+        self._send_msg(conn, blewire.MTU_RSP, bytes((self._mtu & 0xFF, self._mtu >> 8)))
         conn.mtu = mtu
         self._irq(_IRQ_MTU_EXCHANGED, (conn.handle, mtu))
 
@@ -942,20 +915,20 @@ class BLE:
     def _on_read(self, conn, handle):
         a = self._attrs.get(handle)
         if a is None:
-            return self._reply_status(conn, _MSG_READ_RSP, _ATT_INVALID_HANDLE)
+            return self._reply_status(conn, blewire.READ_RSP, _ATT_INVALID_HANDLE)
         if a.kind == _KIND_CCCD:
             f = conn.cccd.get(a.value_handle, 0)
-            return self._reply_status(conn, _MSG_READ_RSP, 0, bytes((f & 0xFF, f >> 8)))
+            return self._reply_status(conn, blewire.READ_RSP, 0, bytes((f & 0xFF, f >> 8)))
         if not a.flags & FLAG_READ:
-            return self._reply_status(conn, _MSG_READ_RSP, _ATT_READ_NOT_PERMITTED)
+            return self._reply_status(conn, blewire.READ_RSP, _ATT_READ_NOT_PERMITTED)
         err = self._security_error(conn, a.flags, _F_READ_ENC, _F_READ_AUTHEN)
         if err:
-            return self._reply_status(conn, _MSG_READ_RSP, err)
+            return self._reply_status(conn, blewire.READ_RSP, err)
         # The firmware may refuse (non-zero ATT error) or refresh the value with gatts_write first.
         r = self._irq(_IRQ_GATTS_READ_REQUEST, (conn.handle, handle))
         if isinstance(r, int) and r:
-            return self._reply_status(conn, _MSG_READ_RSP, r & 0xFF)
-        self._reply_status(conn, _MSG_READ_RSP, 0, a.buf[:a.len])
+            return self._reply_status(conn, blewire.READ_RSP, r & 0xFF)
+        self._reply_status(conn, blewire.READ_RSP, 0, a.buf[:a.len])
 
     def _on_write(self, conn, handle, rx, n, respond):
         a = self._attrs.get(handle)
@@ -984,16 +957,16 @@ class BLE:
                 a.len = offset + take
                 self._irq(_IRQ_GATTS_WRITE, (conn.handle, handle))
         if respond:
-            self._reply_status(conn, _MSG_WRITE_RSP, err)
+            self._reply_status(conn, blewire.WRITE_RSP, err)
 
     def _on_pair(self, conn, rx):
         auth = rx[1]
         passkey = rx[2] | (rx[3] << 8) | (rx[4] << 16) | (rx[5] << 24)
-        if passkey == 0xFFFFFFFF:
+        if passkey == blewire.NO_PASSKEY:
             passkey = -1
-        bond = self._bond and bool(auth & 0x01)
-        mitm = self._mitm or bool(auth & 0x04)
-        sc = self._le_secure and bool(auth & 0x08)
+        bond = self._bond and bool(auth & blewire.AUTH_BOND)
+        mitm = self._mitm or bool(auth & blewire.AUTH_MITM)
+        sc = self._le_secure and bool(auth & blewire.AUTH_SC)
         io = self._io
         if not mitm or io == _IO_NO_INPUT_OUTPUT:
             self._pair_done(conn, False, bond)  # Just Works: encrypted, not authenticated
@@ -1026,12 +999,12 @@ class BLE:
             self._irq(_IRQ_SET_SECRET, (_SEC_PEER, key, value))
             self._irq(_IRQ_SET_SECRET, (_SEC_OUR, key, value))
         conn.bonded = bond
-        self._reply_status(conn, _MSG_PAIR_RSP, 0, bytes((1, 1 if authenticated else 0, 1 if bond else 0, 16)) + ltk)
+        self._reply_status(conn, blewire.PAIR_RSP, 0, bytes((1, 1 if authenticated else 0, 1 if bond else 0, 16)) + ltk)
         self._irq(_IRQ_ENCRYPTION_UPDATE, (conn.handle, True, authenticated, bond, 16))
 
     def _pair_failed(self, conn, reason):
         conn.pairing = None
-        self._reply_status(conn, _MSG_PAIR_RSP, reason, b"\x00\x00\x00\x00")
+        self._reply_status(conn, blewire.PAIR_RSP, reason, b"\x00\x00\x00\x00")
         self._irq(_IRQ_ENCRYPTION_UPDATE,
                   (conn.handle, conn.encrypted, conn.authenticated, conn.bonded, conn.key_size))
 
@@ -1040,14 +1013,14 @@ class BLE:
         key = bytes((conn.addr_type,)) + conn.addr
         value = self._irq(_IRQ_GET_SECRET, (_SEC_OUR, 0, key))
         if value is None or len(value) < 18 or bytes(value[:16]) != ltk:
-            self._reply_status(conn, _MSG_PAIR_RSP, 0x06, b"\x00\x00\x00\x00")  # key missing
+            self._reply_status(conn, blewire.PAIR_RSP, 0x06, b"\x00\x00\x00\x00")  # key missing
             self._irq(_IRQ_ENCRYPTION_UPDATE, (conn.handle, False, False, False, 0))
             return
         conn.encrypted = True
         conn.authenticated = bool(value[16])
         conn.bonded = True
         conn.key_size = value[17]
-        self._reply_status(conn, _MSG_PAIR_RSP, 0,
+        self._reply_status(conn, blewire.PAIR_RSP, 0,
                            bytes((1, 1 if conn.authenticated else 0, 1, conn.key_size)))
         self._irq(_IRQ_ENCRYPTION_UPDATE, (conn.handle, True, conn.authenticated, True, conn.key_size))
 

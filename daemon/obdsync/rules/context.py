@@ -9,16 +9,33 @@ from __future__ import annotations
 
 from typing import Any
 
+from protocol.channels import (
+    CH_VOLTAGE,
+    PID_COOLANT,
+    PID_DISTANCE_SINCE_CLEAR,
+    PID_FUEL_LEVEL,
+    PID_FUEL_RATE,
+    PID_MAF,
+    PID_MODULE_VOLTAGE,
+    PID_ODOMETER,
+    PID_RPM,
+    PID_SPEED,
+)
+from protocol.record import EVENT_BATTERY_LOW, EVENT_BOOT, EVENT_ENGINE_OFF, EVENT_ENGINE_ON
+
 from ..config import Config
+from ..decode import SIG_DTC_COUNT, SIG_MIL
 from .events import Event, EventChange, Trip, event_id
 
-# Signal ids (decode.py): mode 01 PIDs; the status PID splits into MIL and DTC count.
-SPEED, RPM, COOLANT, FUEL_LEVEL, FUEL_RATE, MAF = 0x0D, 0x0C, 0x05, 0x2F, 0x5E, 0x10
-ODOMETER, DIST_SINCE_CLEAR, MODULE_VOLTS, ADAPTER_VOLTS = 0xA6, 0x31, 0x42, 0xFF
-MIL, DTC_COUNT = 0x001, 0x101
+# Signal ids (decode.py): the wire's channels (mode 01 PIDs, the adapter's voltage); the
+# status PID splits into MIL and DTC count, which only the daemon has.
+SPEED, RPM, COOLANT, FUEL_LEVEL = PID_SPEED, PID_RPM, PID_COOLANT, PID_FUEL_LEVEL
+FUEL_RATE, MAF, ODOMETER, DIST_SINCE_CLEAR = PID_FUEL_RATE, PID_MAF, PID_ODOMETER, PID_DISTANCE_SINCE_CLEAR
+MODULE_VOLTS, ADAPTER_VOLTS = PID_MODULE_VOLTAGE, CH_VOLTAGE
+MIL, DTC_COUNT = SIG_MIL, SIG_DTC_COUNT
 
-# Dongle EVENT codes (protocol/record.py).
-EV_BOOT, EV_ENGINE_ON, EV_ENGINE_OFF, EV_BATTERY_LOW = 1, 2, 3, 4
+# Dongle EVENT codes, as the wire defines them.
+EV_BOOT, EV_ENGINE_ON, EV_ENGINE_OFF, EV_BATTERY_LOW = EVENT_BOOT, EVENT_ENGINE_ON, EVENT_ENGINE_OFF, EVENT_BATTERY_LOW
 
 MOVING_KMH = 2.0
 # No sign of life (rpm > 0, moving) for this long means the engine stopped: the dongle
