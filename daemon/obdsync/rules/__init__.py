@@ -107,7 +107,7 @@ class RuleEngine:
         boot + the boot's anchor) without building a tuple per sample."""
         # The ingest hot path (a backlog is a million samples): sample(), _begin(),
         # ctx.clock() and ctx.quiet() inlined, same steps in the same order; the rule
-        # hooks stay calls. Keep in step with sample().
+        # hooks stay calls. tests/test_rules_samples.py pins the two together.
         ctx = self.ctx
         tickers = self._tickers
         by_channel = self._by_channel
