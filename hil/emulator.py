@@ -4,7 +4,7 @@ Runs the PyPI ELM327-emulator 4.0.0 (`elm`) with a scenario table of our own: th
 emulator's AT command set (echo, headers, spaces, linefeeds, ATZ, ATSP …) and its
 output formatting, and one catch-all entry that hands every OBD request to
 `hil.vehicle.Vehicle.respond` at the current sim time (`hil.simclock.Schedule`). The
-stock `default`/`car` OBD entries are not used (REFERENCE.md: the car's mode 03 lacks
+stock `default`/`car` OBD entries are not used (as ELM327-emulator ships them, the car's mode 03 lacks
 the count byte, its A6 answers 0x61).
 
 Replies go through the emulator's `<answer>` tag (its ISO-TP framer `uds_answer`),
@@ -185,7 +185,7 @@ class Emulator:
 
 
 def _watch_parent(stop: threading.Event, ppid: int) -> None:
-    # An orphaned batch emulator never exits on its own (REFERENCE.md): poll the parent.
+    # An orphaned batch emulator never exits on its own (SIGINT is what stops it): poll the parent.
     while not stop.wait(0.5):
         if os.getppid() != ppid:
             stop.set()

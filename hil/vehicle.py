@@ -16,7 +16,7 @@ Two entry points, both pure Python and usable without the emulator:
   `014` / `0: …` / `1: …`).
 
 Physics, kept simple but consistent: road power (rolling + aero + inertia) drives fuel
-rate; MAF = fuel rate × AFR × density (REFERENCE.md: MAF → fuel); the tank gauge
+rate; MAF = fuel rate × AFR × density (the inverse of the rules' MAF → fuel); the tank gauge
 (PID 0x2F) reads the true level plus a few % of slosh while moving; coolant warms with
 a time constant toward the thermostat, cools toward ambient with the engine off, and
 climbs toward `peak_c` in an overheat phase. With the engine off the bus answers
@@ -52,7 +52,7 @@ BITMAP_PIDS = (0x00, 0x20, 0x40, 0x60, 0x80, 0xA0, 0xC0, 0xE0)
 MODE09_PIDS = (0x02,)
 
 FUELS = {
-    # AFR, density g/L (REFERENCE.md), PID 0x51 code, fuel per kW relative to petrol
+    # stoichiometric AFR, density g/L (as the rules use them), PID 0x51 code, fuel per kW relative to petrol
     "petrol": (14.7, 740.0, 0x01, 1.0),
     "diesel": (14.5, 830.0, 0x04, 0.78),
 }

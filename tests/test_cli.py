@@ -50,6 +50,19 @@ def test_config_check_names_the_key_and_its_range(home, tmp_path):
     assert p.returncode == 0 and "OK" in p.stdout, p.stdout + p.stderr
 
 
+def test_config_defaults_is_a_config_file_that_changes_nothing(home, tmp_path):
+    import dataclasses
+
+    from obdsync.config import load_config, parse_config
+
+    p = home.cli("config", "defaults")
+    assert p.returncode == 0, p.stderr
+    assert "[fuel]\nlow_open_pct = 15.0\n" in p.stdout, p.stdout
+    f = tmp_path / "defaults.toml"
+    f.write_text(p.stdout)
+    assert dataclasses.replace(load_config(f), source=None) == parse_config({})
+
+
 def test_run_refuses_a_bad_config_with_the_same_message(home, tmp_path):
     # A working setup (one paired dongle) whose config was then edited wrongly.
     devices.add("0011223344556677", "AA:BB:CC:DD:EE:01", bytes(32), base=home.config_home / "obdsync")

@@ -26,7 +26,7 @@ REPORT_SIM_MS = 24000  # 0.5 s of real time at the city's 48x
 WARMUP = 4  # reports before steady state: adapter init, first connection, first records
 STEADY = 12
 GROWTH_LIMIT = 4096  # a leak of one small object per record would pass this within seconds
-FROZEN_DATA_KB = 40  # the frozen firmware's data on the board (DESIGN.md's numbers)
+FROZEN_DATA_KB = 40  # the frozen firmware's data on the board (the design's heap budget)
 
 
 class Sink:

@@ -1,7 +1,7 @@
 """The dongle and the daemon's link, end to end on the simulated radio: the real firmware on
 MicroPython (hil.rig) and obdsync.link.DongleLink over bleak with the SimClient backend.
 
-Delivery as DESIGN.md promises it: records arrive MACed at any MTU, an ack frees the log,
+Delivery as the README's delivery contract promises it: records arrive MACed at any MTU, an ack frees the log,
 a dropped link replays from the first unacked record, nothing is lost and duplicates are
 exact copies of what was sent before.
 """

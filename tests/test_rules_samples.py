@@ -9,7 +9,21 @@ import math
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_rules_synth import ATRV, COOLANT, DEVICE, DTCN, EPOCH_MS, LEVEL, MAF, MIL, MODV, RATE, RPM, SPEED, config
+from test_rules_synth import (
+    ATRV,
+    COOLANT,
+    DEVICE,
+    DTCN,
+    EPOCH_MS,
+    LEVEL,
+    MAF,
+    MIL,
+    MODV,
+    RATE,
+    RPM,
+    SPEED,
+    config,
+)
 
 from obdsync.rules import RuleEngine
 

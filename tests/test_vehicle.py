@@ -55,7 +55,7 @@ def test_maf_and_fuel_rate_agree_and_are_plausible():
     v = drive(Phase("idle", 60), Phase("highway", 900))
     idle, hwy = v.truth(30), v.truth(500)
     for tr in (idle, hwy):
-        # REFERENCE.md: L/h = MAF × 3600 / (AFR × density), petrol 14.7 and 740 g/L
+        # L/h = MAF × 3600 / (AFR × density), petrol 14.7 and 740 g/L
         assert tr.fuel_rate_lph == pytest.approx(tr.maf_gps * 3600 / (14.7 * 740), rel=1e-9)
     assert 1.5 < idle.maf_gps < 4.0 and 0.5 < idle.fuel_rate_lph < 1.5
     assert hwy.speed_kmh > 90 and hwy.maf_gps > 10 and hwy.fuel_rate_lph > 4

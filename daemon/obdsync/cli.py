@@ -1240,6 +1240,23 @@ def config_check(ctx: Ctx, file: Path | None) -> None:
                    f" {cfg.per_device[dev].vehicle.fuel_type})")
 
 
+@config.command("defaults")
+def config_defaults() -> None:
+    """Every option with its default, as a config file would set it."""
+    from obdsync.config import defaults
+
+    for section, options in defaults().items():
+        click.echo(f"[{section}]")
+        for key, value in options.items():
+            if value is None:
+                click.echo(f"# {key} =  (unset by default)")
+            elif isinstance(value, (bool, int, float, str)):
+                click.echo(f"{key} = {json.dumps(value)}")  # a JSON scalar is the TOML one
+            else:
+                click.echo(f"# {key}: a table, see README.md")
+        click.echo("")
+
+
 def main() -> None:
     cli(prog_name="obdsync")
 

@@ -757,7 +757,7 @@ def load_config(path: str | os.PathLike[str] | None = None) -> Config:
 
 
 def defaults() -> dict[str, dict[str, Any]]:
-    """Every flat option with its default, by section (for ``obdsync config --defaults``)."""
+    """Every flat option with its default, by section (``obdsync config defaults``)."""
     return {name: {f.name: f.default for f in fields(cls)} for name, cls in _SECTIONS.items()}
 
 

@@ -59,7 +59,7 @@ RESTING_AFTER_MS = 30 * 60_000  # surface charge gone: the battery's own voltage
 START_GAP_MS = 5 * 60_000       # an RPM sample after this long without one is an engine start
 CRANK_WINDOW_MS = (20_000, 10_000)
 RUNNING_NEAR_MS = 10_000
-# 12 V thresholds (REFERENCE.md: parked ≈ 12.4–12.8 V, running ≈ 13.5–14.5 V; a battery
+# 12 V thresholds (field figures, e.g. OVMS and WiCAN docs: parked ≈ 12.4–12.8 V, running ≈ 13.5–14.5 V; a battery
 # load test passes above 9.6 V while cranking).
 RESTING_LOW_V, RESTING_CRIT_V, RESTING_FULL_V = 12.2, 11.8, 12.4
 CRANK_WEAK_V, CRANK_LOW_V = 9.6, 10.0

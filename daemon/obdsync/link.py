@@ -1,6 +1,6 @@
 """The BLE link to one dongle: connect, authenticate, sync the backlog, stream.
 
-Delivery contract (DESIGN.md): records are acknowledged only after the sink has
+Delivery contract (README.md, protocol/README.md): records are acknowledged only after the sink has
 stored them durably, and the ack is cumulative — the highest sequence number up
 to which everything is stored. The dongle frees its log only up to that, so
 whatever is lost on the air or refused by a full disk is sent again.

@@ -4,7 +4,7 @@ One service, three characteristics (protocol.uuids): `info` (read, open),
 `telemetry` (notify) and `control` (write + notify). The IRQ handler does the
 least it can: it copies what it must and wakes the application's tasks.
 
-NimBLE facts this relies on (REFERENCE.md): the MTU stays 23 until the central
+NimBLE facts this relies on (hil/mpy/bluetooth.py simulates each, with its source): the MTU stays 23 until the central
 exchanges it; a notification longer than MTU-3 is truncated silently, so every
 message is fragmented to the negotiated MTU; values hold 20 bytes unless
 gatts_set_buffer enlarges them; notifying faster than the link drains raises

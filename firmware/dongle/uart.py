@@ -26,7 +26,7 @@ _VMIN = const(6)
 
 
 class Stream:
-    """Base: subclasses give `_raw` (an object with write/readinto) and `_rd(buf) -> int`."""
+    """Base: subclasses give `_raw`, an object with write(buf) and readinto(buf)."""
 
     def __init__(self, raw, poll_ms=1):
         self._raw = raw

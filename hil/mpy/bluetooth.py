@@ -1032,7 +1032,7 @@ class BLE:
 # allocation fails after a collection, gains an area as large as the whole heap so far, taken
 # from ESP-IDF's heap (gc_try_add_heap, py/gc.c: "aim to double the total heap size"). ESP-IDF
 # keeps about 96 KB of internal RAM beside the first area, so about 40 KB after one growth
-# (REFERENCE.md, measured on boards). NimBLE takes its memory from there at active(True):
+# (measured on boards). NimBLE takes its memory from there at active(True):
 # host task stack 6 KB (CONFIG_BT_NIMBLE_TASK_STACK_SIZE, boards/sdkconfig.ble), mbuf pools and
 # the controller's buffers; on boards with ~40 KB left it has failed (issue 14293). The figure
 # it needs is OBDSYNC_SIM_RADIO_KB (default 48: more than a grown heap leaves, so a firmware

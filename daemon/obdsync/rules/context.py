@@ -50,7 +50,7 @@ RATE_FRESH_MS = 60_000
 # The car must stand still this long before the fuel gauge is trusted (slosh settles).
 SETTLE_MS = 3_000
 
-# (AFR, density g/L) by fuel type: MAF -> fuel (REFERENCE.md).
+# (stoichiometric AFR, density g/L) by fuel type: fuel g/s = MAF / AFR, L/h = g/s × 3600 / density.
 FUELS = {"petrol": (14.7, 740.0), "diesel": (14.5, 830.0)}
 
 
