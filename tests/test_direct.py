@@ -141,10 +141,12 @@ class Sink:
 
     def __init__(self, fail: int = 0) -> None:
         self.records: list = []
+        self.epochs: set[int] = set()
         self.fail = fail
         self.got = asyncio.Event()
 
-    async def ingest(self, device: str, records: list) -> int:
+    async def ingest(self, device: str, records: list, *, epoch: int = 0, first_unacked: int | None = None) -> int:
+        self.epochs.add(epoch)
         if self.fail:
             self.fail -= 1
             raise OSError("disk full")
@@ -199,6 +201,23 @@ async def test_a_lost_link_ends_the_session_and_the_next_one_continues_the_seque
     seqs = [r.seq for r in sink.records]
     assert seqs == list(range(len(seqs)))
     assert sink.records[-1].boot == sink.records[0].boot + 1
+    assert len(sink.epochs) == 1 and 0 not in sink.epochs  # one log, one (random) epoch
+
+
+async def test_a_lost_state_file_starts_a_new_log_epoch_not_a_collision(emu, tmp_path):
+    state = tmp_path / "direct.json"
+    async with TcpAdapter(emu.pty) as tcp:
+        sink = Sink()
+        for want in (1, 2):
+            link = DirectLink(tcp.address, sink, state_file=state)
+            task = asyncio.create_task(link.session())
+            try:
+                await until(lambda want=want: len(sink.epochs) >= want, 60, "records of a session")
+            finally:
+                link.stop()
+                await task
+            state.unlink()  # the logger's own log lost (a new machine, a wiped home)
+    assert len(sink.epochs) == 2
 
 
 async def test_records_wait_while_the_store_refuses_and_none_is_lost(emu, tmp_path):

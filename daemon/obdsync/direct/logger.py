@@ -134,6 +134,7 @@ class DirectLink:
         self._pending: list[Any] = []
         self._seq = 0
         self._boot = 0
+        self._epoch = 0
         self._clock = _Clock()
         self._dtc_due = False
         self._last_status = -1
@@ -284,17 +285,18 @@ class DirectLink:
         self._write_state(data)
 
     async def _open_log(self) -> None:
-        """A new 'boot' of this device: the boot counter and the next sequence number (after the
-        store's watermark too: a lost state file must not make new records look like duplicates)."""
+        """A new 'boot' of this device: the boot counter and the next sequence number, in the
+        device's log epoch (DESIGN.md: random when the log is created). The log here is the state
+        file: one lost or replaced starts a new epoch, so its records never collide with the
+        stored ones of the old numbering."""
         data = self._read_state()
         entry = data.setdefault(self.address.upper(), {}).setdefault("devices", {}).setdefault(self.device, {})
+        if not isinstance(entry.get("epoch"), int) or "next_seq" not in entry:
+            entry["epoch"] = int.from_bytes(os.urandom(4), "big") or 1
+            entry["next_seq"] = 0
+        self._epoch = entry["epoch"]
         self._boot = (int(entry.get("boot", 0)) + 1) & 0xFFFF
-        self._seq = max(int(entry.get("next_seq", 0)), self._seq if self.stats.records else 0)
-        store = getattr(self._sink, "store", None)
-        if store is not None:
-            for s in await store.status(self.device):
-                if s.contiguous is not None:
-                    self._seq = max(self._seq, s.contiguous + 1)
+        self._seq = max(int(entry["next_seq"]), self._seq if self.stats.records else 0)
         entry["boot"] = self._boot
         self._write_state(data)
         self._small_record(self._signer.anchor(self._small, self._seq, self._boot, self._clock.ms(),
@@ -454,7 +456,7 @@ class DirectLink:
             return
         batch = list(self._pending)
         try:
-            contiguous = await self._sink.ingest(self.device, batch)
+            contiguous = await self._sink.ingest(self.device, batch, epoch=self._epoch, first_unacked=batch[0].seq)
         except Exception as e:  # noqa: BLE001 - the store says why; the records wait in memory
             log.error("adapter %s: could not store %d records (kept, retrying): %s", self.address, len(batch), e)
             return
