@@ -3,7 +3,7 @@
     daemon (obdsync.direct) ⇄ BLE air / TCP / pty ⇄ adapter ⇄ [upstream pty] ⇄ ELM327-emulator
 
 - `BleAdapter`: a BLE peripheral on the simulated air (hil/blesim's wire, the same bleak
-  `backend=` seam as the dongle) with one of the GATT layouts of REFERENCE.md (`LAYOUTS`). As
+  `backend=` seam as the dongle) with one of the GATT layouts open-source clients report (`LAYOUTS`). As
   the cheap ones' UART-to-BLE bridge chips do, it buffers the chip's output and notifies it in
   MTU−3 byte fragments (20 at MTU 23; a shorter one at the end of a burst), delivers a full
   or final fragment twice now and then (`dup_rate`, seeded), stops advertising while a

@@ -286,7 +286,7 @@ class DirectLink:
 
     async def _open_log(self) -> None:
         """A new 'boot' of this device: the boot counter and the next sequence number, in the
-        device's log epoch (DESIGN.md: random when the log is created). The log here is the state
+        device's log epoch (as a dongle's: random when the log is created). The log here is the state
         file: one lost or replaced starts a new epoch, so its records never collide with the
         stored ones of the old numbering."""
         data = self._read_state()

@@ -1,7 +1,7 @@
 """MicroPython's `const`, `time.ticks_*` and `asyncio.sleep_ms` on CPython, for the firmware's driver.
 
 Direct mode runs firmware/dongle/elm327.py, scheduler.py, plan.py and power.py unchanged on
-CPython (DESIGN.md): those modules import these names from here when `micropython` is absent.
+CPython (the same source as on the board): those modules import these names from here when `micropython` is absent.
 Ticks wrap at 2**30 as on the ESP32, so the driver's wrap-safe arithmetic is exercised the same
 way on both interpreters.
 

@@ -32,7 +32,7 @@ from obdsync.direct import mpcompat
 log = logging.getLogger("obdsync.direct")
 
 RX_LIMIT = 8192  # bytes held unread; an adapter flooding us (a stuck monitor mode) cannot grow memory
-DEFAULT_BAUD = 38400  # ELM327 default (REFERENCE.md)
+DEFAULT_BAUD = 38400  # the ELM327's default (datasheet ELM327DSJ; 9600 when its pin 6 is low)
 DEFAULT_WIFI_PORT = 35000  # Wi-Fi ELM327 adapters: usually 192.168.0.10:35000
 CONNECT_TIMEOUT = 20.0
 
