@@ -1,7 +1,6 @@
 """BLE ELM327 adapters: a serial service found at run time, its characteristics chosen by property.
 
-Layouts seen in the field (in open-source clients: python-OBD's issue 303 thread, WiCAN's docs,
-Home Assistant integrations): FFF0 (FFF1/FFF2, sources disagree which is which),
+Layouts reported by open-source clients of these adapters (not checked on hardware here): FFF0 (FFF1/FFF2, sources disagree which is which),
 FFE0 (FFE1 both ways), 18F0 (2AF0/2AF1), Vgate's E7810A71-… (one characteristic both ways),
 WiCAN FEE0 (FEE1), Nordic-UART-style 6E400001-…. Roles are never taken from a UUID: the
 receiving characteristic is the one that notifies (or indicates), the sending one the one that
