@@ -67,3 +67,6 @@ def test_run_logs_an_added_adapter_as_a_device_and_status_and_dtc_read_it(home):
     assert st["vin"] == VIN and st["records"] > 3 and st["missing"] == 0
     p = home.cli("dtc", "read", "--device", dev)
     assert p.returncode == 0, p.stderr
+    p = home.cli("check", "--device", dev, "--json")  # the health check reads the adapter's data as a dongle's
+    assert p.returncode == 0, p.stderr
+    assert json.loads(p.stdout)
