@@ -142,6 +142,9 @@ class Pipeline:
             services = _feed_due_services(engine, services, item)
             _feed_item(engine, item)
             st.unsaved.extend(engine.drain())
+        for _sid, done_ms, km, note in services:  # entered after the last record: counted as fed below
+            feed_service(engine, done_ms, km, note)
+        st.unsaved.extend(engine.drain())
         st.services_fed = max((r[0] for r in saved_services), default=0)
         st.dirty = True
 
