@@ -195,3 +195,24 @@ def test_hil_run_takes_a_config_and_keeps_its_database(home):
     [trip] = [g for g in srv.got if g["title"] == "Trip"]
     assert " mi in " in trip["message"], trip
     assert "trip" in run("--db", str(db), "events").stdout
+
+
+@pytest.mark.slow
+def test_scan_lists_a_dongle_as_a_table_and_as_json(tmp_path):
+    from e2e import Home, short_city
+
+    from hil.rig import Rig
+
+    with Rig(short_city(300, speedup=60), tmp_path / "rig") as rig:
+        home = Home(tmp_path / "home", rig.air)
+        try:
+            found = [json.loads(x) for x in home.cli("scan", "--json", "--timeout", "3").stdout.splitlines()]
+            table = home.cli("scan", "--timeout", "3").stdout.splitlines()
+        finally:
+            home.close()
+    d = rig.dongle
+    dongles = [f for f in found if f["kind"] == "dongle"]
+    assert [f["address"] for f in dongles] == [d.mac] and isinstance(dongles[0]["rssi"], int)
+    assert dongles[0]["to_use"] == f"obdsync pair {d.mac}"
+    assert table[0].split() == ["ADDRESS", "NAME", "RSSI", "KIND", "TO", "USE"]
+    assert any(line.split()[0] == d.mac for line in table[1:])

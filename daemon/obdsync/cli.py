@@ -248,8 +248,9 @@ def _names(p: devices.Paired, text: str) -> bool:
 
 @cli.command()
 @click.option("--timeout", default=5.0, show_default=True, help="Seconds to listen.")
+@click.option("--json", "as_json", is_flag=True, help="JSON Lines.")
 @click.pass_obj
-def scan(ctx: Ctx, timeout: float) -> None:
+def scan(ctx: Ctx, timeout: float, as_json: bool) -> None:
     """List nearby obdsync dongles and ELM327 adapters (BLE, and serial ports), saying which is which."""
     from bleak import BleakScanner
 
@@ -283,6 +284,10 @@ def scan(ctx: Ctx, timeout: float) -> None:
             rows.append((d.address, name, a.rssi, "ELM327 BLE", f"obdsync add {d.address}"))
     rows.sort(key=lambda r: -r[2])
     rows += [(port, desc, "", "serial", f"obdsync add {port}") for port, desc in serial_ports()]
+    if as_json:
+        render.json_lines({"address": a, "name": n, "rssi": r if r != "" else None, "kind": k, "to_use": u}
+                          for a, n, r, k, u in rows)
+        return
     if not rows:
         click.echo("no dongle or adapter found (is it powered, and not connected to another phone?)")
         return
@@ -419,7 +424,12 @@ def status(ctx: Ctx, as_json: bool, live: bool) -> None:
     from obdsync.decode import signal_name
     from obdsync.status import gather, live_fields
 
-    info = with_store(ctx, lambda store: gather(store, ctx.config))
+    if ctx.db_override is None and ctx.config.store.path is None and not ctx.db.exists():
+        # The default database before the first `obdsync run`: nothing stored yet, which
+        # is what status is for saying (a --db that names no file stays an error).
+        info = run_async(gather(None, ctx.config))
+    else:
+        info = with_store(ctx, lambda store: gather(store, ctx.config))
     if live:
         paired = {p.device for p in devices.load()}
         for d in info["devices"]:

@@ -89,7 +89,7 @@ async def gather(store: Any, config: Config) -> dict[str, Any]:
     except paired_devices.PairingError:
         paired = []
     devices = []
-    for s in await store.status():
+    for s in await store.status() if store is not None else ():
         devices.append({
             "device": s.device, "name": s.name, "address": s.address, "vin": s.vin, "vehicle": _vehicle(s.vin),
             "first_seen": iso_ms(s.first_seen), "first_seen_ms": s.first_seen,
@@ -104,7 +104,7 @@ async def gather(store: Any, config: Config) -> dict[str, Any]:
         from obdsync.forward import outbox_status
 
         names = config.forward.target_names
-        for t in await outbox_status(store, names):
+        for t in await outbox_status(store, names) if store is not None else ():
             forwarding.append({"target": t.target, "configured": t.configured, "pending": t.pending,
                                "dead": t.dead, "dropped": t.dropped_total, "sent": t.sent,
                                "last_success": iso_ms(t.last_success_ms), "last_success_ms": t.last_success_ms,
