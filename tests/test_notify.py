@@ -252,6 +252,7 @@ SAMPLE_VALUES = {
     "trip": {"started_ms": 0, "ended_ms": 1_500_000, "distance_km": 12.34, "fuel_l": 1.1, "duration_s": 1500.0,
              "idle_s": 60.0, "max_speed_kmh": 80.0, "avg_speed_kmh": 29.6, "l_per_100km": 8.9, "hard_brakes": 0,
              "hard_accels": 0, "fuel_source": "maf", "distance_source": "speed"},
+    "log_reset": {"epoch": "5eed0001", "previous_epoch": "0badc0de", "previous_acked_seq": 4711, "logs": 2},
 }
 
 

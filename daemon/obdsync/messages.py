@@ -55,6 +55,8 @@ TEXT: dict[str, str] = {
     "trip.fuel": ", {volume} ({economy})",
     "duration.min": "{m} min",
     "duration.h_min": "{h} h {m:02d} min",
+    "log_reset": "Dongle log started over",
+    "log_reset.body": "New log {epoch}; what the old one delivered is kept",
     "dropped": "Notifications lost",
     "dropped.body": "{count} notifications were dropped: the outbox was full",
     "cleared": "{title}: over",
@@ -270,6 +272,8 @@ def _render(t: str, msg: dict[str, Any], v: dict[str, Any], u: Units, lang: str)
         if v.get("fuel_l") and v.get("l_per_100km"):
             body += tx("trip.fuel", volume=u.volume(v["fuel_l"]), economy=u.economy(v["l_per_100km"]))
         return tx("trip"), body
+    if t == "log_reset":
+        return tx("log_reset"), tx("log_reset.body", epoch=v["epoch"])
     if t == "dropped":
         return tx("dropped"), tx("dropped.body", count=int(msg["count"]))
     raise KeyError(t)
