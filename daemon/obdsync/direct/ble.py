@@ -122,18 +122,27 @@ class BleTransport(Transport):
         self._writer_task: asyncio.Task | None = None
 
     async def _connect(self) -> BleakClient:
+        """bleak-retry-connector's establish_connection (retries with backoff, a service cache, and
+        on BlueZ the known workarounds for a device that vanished or wedged) on a BLEDevice: the
+        one a scan gave, else found now by address. A backend of our own (the simulated radio) finds
+        the device itself, from the address alone."""
+        from bleak import BleakScanner
+        from bleak.backends.device import BLEDevice
+        from bleak_retry_connector import BleakClientWithServiceCache, establish_connection
+
         kw: dict[str, Any] = dict(self._backend_kwargs)
+        device = self._device
         if self._backend is not None:
             kw["backend"] = self._backend
-        if self._device is not None:
-            from bleak_retry_connector import BleakClientWithServiceCache, establish_connection
-
-            return await establish_connection(BleakClientWithServiceCache, self._device, self.address,
-                                              disconnected_callback=self._on_disconnect, **kw)
-        client = BleakClient(self.address, disconnected_callback=self._on_disconnect, timeout=CONNECT_TIMEOUT,
-                             **kw)
-        await client.connect()
-        return client
+            if device is None:
+                device = BLEDevice(self.address, None, None)
+        elif device is None:
+            device = await BleakScanner.find_device_by_address(self.address, timeout=CONNECT_TIMEOUT)
+            if device is None:
+                raise TransportError(f"{self.address} is not advertising (out of range, unpowered, or connected"
+                                     " to another phone?)")
+        return await establish_connection(BleakClientWithServiceCache, device, self.address,
+                                          disconnected_callback=self._on_disconnect, **kw)
 
     async def _open(self) -> None:
         try:
