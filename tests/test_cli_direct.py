@@ -34,6 +34,10 @@ def test_add_takes_each_address_form_and_refuses_nonsense_by_name(home):
     assert {k: v["kind"] for k, v in reg.items()} == {
         "AA:BB:CC:DD:EE:FF": "ble", "/dev/ttyUSB0": "serial", "192.168.0.10:35000": "tcp",
         "rfcomm:AA:BB:CC:DD:EE:01/1": "rfcomm"}
+    p = home.cli("unpair", "/dev/ttyUSB0")
+    assert p.returncode == 0 and "removed serial adapter" in p.stdout, p.stderr
+    reg = json.loads((home.config_home / "obdsync" / "adapters.json").read_text())["adapters"]
+    assert "/dev/ttyUSB0" not in reg and len(reg) == 3
 
 
 async def test_scan_lists_an_elm327_ble_adapter_and_says_so(home, tmp_path):

@@ -381,8 +381,16 @@ def add(ctx: Ctx, address: str, name: str) -> None:
 @click.argument("device")
 @click.pass_obj
 def unpair(ctx: Ctx, device: str) -> None:
-    """Forget a dongle: its secret and its pairing (its data stays in the database)."""
+    """Forget a dongle (its secret and its pairing) or an added adapter (by its address); the data
+    stays in the database."""
     matches = [p for p in devices.load() if p.device.endswith(device.lower()) or p.address.lower() == device.lower()]
+    if not matches:
+        from obdsync.direct import registry as adapter_registry
+
+        gone = adapter_registry.remove(device)
+        if gone is not None:
+            click.echo(f"removed {gone.kind} adapter {gone.address}; its data stays in {ctx.db}.")
+            return
     if len(matches) != 1:
         known = ", ".join(p.device for p in devices.load()) or "none"
         raise click.ClickException(f"no single paired dongle matches {device!r} (paired: {known})")
