@@ -8,7 +8,7 @@ import contextlib
 import json
 
 import pytest
-from e2e import until
+from e2e import Answers, until
 
 from dongle import elm327
 from dongle.elm327 import ELM327
@@ -261,13 +261,14 @@ async def test_an_adapter_that_is_not_there_is_a_link_error(tmp_path):
 
 # ---- scenarios end to end (a slice here; every scenario on every transport in make soak) -----
 
-SLICE = [("dtc", "ble", "fff0"), ("refuel", "pty", None)]
+SLICE = [("dtc", "ble", "fff0")]  # and refuel through the pty, below
 SOAK = [(s, t, lay) for s in ("refuel", "theft_overnight", "overheat", "dtc", "weak_battery")
         for t, lay in (("ble", "fff0"), ("ble", "vgate"), ("ble", "18f0"), ("tcp", None), ("pty", None))
-        if (s, t, lay) not in SLICE]
+        if (s, t, lay) not in SLICE and (s, t) != ("refuel", "pty")]
 
 
 async def _scenario(name, transport, layout, tmp_path):
+    """The scenario's report, checked as tests/test_scenarios_e2e.py checks a dongle's."""
     from hil.direct import run_direct_scenario
     from hil.runner import format_report
 
@@ -291,3 +292,15 @@ async def test_a_scenario_through_direct_mode_gives_the_dongles_expected_events(
 @pytest.mark.parametrize("name, transport, layout", SOAK)
 async def test_every_scenario_through_every_direct_transport(name, transport, layout, tmp_path):
     await _scenario(name, transport, layout, tmp_path)
+
+
+@pytest.mark.slow
+async def test_polling_stops_while_the_engine_is_off_and_resumes_with_it(tmp_path, monkeypatch):
+    # refuel: 120 s driving, 180 s parked with the engine off (a 30 L fill), 120 s driving (sim time).
+    answers = Answers().install(monkeypatch)
+    await _scenario("refuel", "pty", None, tmp_path)
+    # Engine off is decided 60 s after the engine stops (PowerConfig.off_after_ms), read from ATRV
+    # every 5 s: from 210 s on, nothing but ATRV may reach the car until the engine starts at 300 s.
+    asked = [(t, req) for _v, t, req, _r in answers.log]
+    assert [x for x in asked if 210 <= x[0] < 300] == []
+    assert any(t < 120 for t, _ in asked) and any(t >= 300 for t, _ in asked)
