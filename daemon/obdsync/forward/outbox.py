@@ -179,6 +179,7 @@ class TargetWorker:
         else:
             log.debug("forward %s: still unavailable (%d): %s", self.target, self._down_count, e)
         self.live.up = False
+        self._note_error(str(e))  # status shows why, also when no entry was being sent (a connect)
         self.live.retry_at_ms = self.sql.now_ms() + int(delay * 1000)
         # New entries don't make a down target come back: no wake-up, only the backoff.
         await self._sleep(delay)
