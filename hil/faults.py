@@ -369,6 +369,7 @@ class Figures:
     event_deliveries: int = 0  # distinct event keys (id:state) the broker's subscriber saw
     event_deliveries_missing: int = 0  # keys stored but never seen at the broker: must be 0
     broker_messages: int = 0  # event messages received in all (redeliveries included)
+    forwarded: bool = False  # a broker watched this run's deliveries (else there is nothing to count)
     problems: list[str] = field(default_factory=list)
     log: list[str] = field(default_factory=list, repr=False)  # the daemon's log lines, where captured
 
@@ -378,6 +379,7 @@ class Figures:
             setattr(self, f, getattr(self, f) + getattr(other, f))
         self.faults.update(other.faults)
         self.problems.extend(other.problems)
+        self.forwarded = self.forwarded or other.forwarded
 
     def format(self, title: str = "fault injection") -> str:
         faults = ", ".join(f"{k} {v}" for k, v in sorted(self.faults.items())) or "none"
@@ -386,33 +388,42 @@ class Figures:
             f"  records: produced {self.produced}, stored {self.stored}, duplicated {self.duplicated},"
             f" lost {self.lost} (named by a GAP {self.lost_named}), torn on flash {self.torn_entries},"
             f" rejected {self.rejected}",
-            f"  events: stored {self.events}, deliveries seen at the broker {self.event_deliveries}"
-            f" ({self.broker_messages} messages), missing {self.event_deliveries_missing}",
+            (f"  events: stored {self.events}, deliveries seen at the broker {self.event_deliveries}"
+             f" ({self.broker_messages} messages), missing {self.event_deliveries_missing}" if self.forwarded
+             else f"  events: stored {self.events}, not forwarded in this run (no broker)"),
         ] + [f"  PROBLEM: {p}" for p in self.problems])
 
 
-def reconcile(db: Path, device: str, truth: FlashTruth, *, upto: int | None = None) -> Figures:
+def reconcile(db: Path, device: str, truth: FlashTruth, *, upto: int | None = None, epoch_idx: int = 0) -> Figures:
     """Check the daemon's database against the dongle's flash for seqs below `upto`
-    (default: every seq the dongle produced): each is stored exactly once, or lost and
-    named by a GAP; no sample twice. Problems are listed in the figures, not raised."""
+    (default: every seq the dongle produced) of one log epoch (the store's index of it,
+    0 for the first log met): each is stored exactly once, or lost and named by a GAP; no
+    sample twice. Problems are listed in the figures, not raised."""
     fig = Figures(runs=1)
     end = truth.next_seq if upto is None else upto
     fig.produced = end
+    base = epoch_idx << 32  # obdsync.store.EPOCH_SEQ_SHIFT
     num = db_rows(db, "SELECT num, first_seq FROM devices WHERE id=?", (device,))
     if not num:
         fig.problems.append("the device never reached the database")
         fig.lost = end
         return fig
     n, first_seq = num[0]
-    seqs = [r[0] for r in db_rows(db, "SELECT seq FROM records WHERE device=? AND seq<? ORDER BY seq", (n, end))]
+    if epoch_idx:
+        first_seq = (db_rows(db, "SELECT first_seq FROM epochs WHERE device=? AND idx=?", (n, epoch_idx))
+                     or [(None,)])[0][0]
+        first_seq = None if first_seq is None else first_seq - base
+    seqs = [r[0] - base for r in db_rows(db, "SELECT seq FROM records WHERE device=? AND seq>=? AND seq<?"
+                                             " ORDER BY seq", (n, base, base + end))]
     fig.stored = len(seqs)
     fig.duplicated = len(seqs) - len(set(seqs))
     (dup_samples,), = db_rows(db, "SELECT COUNT(*) - (SELECT COUNT(*) FROM (SELECT DISTINCT seq, n, channel"
                                   " FROM samples WHERE device=?)) FROM samples WHERE device=?", (n, n))
     fig.duplicated += dup_samples
     named: set[int] = set()
-    for first, count in db_rows(db, "SELECT first, count FROM gaps WHERE device=?", (n,)):
-        named.update(range(first, first + count))
+    for first, count in db_rows(db, "SELECT first, count FROM gaps WHERE device=? AND seq>=? AND seq<?",
+                                (n, base, base + (1 << 32))):
+        named.update(range(first - base, first - base + count))
     have = set(seqs)
     missing = [s for s in range(end) if s not in have]
     fig.lost = len(missing)
@@ -567,6 +578,7 @@ def deliveries(fig: Figures, db: Path, watch: BrokerWatch | None, timeout: float
     fig.problems.extend(event_problems(events))
     if watch is None:
         return
+    fig.forwarded = True
     # Every change queued (an opening before its clearing, an escalation) and each event's latest state.
     want = expected_keys(events) | {json.loads(p)["key"] for (p,) in db_rows(
         db, "SELECT payload FROM outbox WHERE state != 'dropped'") if p}
@@ -733,6 +745,23 @@ async def _drop_link(daemon: Any, how: str) -> bool:
     return True
 
 
+PLANTED_PER_OUTAGE = 3
+
+
+async def plant(daemon: Any, device: str, outage: int) -> None:
+    """Events made while the broker is out (as the rules would store them: with their
+    deliveries, through the daemon's pipeline), so every outage leaves a backlog that
+    at-least-once delivery must carry through it."""
+    from obdsync.rules.events import INFO, Event, EventChange, event_id
+
+    now = int(time.time() * 1000)
+    await daemon.pipeline.apply([
+        EventChange("instant", Event(event_id(device, "refuel", f"outage {outage}/{k}", now + k), device, "refuel",
+                                     INFO, now + k, None, {"planted": True, "outage": outage, "n": k},
+                                     f"planted during broker outage {outage}"))
+        for k in range(PLANTED_PER_OUTAGE)])
+
+
 async def run_ble_drops(workdir: Path, seed: int, *, backlog_s: int = 600, broker: Any = None,
                         outage_s: float = 3.0, say: Callable[[str], None] = lambda s: None) -> Figures:
     """The daemon (in this process, as the scenario runner builds it) syncs a prefilled
@@ -768,6 +797,7 @@ async def run_ble_drops(workdir: Path, seed: int, *, backlog_s: int = 600, broke
         cfg["forward"] = {"mqtt": [{"host": "127.0.0.1", "port": broker.port, "name": "broker"}]}
     faults: Counter = Counter()
     down: list[int] = []  # wall ms: the broker's termination and its restart
+    windows: list[tuple[int, int]] = []  # wall ms: every outage (frozen or terminated)
     try:
         with Rig(fault_scenario(), workdir / "rig") as rig, contextlib.ExitStack() as stack:
             watch = stack.enter_context(BrokerWatch(broker.port)) if broker is not None else None
@@ -797,31 +827,37 @@ async def run_ble_drops(workdir: Path, seed: int, *, backlog_s: int = 600, broke
                     await asyncio.sleep(rng.uniform(0.5, 2.0))  # the moment of the next drop
                     if outages:  # early, while the backlog's events are being forwarded
                         kind = outages.pop(0)
+                        t_out = int(time.time() * 1000)
                         if kind == "pause":
                             broker.pause()
                             faults["broker frozen (SIGSTOP)"] += 1
                         else:
                             broker.stop()
-                            down.append(int(time.time() * 1000))
+                            down.append(t_out)
                             faults["broker terminated"] += 1
                         say(f"broker {kind} for {outage_s} s")
+                        await plant(daemon, dg.device_id, len(windows))
                         await asyncio.sleep(outage_s)  # the outage's length
                         if kind == "pause":
                             broker.resume()
                         else:
                             down.append(int(time.time() * 1000))
                             await asyncio.to_thread(broker.start)
+                        windows.append((t_out, int(time.time() * 1000)))
                     how = rng.choice(["disconnect", "abort"])
                     if await _drop_link(daemon, how):
                         faults[f"BLE drop ({how})"] += 1
                         say(f"BLE {how} at watermark {stored_watermark(db, dg.device_id)} of {target}")
-                if outages:  # the sync won the race: the broker still gets its outage
+                for _kind in outages:  # the sync won the race: the broker still gets its outages
                     broker.stop()
-                    down.append(int(time.time() * 1000))
+                    t_out = int(time.time() * 1000)
+                    down.append(t_out)
                     faults["broker terminated"] += 1
+                    await plant(daemon, dg.device_id, len(windows))
                     await asyncio.sleep(outage_s)
                     down.append(int(time.time() * 1000))
                     await asyncio.to_thread(broker.start)
+                    windows.append((t_out, int(time.time() * 1000)))
                 truth = await asyncio.to_thread(stop_dongle_cleanly, dg)
                 dg.start()
                 await asyncio.to_thread(dg.wait_for, "ready")
@@ -848,10 +884,13 @@ async def run_ble_drops(workdir: Path, seed: int, *, backlog_s: int = 600, broke
     if drops and ("unavailable" not in said or " is back" not in said):
         fig.problems.append("the daemon's log does not say the dongle went and came back")
     fwd = [ln for ln in logs if "obdsync.forward" in ln]
-    # The forwarder can only notice an outage when it had something to send during it.
-    due = db_rows(workdir / "obdsync.db", "SELECT COUNT(*) FROM outbox WHERE created_ms BETWEEN ? AND ?",
-                  (down[0], down[1]))[0][0] if len(down) >= 2 else 0
+    # The forwarder can only notice an outage when it had something to send during it:
+    # events are planted in every outage (plant), so each has a backlog to deliver after.
+    due = sum(db_rows(workdir / "obdsync.db", "SELECT COUNT(*) FROM outbox WHERE created_ms BETWEEN ? AND ?",
+                      (a, b))[0][0] for a, b in windows)
     fig.faults["events queued while the broker was down"] += due
+    if broker is not None and (not windows or due < len(windows) * PLANTED_PER_OUTAGE):
+        fig.problems.append(f"{due} events queued during {len(windows)} broker outages: the outages went untested")
     if broker is not None and due and not any("unavailable" in ln or "not taken" in ln for ln in fwd):
         fig.problems.append("the daemon's log does not say the broker was unavailable; forwarding said:\n    "
                             + "\n    ".join(fwd[-10:]))
@@ -897,4 +936,128 @@ def run_disk_full(workdir: Path, *, backlog_s: int = 900, cap_mb: int = 1, raise
             fig.problems.append(f"the full store was reported {repeats} times")
         if code not in (0, None):
             fig.problems.append(f"the daemon exited with {code} on SIGTERM after the store was full")
+        return fig
+
+
+def _wait_epoch_synced(db: Path, device: str, epoch_idx: int, upto_seq: int, timeout: float) -> None:
+    base = epoch_idx << 32
+    wait_until(lambda: (stored_watermark(db, device) or -1) >= base + upto_seq, timeout,
+               f"log {epoch_idx + 1} stored up to seq {upto_seq}")
+
+
+def run_log_wipe(workdir: Path, *, backlog_s: int = 300, say: Callable[[str], None] = lambda s: None) -> Figures:
+    """The dongle's log is wiped (reflash, new littlefs, factory reset) between two runs
+    of the firmware: a new log epoch, its seqs from 0 again, over a prefilled backlog.
+    Every record of both logs is stored once (what the first log had not delivered when
+    it was wiped is gone with it, and counted apart), the daemon counts two logs and
+    says so with a log_reset event."""
+    import shutil
+
+    from hil.bench.backlog import fill
+    from hil.rig import Rig
+
+    workdir = Path(workdir)
+    prefill(workdir / "rig" / "flash0", backlog_s)
+    with Rig(fault_scenario(), workdir / "rig") as rig, contextlib.ExitStack() as stack:
+        d = DaemonProc(workdir / "daemon", rig.air, config=daemon_config())
+        stack.callback(d.stop)
+        d.pair(rig.dongle)
+        dev = rig.dongle.device_id
+        d.start()
+        first, fig = _final_sync(rig, d, 120)  # the first log, synced
+        wiped = stop_dongle_cleanly(rig.dongle)  # ... and what it logged since, wiped unsent
+        shutil.rmtree(rig.dongle.flash / "log")
+        fill(rig.dongle.flash, rig.dongle.secret, backlog_s)  # the new log's backlog: seqs 0... again
+        say(f"log wiped after seq {wiped.next_seq - 1} (synced up to {first.next_seq - 1}); new log prefilled")
+        rig.dongle.start()
+        rig.dongle.wait_for("ready")
+        second = stop_dongle_cleanly(rig.dongle)
+        rig.dongle.start()
+        rig.dongle.wait_for("ready")
+        _wait_epoch_synced(d.db, dev, 1, second.next_seq - 1, 120)
+        fig.add(reconcile(d.db, dev, second, epoch_idx=1))
+        fig.runs = 1
+        d.stop()
+        fig.faults["log wiped"] += 1
+        top = db_rows(d.db, "SELECT MAX(r.seq) FROM records r JOIN devices d ON d.num = r.device"
+                            " WHERE d.id=? AND r.seq < ?", (dev, 1 << 32))[0][0]
+        fig.faults["records of the wiped log not stored before the wipe (gone with it)"] += wiped.next_seq - 1 - top
+        logs = db_rows(d.db, "SELECT COUNT(*) FROM epochs e JOIN devices d ON d.num = e.device WHERE d.id=?", (dev,))
+        resets = db_rows(d.db, "SELECT COUNT(*) FROM events WHERE device=? AND type='log_reset'", (dev,))
+        if logs[0][0] != 2 or resets[0][0] != 1:
+            fig.problems.append(f"{logs[0][0]} logs and {resets[0][0]} log_reset events stored, expected 2 and 1")
+        fig.events = len(count_events(d.db))
+        return fig
+
+
+def run_upgrade(workdir: Path, *, backlog_s: int = 300, say: Callable[[str], None] = lambda s: None) -> Figures:
+    """A release that cannot read the rules state the last one saved (a future snapshot
+    version stands in for it), in the middle of a backlog: the daemon is killed, the
+    state is replaced, the next start stores and acks everything anyway and derives the
+    events again from the stored samples, each once."""
+    from hil.rig import Rig
+
+    workdir = Path(workdir)
+    prefill(workdir / "rig" / "flash0", backlog_s)
+    with Rig(fault_scenario(), workdir / "rig") as rig, contextlib.ExitStack() as stack:
+        d = DaemonProc(workdir / "daemon", rig.air, config=daemon_config())
+        stack.callback(d.stop)
+        d.pair(rig.dongle)
+        dev = rig.dongle.device_id
+        d.start()
+        wait_until(lambda: (db_rows(d.db, "SELECT COUNT(*) FROM rules_state") or [(0,)])[0][0], 120,
+                   "a saved rules state")
+        d.kill()
+        before = db_rows(d.db, "SELECT seq FROM rules_state WHERE device=?", (dev,))[0][0]
+        conn = sqlite3.connect(d.db, timeout=10)
+        try:
+            conn.execute("UPDATE rules_state SET snapshot=? WHERE device=?",
+                         (json.dumps({"engine": {"version": 999, "device": dev}, "services_fed": 0}), dev))
+            conn.commit()
+        finally:
+            conn.close()
+        say(f"upgrade: rules state (derived up to seq {before}) replaced by a version-999 snapshot")
+        truth, fig = _final_sync(rig, d, 180)
+        d.stop()
+        fig.faults["unreadable rules state (future version)"] += 1
+        events = count_events(d.db)
+        fig.events = len(events)
+        fig.problems.extend(event_problems(events))
+        if not any("not usable" in ln and "deriving again" in ln for ln in d.lines):
+            fig.problems.append("the daemon did not say it derives again from the stored samples")
+        return fig
+
+
+def run_two_daemons(workdir: Path, *, backlog_s: int = 300, say: Callable[[str], None] = lambda s: None) -> Figures:
+    """A second `obdsync run` on the database of a running one (by hand beside the
+    service, from another login): it is refused naming the first one's PID and touches
+    nothing; the first syncs everything once."""
+    from hil.rig import Rig
+
+    workdir = Path(workdir)
+    prefill(workdir / "rig" / "flash0", backlog_s)
+    with Rig(fault_scenario(), workdir / "rig") as rig, contextlib.ExitStack() as stack:
+        d = DaemonProc(workdir / "daemon", rig.air, config=daemon_config())
+        stack.callback(d.stop)
+        d.pair(rig.dongle)
+        d.start()
+        d.wait_line("connected", 60)
+        other = DaemonProc(workdir / "second", rig.air, config=daemon_config(extra=f'[store]\npath = "{d.db}"\n'))
+        stack.callback(other.stop)
+        other.env["XDG_RUNTIME_DIR"] = str(workdir / "second-run")  # another login: its own control door
+        from obdsync import devices
+
+        # Paired as the first one is (the dongle is busy with the first daemon: no pairing visit).
+        devices.add(rig.dongle.device_id, rig.dongle.mac, rig.dongle.secret, base=other.dir / "config" / "obdsync")
+        other.start()
+        other.process.proc.wait(60)
+        said = other.tail(5)
+        refused = other.process.proc.returncode == 1 and f"PID {d.proc.pid}" in said and "in use" in said
+        say(f"second daemon: exit {other.process.proc.returncode}: {said.splitlines()[-1] if said else ''}")
+        truth, fig = _final_sync(rig, d, 120)
+        d.stop()
+        fig.faults["second obdsync run on the database"] += 1
+        if not refused:
+            fig.problems.append(f"the second daemon was not refused naming the first: {said}")
+        fig.events = len(count_events(d.db))
         return fig

@@ -45,6 +45,7 @@ async def test_soak_ble_drops_through_a_long_backlog(tmp_path, broker, seed):
     assert fig.problems == []
     assert fig.stored == fig.produced and fig.lost == 0 and fig.duplicated == 0
     assert fig.event_deliveries_missing == 0
+    assert fig.faults["events queued while the broker was down"] > 0
 
 
 def test_soak_database_full(tmp_path):
@@ -52,6 +53,27 @@ def test_soak_database_full(tmp_path):
     keep(fig, "soak: database full")
     assert fig.problems == []
     assert fig.stored == fig.produced and fig.lost == 0
+
+
+def test_soak_log_wipe(tmp_path):
+    fig = faults.run_log_wipe(tmp_path, backlog_s=1200, say=print)
+    keep(fig, "soak: dongle log wiped between two runs")
+    assert fig.problems == []
+    assert fig.stored == fig.produced and fig.lost == 0 and fig.duplicated == 0
+
+
+def test_soak_upgrade_with_an_unreadable_rules_state(tmp_path):
+    fig = faults.run_upgrade(tmp_path, backlog_s=1200, say=print)
+    keep(fig, "soak: upgrade (future rules snapshot)")
+    assert fig.problems == []
+    assert fig.stored == fig.produced and fig.lost == 0 and fig.duplicated == 0
+
+
+def test_soak_two_daemons_on_one_database(tmp_path):
+    fig = faults.run_two_daemons(tmp_path, backlog_s=1200, say=print)
+    keep(fig, "soak: two obdsync run on one database")
+    assert fig.problems == []
+    assert fig.stored == fig.produced and fig.lost == 0 and fig.duplicated == 0
 
 
 def test_soak_totals():
