@@ -14,7 +14,9 @@ from e2e import dongle_status, query, running_daemon, short_city, synced, until
 
 from hil.blesim import SimClient
 from hil.rig import Rig
+from obdsync.config import Config
 from obdsync.link import DongleLink, IncompatibleError
+from obdsync.status import gather
 from obdsync.store import EPOCH_SEQ_SHIFT, Store
 from protocol import uuids
 
@@ -69,10 +71,13 @@ async def test_a_wiped_log_lands_whole_beside_the_old_one(tmp_path):
         (st,) = await store.status(device)
         epochs = await store.epochs(device)
         events = [e for e in await store.events(device) if e.type == "log_reset"]
+        shown = await gather(store, Config())  # what `obdsync status` shows
     finally:
         await store.close()
     assert st.epochs == 2 and st.epoch == epochs[1].epoch != epochs[0].epoch
     assert st.contiguous == new[-1]
+    (d,) = shown["devices"]
+    assert d["log_epochs"] == 2 and d["log_epoch"] == f"{epochs[1].epoch:08x}" and d["contiguous"] == new[-1]
     assert len(events) == 1 and events[0].values["epoch"] == f"{epochs[1].epoch:08x}"
     assert events[0].values["previous_acked_seq"] == old[-1]
 

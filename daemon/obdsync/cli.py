@@ -472,6 +472,10 @@ def status(ctx: Ctx, as_json: bool, live: bool) -> None:
         click.echo("  " + _("records {records}  acked up to seq {seq}  waiting for {missing}  gaps {gaps}"
                             " ({lost} records lost on the dongle)").format(
             records=d["records"], seq=d["contiguous"], missing=d["missing"], gaps=d["gaps"], lost=d["lost"]))
+        if (d.get("log_epochs") or 0) > 1:
+            click.echo("  " + _("the dongle's log started over {n} times (wiped, reflashed or replaced);"
+                                " the current one since {when}, every earlier record kept").format(
+                n=d["log_epochs"] - 1, when=fmt_ms(d.get("log_epoch_since_ms"))))
         if live:
             def shown(k: str, live: dict = live) -> Any:
                 v = live.get(k)

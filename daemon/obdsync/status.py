@@ -95,6 +95,9 @@ async def gather(store: Any, config: Config) -> dict[str, Any]:
             "first_seen": iso_ms(s.first_seen), "first_seen_ms": s.first_seen,
             "last_seen": iso_ms(s.last_seen), "last_seen_ms": s.last_seen, "records": s.records,
             "contiguous": s.contiguous, "missing": s.missing, "gaps": s.gaps, "lost": s.lost,
+            # More than one: the dongle's log started over (wiped, reflashed, replaced); all kept.
+            "log_epochs": s.epochs, "log_epoch": None if s.epoch is None else f"{s.epoch:08x}",
+            "log_epoch_since_ms": s.epoch_since,
             "last_values": values(s.last_values),
             "live": live.get(s.device),
             "service": await service_state(store, config, s.device),
