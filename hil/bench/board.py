@@ -118,7 +118,7 @@ def _live_heap(ctx: Context, frozen: bool) -> dict:
     from hil.scenario import load
     from obdsync.link import DongleLink
 
-    k = ctx.pick(240, 40)
+    k = ctx.pick(240, 80)  # the long drive in ~15 s (quick) or ~45 s of real time
     sc = load("long_drive")
     sc = replace(sc, phases=tuple(replace(p, speedup=p.speedup * k) for p in sc.phases))
     work = ctx.workdir / ("live_frozen" if frozen else "live_mpy")
