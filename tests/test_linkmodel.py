@@ -156,6 +156,7 @@ def test_a_fault_plan_applies_to_obd_replies_while_running(emu):
     with LinkModel(emu.pty, latency_s=0, plan=FaultPlan(1.0, seed=1, kinds=("can_error",))) as lk:
         p = Port(lk.pty)
         try:
+            p.cmd("ATZ")  # the emulator is shared by the module: set the echo this test expects
             assert lines(p.cmd("ATE0")) == ["ATE0", "OK"]
             assert [lines(p.cmd("010C")) for _ in range(3)] == [["CAN ERROR"]] * 3
             assert lk.stats()["fault_can_error"] == 3
