@@ -114,7 +114,7 @@ def test_scripted_replies_parse_to_defined_outcomes(dongle_mpy, micropython):
     assert [v.rsplit(" ", 2)[1:] for v in vol[1:]] == [["OK", "13000"], ["OK", "12450"], ["GARBAGE", "12450"],
                                                        ["GARBAGE", "12450"], ["GARBAGE", "12450"]]
     # the whitelist: no method sends caller-supplied text
-    assert got["methods"] == ("['clear_dtcs', 'clock', 'init', 'pid_supported', 'poll', 'query_pids', 'read_dtcs', "
+    assert got["methods"] == ("['clear_dtcs', 'clock', 'init', 'is_legacy', 'pid_supported', 'poll', 'query_pids', 'read_dtcs', "
                               "'read_vin', 'read_voltage', 'recover', 'start_pids', 'start_voltage']")
 
 
@@ -138,3 +138,42 @@ def test_driver_against_the_emulator(dongle_mpy, elm_pty, micropython):
     assert got["vin"] == "OK 17 True"
     assert [ln for ln in lines if ln.startswith("dtc")] == ["dtc 3 OK 0", "dtc 7 OK 0", "dtc 10 OK 0"]
     assert got["volts"] == "True"
+
+
+def test_clone_and_bus_variants_read_by_the_bytes(dongle_mpy):
+    got = {" ".join(ln.split()[:2]): ln.split(" ", 2)[2] for ln in run_module(dongle_mpy, "elm_clones", heapsize="256K")}
+    vin = "OK b'WVWZZZ1KZAW386754'"
+    # Headers on (a clone ignoring ATH0): every line used to be dropped as truncated, and the
+    # DTC read came back OK with 0 codes. Now: read, and each code kept with its ECU.
+    for name in ("hdr11", "hdr11_spaces"):
+        assert got[f"{name} init"] == "OK 6 True False 1 be3fa813", name
+        assert got[f"{name} pids"] == "OK 0C@E8=1af8 0D@E8=32", name
+        assert got[f"{name} dtc"] == "OK E8:0133 E9:c123", name  # P0133 from 7E8, U0123 from 7E9
+        assert got[f"{name} vin"] == vin, name
+    assert got["hdr29 init"] == "OK 6 True False 3 be3fa813"  # CAN | 29-bit
+    assert got["hdr29 pids"] == "OK 0C@10=1af8 0D@10=32"
+    assert got["hdr29 dtc"] == "OK 10:0133 18:c123"
+    assert got["hdr29 vin"] == vin
+    # "v2.1": OK to ATDPN and ATRV. The bus is read from a headers-on probe (CAN: multi-PID
+    # allowed), ATRV is no voltage, and the count byte is not read as part of a code
+    # (it used to give P0201 and P33C1).
+    assert got["v21 init"] == "OK 0 True 0 [b'0160', b'0180', b'01A0']"
+    assert got["v21 dtc"] == "OK 00:0133 00:c123"
+    assert got["v21 pids"].startswith("OK 0C@00=") and " 0D@00=" in got["v21 pids"]
+    # lower case, `searching...`, `no data` and NULs are the chip's words, not garbage
+    assert got["lower init"] == "OK be3fa813 0"
+    assert got["lower pids"] == "OK 0C@00=1af8 | NO_DATA  0"
+    assert got["lower dtc"] == "OK 00:0133"
+    # legacy buses with headers: check byte verified, 3 codes a frame without a count, VIN in 5 lines
+    for name, proto in (("iso9141", "3"), ("kwp", "0")):
+        assert got[f"{name} init"] == f"OK {proto} False True 4 be3fa813", name
+        assert got[f"{name} pids"] == "OK 0C@10=1af8", name
+        assert got[f"{name} dtc"] == "OK 10:0133 18:c123", name
+        assert got[f"{name} vin"] == vin, name
+    # a DTC reply that cannot be read whole is a named error, never fewer codes
+    for name in ("count_mismatch", "cut_line", "frame_gap", "other_mode", "bad_check"):
+        assert got[f"bad {name}"].split() == ["MALFORMED"], name
+    assert got["bad error_beside"].split()[0] == "CAN_ERROR"
+    assert got["bad vin_cut"] == "MALFORMED"
+    assert got["bad buffer_full"].split() == ["BUFFER_FULL"]
+    assert got["ok frames"] == "OK 00:0133 00:c123"  # ISO-TP frames, headers off

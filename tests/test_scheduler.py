@@ -85,3 +85,9 @@ def test_scheduler_through_the_link_model_with_faults(dongle_mpy, micropython): 
 def test_ignition_off_at_boot_still_polls_the_battery_when_parked(sched):
     assert sched["no_ecu"] == "UNABLE True False"
     assert sched["no_ecu_parked"] == "[255, 255, 255] 1"  # one ATZ: the init before
+
+
+def test_batches_answered_no_data_fall_back_to_single_pids_and_are_retried(sched):
+    # every PID of the plan arrives although no batch is ever answered, none is dropped
+    assert sched["batch_refused"] == "[] [] 0"
+    assert sched["batch_retried"] == "True"

@@ -10,8 +10,20 @@ Results of a mode 01 (or ATRV) request are `res_n` entries `res_ch[i]`, `res_off
 pointing into `msg` (the reply's bytes, decoded from hex in place): read them before the next
 request. ATRV lands there too, as channel 0xFF with 2 bytes of millivolts.
 
-Settings: echo, linefeeds, spaces off (fewer bytes on a 38400 baud line), headers off (the
-`0:`/`1:` frame format is parsed; a second ECU's answer to a PID is ignored), adaptive timing 1.
+Settings: echo, linefeeds, spaces off (fewer bytes on a 38400 baud line), headers off, adaptive
+timing 1. Replies are parsed by what their bytes say, not by what the driver asked for (clones
+ignore ATH0, answer `OK` to ATDPN, print lower case, NULs): with or without spaces, in any case;
+each line by its shape —
+    `014` / `0: 49 02 ..`          CAN, headers off: ISO-TP length line and numbered frames
+    `7E8 06 41 0C 1A F8`           CAN 11-bit header (odd digit count), then the PCI byte
+    `18 DA F1 10 06 41 0C ..`      CAN 29-bit header (source address last)
+    `48 6B 10 41 0C 1A F8 cs`      J1850 VPW / ISO 9141-2 (`41 6B`: J1850 PWM), check byte verified
+    `84 F1 10 41 0C 1A F8 cs`      ISO 14230 KWP (format byte = 0x80 | length)
+    `41 0C 1A F8`                  anything else: one message without a header.
+A header's ECU address is kept with every PID result (res_ecu) and DTC (dtc_ecu). The shapes
+seen set `shape`, which stands in for ATDPN when that is not believable (`is_can`,
+`is_legacy()`). A second ECU's answer to a PID is ignored, except supported-PID bitmaps, which
+are OR-ed (the car supports what any ECU answers).
 The response-count digit is sent only on single-PID requests, as `1`: a single PID is complete
 with its first answer, which is all we keep, so the chip can skip its final wait. Multi-PID
 replies are several frames (from one or two ECUs) and chips count them differently; the
@@ -46,14 +58,22 @@ BUSY = const(12)  # refused: a request is outstanding
 NOT_READY = const(13)  # refused: not initialised, or recover() needed
 BAD_ARG = const(14)  # refused: the request is outside the whitelist / limits
 OTHER_ERROR = const(15)  # DATA ERROR, FB ERROR, ERRxx, <RX ERROR ...
+MALFORMED = const(16)  # a DTC list or VIN that came with a hole or a contradiction: never a short list
 
 NAMES = ("OK", "NO_DATA", "UNKNOWN", "STOPPED", "CAN_ERROR", "BUS_INIT", "BUS_ERROR", "UNABLE",
-         "BUFFER_FULL", "TIMEOUT", "GARBAGE", "RESET", "BUSY", "NOT_READY", "BAD_ARG", "OTHER_ERROR")
+         "BUFFER_FULL", "TIMEOUT", "GARBAGE", "RESET", "BUSY", "NOT_READY", "BAD_ARG", "OTHER_ERROR",
+         "MALFORMED")
+
+# What the replies' shape said about the bus (ELM327.shape, bits)
+SHAPE_CAN = const(1)  # ISO-TP frames, a length line or a CAN header
+SHAPE_29 = const(2)  # a 29-bit CAN header
+SHAPE_LEGACY = const(4)  # a J1850 / ISO 9141 / KWP header with its check byte
 
 MAX_PIDS = const(6)  # ELM327: up to 6 PIDs in one mode 01 request, CAN only
 RX_MAX = const(384)
 MSG_MAX = const(192)
 DTC_MAX = const(32)
+NIB_MAX = const(160)  # hex digits of one line (the longest legacy KWP message and more)
 
 _IDLE = const(0)
 _BUSY = const(1)
@@ -98,6 +118,7 @@ _ERRORS = (
     (b"LP ALERT", OTHER_ERROR),
 )
 _SEARCHING = b"SEARCHING"
+_BUS_INIT = b"BUS INIT"
 _OK = b"OK"
 
 _T_AT = const(1000)
@@ -135,17 +156,26 @@ class ELM327:
         self.res_ch = bytearray(MAX_PIDS)
         self.res_off = bytearray(MAX_PIDS)  # MSG_MAX <= 255
         self.res_len = bytearray(MAX_PIDS)
+        self.res_ecu = bytearray(MAX_PIDS)  # the answering ECU's address where headers showed it, else 0
         self.res_n = 0
         self.supported = bytearray(32)  # the 0100/0120/... replies' bytes: bit 7 of byte 0 = PID 0x01
         self.dtc = bytearray(2 * DTC_MAX)
+        self.dtc_ecu = bytearray(DTC_MAX)  # per code: its ECU's address (7E8 -> E8, 18DAF110 -> 10), 0 unknown
         self.dtc_n = 0
+        self._dtc_mode = 0
+        self._dtc_msgs = 0
         self.vin = bytearray(20)
         self.vin_n = 0
+        self._vin_ecu = 0
+        self._nib = bytearray(NIB_MAX)  # one line's hex digits
+        self._mecu = 0  # ECU address of the message being assembled
+        self._bad = 0  # lines or messages of this reply that could not be used whole
+        self.shape = 0  # SHAPE_* bits seen since init()
         self.text_start = 0  # an AT reply's first line: rx[text_start:text_end]
         self.text_end = 0
         self.mv = 0  # last ATRV in millivolts
-        self.protocol = 0  # ATDPN digit: 6-9 CAN, 1-5 J1850/K-line, 0 unknown
-        self.is_can = False
+        self.protocol = 0  # ATDPN digit: 6-C CAN, 1-5 J1850/K-line, 0 unknown (or not believable)
+        self.is_can = False  # by ATDPN, else by the replies' shape: multi-PID requests allowed
         self.ready = False  # the chip is configured (requests may be sent)
         self.ecu = False  # an ECU answered the supported-PID discovery
         self.digit = True  # response-count digit on single-PID requests (see module doc)
@@ -191,12 +221,19 @@ class ELM327:
         self.digit = True
         for i in range(32):
             self.supported[i] = 0
+        self.shape = 0
+        self.protocol = 0
         # The first request makes ATSP0 search (SEARCHING...), then ATDPN knows the protocol.
         st = await self._bitmap(0x00, _T_SEARCH)
         if await self._cmd(b"ATDPN", _K_AT, _T_AT) == OK:
-            p = self.rx[self.text_end - 1] if self.text_end > self.text_start else 0
-            self.protocol = _hx(p) if _hx(p) > 0 else 0
-        self.is_can = 6 <= self.protocol <= 9
+            self.protocol = self._dpn()
+        if not self.protocol and st == OK and not self.shape:
+            # ATDPN said nothing believable (a "v2.1" clone answers OK to it) and the reply had
+            # no header: ask once with headers on and read the bus from their shape.
+            if await self._cmd(b"ATH1", _K_AT, _T_AT) == OK:
+                await self._bitmap(0x00, _T_OBD)
+                await self._cmd(b"ATH0", _K_AT, _T_AT)
+        self.is_can = 6 <= self.protocol <= 12 or (not self.protocol and self.shape & SHAPE_CAN != 0)
         if st != OK:
             # The chip works but no ECU answers (ignition off): ATRV still can be polled;
             # the PIDs wait for init() again (the scheduler retries while not parked).
@@ -244,19 +281,23 @@ class ELM327:
         if mode not in (0x03, 0x07, 0x0A):
             return BAD_ARG
         self.dtc_n = 0
+        self._dtc_mode = mode
         return await self._obd(b"03" if mode == 3 else (b"07" if mode == 7 else b"0A"), _K_DTC)
 
     async def read_vin(self):
         """Mode 09 PID 02: VIN bytes as sent, in vin[:vin_n]."""
         self.vin_n = 0
-        st = await self._obd(b"0902", _K_VIN)
-        return st if st != OK or self.vin_n else NO_DATA
+        return await self._obd(b"0902", _K_VIN)
 
     async def clear_dtcs(self):
         """Mode 04. The caller checks authentication and that the car stands still."""
         return await self._obd(b"04", _K_CLEAR)
 
     # ---- public: the hot path (allocation-free) -------------------------------------------
+
+    def is_legacy(self):
+        """J1850 / ISO 9141 / KWP: by ATDPN, else by a header's shape (one PID per request)."""
+        return 1 <= self.protocol <= 5 or (not self.protocol and self.shape & SHAPE_LEGACY != 0)
 
     def pid_supported(self, pid):
         if pid == 0:
@@ -406,14 +447,29 @@ class ELM327:
         return True
 
     def _starts(self, s, e, lit):
+        """rx[s:e] starts with lit (upper case), in any case: clones print `no data`."""
         n = len(lit)
         if e - s < n:
             return False
         rx = self.rx
         for i in range(n):
-            if rx[s + i] != lit[i]:
+            c = rx[s + i]
+            if 97 <= c <= 122:
+                c -= 32
+            if c != lit[i]:
                 return False
         return True
+
+    def _dpn(self):
+        """ATDPN's answer (`6`, `A6`: automatic) as a protocol number, 0 if not believable."""
+        s = self.text_start
+        e = self.text_end
+        if e - s == 2 and self._starts(s, e, b"A"):
+            s += 1
+        if e - s != 1:
+            return 0
+        p = _hx(self.rx[s])
+        return p if 1 <= p <= 12 else 0
 
     def _finish(self):
         """Parse rx[:rx_n] (the reply without its prompt) by the request's kind."""
@@ -427,6 +483,9 @@ class ELM327:
         self._mexp = -1  # its length from a length line, or -1
         self._mnext = -1  # next frame index expected, -1 outside a multi-frame message
         self._mbad = False
+        self._mecu = 0
+        self._bad = 0
+        self._dtc_msgs = 0
         i = 0
         while i < end:
             # one line: [s, e) without CR/LF and surrounding spaces
@@ -443,6 +502,8 @@ class ELM327:
                 continue
             if self._starts(s, e, _SEARCHING):
                 continue
+            if self._starts(s, e, _BUS_INIT) and self._starts(e - 2, e, _OK):
+                continue  # `BUS INIT: ...OK`: the slow init of ISO 9141 / KWP worked
             found = -1
             for lit, code in _ERRORS:
                 if self._starts(s, e, lit):
@@ -470,6 +531,7 @@ class ELM327:
                 data = True
             else:
                 self.garbage += 1
+                self._bad += 1
         if kind >= _K_PIDS and kind != _K_VOLT:
             self._end_message()
         st = self._outcome(kind, err, data, text)
@@ -490,11 +552,25 @@ class ELM327:
                 return err
             return self._parse_volts() if text else GARBAGE
         if kind == _K_PIDS:
+            if err == BUFFER_FULL:
+                return err  # the reply did not fit the chip: ask for fewer PIDs at once
             if self.res_n:
                 return OK  # partial answers count: the missing PIDs are the caller's misses
             if err != OK:
                 return err
             return NO_DATA if data else GARBAGE
+        if kind == _K_DTC or kind == _K_VIN:
+            # A list of codes is whole or it is an error: a cut, garbled or contradicting reply
+            # (or an error line beside the data) must never read as "fewer codes".
+            if self._bad:
+                return MALFORMED
+            if err != OK:
+                return err
+            if kind == _K_DTC:
+                return OK if self._dtc_msgs else (MALFORMED if data else GARBAGE)
+            if self.vin_n == 17:
+                return OK
+            return MALFORMED if data else GARBAGE
         if err != OK and not data:
             return err
         return OK if data else GARBAGE
@@ -537,8 +613,9 @@ class ELM327:
         return OK
 
     def _hexline(self, s, e):
-        """Decode one data line into msg, tracking ISO-TP frames; False if it is not hex."""
+        """Decode one data line and route it by its shape (see module doc); False if not hex."""
         rx = self.rx
+        nb = self._nib
         frame = -1
         if e - s >= 2 and rx[s + 1] == _COLON:
             frame = _hx(rx[s])
@@ -549,57 +626,157 @@ class ELM327:
         for i in range(s, e):
             c = rx[i]
             if c != _SP:
-                if _hx(c) < 0:
+                v = _hx(c)
+                if v < 0:
                     return False
+                if h < NIB_MAX:
+                    nb[h] = v
                 h += 1
-        if frame < 0 and h == 3 and e - s == 3:
-            # the ISO-TP length line (`00A`) opens a multi-frame message
-            self._end_message()
-            self._mexp = (_hx(rx[s]) << 8) | (_hx(rx[s + 1]) << 4) | _hx(rx[s + 2])
-            self._mnext = 0
-            return True
+        if h > NIB_MAX:
+            self.overflow += 1
+            return self._flaw()
+        if frame >= 0 or h == 3:
+            self.shape |= SHAPE_CAN  # ISO-TP as a CAN ELM327 prints it with headers off
+            if frame < 0:
+                # the ISO-TP length line (`00A`) opens a multi-frame message
+                self._end_message()
+                self._mexp = (nb[0] << 8) | (nb[1] << 4) | nb[2]
+                self._mnext = 0
+                self._mecu = 0
+                return True
+            if h & 1:
+                return self._cut()
+            if frame == 0 and (self._mnext != 0 or self.msg_n > self._m0):
+                # a second first frame: another message (another ECU) without a length line
+                self._end_message()
+                self._mnext = 0
+                self._mecu = 0
+            return self._consecutive(0, frame, 0, h >> 1)
         if h & 1:
-            self.truncated += 1  # a cut line: its bytes cannot be trusted
-            self._mbad = True
+            if h >= 5 and nb[0] == 7:
+                # CAN 11-bit header `7E8`: ECU address E8 (7E8..7EF = ECUs 0..7)
+                self.shape |= SHAPE_CAN
+                return self._can_frame((nb[1] << 4) | nb[2], 3, h)
+            return self._cut()
+        n = h >> 1
+        if n >= 5:
+            b0 = self._byte(0)
+            b1 = self._byte(1)
+            if b0 == 0x18 and (b1 == 0xDA or b1 == 0xDB) and self._byte(2) == 0xF1:
+                self.shape |= SHAPE_CAN | SHAPE_29
+                return self._can_frame(self._byte(3), 8, h)  # 29-bit `18 DA F1 10`: ECU 10
+            if (b1 == 0x6B or b1 == 0xF1) and 0x40 <= self._byte(3) <= 0x7F and self._legacy(b0, b1, n):
+                return True
+        self._single(0, 0, n)
+        return True
+
+    def _byte(self, k):
+        nb = self._nib
+        return (nb[2 * k] << 4) | nb[2 * k + 1]
+
+    def _legacy(self, b0, b1, n):
+        """A J1850 / ISO 9141 / KWP line with its header and check byte (`48 6B 10 41 0C ..
+        cs`): True when it is one (its check byte verified), its data taken as a message."""
+        # Header forms: 48 6B (ISO 9141-2, J1850 VPW), 41 6B (J1850 PWM), 8x F1 (KWP, x = length).
+        if b1 == 0x6B and b0 != 0x48 and b0 != 0x41 and b0 != 0x68:
+            return False
+        if b1 == 0xF1 and b0 & 0xC0 != 0x80:
+            return False
+        d = 3
+        if b1 == 0xF1:
+            ln = b0 & 0x3F
+            if not ln:
+                ln = self._byte(3)  # KWP length byte after the header
+                d = 4
+            if d + ln + 1 != n:
+                return False
+        sm = 0
+        crc = 0xFF
+        for k in range(n - 1):
+            v = self._byte(k)
+            sm += v
+            crc ^= v
+            for _ in range(8):
+                crc = ((crc << 1) ^ 0x1D) & 0xFF if crc & 0x80 else (crc << 1) & 0xFF
+        cs = self._byte(n - 1)
+        if (sm & 0xFF) != cs and (crc ^ 0xFF) != cs:
+            if b0 == 0x41:
+                return False  # `41 6B ..` without a J1850 CRC: PID 0x6B's answer, headers off
+            self.truncated += 1  # a legacy frame whose check byte fails: not trusted
+            self._flaw()
             return True
-        if frame < 0:
+        self.shape |= SHAPE_LEGACY
+        self._single(self._byte(2), 2 * d, n - d - 1)
+        return True
+
+    def _cut(self):
+        self.truncated += 1  # a cut line: its bytes cannot be trusted
+        return self._flaw()
+
+    def _flaw(self):
+        # Something of this reply was lost: a PID answer before it still stands (its length is
+        # checked), a DTC list or a VIN with a hole in it does not.
+        self._bad += 1
+        self._mbad = True
+        return True
+
+    def _can_frame(self, ecu, p, h):
+        """One CAN frame with its header: PCI nibbles at _nib[p], data after them."""
+        if h - p < 2:
+            return self._cut()
+        t = self._nib[p]
+        lo = self._nib[p + 1]
+        avail = (h - p - 2) >> 1
+        if t == 0:  # single frame: lo data bytes, the rest is padding
+            if lo == 0 or lo > avail:
+                return self._cut()
             self._end_message()
-            self._append(s, e)
-            self._end_message()
+            self._single(ecu, p + 2, lo)
             return True
-        if frame == 0 and (self._mnext != 0 or self.msg_n > self._m0):
-            # a second first frame: another message (another ECU) without a length line
+        if t == 1:  # first frame: 12-bit length, then data
+            if avail < 2:
+                return self._cut()
             self._end_message()
+            self._mexp = (lo << 8) | (self._nib[p + 2] << 4) | self._nib[p + 3]
             self._mnext = 0
-        if frame != self._mnext:
-            # out of order or interleaved frames: keep what came before, drop the rest
+            self._mecu = ecu
+            return self._consecutive(ecu, 0, p + 4, avail - 1)
+        if t == 2:
+            return self._consecutive(ecu, lo, p + 2, avail)
+        if t == 3:
+            return True  # flow control: not data
+        return self._cut()
+
+    def _consecutive(self, ecu, frame, p, nbytes):
+        """Frame `frame` of the multi-frame message being assembled (bytes at _nib[p])."""
+        if frame != self._mnext or ecu != self._mecu:
+            # out of order, interleaved or another ECU's: keep what came before, drop the rest
             self.truncated += 1
-            self._mbad = True
-            return True
+            return self._flaw()
         if self._mbad:
             return True
-        self._append(s, e)
+        self._put(p, nbytes)
         self._mnext = (frame + 1) & 15
         return True
 
-    def _append(self, s, e):
-        rx = self.rx
+    def _single(self, ecu, p, nbytes):
+        self._end_message()
+        self._mecu = ecu
+        self._put(p, nbytes)
+        self._end_message()
+
+    def _put(self, p, nbytes):
         m = self.msg
+        nb = self._nib
         n = self.msg_n
-        hi = -1
-        for i in range(s, e):
-            v = _hx(rx[i])
-            if v < 0:
-                continue
-            if hi < 0:
-                hi = v
+        for _ in range(nbytes):
+            if n < MSG_MAX:
+                m[n] = (nb[p] << 4) | nb[p + 1]
+                n += 1
             else:
-                if n < MSG_MAX:
-                    m[n] = (hi << 4) | v
-                    n += 1
-                else:
-                    self.overflow += 1
-                hi = -1
+                self.overflow += 1
+                self._flaw()
+            p += 2
         self.msg_n = n
 
     def _end_message(self):
@@ -611,10 +788,13 @@ class ELM327:
                 self.msg_n = m0 + n
             elif n < self._mexp:
                 self.truncated += 1
+                self._flaw()
         if n > 0:
             k = self._kind
             if k == _K_PIDS:
-                self._take_pids(m0, n)
+                self._take_pids(m0, n)  # a cut message's first PIDs are whole (lengths checked)
+            elif self._mbad:
+                pass  # a DTC list or VIN with a hole: the read fails (_bad)
             elif k == _K_DTC:
                 self._take_dtcs(m0, n)
             elif k == _K_VIN:
@@ -651,35 +831,52 @@ class ELM327:
                 if not single:
                     return  # unknown length inside a multi-PID reply: cannot find the next PID
                 ln = end - i - 1
+            r = self._result(p)
             if ln > 255 or i + 1 + ln > end:
-                if not self._answered(p):
+                if r < 0:
                     self.truncated += 1
                 return
-            if not self._answered(p) and i + 1 <= 255 and self.res_n < MAX_PIDS:
+            if r >= 0:
+                if p & 0x1F == 0 and ln == 4:
+                    # a supported-PID bitmap from another ECU: the car supports the union
+                    ro = self.res_off[r]
+                    for k in range(4):
+                        m[ro + k] |= m[i + 1 + k]
+            elif i + 1 <= 255 and self.res_n < MAX_PIDS:
                 r = self.res_n
                 self.res_ch[r] = p
                 self.res_off[r] = i + 1
                 self.res_len[r] = ln
+                self.res_ecu[r] = self._mecu
                 self.res_n = r + 1
             i += 1 + ln
 
-    def _answered(self, p):
+    def _result(self, p):
         for j in range(self.res_n):
             if self.res_ch[j] == p:
-                return True
-        return False
+                return j
+        return -1
 
     def _take_dtcs(self, o, n):
         m = self.msg
-        mode = m[o]
-        if mode != 0x43 and mode != 0x47 and mode != 0x4A:
-            self.unsolicited += 1
+        if m[o] != self._dtc_mode | 0x40:
+            self.unsolicited += 1  # another mode's answer: not a code list
             return
+        # By the message's shape, not by what ATDPN said (a clone may answer it `OK`): on CAN
+        # a count byte follows the mode byte, then 2 bytes a code (an odd number of bytes after
+        # the mode); ISO 9141 / KWP / J1850 frames hold 3 codes, `00 00` padded, no count (6
+        # bytes). A CAN ECU that leaves the count out (the emulator's `car`) has an even number.
+        body = n - 1
         i = o + 1
-        # On CAN a count byte follows the mode byte (then 2 bytes a code): odd data length.
-        # Some ECUs (the emulator's car) leave it out; K-line frames carry 3 codes and no count.
-        if self.is_can and (n - 1) & 1:
+        if body & 1:
+            if self.is_legacy() or 2 * m[o + 1] != body - 1:
+                self._flaw()  # a count that does not match its codes: nothing can be trusted
+                return
             i += 1
+        elif self.is_legacy() and body != 6:
+            self._flaw()
+            return
+        self._dtc_msgs += 1
         d = self.dtc
         while i + 1 < o + n:
             a = m[i]
@@ -691,21 +888,27 @@ class ELM327:
             if k < DTC_MAX:
                 d[2 * k] = a
                 d[2 * k + 1] = b
+                self.dtc_ecu[k] = self._mecu
                 self.dtc_n = k + 1
             else:
                 self.overflow += 1
+                self._flaw()  # more codes than fit: a partial list is not the list
 
     def _take_vin(self, o, n):
         m = self.msg
         if n < 3 or m[o] != 0x49 or m[o + 1] != 0x02:
             self.unsolicited += 1
             return
-        # CAN: 49 02 <count 01> + 17 bytes; K-line: 49 02 <frame no.> + 4 bytes, 5 messages
+        if self.vin_n and self._mecu != self._vin_ecu:
+            self.unsolicited += 1  # a second ECU's VIN: the first one is kept
+            return
+        self._vin_ecu = self._mecu
+        # CAN: 49 02 <count 01> + 17 bytes; legacy: 49 02 <frame no.> + 4 bytes, 5 messages
         v = self.vin
         for i in range(o + 3, o + n):
             b = m[i]
             if b == 0 and self.vin_n == 0:
-                continue  # K-line's leading fill
+                continue  # legacy's leading fill
             if self.vin_n < len(v):
                 v[self.vin_n] = b
                 self.vin_n += 1

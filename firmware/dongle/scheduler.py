@@ -9,6 +9,12 @@ rates (close to max-min fairness); a waiting channel's score only grows, so noth
 A channel due within 1/8 of its interval may join a request that is being sent anyway (a free
 ride on the same bus round trip).
 
+Batches: a multi-PID request answered NO DATA while the ECU answers otherwise (some ECUs and
+adapters refuse batches, yet answer each PID alone) marks its PIDs "alone": each goes in a
+request of its own, and no miss is charged. Every BATCH_RETRY_MS the marks are forgotten and
+batches are tried again (an ECU asleep at the first request is not an ECU that refuses them).
+A `?` to a batch means the chip has no multi-PID requests at all: batch_max drops to 1.
+
 Misses: a requested PID missing from an answer (NO DATA, or another PID answered instead)
 backs off exponentially and is dropped after GIVE_UP misses in a row, until `revive()` (trip
 start). When nothing at all has answered for SILENT_MS the ECU is asleep, not the PID
@@ -42,6 +48,7 @@ WINDOW_MS = const(10000)  # achieved rates are measured over this window
 MAX_HOLD_MS = const(5000)
 IDLE_WAKE_MS = const(50)  # longest sleep between looks at the plan (power state changes)
 ECU_RETRY_MS = const(10000)
+BATCH_RETRY_MS = const(60000)
 _CAP = const(3600000)  # lateness cap: keeps scores small ints on the board
 
 
@@ -57,6 +64,9 @@ class Scheduler:
         self.batch_max = MAX_PIDS
         self._due = array("i", bytes(4 * 256))
         self._miss = bytearray(256)
+        self._alone = bytearray(256)  # 1: this PID's batches answered NO DATA, ask it alone
+        self._alone_n = 0
+        self._alone_at = 0
         self._hits = array("H", bytes(2 * 256))
         self.rate = array("H", bytes(2 * 256))  # centihertz, last full window
         self._batch = bytearray(MAX_PIDS)
@@ -163,6 +173,16 @@ class Scheduler:
                     ch = self._batch[i]
                     self._due[ch] = time.ticks_add(now, self.plan.interval(ch, self.power) * 100)
                 self._backoff(now)
+                return st
+            elif n > 1 and not self._volt:
+                # The ECU answers, but not this batch: ask its PIDs one by one (no miss charged).
+                if not self._alone_n:
+                    self._alone_at = now  # batches are tried again BATCH_RETRY_MS from here
+                for i in range(n):
+                    ch = self._batch[i]
+                    if not self._alone[ch]:
+                        self._alone[ch] = 1
+                        self._alone_n += 1
                 return st
             plan = self.plan
             for i in range(n):
@@ -286,6 +306,11 @@ class Scheduler:
             for j in range(plan.n):
                 self._due[plan.chans[j]] = now
         elm = self.elm
+        if self._alone_n and time.ticks_diff(now, self._alone_at) > BATCH_RETRY_MS:
+            for j in range(plan.n):
+                self._alone[plan.chans[j]] = 0
+            self._alone_n = 0
+            self._alone_at = 0
         limit = self.batch_max if elm.is_can else 1
         bt = self._batch
         sc = self._score
@@ -308,7 +333,7 @@ class Scheduler:
             if late > _CAP:
                 late = _CAP
             s = late * 64 // iv
-            if not plan.batchable(ch) or not elm.is_can:
+            if not plan.batchable(ch) or not elm.is_can or self._alone[ch]:
                 if late >= 0 and (alone < 0 or s > alone_sc):
                     alone = ch
                     alone_sc = s

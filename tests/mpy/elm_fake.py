@@ -125,3 +125,29 @@ def run_sync(elm, st):
     while st == -1:
         st = elm.poll()
     return st
+
+
+def can_lines(header, hexs):
+    """One ISO-TP message as an ELM327 prints it with headers on (ATH1 ATS0): `header` then
+    the PCI byte, padded frames (single, or first + consecutive)."""
+    n = len(hexs) // 2
+    if n <= 7:
+        return header + "%02X" % n + hexs + "00" * (7 - n) + "\r"
+    out = header + "1%03X" % n + hexs[:12] + "\r"
+    rest = hexs[12:]
+    i = 1
+    while rest:
+        part = rest[:14]
+        rest = rest[14:]
+        out += header + "2%X" % (i & 15) + part + "00" * ((14 - len(part)) // 2) + "\r"
+        i += 1
+    return out
+
+
+def legacy_line(head, hexs):
+    """A J1850 / ISO 9141 / KWP line with headers on: header, data, sum check byte (a KWP
+    header's format byte `8x` gets the data length as x)."""
+    if head[0] == "8":
+        head = "%02X" % (0x80 | len(hexs) // 2) + head[2:]
+    b = [int((head + hexs)[i:i + 2], 16) for i in range(0, len(head + hexs), 2)]
+    return head + hexs + "%02X" % (sum(b) & 0xFF) + "\r"

@@ -176,3 +176,18 @@ async def parked():
 
 asyncio.run(parked())
 print("no_ecu_parked", volts[:3], chip.sent.count(b"ATZ"))
+
+# 10. an ECU that answers NO DATA to every batch but each PID alone: all PIDs still arrive, one
+# by one; batches are tried again later and taken up as soon as the ECU answers them
+BUS_REQ, BUS_PID = 10, 2
+REFUSE = [True]
+clk, chip, elm, s, got = setup(rows)
+chip.script = lambda cmd: b"NO DATA\r\r>" if REFUSE[0] and cmd.startswith(b"01") and len(cmd) > 5 else None
+drive(clk, elm, s, 30000)
+multi = [c for c in chip.sent if c.startswith(b"01") and len(c) > 5]
+print("batch_refused", sorted(hex(c) for c, *_ in rows if c != 0xFF and got.get(c, 0) < 2),
+      [hex(c) for c, *_ in rows if s.dropped(c)], s.given_up)
+REFUSE[0] = False
+chip.sent.clear()
+drive(clk, elm, s, 60000)
+print("batch_retried", any(c.startswith(b"01") and len(c) > 5 for c in chip.sent))
