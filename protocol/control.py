@@ -246,20 +246,31 @@ def parse_plan(payload):
     return entries
 
 
-def pack_dtcs(mode, codes):
-    out = bytearray([mode])
-    for c in codes:
-        out += c
+def pack_dtcs(mode, codes, ecus=None):
+    """READ_DTC's reply: `mode u8`, 2 bytes a code; with ecus (one address a code, 0 unknown)
+    the mode byte carries 0x80 and each code is preceded by its ECU's address (as the record)."""
+    out = bytearray([mode if ecus is None else mode | 0x80])
+    for i in range(len(codes)):
+        if ecus is not None:
+            out.append(ecus[i])
+        out += codes[i]
     return bytes(out)
 
 
-def parse_dtcs(payload):
-    if len(payload) < 1 or (len(payload) - 1) % 2:
+def parse_dtcs(payload, with_ecus=False):
+    """(mode, codes), or with_ecus (mode, codes, ecus): ecus empty when the reply has none."""
+    if len(payload) < 1:
         raise ProtocolError("DTC list must be a mode and 2 bytes a code")
-    mode = payload[0]
+    mode = payload[0] & 0x7F
     if mode not in (0x03, 0x07, 0x0A):
-        raise ProtocolError("DTC mode 0x%02X" % mode)
-    return mode, [bytes(payload[i:i + 2]) for i in range(1, len(payload), 2)]
+        raise ProtocolError("DTC mode 0x%02X" % payload[0])
+    size = 3 if payload[0] & 0x80 else 2
+    if (len(payload) - 1) % size:
+        raise ProtocolError("DTC list must be a mode and %d bytes a code" % size)
+    codes = [bytes(payload[i + size - 2:i + size]) for i in range(1, len(payload), size)]
+    if not with_ecus:
+        return mode, codes
+    return mode, codes, [payload[i] for i in range(1, len(payload), 3)] if size == 3 else []
 
 
 _STATUS = ">HBBIIIIIHHB"

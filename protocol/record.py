@@ -43,6 +43,7 @@ EVENT_NAMES = {1: "boot", 2: "engine_on", 3: "engine_off", 4: "battery_low", 5: 
                6: "adapter_lost"}
 
 DTC_MODES = (0x03, 0x07, 0x0A)
+DTC_ECUS = const(0x80)  # in a DTC record's mode byte: each code is preceded by its ECU's address
 
 # Staging layout per group: t_ms u32, n u8, then n x (channel u8, len u8, data).
 _GROUP_HEAD = const(5)
@@ -280,25 +281,32 @@ class Signer:
         struct.pack_into(">BH", out, HEADER_LEN, code, millivolts)
         return _finish(out, HEADER_LEN + 3, self._hmac)
 
-    def dtc(self, out, seq, boot, t0, mode, codes, ncodes):
-        """codes: raw bytes, 2 per code; ncodes of them are used."""
+    def dtc(self, out, seq, boot, t0, mode, codes, ncodes, ecus=None):
+        """codes: raw bytes, 2 per code; ncodes of them are used. ecus (bytes, one a code:
+        the answering ECU's address, 0 unknown), when given, goes with each code."""
         if mode not in DTC_MODES:
             raise ProtocolError("DTC mode must be 03, 07 or 0A")
-        if HEADER_LEN + 1 + 2 * ncodes + MAC_LEN > min(len(out), MAX_RECORD):
+        size = 2 if ecus is None else 3
+        if HEADER_LEN + 1 + size * ncodes + MAC_LEN > min(len(out), MAX_RECORD):
             raise ProtocolError("%d DTCs do not fit the record buffer" % ncodes)
         _head(out, KIND_DTC, seq, boot, t0)
-        out[HEADER_LEN] = mode
+        out[HEADER_LEN] = mode if ecus is None else mode | DTC_ECUS
         o = HEADER_LEN + 1
-        for i in range(2 * ncodes):
-            out[o] = codes[i]
-            o += 1
+        for i in range(ncodes):
+            if ecus is not None:
+                out[o] = ecus[i]
+                o += 1
+            out[o] = codes[2 * i]
+            out[o + 1] = codes[2 * i + 1]
+            o += 2
         return _finish(out, o, self._hmac)
 
 
 class Record:
     """A decoded record. Attributes by kind: samples [(t_ms, channel, bytes)];
     first, count (gap); wall_ms (anchor); code, millivolts (event); mode, codes
-    (dtc: a list of 2-byte bytes)."""
+    (dtc: a list of 2-byte bytes), ecus (dtc: each code's ECU address, 0 unknown; empty when
+    the record does not say)."""
 
     def __init__(self, kind, seq, boot, t0):
         self.kind = kind
@@ -313,6 +321,7 @@ class Record:
         self.millivolts = 0
         self.mode = 0
         self.codes = []
+        self.ecus = []
 
     def __repr__(self):
         return "Record(%s seq=%d boot=%d t0=%d)" % (KIND_NAMES.get(self.kind, "?"), self.seq, self.boot,
@@ -388,12 +397,17 @@ def decode_record(data, key=None):
         if rec.code not in EVENT_NAMES:
             raise ProtocolError("unknown event code %d" % rec.code)
     elif kind == KIND_DTC:
-        if body < 1 or (body - 1) % 2:
+        if body < 1:
             raise ProtocolError("DTC record body must be a mode and 2 bytes a code")
-        rec.mode = data[o]
+        rec.mode = data[o] & ~DTC_ECUS
         if rec.mode not in DTC_MODES:
-            raise ProtocolError("DTC record mode 0x%02X" % rec.mode)
-        rec.codes = [bytes(data[i:i + 2]) for i in range(o + 1, end, 2)]
+            raise ProtocolError("DTC record mode 0x%02X" % data[o])
+        size = 3 if data[o] & DTC_ECUS else 2
+        if (body - 1) % size:
+            raise ProtocolError("DTC record body must be a mode and %d bytes a code" % size)
+        rec.codes = [bytes(data[i + size - 2:i + size]) for i in range(o + 1, end, size)]
+        if size == 3:
+            rec.ecus = [data[i] for i in range(o + 1, end, 3)]
     else:
         raise ProtocolError("unknown record kind %d" % kind)
     return rec

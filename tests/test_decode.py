@@ -200,3 +200,15 @@ def test_signal_names_round_trip(name, sig):
 def test_unknown_signal_name_is_a_clear_error():
     with pytest.raises(DecodeError, match="unknown channel 'RMP'"):
         signal_by_name("RMP")
+
+
+def test_ecu_names_from_the_address_the_dongle_kept():
+    from obdsync.decode import DecodeError, dtcs_with_ecus, ecu_name
+
+    assert [ecu_name(a) for a in (0, 0xE8, 0xE9, 0xEA, 0x10, 0x18, 0x28)] == [
+        "", "engine (7E8)", "transmission (7E9)", "ECU 7EA", "engine (10)", "transmission (18)", "ECU 28"]
+    assert dtcs_with_ecus([b"\x01\x33", b"\x00\x00", b"\xc1\x23"], [0xE8, 0, 0xE9]) == (
+        ["P0133", "U0123"], ["engine (7E8)", "transmission (7E9)"])
+    assert dtcs_with_ecus([b"\x01\x33"], []) == (["P0133"], [""])
+    with pytest.raises(DecodeError, match="2 codes but 1"):
+        dtcs_with_ecus([b"\x01\x33", b"\x01\x34"], [0xE8])

@@ -157,6 +157,9 @@ def test_small_kinds_encode_only_what_decodes(seq, boot, t0, a, b, code, mv, mod
         (lambda: s.event(out, seq, boot, t0, code, mv), {"code": code, "millivolts": mv}),
         (lambda: s.dtc(out, seq, boot, t0, mode, codes, len(codes) // 2),
          {"mode": mode, "codes": [codes[i:i + 2] for i in range(0, len(codes) // 2 * 2, 2)]}),
+        (lambda: s.dtc(out, seq, boot, t0, mode, codes, len(codes) // 2, codes[::-1]),
+         {"mode": mode, "codes": [codes[i:i + 2] for i in range(0, len(codes) // 2 * 2, 2)],
+          "ecus": list(codes[::-1][:len(codes) // 2]) if len(codes) >= 2 else []}),
     ]
     for enc, fields in encoders:
         try:
@@ -389,6 +392,8 @@ def test_a_message_cannot_be_reflected_or_used_in_another_session():
 def test_payloads_round_trip(plan, mode, codes, u32s, mv, proto, power, boot, fails, rates):
     assert control.parse_plan(control.pack_plan(plan)) == plan
     assert control.parse_dtcs(control.pack_dtcs(mode, codes)) == (mode, codes)
+    ecus = [c[0] for c in codes]
+    assert control.parse_dtcs(control.pack_dtcs(mode, codes, ecus), True) == (mode, codes, ecus if codes else [])
     assert control.parse_u32(control.pack_u32(u32s[0])) == u32s[0]
     assert control.parse_u64(control.pack_u64(u32s[0] << 32 | u32s[1])) == u32s[0] << 32 | u32s[1]
     assert control.parse_pair(control.pack_pair(u32s[2], u32s[3])) == (u32s[2], u32s[3])

@@ -99,3 +99,17 @@ def test_mil_on_without_a_code_read_still_goes_out():
     car = Car().drive(10, 30.0).drive(120, 30.0, mil=1)
     (mil,) = [c for c in run(car.items) if c.event.type == "mil_on"]
     assert mil.change == "opened" and mil.event.values["codes"] == []
+
+
+def test_codes_from_two_ecus_each_open_an_event_naming_its_ecu():
+    # An engine ECU (7E8) holds P0133, the transmission (7E9) U0123: both are reported, each
+    # with where it is, and a code without a header's address says nothing of an ECU.
+    car = Car().drive(10, 0.0)
+    car.dtcs(3, ["P0133", "U0123", "P0420"], ["engine (7E8)", "transmission (7E9)", ""]).drive(10, 0.0)
+    ch = run(car.items)
+    by_code = {c.event.values["code"]: c.event for c in ch if c.event.type == "dtc_new"}
+    assert sorted(by_code) == ["P0133", "P0420", "U0123"]
+    assert by_code["P0133"].values["ecu"] == "engine (7E8)"
+    assert by_code["U0123"].values["ecu"] == "transmission (7E9)"
+    assert by_code["U0123"].message.startswith("Trouble code U0123 in the transmission (7E9): ")
+    assert "ecu" not in by_code["P0420"].values

@@ -52,8 +52,8 @@ class Car:
         self.items.append(("e", self.wall(), code))
         return self
 
-    def dtcs(self, mode: int, codes: list[str]) -> Car:
-        self.items.append(("d", self.wall(), mode, codes))
+    def dtcs(self, mode: int, codes: list[str], ecus: list[str] | None = None) -> Car:
+        self.items.append(("d", self.wall(), mode, codes, ecus))
         return self
 
     def drive(self, secs: float, speed: float | Callable[[float], float] = 50.0, *, slosh: float = 0.0,
@@ -140,7 +140,7 @@ def run(items: list, cfg: Config | None = None, engine: RuleEngine | None = None
         if it[0] == "s":
             eng.samples(it[1])
         elif it[0] == "d":
-            eng.dtcs(it[1], it[2], it[3])
+            eng.dtcs(it[1], it[2], it[3], it[4])
         else:
             eng.dongle_event(it[1], it[2])
         out += eng.drain()

@@ -180,7 +180,7 @@ async def test_samples_before_their_anchor_are_approximate_then_remapped(store):
 
 async def test_events_and_dtc_records_are_kept_with_their_time(store):
     ev = SimpleNamespace(kind=KIND_EVENT, seq=2, boot=1, t0=100, code=2, millivolts=14100)
-    dtc = SimpleNamespace(kind=KIND_DTC, seq=3, boot=1, t0=200, mode=3, codes=[b"\x03\x01", b"\x00\x00"])
+    dtc = SimpleNamespace(kind=KIND_DTC, seq=3, boot=1, t0=200, mode=3, codes=[b"\x03\x01", b"\x00\x00"], ecus=[])
     assert await store.ingest(DEV, [anchor(1), ev, dtc]) == 3
     assert await store.device_events(DEV) == [(WALL + 100, 2, 14100, False)]
     assert await store.dtcs(DEV) == [(WALL + 200, 3, ["P0301"], False)]
@@ -365,3 +365,11 @@ async def test_values_stay_right_when_the_value_cache_restarts_or_a_batch_fails(
             if ch == 0x0C and WALL + t >= WALL + 6_000:
                 want[(WALL + t, data)] = (data[0] * 256 + data[1]) / 4
     assert got == want
+
+
+async def test_dtc_records_keep_each_codes_ecu(store):
+    dtc = SimpleNamespace(kind=KIND_DTC, seq=2, boot=1, t0=200, mode=3,
+                          codes=[b"\x01\x33", b"\x00\x00", b"\xc1\x23"], ecus=[0xE8, 0xE8, 0x18])
+    assert await store.ingest(DEV, [anchor(1), dtc]) == 2
+    items = [i async for i in store.replay_items(DEV, 0)]
+    assert items[-1] == ("dtc", 2, WALL + 200, 3, ["P0133", "U0123"], ["engine (7E8)", "transmission (18)"])

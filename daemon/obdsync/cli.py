@@ -1032,7 +1032,7 @@ def _live_check(ctx: Ctx, device: str | None) -> Any:
         got = dongle_request(ctx, device, "check.live")
     except CommandError as e:
         raise click.ClickException(f"the dongle could not read the car: {e}") from None
-    return health.Live(dtcs={m: codes for m, codes in got["dtcs"]},
+    return health.Live(dtcs={m: codes for m, codes, *_ecus in got["dtcs"]},
                        protocol=health.Live.protocol_name(got["elm_protocol"]),
                        supported=health.Live.pids_of(bytes.fromhex(got["supported"])) if got["supported"] else None)
 
@@ -1059,7 +1059,7 @@ def dtc_read(ctx: Ctx, device: str | None, live: bool, as_json: bool) -> None:
         from obdsync.link import CommandError
 
         try:
-            reads = [(None, m, codes) for m, codes in dongle_request(ctx, device, "dtc.read")]
+            reads = [(None, m, codes, ecus) for m, codes, ecus in dongle_request(ctx, device, "dtc.read")]
         except CommandError as e:
             raise click.ClickException(f"the dongle could not read the codes: {e}") from None
     else:
@@ -1067,25 +1067,26 @@ def dtc_read(ctx: Ctx, device: str | None, live: bool, as_json: bool) -> None:
             dev = resolve_device(await store.status(), device)
             latest: dict[int, tuple] = {}
             for t, mode, codes, _ in await store.dtcs(dev, limit=50):
-                latest.setdefault(mode, (t, mode, codes))
+                latest.setdefault(mode, (t, mode, codes, [""] * len(codes)))
             return list(latest.values())
 
         reads = with_store(ctx, stored)
     if as_json:
         render.json_lines({"mode": names.get(mode, mode), "read": iso_ms(t), "read_ms": t,
-                           "codes": [{"code": c, "description": describe_dtc(c)} for c in codes]}
-                          for t, mode, codes in sorted(reads, key=lambda r: r[1]))
+                           "codes": [{"code": c, "description": describe_dtc(c), **({"ecu": e} if e else {})}
+                                     for c, e in zip(codes, ecus, strict=True)]}
+                          for t, mode, codes, ecus in sorted(reads, key=lambda r: r[1]))
         return
     from obdsync.i18n import _
 
     if not reads:
         click.echo(_("no trouble codes read yet (they are read when the MIL or code count changes and at trip start)"))
-    for t, mode, codes in sorted(reads, key=lambda r: r[1]):
+    for t, mode, codes, ecus in sorted(reads, key=lambda r: r[1]):
         when = "" if t is None else " " + _("(read {when})").format(when=fmt_ms(t))
         none = _("none") if not codes else ""
         click.echo(f"{_(names.get(mode, str(mode)))}{when}: {none}")
-        for c in codes:
-            click.echo(f"  {c}  {describe_dtc(c)}")
+        for c, ecu in zip(codes, ecus, strict=True):
+            click.echo(f"  {c}  {describe_dtc(c)}" + (f"  [{ecu}]" if ecu else ""))
 
 
 @dtc.command("clear")

@@ -289,6 +289,34 @@ def dtcs_from_raw(codes: list[bytes]) -> list[str]:
     return [dtc_from_raw(c) for c in codes if c[0] or c[1]]
 
 
+def ecu_name(addr: int) -> str:
+    """The ECU a DTC came from, by the address byte the dongle kept from the reply's header:
+    0xE8-0xEF = CAN 11-bit response ids 7E8-7EF; else the 29-bit / J1850 / K-line source
+    address. 0 = unknown (the adapter printed no header). SAE J1979 numbering: 7E8 / 0x10 is
+    usually the engine, 7E9 / 0x18 the transmission."""
+    if not 0 <= addr <= 0xFF:
+        raise DecodeError(f"an ECU address is one byte, got {addr!r}")
+    if addr == 0:
+        return ""
+    role = {0xE8: "engine", 0x10: "engine", 0xE9: "transmission", 0x18: "transmission"}.get(addr)
+    ident = f"7{addr:02X}" if addr >= 0xE8 else f"{addr:02X}"
+    return f"{role} ({ident})" if role else f"ECU {ident}"
+
+
+def dtcs_with_ecus(codes: list[bytes], ecus: list[int]) -> tuple[list[str], list[str]]:
+    """Codes of a DTC record without padding, and beside each the name of its ECU ("" unknown;
+    all "" when the record carries no addresses)."""
+    if ecus and len(ecus) != len(codes):
+        raise DecodeError(f"{len(codes)} codes but {len(ecus)} ECU addresses")
+    out: list[str] = []
+    names: list[str] = []
+    for i, c in enumerate(codes):
+        if c[0] or c[1]:
+            out.append(dtc_from_raw(c))
+            names.append(ecu_name(ecus[i]) if ecus else "")
+    return out, names
+
+
 # SAE J2012 generic codes python-OBD 0.7.3's table (≈2,000 codes, mostly P) lacks and
 # drivers meet: airbag deployment loops, wheel-speed sensors, hybrid battery, DPF.
 OWN_DTC = {

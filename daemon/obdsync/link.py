@@ -52,11 +52,17 @@ class IncompatibleError(LinkError):
     """The dongle speaks another protocol version: a firmware or daemon update is due."""
 
 
+_REASON_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_")
+
+
 class CommandError(LinkError):
-    def __init__(self, command: int, status: int):
+    def __init__(self, command: int, status: int, reason: bytes = b""):
         self.command = command
         self.status = status
-        super().__init__(f"{control.COMMAND_NAMES.get(command, command)}: {control.STATUS_NAMES.get(status, status)}")
+        # An ADAPTER_ERROR carries the driver's reason (e.g. MALFORMED, NO_DATA) as ASCII.
+        self.reason = reason.decode() if reason and all(chr(c) in _REASON_CHARS for c in reason) else ""
+        why = f" ({self.reason})" if self.reason else ""
+        super().__init__(f"{control.COMMAND_NAMES.get(command, command)}: {control.STATUS_NAMES.get(status, status)}{why}")
 
 
 class Sink(Protocol):
@@ -238,7 +244,7 @@ class DongleLink:
             raise LinkError("not connected")
         reply = await self._request(type_, payload, timeout)
         if reply.status != control.OK:
-            raise CommandError(type_, reply.status)
+            raise CommandError(type_, reply.status, reply.payload[:32])
         return reply.payload
 
     # -- handshake -------------------------------------------------------------

@@ -32,13 +32,14 @@ def op(name: str) -> Callable[[Op], Op]:
 
 @op("dtc.read")
 async def read_dtcs(link: Any) -> list[list[Any]]:
-    """[[mode, [code, ...]], ...] for stored, pending and permanent codes."""
-    from obdsync.decode import dtcs_from_raw
+    """[[mode, [code, ...], [ecu, ...]], ...] for stored, pending and permanent codes; beside
+    each code the name of the ECU that holds it ("" where the adapter printed no header)."""
+    from obdsync.decode import dtcs_with_ecus
 
     out = []
     for mode in DTC_MODES:
-        m, codes = control.parse_dtcs(await link.command(control.READ_DTC, bytes((mode,))))
-        out.append([m, dtcs_from_raw(codes)])
+        m, codes, ecus = control.parse_dtcs(await link.command(control.READ_DTC, bytes((mode,))), True)
+        out.append([m, *dtcs_with_ecus(codes, ecus)])
     return out
 
 

@@ -125,7 +125,7 @@ class Pipeline:
                 if item[0] == "samples":
                     st.held[item[1]] = ("samples", None, item[2])
                 elif item[0] == "dtc":
-                    st.held[item[1]] = ("dtc", None, (item[2], item[3], item[4]))
+                    st.held[item[1]] = ("dtc", None, (item[2], item[3], item[4], item[5]))
                 else:
                     st.held[item[1]] = ("event", None, (item[2], item[3]))
         self._devices[device] = st
@@ -228,9 +228,9 @@ class Pipeline:
             if rec.kind == KIND_SAMPLES:
                 st.held[rec.seq] = ("samples", rec.boot, by_seq.get(rec.seq, []))
             elif rec.kind == KIND_DTC:
-                from obdsync.decode import dtcs_from_raw
+                from obdsync.decode import dtcs_with_ecus
 
-                st.held[rec.seq] = ("dtc", rec.boot, (rec.t0, rec.mode, dtcs_from_raw(rec.codes)))
+                st.held[rec.seq] = ("dtc", rec.boot, (rec.t0, rec.mode, *dtcs_with_ecus(rec.codes, rec.ecus)))
             elif rec.kind == KIND_EVENT:
                 st.held[rec.seq] = ("event", rec.boot, (rec.t0, rec.code))
             else:
@@ -284,8 +284,8 @@ class Pipeline:
             if kind == "samples":
                 engine.samples(payload, offset, ROW_FIELDS if boot is not None else WALL_FIELDS)
             elif kind == "dtc":
-                t0, mode, codes = payload
-                engine.dtcs(offset + t0, mode, codes)
+                t0, mode, codes, ecus = payload
+                engine.dtcs(offset + t0, mode, codes, ecus)
             elif kind == "event":
                 t0, code = payload
                 engine.dongle_event(offset + t0, code)
@@ -429,7 +429,7 @@ def _feed_item(engine: RuleEngine, item: tuple) -> None:
     if item[0] == "samples":
         engine.samples(item[2])
     elif item[0] == "dtc":
-        engine.dtcs(item[2], item[3], item[4])
+        engine.dtcs(item[2], item[3], item[4], item[5])
     elif item[0] == "event":
         engine.dongle_event(item[2], item[3])
 

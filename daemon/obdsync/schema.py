@@ -229,6 +229,11 @@ MIGRATIONS: tuple[str, ...] = (
     INSERT INTO epochs (device, idx, epoch, first_seq, contiguous, first_seen)
         SELECT num, 0, 0, first_seq, contiguous, COALESCE(first_seen, 0) FROM devices WHERE first_seq IS NOT NULL;
     """,
+    # DTC attribution: beside each code the ECU that holds it (JSON list parallel to codes,
+    # like ["engine (7E8)", "transmission (7E9)"]; "" where the adapter printed no header).
+    """
+    ALTER TABLE dtcs ADD COLUMN ecus TEXT NOT NULL DEFAULT '[]';
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -44,7 +44,7 @@ import aiosqlite
 from protocol.record import KIND_ANCHOR, KIND_DTC, KIND_EVENT, KIND_GAP, KIND_SAMPLES
 
 from . import schema
-from .decode import Decoder, dtcs_from_raw
+from .decode import Decoder, dtcs_with_ecus
 from .paths import normalize_device_id, private_dir, private_file
 
 log = logging.getLogger(__name__)
@@ -596,8 +596,9 @@ class Store:
                                         r.code, r.millivolts))
             elif kind == KIND_DTC:
                 a = anchor(boot)
-                codes = json.dumps(dtcs_from_raw(r.codes))
-                plan.dtc_rows.append((num, seq, boot, r.t0, a.wall_ms - a.t0 + r.t0, a.approx, r.mode, codes))
+                codes, ecus = dtcs_with_ecus(r.codes, r.ecus)
+                plan.dtc_rows.append((num, seq, boot, r.t0, a.wall_ms - a.t0 + r.t0, a.approx, r.mode,
+                                      json.dumps(codes), json.dumps(ecus)))
         units = self._decoder.units
         raw_of = self._raw_of
         last = dict(zip(map(_SIGNAL, rows), rows, strict=True))  # each signal's last row in batch order
@@ -800,7 +801,7 @@ class Store:
                            chunk: int = 2000) -> AsyncIterator[tuple]:
         """Stored records of a device with seq in (after_seq, upto_seq], in seq order,
         as the rules engine takes them: ("samples", seq, [(wall_ms, signal, value)]),
-        ("dtc", seq, wall_ms, mode, codes) or ("event", seq, wall_ms, code)."""
+        ("dtc", seq, wall_ms, mode, codes, ecus) or ("event", seq, wall_ms, code)."""
         num = await self._num(device)
         if num is None:
             return
@@ -815,7 +816,7 @@ class Store:
             rows = await self._fetch("SELECT seq, time_ms, channel, value FROM samples WHERE device=?"
                                      " AND seq BETWEEN ? AND ? ORDER BY seq, n, channel", (num, first, last))
             dtcs = {r[0]: r[1:] for r in await self._fetch(
-                "SELECT seq, time_ms, mode, codes FROM dtcs WHERE device=? AND seq BETWEEN ? AND ?",
+                "SELECT seq, time_ms, mode, codes, ecus FROM dtcs WHERE device=? AND seq BETWEEN ? AND ?",
                 (num, first, last))}
             evs = {r[0]: r[1:] for r in await self._fetch(
                 "SELECT seq, time_ms, code FROM device_events WHERE device=? AND seq BETWEEN ? AND ?",
@@ -829,8 +830,8 @@ class Store:
                 if kind == KIND_SAMPLES:
                     yield ("samples", seq, by_seq.get(seq, []))
                 elif kind == KIND_DTC and seq in dtcs:
-                    t, mode, codes = dtcs[seq]
-                    yield ("dtc", seq, t, mode, json.loads(codes))
+                    t, mode, codes, ecus = dtcs[seq]
+                    yield ("dtc", seq, t, mode, json.loads(codes), json.loads(ecus))
                 elif kind == KIND_EVENT and seq in evs:
                     t, code = evs[seq]
                     yield ("event", seq, t, code)
@@ -1081,7 +1082,7 @@ def _apply_plan(c: sqlite3.Connection, num: int, plan: _Plan) -> None:
     if plan.event_rows:
         c.executemany("INSERT INTO device_events VALUES (?,?,?,?,?,?,?,?)", plan.event_rows)
     if plan.dtc_rows:
-        c.executemany("INSERT INTO dtcs VALUES (?,?,?,?,?,?,?,?)", plan.dtc_rows)
+        c.executemany("INSERT INTO dtcs VALUES (?,?,?,?,?,?,?,?,?)", plan.dtc_rows)
     if plan.channel_rows:
         c.executemany(
             "INSERT INTO channels (device, channel, unit, last_ms, last_value, last_raw)"

@@ -179,12 +179,14 @@ class Dongle(Actions):
     async def _read_codes(self):
         elm = self.elm
         for mode in (0x03, 0x07, 0x0A):
-            st = await elm.read_dtcs(mode)
-            if st != elm327.OK and st != elm327.NO_DATA:
+            # Only a list read whole is logged: NO DATA (no ECU answered this mode) or an error
+            # says nothing about the codes, and a record of none would be a false all-clear.
+            if await elm.read_dtcs(mode) != elm327.OK:
                 continue
             self._seal()
             log = self.log
-            n = self._signer.dtc(self._small, log.next_seq, log.boot, self.clock.ms(), mode, elm.dtc, elm.dtc_n)
+            n = self._signer.dtc(self._small, log.next_seq, log.boot, self.clock.ms(), mode, elm.dtc, elm.dtc_n,
+                                 elm.dtc_ecu)
             self._append_small(n)
 
     async def _elm_job(self, fn):
@@ -389,12 +391,13 @@ class Dongle(Actions):
             # Copied inside the job: the next job (the housekeeping's DTC read) reuses elm.dtc
             # before this task resumes.
             st = await elm.read_dtcs(mode)
-            return st, [bytes(elm.dtc[2 * i:2 * i + 2]) for i in range(elm.dtc_n)]
+            return st, [bytes(elm.dtc[2 * i:2 * i + 2]) for i in range(elm.dtc_n)], bytes(elm.dtc_ecu[:elm.dtc_n])
 
-        st, codes = await self._elm_job(read)
-        if st == elm327.OK or st == elm327.NO_DATA:
-            return control.OK, control.pack_dtcs(mode, codes)
-        return control.ADAPTER_ERROR, b""
+        st, codes, ecus = await self._elm_job(read)
+        if st == elm327.OK:
+            return control.OK, control.pack_dtcs(mode, codes, ecus)
+        # The driver's reason (NO_DATA, MALFORMED, CAN_ERROR ...) in the payload: never "none".
+        return control.ADAPTER_ERROR, elm327.NAMES[st].encode()
 
     async def clear_dtc(self):
         # Mode 04 resets emissions monitors: never while the car moves, whatever the daemon

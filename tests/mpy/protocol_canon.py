@@ -31,6 +31,8 @@ def record_fields(rec):
     elif rec.kind == 5:
         d["mode"] = rec.mode
         d["codes"] = [hx(c) for c in rec.codes]
+        if rec.ecus:
+            d["ecus"] = rec.ecus
     return d
 
 

@@ -54,7 +54,7 @@ def _encode_record(vec, key):
         n = s.event(*(head + (f["code"], f["millivolts"])))
     else:
         codes = b"".join([unhx(c) for c in f["codes"]])
-        n = s.dtc(*(head + (f["mode"], codes, len(f["codes"]))))
+        n = s.dtc(*(head + (f["mode"], codes, len(f["codes"]), bytes(f["ecus"]) if "ecus" in f else None)))
     return hx(out[:n])
 
 
@@ -108,8 +108,8 @@ def parse_payload(type_, reply, payload):
     if type_ == c.SET_PLAN and not reply:
         return [list(e) for e in c.parse_plan(payload)]
     if type_ == c.READ_DTC and reply:
-        mode, codes = c.parse_dtcs(payload)
-        return [mode, [hx(x) for x in codes]]
+        mode, codes, ecus = c.parse_dtcs(payload, True)
+        return [mode, [hx(x) for x in codes]] + ([ecus] if ecus else [])
     if type_ == c.STATUS and reply:
         d = c.parse_status(payload)
         rates = [[ch, int(round(d["rates"][ch] * 100))] for ch in sorted(d["rates"])]
@@ -134,7 +134,7 @@ def pack_payload(type_, reply, v):
     if type_ == c.SET_PLAN:
         return c.pack_plan([tuple(e) for e in v])
     if type_ == c.READ_DTC:
-        return c.pack_dtcs(v[0], [unhx(x) for x in v[1]])
+        return c.pack_dtcs(v[0], [unhx(x) for x in v[1]], v[2] if len(v) > 2 else None)
     return c.pack_status(v["values"], [tuple(r) for r in v["rates"]])
 
 

@@ -150,6 +150,9 @@ def record_vectors():
     codes = [bytes.fromhex("0133"), bytes.fromhex("c158"), bytes.fromhex("4200")]
     small("dtc", 5, b"\x03" + b"".join(codes), {"mode": 3, "codes": [c.hex() for c in codes]}, "stored DTCs")
     small("dtc_none", 5, b"\x0a", {"mode": 10, "codes": []}, "permanent DTCs: none")
+    small("dtc_ecus", 5, b"\x83" + b"\xe8" + codes[0] + b"\xe9" + codes[1],
+          {"mode": 3, "codes": [c.hex() for c in codes[:2]], "ecus": [0xE8, 0xE9]},
+          "stored DTCs with their ECUs (7E8 engine, 7E9 transmission): mode | 0x80, then ecu u8 + code")
 
     # Well-MACed records the decoder must still refuse (a buggy or hostile dongle).
     bad = []
@@ -174,6 +177,8 @@ def record_vectors():
     refuse("event_code_9", header(4, 5, 1, 0) + b"\x09\x00\x00")
     refuse("dtc_mode_1", header(5, 5, 1, 0) + b"\x01")
     refuse("dtc_odd", header(5, 5, 1, 0) + b"\x03\x01")
+    refuse("dtc_ecus_short", header(5, 5, 1, 0) + b"\x83\xe8\x01\x33\xe9")
+    refuse("dtc_mode_81", header(5, 5, 1, 0) + b"\x81")
     good_hex = bytes.fromhex(good[0]["hex"])
     bad.append({"name": "bit_flipped", "hex": (good_hex[:20] + bytes([good_hex[20] ^ 0x04]) + good_hex[21:]).hex()})
     bad.append({"name": "mac_truncated", "hex": good_hex[:-1].hex()})
@@ -246,6 +251,9 @@ def control_vectors():
     msg(D, 6, 6, b"", status=0)
     msg(C, 7, 7, b"\x03")
     msg(D, 7, 7, b"\x03" + b"".join(bytes.fromhex(c) for c in dtcs), [3, dtcs], status=0)
+    msg(C, 7, 13, b"\x03")
+    msg(D, 7, 13, b"\x83" + b"".join(bytes([e]) + bytes.fromhex(c) for e, c in zip((0x10, 0x18), dtcs, strict=True)),
+        [3, dtcs, [0x10, 0x18]], status=0)
     msg(C, 8, 8, b"")
     msg(D, 8, 8, b"", status=3)
     msg(C, 9, 9, b"")

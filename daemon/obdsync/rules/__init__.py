@@ -196,10 +196,11 @@ class RuleEngine:
                 r.sample(t, channel, v)
         self._tick(t)
 
-    def dtcs(self, wall_ms: int, mode: int, codes: list[str]) -> None:
-        """A DTC read: mode 0x03 stored, 0x07 pending, 0x0A permanent; codes like "P0301"."""
+    def dtcs(self, wall_ms: int, mode: int, codes: list[str], ecus: list[str] | None = None) -> None:
+        """A DTC read: mode 0x03 stored, 0x07 pending, 0x0A permanent; codes like "P0301";
+        ecus: beside each code the ECU that holds it ("" unknown)."""
         t = self._begin(wall_ms)
-        self.dtc.read(t, mode, list(codes))
+        self.dtc.read(t, mode, list(codes), list(ecus) if ecus else None)
         self._tick(t)
 
     def dongle_event(self, wall_ms: int, code: int) -> None:

@@ -73,9 +73,16 @@ class DtcRule(Rule):
             "Check-engine light on" + (f": {', '.join(codes)}" if codes else "")
             + " — have the car checked")
 
-    def read(self, t: int, mode: int, codes: list[str]) -> None:
+    def read(self, t: int, mode: int, codes: list[str], ecus: list[str] | None = None) -> None:
+        """One read of a mode's codes; ecus (beside each code its ECU's name, "" unknown) go
+        into the event of a code that opens here: two ECUs may hold codes at once."""
         if mode not in (STORED, PENDING, PERMANENT):
             raise ValueError(f"DTC mode must be 0x03, 0x07 or 0x0A, got {mode!r}")
+        where: dict[str, list[str]] = {}
+        for code, ecu in zip(codes, ecus or [""] * len(codes), strict=True):
+            c = code.strip().upper()
+            if ecu and ecu not in where.setdefault(c, []):
+                where[c].append(ecu)
         clean = sorted({c.strip().upper() for c in codes if _CODE.fullmatch(c.strip().upper())} - {"P0000"})
         self.modes[str(mode)] = clean
         stored = set(self.modes.get(str(STORED), ()))
@@ -86,10 +93,13 @@ class DtcRule(Rule):
             ev = self.active.get(code)
             if ev is None:
                 desc = describe(code)
+                ecu = ", ".join(where.get(code, ()))
                 self.active[code] = self.ctx.open(
                     "dtc_new", code, WARNING if status == "stored" else INFO, t,
-                    {"code": code, "description": desc, "status": status, "permanent": code in permanent},
-                    f"Trouble code {code}: {desc}" + (" (pending)" if status == "pending" else ""))
+                    {"code": code, "description": desc, "status": status, "permanent": code in permanent,
+                     **({"ecu": ecu} if ecu else {})},
+                    f"Trouble code {code}" + (f" in the {ecu}" if ecu else "") + f": {desc}"
+                    + (" (pending)" if status == "pending" else ""))
             elif ev.values.get("status") == "pending" and status == "stored":
                 self.active[code] = self.ctx.update(ev, WARNING, {**ev.values, "status": "stored"},
                                                     ev.message.replace(" (pending)", ""))
