@@ -59,15 +59,27 @@ _CONFIG = click.option("--config", "config", type=click.Path(dir_okay=False, exi
                             " the simulated car brings its own tank and fuel type.")
 
 
+@hil.command("adapters")
+def list_adapters() -> None:
+    """The adapter/ECU profiles (`hil run --adapter NAME`)."""
+    from hil.adapter import all_profiles
+
+    for p in all_profiles():
+        click.echo(f"{p.name:<18} {p.protocol:<10} {p.family_name:<14} {p.description}")
+
+
 @hil.command("run")
 @click.argument("scenario")
+@click.option("--adapter", metavar="PROFILE", help="Adapter/ECU profile (`obdsync hil adapters`; default: a "
+              "genuine ELM327 on CAN 11-bit 500k).")
 @click.option("--workdir", type=click.Path(file_okay=False, path_type=Path),
               help="Keep the flash, air and database here (default: a temporary directory).")
 @_CONFIG
 @click.option("--board", metavar="PORT", help="Run against a real dongle: the emulator on this serial port.")
 @click.option("--address", envvar="OBDSYNC_BOARD_ADDRESS", help="With --board: the dongle's BLE address.")
 @click.option("--secret", "label", envvar="OBDSYNC_BOARD_SECRET", help="With --board: the label text.")
-def run(scenario: str, workdir: Path | None, config: Path | None, board: str | None, address: str | None,
+def run(scenario: str, adapter: str | None, workdir: Path | None, config: Path | None, board: str | None,
+        address: str | None,
         label: str | None) -> None:
     """Run SCENARIO end to end and check the expected events (exit 1 on a miss)."""
     from hil.runner import format_report, run_scenario
@@ -78,9 +90,16 @@ def run(scenario: str, workdir: Path | None, config: Path | None, board: str | N
 
         sys.exit(run_board(scenario, board, address, label))
     cfg = _config(sc, config)
+    if adapter:
+        from hil.adapter import ProfileError, load_profile
+
+        try:
+            load_profile(adapter)
+        except ProfileError as e:
+            raise click.BadParameter(str(e), param_hint="--adapter") from None
     if workdir:
         workdir.mkdir(parents=True, exist_ok=True)
-    report = asyncio.run(run_scenario(sc, workdir=workdir, echo=click.echo, config=cfg))
+    report = asyncio.run(run_scenario(sc, workdir=workdir, echo=click.echo, config=cfg, adapter=adapter))
     click.echo(format_report(report))
     if workdir:
         _where(workdir)

@@ -7,12 +7,13 @@ output formatting, and one catch-all entry that hands every OBD request to
 stock `default`/`car` OBD entries are not used (as ELM327-emulator ships them, the car's mode 03 lacks
 the count byte, its A6 answers 0x61).
 
-Replies go through the emulator's `<answer>` tag (its ISO-TP framer `uds_answer`),
-not `obd_message.iso_tp_frames`: with headers off (ATH0) the `<header>/<size>/<data>`
-frames that `iso_tp_frames` builds print the first frame as `14 49 02 …` instead of the
-ELM327's `014` / `0: 49 02 …` (checked here), while `<answer>` gets both ATH0 and ATH1
-right, and honours ATSH/ATCAF. Multi-PID mode 01 requests (2–6 PIDs, with or without
-the response-count digit) are one ISO-TP message, as from a real CAN ECU. The first OBD
+Replies are printed by `hil.adapter.format_lines` for the adapter profile's bus, as the
+lines of `<writeln>` tags: the emulator's own framers know CAN 11-bit only (`uds_answer`;
+`obd_message.iso_tp_frames` prints a first frame as `14 49 02 …` instead of the ELM327's
+`014` / `0: 49 02 …` with headers off), while a profile may be CAN 29-bit, ISO 9141, KWP
+or J1850, with headers on (ATH1, or a clone that ignores ATH0) or off, spaces on or off.
+Multi-PID mode 01 requests (2–6 PIDs, with or without the response-count digit) are one
+ISO-TP message, as from a real CAN ECU; ECUs beside the engine answer after it. The first OBD
 request after a reset with automatic protocol prints `SEARCHING...` first; ATRV reads the
 vehicle's battery.
 
@@ -32,6 +33,7 @@ writes elm.log (a WARNING logging config is installed through ELM_LOG_CFG).
 from __future__ import annotations
 
 import argparse
+import collections
 import os
 import signal
 import sys
@@ -40,6 +42,7 @@ import threading
 import zlib
 from pathlib import Path
 
+from hil.adapter import Profile, format_lines, load_profile
 from hil.scenario import Scenario, load
 from hil.simclock import ENV as CLOCK_ENV
 from hil.simclock import Schedule
@@ -74,10 +77,6 @@ def _log_config(text: str) -> str:
     return str(path)
 
 
-def _xml_hex(data: bytes) -> str:
-    return " ".join(f"{b:02X}" for b in data)
-
-
 class Emulator:
     """ELM327-emulator serving `vehicle` on a pty; a context manager.
 
@@ -86,14 +85,21 @@ class Emulator:
     scenario would make."""
 
     def __init__(self, scenario: Scenario | str, clock: Schedule | None = None, vehicle: Vehicle | None = None,
-                 _log_cfg: str = _LOG_CFG_INPROCESS):
+                 _log_cfg: str = _LOG_CFG_INPROCESS, adapter: Profile | str | None = None):
         self.scenario = load(scenario) if isinstance(scenario, str) else scenario
         self.clock = clock or self.scenario.schedule()
-        self.vehicle = vehicle or self.scenario.make_vehicle()
+        # The adapter/ECU profile (hil.adapter): the bus, its ECUs, the clone's AT quirks. The
+        # link model applies the rest of it (case, NULs, echo, buffer, latency).
+        self.adapter = load_profile(adapter) if isinstance(adapter, str) else (adapter or Profile(name="default"))
+        self.vehicle = vehicle or self.scenario.make_vehicle(self.adapter)
         self._log_cfg = _log_cfg
         self._elm = None
         self.pty: str | None = None
         self.requests = 0
+        # the last OBD requests served: (request, sim time, the ECUs' messages or the error
+        # text) — what an oracle (python-OBD) decodes to check what a client read
+        self.served: collections.deque[tuple[str, float, list[tuple[int, bytes]] | str]] = collections.deque(
+            maxlen=512)
 
     # -- the scenario table ------------------------------------------------------------------
 
@@ -104,7 +110,13 @@ class Emulator:
         """ResponseFooter of the catch-all entry: one OBD request → emulator XML."""
         self.requests += 1
         t = self.sim_s()
-        reply = self.vehicle.respond(cmd, t)
+        ad = self.adapter
+        req = cmd.replace(" ", "").upper()
+        if ad.multi_pid == "unknown" and req.startswith("01") and len(req) > 5:
+            self.served.append((req, t, "?"))
+            return "<writeln>?</writeln>"  # an adapter without multi-PID requests
+        reply = self.vehicle.respond_all(cmd, t)
+        self.served.append((req, t, reply))
         out = ""
         proto = emu.counters.get("cmd_proto")
         if "cmd_obdsync_searched" not in emu.counters:
@@ -112,9 +124,15 @@ class Emulator:
             emu.counters["cmd_obdsync_searched"] = True
             if proto in (None, "0", "00") and "cmd_try_proto" not in emu.counters:
                 out = "<string>SEARCHING...</string><writeln></writeln>"
+            if ad.protocol in ("ISO9141", "KWP_SLOW", "KWP_FAST"):
+                out += "<writeln>BUS INIT: ...OK</writeln>"  # the K-line's 5-baud / fast init
         if isinstance(reply, str):
             return out + "<writeln>" + reply + "</writeln>"
-        return out + "".join("<answer>" + _xml_hex(m) + "</answer>" for m in reply)
+        headers = ad.headers == "always" or bool(emu.counters.get("cmd_use_header"))
+        spaces = emu.counters.get("cmd_spaces", 1) != 0
+        for ecu, m in reply:
+            out += "".join(f"<writeln>{ln}</writeln>" for ln in format_lines(ad, ecu, m, headers, spaces))
+        return out
 
     def _atrv(self, emu, cmd: str, pid, uc_val) -> str:
         return f"<writeln>{self.vehicle.battery_volts(self.sim_s()):.1f}V</writeln>"
@@ -136,6 +154,14 @@ class Emulator:
         }
         # The stock 'default' table would answer OBD requests the vehicle does not
         # model (two ECUs for RPM, fixed bitmaps): replace it with nothing.
+        ad = self.adapter
+        # ATDPN: the profile's protocol, found by the automatic search (`A` + digit)
+        ours["OBDSYNC_DPN"] = {"Request": r"^ATDPN$", "Descr": "protocol number", "Priority": 1,
+                               "Response": f"<writeln>A{ad.dpn:X}</writeln>"}
+        for i, c in enumerate(ad.at_ok):
+            # a clone that claims every AT command: OK, and nothing done
+            ours[f"OBDSYNC_AT_OK_{i}"] = {"Request": "^" + c.upper() + "$", "Descr": "clone OK", "Priority": 1,
+                                          "Response": "<writeln>OK</writeln>"}
         return {"default": {}, "AT": stock["AT"], _SCENARIO_KEY: ours}
 
     # -- life cycle --------------------------------------------------------------------------

@@ -22,6 +22,10 @@ ELM327 on a real car.
                     `ELM327 v1.5` banner and prompt; its settings are forgotten (the relay
                     sends ATZ to the emulator and passes on its banner, not its echo)
   A replaced reply keeps the echoed CR when echo is on, as the chip would.
+- An adapter profile (`adapter=`, hil.adapter; `--adapter NAME`): the clone's habits on
+  the wire — replies in lower case, NULs before the prompt, an echo ATE0 does not stop, a
+  reply longer than its buffer cut short by `BUFFER FULL` — and the profile's own baud and
+  latency a request when none are given.
 
 In-process: `with LinkModel(emu.pty) as link: link.pty …; link.inject("can_error");
 link.stats()`. As a process: `python -m hil.linkmodel --upstream PTY [--baud N]
@@ -51,6 +55,8 @@ import threading
 import time
 import tty
 from dataclasses import dataclass, field
+
+from hil.adapter import Profile, load_profile
 
 FAULT_KINDS = ("garbage", "drop", "can_error", "bus_init_error", "stopped", "unknown", "truncate", "reset")
 _REPLACE = {
@@ -103,10 +109,18 @@ class _Reply:
 class LinkModel:
     """A paced, fault-injecting relay between a client pty and the emulator's pty."""
 
-    def __init__(self, upstream: str, baud: int = 38400, latency_s: float = 0.030,
-                 plan: FaultPlan | None = None, seed: int = 0):
+    def __init__(self, upstream: str, baud: int | None = None, latency_s: float | None = None,
+                 plan: FaultPlan | None = None, seed: int = 0, adapter: Profile | str | None = None):
+        self.adapter = load_profile(adapter) if isinstance(adapter, str) else adapter
+        if baud is None:
+            baud = self.adapter.baud if self.adapter else 38400
+        if latency_s is None:
+            latency_s = self.adapter.latency_s if self.adapter else 0.030
         if baud < 0 or latency_s < 0:
             raise ValueError("baud and latency_s must be >= 0")
+        ad = self.adapter
+        # replies the profile rewrites are held whole, then paced (not streamed as they come)
+        self._rewrite = bool(ad and (ad.case == "lower" or ad.nul or ad.buffer_bytes))
         self.upstream = upstream
         self.baud = baud
         self.latency_s = latency_s
@@ -308,8 +322,12 @@ class LinkModel:
 
     def _command_sent(self, now: float) -> None:
         """A CR reached the chip: classify the command, expect its reply."""
-        cmd = bytes(self._line).replace(b" ", b"").upper()
+        raw = bytes(self._line)
+        cmd = raw.replace(b" ", b"").upper()
         self._line.clear()
+        if self.adapter and self.adapter.echo == "always" and not self._echo:
+            # a clone that keeps echoing after ATE0: the command and its CR come back first
+            self._replies.append(_Reply(False, 0.0, None, buf=bytearray(raw + b"\r"), done=True, loose=True))
         if not cmd:
             obd = self._last_cmd_obd  # a lone CR repeats the last command
         else:
@@ -365,7 +383,7 @@ class LinkModel:
             rep = self._replies[0]
             if now < rep.release_at:
                 return
-            if rep.fault is None and not rep.swallow_echo:
+            if rep.fault is None and not rep.swallow_echo and not (self._rewrite and not rep.loose):
                 # stream as it comes: pacing starts before the emulator has finished
                 if rep.sent < len(rep.buf):
                     chunk = bytes(rep.buf[rep.sent:])
@@ -383,6 +401,27 @@ class LinkModel:
                 self._up_free = self._pace(self._upq, self._up_free, out, now)
 
     def _apply(self, rep: _Reply) -> bytes:
+        out = self._fault(rep)
+        return self._clone(out, rep) if self._rewrite and not rep.loose else out
+
+    def _clone(self, buf: bytes, rep: _Reply) -> bytes:
+        """The profile's clone habits on one reply (its echo, if any, left as it was)."""
+        ad = self.adapter
+        echo = buf[:buf.index(b"\r") + 1] if (self._echo and b"\r" in buf) else b""
+        body = buf[len(echo):]
+        if ad.buffer_bytes and rep.obd:
+            data = body.rstrip(b">").rstrip(b"\r")
+            if len(data) > ad.buffer_bytes:
+                body = data[:ad.buffer_bytes] + b"\rBUFFER FULL\r\r>"
+                with self._lock:
+                    self._stats["buffer_full"] += 1
+        if ad.case == "lower":
+            body = body.lower()
+        if ad.nul and body.endswith(b">"):
+            body = body[:-1] + b"\x00>"
+        return echo + body
+
+    def _fault(self, rep: _Reply) -> bytes:
         buf = bytes(rep.buf)
         if rep.swallow_echo:
             return buf[len(rep.swallow_echo):] if buf.startswith(rep.swallow_echo) else buf
@@ -488,8 +527,9 @@ def _serve_control(link: LinkModel, srv: socket.socket, path: str, stop: threadi
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m hil.linkmodel", description=__doc__.split("\n\n")[0])
     ap.add_argument("--upstream", required=True, help="the emulator's pty path")
-    ap.add_argument("--baud", type=int, default=38400, help="0 = unpaced")
-    ap.add_argument("--latency-ms", type=float, default=30.0, help="ECU latency per OBD request")
+    ap.add_argument("--baud", type=int, help="0 = unpaced (default: the adapter profile's, else 38400)")
+    ap.add_argument("--latency-ms", type=float, help="ECU latency per OBD request (default: the profile's, else 30)")
+    ap.add_argument("--adapter", help="adapter profile (hil/adapters/NAME.toml): the clone's habits on the wire")
     ap.add_argument("--fault-rate", type=float, default=0.0)
     ap.add_argument("--fault-seed", type=int, default=0)
     ap.add_argument("--fault-kinds", default=",".join(FAULT_KINDS))
@@ -499,8 +539,9 @@ def main(argv: list[str] | None = None) -> int:
         plan = None
         if args.fault_rate:
             plan = FaultPlan(args.fault_rate, args.fault_seed, tuple(k for k in args.fault_kinds.split(",") if k))
-        link = LinkModel(args.upstream, baud=args.baud, latency_s=args.latency_ms / 1000.0, plan=plan,
-                         seed=args.fault_seed).start()
+        link = LinkModel(args.upstream, baud=args.baud,
+                         latency_s=None if args.latency_ms is None else args.latency_ms / 1000.0, plan=plan,
+                         seed=args.fault_seed, adapter=args.adapter).start()
     except (ValueError, LinkError) as e:
         print(f"hil.linkmodel: {e}", file=sys.stderr)
         return 2

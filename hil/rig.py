@@ -21,6 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from hil import mpy
+from hil.adapter import Profile, load_profile
 from hil.blesim import shim
 from hil.build_firmware import code_heap_kb, frozen_tree, sim_tree
 from hil.emulator import Emulator
@@ -142,10 +143,13 @@ class SimDongle:
 class Rig:
     """Vehicle, link model and dongles for one scenario."""
 
-    def __init__(self, scenario: Scenario | str, workdir: str | os.PathLike, *, baud: int = 38400,
-                 latency_s: float = 0.030, faults: FaultPlan | None = None, pairing: bool = True,
+    def __init__(self, scenario: Scenario | str, workdir: str | os.PathLike, *, baud: int | None = None,
+                 latency_s: float | None = None, faults: FaultPlan | None = None, pairing: bool = True,
                  dongles: int = 1, log_capacity: int = 1 << 20, echo: Callable[[str], None] | None = None,
-                 epoch: float | None = None, dongle_config: dict | None = None, frozen: bool = False) -> None:
+                 epoch: float | None = None, dongle_config: dict | None = None, frozen: bool = False,
+                 adapter: Profile | str | None = None) -> None:
+        """baud and latency_s default to the adapter profile's (hil.adapter), else 38400 Bd
+        and 30 ms; the profile is applied by the emulator (vehicle) and the link model."""
         self.scenario = load(scenario) if isinstance(scenario, str) else scenario
         self.workdir = Path(workdir)
         self.air = self.workdir / "air"
@@ -160,6 +164,7 @@ class Rig:
         self._echo = echo
         self._dongle_config = dongle_config
         self._frozen = frozen
+        self.adapter = load_profile(adapter) if isinstance(adapter, str) else adapter
         self.emulators: list[Emulator] = []
         self.links: list[LinkModel] = []
         self.dongles: list[SimDongle] = []
@@ -179,9 +184,10 @@ class Rig:
     def start(self) -> Rig:
         try:
             for i in range(self._n):
-                emu = Emulator(self.scenario, clock=self.schedule).start()
+                emu = Emulator(self.scenario, clock=self.schedule, adapter=self.adapter).start()
                 self.emulators.append(emu)
-                link = LinkModel(emu.pty, baud=self._baud, latency_s=self._latency, plan=self._faults).start()
+                link = LinkModel(emu.pty, baud=self._baud, latency_s=self._latency, plan=self._faults,
+                                 adapter=self.adapter).start()
                 self.links.append(link)
                 d = SimDongle(self.workdir / f"flash{i}", link.pty, self.air, clock=self.schedule,
                               pairing=self._pairing, log_capacity=self._log_capacity, echo=self._echo,

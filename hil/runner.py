@@ -80,14 +80,15 @@ def check_expectations(scenario: Scenario, events: list[Any]) -> list[Check]:
 
 async def run_scenario(scenario: Scenario | str, *, workdir: Path | None = None,
                        echo: Callable[[str], None] | None = print, config: Config | None = None,
-                       extra_sim_s: float = 0.0) -> Report:
-    """Run the scenario to its end (plus extra_sim_s), drain, check, report."""
+                       extra_sim_s: float = 0.0, adapter: str | None = None) -> Report:
+    """Run the scenario to its end (plus extra_sim_s), drain, check, report; adapter: an
+    adapter/ECU profile name (hil/adapters), else a genuine ELM327 on CAN 11/500."""
     sc = load(scenario) if isinstance(scenario, str) else scenario
     say = echo or (lambda _s: None)
     with contextlib.ExitStack() as stack:
         if workdir is None:
             workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="obdsync-hil-")))
-        rig = stack.enter_context(Rig(sc, workdir))
+        rig = stack.enter_context(Rig(sc, workdir, adapter=adapter))
         d = rig.dongle
         cfg = config or scenario_config(sc)
         daemon = Daemon(cfg, workdir / "obdsync.db", [Paired(d.device_id, d.mac, "sim")],

@@ -87,9 +87,10 @@ class Scenario:
     expects: tuple[Expect, ...]
     path: Path | None = None
 
-    def make_vehicle(self) -> Vehicle:
-        """A fresh vehicle (it carries state: mode 04 clears, integration cache)."""
-        return Vehicle(self.vehicle, self.phases)
+    def make_vehicle(self, adapter=None) -> Vehicle:
+        """A fresh vehicle (it carries state: mode 04 clears, integration cache); adapter: a
+        hil.adapter.Profile (the bus and its ECUs), else CAN 11/500 with the engine alone."""
+        return Vehicle(self.vehicle, self.phases, adapter)
 
     def schedule(self, epoch: float | None = None) -> Schedule:
         return Schedule(time.time() if epoch is None else epoch, [(p.duration_s, p.speedup) for p in self.phases])

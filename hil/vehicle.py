@@ -33,6 +33,8 @@ import re
 import threading
 from dataclasses import dataclass, replace
 
+from hil.adapter import PROTOCOLS, Profile, dtc_messages, vin_messages
+
 PHASE_KINDS = ("city", "highway", "idle", "park", "refuel", "theft", "overheat", "dtc", "weak_battery")
 ENGINE_ON_KINDS = ("city", "highway", "idle", "overheat", "dtc")
 DRIVE_PROFILES = ("city", "highway", "idle")
@@ -106,8 +108,8 @@ class VehicleParams:
             raise VehicleError(f"start_fuel_pct must be 0..100, got {self.start_fuel_pct!r}")
         if self.start_odometer_km < 0 or self.distance_since_clear_km < 0:
             raise VehicleError("start_odometer_km and distance_since_clear_km must be >= 0")
-        if self.protocol != "CAN11/500":
-            raise VehicleError(f"only protocol 'CAN11/500' is modelled, got {self.protocol!r}")
+        if self.protocol not in PROTOCOLS:
+            raise VehicleError(f"protocol must be one of {sorted(PROTOCOLS)}, got {self.protocol!r}")
         bad = [p for p in self.supported_pids if p not in MODELLED_PIDS]
         if bad:
             raise VehicleError("supported_pids not modelled: " + ", ".join(f"0x{p:02X}" for p in bad)
@@ -333,8 +335,13 @@ class _State:
 class Vehicle:
     """The car: answers OBD requests and tells the truth at any sim time."""
 
-    def __init__(self, params: VehicleParams | None = None, phases: list[Phase] | tuple[Phase, ...] = ()):
-        self.params = params or VehicleParams()
+    def __init__(self, params: VehicleParams | None = None, phases: list[Phase] | tuple[Phase, ...] = (),
+                 profile: Profile | None = None):
+        """profile (hil.adapter): the bus's message shapes, ECUs beside the engine, batches
+        refused; its protocol overrides params.protocol."""
+        self.profile = profile or Profile(name="default", protocol=(params or VehicleParams()).protocol)
+        params = replace(params or VehicleParams(), protocol=self.profile.protocol)
+        self.params = params
         self.phases = tuple(phases) or (Phase("idle", 3600.0),)
         afr, density, fuel_code, fuel_factor = FUELS[self.params.fuel_type]
         self._afr, self._density, self._fuel_code, self._fuel_factor = afr, density, fuel_code, fuel_factor
@@ -761,12 +768,13 @@ class Vehicle:
     def respond(self, request: str, t: float) -> list[bytes] | str:
         """Serve one OBD request at sim second t.
 
-        Returns the ECU's messages (each an ISO-TP payload, service|0x40 first) or the
-        ELM327 error text. Mode 04 clears the codes as a side effect."""
-        with self._lock:
-            return self._respond(request, t)
+        Returns the ECUs' messages (each an ISO-TP payload, service|0x40 first; which ECU
+        sent each: respond_all) or the ELM327 error text. Mode 04 clears the codes as a side
+        effect."""
+        r = self.respond_all(request, t)
+        return r if isinstance(r, str) else [m for _ecu, m in r]
 
-    def _respond(self, request: str, t: float) -> list[bytes] | str:
+    def _respond(self, request: str, t: float) -> list[tuple[int, bytes]] | str:
         req = re.sub(r"\s+", "", request or "").upper()
         if not req or not re.fullmatch(r"[0-9A-F]+", req):
             return "?"
@@ -784,44 +792,69 @@ class Vehicle:
         if mode == 0x01:
             if not 1 <= len(pids) <= 6:
                 return "NO DATA"
+            if len(pids) > 1 and (self.profile.multi_pid == "no_data" or not self.profile.is_can):
+                return "NO DATA"  # an ECU that answers PIDs one at a time (all of K-line and J1850)
             out = bytearray([0x41])
             for pid in pids:
                 d = self.pid_data(pid, tr)
                 if d is not None:
                     out += bytes([pid]) + d
-            return [bytes(out)] if len(out) > 1 else "NO DATA"
+            return [(0, bytes(out))] if len(out) > 1 else "NO DATA"
         if mode in (0x03, 0x07, 0x0A) and not pids:
             # One message per ECU that has codes (the engine answers always), in ECU order.
             codes = {0x03: tr.stored_dtcs, 0x07: tr.pending_dtcs, 0x0A: tr.permanent_dtcs}[mode]
-            msgs = []
-            for ecu in range(len(ECUS)):
-                mine = [c for c in codes if self._ecu_of.get(c, 0) == ecu]
-                if ecu and not mine:
-                    continue
-                msgs.append(bytes([mode | 0x40, len(mine)]) + b"".join(dtc_bytes(c) for c in mine))
-            return msgs
+            # One message (or legacy frames) per ECU that has codes, in ECU order: the engine
+            # answers always, the profile's ECUs beside it too (with no codes, `43 00`).
+            per: dict[int, list[str]] = {0: []}
+            for c in codes:
+                per.setdefault(self._ecu_of.get(c, 0), []).append(c)
+            cleared = any(action == "clear" and when <= t for when, action, _ in self._dtc_events)
+            for i, ecu in enumerate(self.profile.ecus, start=1):
+                mine = per.setdefault(i, [])
+                if not cleared or mode == 0x0A:
+                    mine += [c for c in (ecu.pending_dtcs + ecu.stored_dtcs if mode == 0x07 else ecu.stored_dtcs)
+                             if c not in mine]
+            return [(ecu, m) for ecu in sorted(per)
+                    for m in dtc_messages(self.profile, mode, [dtc_bytes(c) for c in per[ecu]])]
         if mode == 0x02 and len(pids) == 2:  # freeze frame: 02 PID FRAME
             ff = self._freeze(t)
             if ff is None or pids[1] != 0:
                 return "NO DATA"
-            _ecu, code, data = ff
+            ecu, code, data = ff
             if pids[0] == 0x02:
-                return [b"\x42\x02\x00" + dtc_bytes(code)]
+                return [(ecu, b"\x42\x02\x00" + dtc_bytes(code))]
             if pids[0] in data:
-                return [b"\x42" + bytes((pids[0], 0)) + data[pids[0]]]
+                return [(ecu, b"\x42" + bytes((pids[0], 0)) + data[pids[0]])]
             return "NO DATA"
         if mode == 0x04 and not pids:
             self.clear_codes(t)
-            return [b"\x44"]
+            return [(0, b"\x44")]
         if mode == 0x09 and len(pids) == 1:
             if pids[0] == 0x00:
                 bits = 0
                 for p in MODE09_PIDS:
                     bits |= 1 << (32 - p)
-                return [b"\x49\x00" + bits.to_bytes(4, "big")]
+                return [(0, b"\x49\x00" + bits.to_bytes(4, "big"))]
             if pids[0] == 0x02:
-                return [b"\x49\x02\x01" + self.params.vin.encode("ascii")]
+                return [(0, m) for m in vin_messages(self.profile, self.params.vin.encode("ascii"))]
         return "NO DATA"
+
+    def respond_all(self, request: str, t: float) -> list[tuple[int, bytes]] | str:
+        """respond() with the answering ECU of each message: (ECU index, message) pairs in
+        ECU order (0 the engine; the profile's ECUs beside it from 1, as ECUS numbers them),
+        or the ELM327 error text when none answers. The profile's ECUs answer their
+        supported-PID bitmap and the DTC modes (cleared by mode 04 like the engine's)."""
+        with self._lock:
+            out = self._respond(request, t)
+            req = re.sub(r"\s+", "", request or "").upper()
+            if self.profile.ecus and req[:4] == "0100" and not isinstance(out, str):
+                for i, ecu in enumerate(self.profile.ecus, start=1):
+                    bits = 0
+                    for p in ecu.pids:
+                        if 1 <= p <= 0x20:
+                            bits |= 1 << (32 - p)
+                    out.append((i, b"\x41\x00" + bits.to_bytes(4, "big")))
+            return out
 
     def answer(self, request: str, t: float) -> list[str]:
         """The lines an ELM327 (ATH0, ATS1, CAN auto-formatting) prints for `request`."""

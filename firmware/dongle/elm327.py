@@ -562,10 +562,10 @@ class ELM327:
         if kind == _K_DTC or kind == _K_VIN:
             # A list of codes is whole or it is an error: a cut, garbled or contradicting reply
             # (or an error line beside the data) must never read as "fewer codes".
+            if err != OK:
+                return err  # the chip's word first (BUFFER FULL cut the rest short)
             if self._bad:
                 return MALFORMED
-            if err != OK:
-                return err
             if kind == _K_DTC:
                 return OK if self._dtc_msgs else (MALFORMED if data else GARBAGE)
             if self.vin_n == 17:

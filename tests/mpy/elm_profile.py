@@ -1,0 +1,51 @@
+"""The driver against the emulator behind one adapter profile (argv[1]: the pty): init, the
+plan's PIDs (batched where the bus is CAN, a batch refused falling back to single PIDs), the
+three DTC modes, the VIN. One line per request: what the driver kept, for the oracle."""
+
+import asyncio
+import sys
+
+from dongle import elm327 as E
+from dongle.uart import open_pty
+
+PIDS = (0x0C, 0x0D, 0x04, 0x05, 0x11, 0x0F, 0x10, 0x2F, 0x31, 0x01, 0x42, 0x5E)
+
+
+def hx(b):
+    return "".join("%02x" % x for x in b)
+
+
+async def ask(elm, pids):
+    st = await elm.query_pids(pids)
+    print("pids", hx(pids), E.NAMES[st], " ".join(
+        "%02x:%02x:%s" % (elm.res_ch[i], elm.res_ecu[i], hx(elm.msg[elm.res_off[i]:elm.res_off[i] + elm.res_len[i]]))
+        for i in range(elm.res_n)))
+    return st
+
+
+async def main():
+    elm = E.ELM327(open_pty(sys.argv[1]))
+    st = await elm.init()
+    print("init", E.NAMES[st], elm.protocol, int(elm.is_can), int(elm.is_legacy()), elm.shape, hx(elm.supported[:8]))
+    want = [p for p in PIDS if elm.pid_supported(p)]
+    if elm.is_can:
+        for i in range(0, len(want), 6):
+            batch = bytes(want[i:i + 6])
+            st = await ask(elm, batch)
+            if st in (E.NO_DATA, E.UNKNOWN, E.BUFFER_FULL) and len(batch) > 1:
+                print("fallback", E.NAMES[st])
+                for p in batch:
+                    await ask(elm, bytes((p,)))
+    else:
+        for p in want:
+            await ask(elm, bytes((p,)))
+    for mode in (3, 7, 0x0A):
+        st = await elm.read_dtcs(mode)
+        print("dtc", mode, E.NAMES[st], " ".join("%02x:%s" % (elm.dtc_ecu[i], hx(elm.dtc[2 * i:2 * i + 2]))
+                                                  for i in range(elm.dtc_n)))
+    st = await elm.read_vin()
+    print("vin", E.NAMES[st], bytes(elm.vin[:elm.vin_n]).decode())
+    print("counters", elm.garbage, elm.truncated, elm.unsolicited)
+
+
+asyncio.run(main())
