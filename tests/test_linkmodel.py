@@ -15,8 +15,10 @@ from hil.emulator import Emulator
 from hil.linkmodel import BITS_PER_BYTE, FAULT_KINDS, FaultPlan, LinkControl, LinkModel
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def emu():
+    # One emulator a test: a chip's state (echo, the protocol search, a reset the link
+    # injected, a reply still on its way) must not leak from one test into the next.
     scn = scenario.load("city")
     with Emulator(scn, clock=scn.schedule(time.time() - 5)) as e:
         yield e
@@ -156,8 +158,7 @@ def test_a_fault_plan_applies_to_obd_replies_while_running(emu):
     with LinkModel(emu.pty, latency_s=0, plan=FaultPlan(1.0, seed=1, kinds=("can_error",))) as lk:
         p = Port(lk.pty)
         try:
-            p.cmd("ATZ")  # the emulator is shared by the module: set the echo this test expects
-            assert lines(p.cmd("ATE0")) == ["ATE0", "OK"]
+            assert lines(p.cmd("ATE0")) == ["ATE0", "OK"]  # a fresh emulator: echo on
             assert [lines(p.cmd("010C")) for _ in range(3)] == [["CAN ERROR"]] * 3
             assert lk.stats()["fault_can_error"] == 3
         finally:
