@@ -169,7 +169,7 @@ class ELM327:
         self._vin_ecu = 0
         self._nib = bytearray(NIB_MAX)  # one line's hex digits
         self._mecu = 0  # ECU address of the message being assembled
-        self._bad = 0  # lines or messages of this reply that could not be used whole
+        self.flaws = 0  # lines or messages of the last reply that could not be used whole
         self.shape = 0  # SHAPE_* bits seen since init()
         self.text_start = 0  # an AT reply's first line: rx[text_start:text_end]
         self.text_end = 0
@@ -484,7 +484,7 @@ class ELM327:
         self._mnext = -1  # next frame index expected, -1 outside a multi-frame message
         self._mbad = False
         self._mecu = 0
-        self._bad = 0
+        self.flaws = 0
         self._dtc_msgs = 0
         i = 0
         while i < end:
@@ -531,7 +531,7 @@ class ELM327:
                 data = True
             else:
                 self.garbage += 1
-                self._bad += 1
+                self.flaws += 1
         if kind >= _K_PIDS and kind != _K_VOLT:
             self._end_message()
         st = self._outcome(kind, err, data, text)
@@ -564,7 +564,7 @@ class ELM327:
             # (or an error line beside the data) must never read as "fewer codes".
             if err != OK:
                 return err  # the chip's word first (BUFFER FULL cut the rest short)
-            if self._bad:
+            if self.flaws:
                 return MALFORMED
             if kind == _K_DTC:
                 return OK if self._dtc_msgs else (MALFORMED if data else GARBAGE)
@@ -716,7 +716,7 @@ class ELM327:
     def _flaw(self):
         # Something of this reply was lost: a PID answer before it still stands (its length is
         # checked), a DTC list or a VIN with a hole in it does not.
-        self._bad += 1
+        self.flaws += 1
         self._mbad = True
         return True
 

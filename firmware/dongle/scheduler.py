@@ -11,7 +11,9 @@ ride on the same bus round trip).
 
 Batches: a multi-PID request answered NO DATA while the ECU answers otherwise (some ECUs and
 adapters refuse batches, yet answer each PID alone) marks its PIDs "alone": each goes in a
-request of its own, and no miss is charged. Every BATCH_RETRY_MS the marks are forgotten and
+request of its own, and no miss is charged; so does a PID missing from a batch that others
+answered in a clean reply (an ECU answering batches in part) — a miss is charged only when it
+fails alone, or when the reply was cut or garbled (that is the line, not the ECU). Every BATCH_RETRY_MS the marks are forgotten and
 batches are tried again (an ECU asleep at the first request is not an ECU that refuses them).
 A `?` to a batch means the chip has no multi-PID requests at all: batch_max drops to 1.
 
@@ -176,13 +178,8 @@ class Scheduler:
                 return st
             elif n > 1 and not self._volt:
                 # The ECU answers, but not this batch: ask its PIDs one by one (no miss charged).
-                if not self._alone_n:
-                    self._alone_at = now  # batches are tried again BATCH_RETRY_MS from here
                 for i in range(n):
-                    ch = self._batch[i]
-                    if not self._alone[ch]:
-                        self._alone[ch] = 1
-                        self._alone_n += 1
+                    self._mark_alone(self._batch[i], now)
                 return st
             plan = self.plan
             for i in range(n):
@@ -196,6 +193,10 @@ class Scheduler:
                     if time.ticks_diff(now, nd) > 0:
                         nd = now  # far behind: owe nothing, compete from now on
                     self._due[ch] = nd
+                elif n > 1 and not self._volt and not self._alone[ch] and not elm.flaws:
+                    # Missing from a batch others answered: asked alone next (some ECUs answer
+                    # a batch only in part), a miss only if it does not answer alone either.
+                    self._mark_alone(ch, now)
                 else:
                     m = self._miss[ch] + 1
                     self._miss[ch] = m
@@ -266,6 +267,13 @@ class Scheduler:
             if elm.res_ch[j] == ch:
                 return True
         return False
+
+    def _mark_alone(self, ch, now):
+        if not self._alone[ch]:
+            if not self._alone_n:
+                self._alone_at = now  # batches are tried again BATCH_RETRY_MS from here
+            self._alone[ch] = 1
+            self._alone_n += 1
 
     def _backoff(self, now):
         self.bus_errors += 1

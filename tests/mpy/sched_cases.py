@@ -191,3 +191,21 @@ REFUSE[0] = False
 chip.sent.clear()
 drive(clk, elm, s, 60000)
 print("batch_retried", any(c.startswith(b"01") and len(c) > 5 for c in chip.sent))
+
+# 11. an ECU that answers only part of a batch (the emulator's `default`: RPM and speed) but
+# every PID alone: the others are asked alone, none is dropped
+clk, chip, elm, s, got = setup(rows)
+
+
+def partial(cmd):
+    if cmd.startswith(b"01") and len(cmd) > 5:
+        r = chip_good(b"010C")  # only 0C of any batch
+        return r
+    return None
+
+
+chip_good = __import__("elm_fake").good_reply
+chip.script = partial
+drive(clk, elm, s, 60000)
+print("batch_partial", sorted(hex(c) for c, *_ in rows if c != 0xFF and got.get(c, 0) < 2),
+      [hex(c) for c, *_ in rows if s.dropped(c)])
