@@ -12,8 +12,13 @@ attributed where the bus shows addresses, or a named error — never fewer codes
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import os
+import signal
+import subprocess
 import time
+from pathlib import Path
 
 import obd
 import pytest
@@ -28,9 +33,9 @@ from obd.protocols import (
     ISO_15765_4_29bit_250k,
     ISO_15765_4_29bit_500k,
 )
-from test_elm327 import dongle_mpy, lines_by_key, run_module  # noqa: F401  (fixtures)
+from test_elm327 import WARNING_LOG, dongle_mpy, lines_by_key, run_module  # noqa: F401  (fixtures)
 
-from hil import adapter, scenario
+from hil import adapter, mpy, scenario
 from hil.adapter import Profile, format_lines
 from hil.emulator import Emulator
 from hil.linkmodel import LinkModel
@@ -185,3 +190,73 @@ def test_a_bad_profile_is_a_named_error(tmp_path):
         adapter.load_profile(bad)
     with pytest.raises(adapter.ProfileError, match="no adapter profile 'nope'"):
         adapter.load_profile("nope")
+
+
+# ---- the ELM327-emulator's own scenarios, unmodified ----------------------------------------
+
+@contextlib.contextmanager
+def stock_emulator(tmp_path, name):
+    """`elm -b - -s NAME` on a pty, stopped (SIGINT) whatever the test did."""
+    cfg = tmp_path / "log.yaml"
+    cfg.write_text(WARNING_LOG)
+    proc = subprocess.Popen([str(Path(mpy.interpreter()).with_name("elm")), "-b", "-", "-s", name],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                            cwd=tmp_path, env=dict(os.environ, ELM_LOG_CFG=str(cfg)))
+    try:
+        path = proc.stdout.readline().decode().strip()
+        assert path.startswith("/dev/"), f"emulator printed {path!r}"
+        yield path
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+        proc.stdin.close()
+        proc.stdout.close()
+
+
+def raw_lines(hexs: str) -> list[str]:
+    text = bytes.fromhex(hexs).decode("ascii", "replace")
+    return [ln.strip() for ln in text.replace("\n", "\r").split("\r") if ln.strip() and "SEARCHING" not in ln]
+
+
+@pytest.mark.parametrize("name", ["car", "default"])
+def test_stock_emulator_scenarios_give_the_values_python_obd_reads_from_the_same_bytes(dongle_mpy, tmp_path, name):  # noqa: F811
+    with stock_emulator(tmp_path, name) as pty:
+        lines = run_module(dongle_mpy, "elm_profile", pty, "raw", timeout=120)
+    got = lines_by_key(lines)
+    assert got["init"].startswith("OK 6 1 ") and got["h1"] == "OK", lines
+    first = lines.index(next(x for x in lines if x.startswith("raw ")))
+    proto = ISO_15765_4_11bit_500k(raw_lines(lines[first].split()[1]))
+    decoder = Decoder()
+    values = 0
+    for i, ln in enumerate(lines):
+        if not ln.startswith("pids ") or not lines[i - 1].startswith("raw "):
+            continue
+        f = ln.split()
+        if f[2] != "OK":
+            continue
+        theirs_by_ecu = {}
+        for m in proto(raw_lines(lines[i - 1].split()[1])):  # the bytes the driver parsed
+            for pid, v in pyobd_values([m]).items():
+                theirs_by_ecu.setdefault((pid, 0xE8 + m.tx_id), v)
+        for r in f[3:]:
+            ch, ecu, data = (int(r.split(":")[0], 16), int(r.split(":")[1], 16), r.split(":")[2])
+            if ch == 0x00:
+                continue
+            ours = decoder.decode(ch, bytes.fromhex(data))
+            theirs = theirs_by_ecu[(ch, ecu)]
+            if ch == 0x01:
+                assert (ours[0].value, ours[1].value) == (float(theirs.MIL), theirs.DTC_count), ln
+            else:
+                assert ours[0].value == pytest.approx(theirs.magnitude, rel=1e-9), (ln, ours, theirs)
+            values += 1
+    assert values >= (8 if name == "car" else 4), lines
+    # `car`: mode 03 answered without the count byte, no codes; `default` has no mode 03 at all
+    # (NO DATA): not a read, and never "no codes"
+    for mode in (3, 7, 10):
+        row = next(x for x in lines if x.startswith(f"dtc {mode} ")).split()
+        assert row[2] == ("OK" if name == "car" else "NO_DATA") and len(row) == 3, row
+    assert got["vin"] == "OK WP0ZZZ99ZTS390000"
