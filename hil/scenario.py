@@ -87,6 +87,12 @@ class Scenario:
     expects: tuple[Expect, ...]
     path: Path | None = None
 
+    def at_most(self, speedup: float) -> Scenario:
+        """The same drive with no phase faster than `speedup` sim seconds a real second: a
+        slow bus (K-line, J1850: one PID a request, ~100 ms each) cannot serve the plan at 20x."""
+        return dataclasses.replace(self, phases=tuple(dataclasses.replace(p, speedup=min(p.speedup, speedup))
+                                                      for p in self.phases))
+
     def make_vehicle(self, adapter=None) -> Vehicle:
         """A fresh vehicle (it carries state: mode 04 clears, integration cache); adapter: a
         hil.adapter.Profile (the bus and its ECUs), else CAN 11/500 with the engine alone."""

@@ -37,6 +37,7 @@ FIRMWARE_VERSION = "0.1.0"
 RECORD_MS = const(1000)  # a record is sealed at this age: bounds loss on a power cut
 HOUSEKEEPING_MS = const(100)
 SILENT_MS = const(5000)  # no ECU answer this long: the engine is off (for the power rules)
+PID_CMV = const(0x42)  # control module voltage: the supply reading where the adapter has no ATRV
 VOLTS_STALE_MS = const(120000)  # a supply reading at least this often, even if the plan has none
 
 
@@ -113,7 +114,9 @@ class Dongle(Actions):
             o = off[i]
             w.add(c, data, o, ln[i])
             e = NONE
-            if c == CH_VOLTAGE:
+            if c == CH_VOLTAGE or (c == PID_CMV and not self.elm.has_volts):
+                # ATRV, or where the adapter has none the ECU's own supply reading (PID 0x42,
+                # mV as well): the power rules need one
                 self._mv_at = t_ms
                 e = p.volts((data[o] << 8) | data[o + 1])
             elif c == PID_RPM:
@@ -230,7 +233,7 @@ class Dongle(Actions):
                 # A stopped engine answers NO DATA, not RPM 0: silence counts as RPM 0.
                 self.power.no_answer()
             if (self.power.state != POWER_SLEEPING and not self._volts_job and self.elm.ready
-                    and time.ticks_diff(now, self._mv_at) > self._volts_stale_ms()):
+                    and self.elm.has_volts and time.ticks_diff(now, self._mv_at) > self._volts_stale_ms()):
                 # The power rules need a fresh supply reading whatever the plan says (a
                 # SET_PLAN without ATRV, or a scheduler starving it while the bus is held).
                 self._volts_job = True

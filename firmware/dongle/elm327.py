@@ -174,6 +174,7 @@ class ELM327:
         self.text_start = 0  # an AT reply's first line: rx[text_start:text_end]
         self.text_end = 0
         self.mv = 0  # last ATRV in millivolts
+        self.has_volts = True  # ATRV gave a voltage at init ("v2.1" clones answer it `OK`)
         self.protocol = 0  # ATDPN digit: 6-C CAN, 1-5 J1850/K-line, 0 unknown (or not believable)
         self.is_can = False  # by ATDPN, else by the replies' shape: multi-PID requests allowed
         self.ready = False  # the chip is configured (requests may be sent)
@@ -217,7 +218,10 @@ class ELM327:
         # Aggressive adaptive timing where the chip knows it, else the default ATAT1.
         if await self._cmd(b"ATAT2", _K_AT, _T_AT) != OK:
             await self._cmd(b"ATAT1", _K_AT, _T_AT)
-        await self._voltage()
+        # A clone that answers ATRV `OK` has no voltage to give: ATRV is not asked again (each
+        # GARBAGE would count as a bus error); the application reads PID 0x42 instead.
+        self.has_volts = True  # asked once more at every init: a new adapter may have it
+        self.has_volts = await self._voltage() != GARBAGE
         self.digit = True
         for i in range(32):
             self.supported[i] = 0
@@ -331,9 +335,12 @@ class ELM327:
         return self._start(k, _K_PIDS, _T_OBD)
 
     def start_voltage(self):
-        """Send ATRV; its result is channel 0xFF in res_* (2 bytes, mV)."""
+        """Send ATRV; its result is channel 0xFF in res_* (2 bytes, mV). BAD_ARG: the adapter
+        has no ATRV (see has_volts)."""
         if self._state != _IDLE:
             return BUSY if self._state == _BUSY else NOT_READY
+        if not self.has_volts:
+            return BAD_ARG
         self.tx[0:4] = b"ATRV"
         return self._start(4, _K_VOLT, _T_AT)
 

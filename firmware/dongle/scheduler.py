@@ -295,7 +295,7 @@ class Scheduler:
         self._win0 = now
 
     def _atrv_due(self, now):
-        if self.power >= STATES:
+        if self.power >= STATES or not self.elm.has_volts:
             return False
         iv = self.plan.interval(CH_VOLTAGE, self.power)
         return iv != 0 and time.ticks_diff(now, self._due[CH_VOLTAGE]) >= 0
@@ -333,6 +333,8 @@ class Scheduler:
                 continue
             if ch != CH_VOLTAGE and (self._miss[ch] >= GIVE_UP or not elm.pid_supported(ch)):
                 continue
+            if ch == CH_VOLTAGE and not elm.has_volts:
+                continue  # an adapter without ATRV
             late = time.ticks_diff(now, self._due[ch])
             if late < 0 and -late < wait:
                 wait = -late
