@@ -79,8 +79,7 @@ def list_adapters() -> None:
 @click.option("--address", envvar="OBDSYNC_BOARD_ADDRESS", help="With --board: the dongle's BLE address.")
 @click.option("--secret", "label", envvar="OBDSYNC_BOARD_SECRET", help="With --board: the label text.")
 def run(scenario: str, adapter: str | None, workdir: Path | None, config: Path | None, board: str | None,
-        address: str | None,
-        label: str | None) -> None:
+        address: str | None, label: str | None) -> None:
     """Run SCENARIO end to end and check the expected events (exit 1 on a miss)."""
     from hil.runner import format_report, run_scenario
 

@@ -13,6 +13,12 @@ Every client runs several windows; link model counters are read the moment a win
 line arrives. The link's own limit for what the firmware sent in a window is
 (bytes both ways x 10 bits / baud) + 30 ms per OBD request: the time the line needs,
 with nothing else waiting. The heap figures of the firmware's run go to figure 3.
+
+Then the same pair (firmware, python-OBD OBD) on adapter/ECU profiles (hil/adapters), each
+pair in one run against emulators and links wearing the profile, its baud and latency: CAN
+29-bit 500k (headers on, two ECUs) and ISO 9141-2 (one PID a request, 120 ms each), beside
+the headline CAN 11-bit 500k above. Where multi-PID does not apply (K-line) both clients are
+bound by the bus: the figure there is the share of the link's limit, and the ratio.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 from hil import mpy
+from hil.adapter import Profile, load_profile
 from hil.bench.common import (
     BAUD,
     LATENCY_S,
@@ -45,9 +52,10 @@ PIDS = (0x0D, 0x0C, 0x04, 0x11, 0x05, 0x0F, 0x10, 0x5E, 0x2F, 0x31, 0x01, 0x42)
 WARP = 10
 GOAL_RATIO = 4.5
 GOAL_EFFICIENCY = 0.90
+PROFILES = ("can29_500", "iso9141")  # CAN 11-bit 500k is the headline run (a genuine adapter, one ECU)
 
 
-def _windows(proc_lines: list[str], snaps: dict) -> list[dict]:
+def _windows(proc_lines: list[str], snaps: dict, baud: int = BAUD, latency_s: float = LATENCY_S) -> list[dict]:
     out = []
     for line in proc_lines:
         if not line.startswith("win "):
@@ -69,7 +77,7 @@ def _windows(proc_lines: list[str], snaps: dict) -> list[dict]:
         w["pids_per_s"] = w["values"] / (w["ms"] / 1000)
         w["bytes_to_per_value"] = d["bytes_to_elm"] / v
         w["bytes_from_per_value"] = d["bytes_from_elm"] / v
-        line_s = (d["bytes_to_elm"] + d["bytes_from_elm"]) * BITS_PER_BYTE / BAUD + d["obd_requests"] * LATENCY_S
+        line_s = (d["bytes_to_elm"] + d["bytes_from_elm"]) * BITS_PER_BYTE / baud + d["obd_requests"] * latency_s
         w["limit_s"] = line_s
         w["limit_pids_per_s"] = w["values"] / line_s if line_s else float("nan")
         w["efficiency"] = line_s / (w["ms"] / 1000)
@@ -78,8 +86,12 @@ def _windows(proc_lines: list[str], snaps: dict) -> list[dict]:
     return out
 
 
-def _client(ctx: Context, name: str, argv: list[str], env: dict | None, timeout: float) -> dict:
-    with Emulator(SCENARIO) as emu, LinkModel(emu.pty, baud=BAUD, latency_s=LATENCY_S) as link:
+def _client(ctx: Context, name: str, argv: list[str], env: dict | None, timeout: float,
+            profile: Profile | None = None) -> dict:
+    baud = profile.baud if profile else BAUD
+    latency_s = profile.latency_s if profile else LATENCY_S
+    with Emulator(SCENARIO, adapter=profile) as emu, LinkModel(emu.pty, baud=baud, latency_s=latency_s,
+                                                               adapter=profile) as link:
         snaps: dict = {}
         pid: list[int] = []
 
@@ -107,7 +119,7 @@ def _client(ctx: Context, name: str, argv: list[str], env: dict | None, timeout:
             pid.append(p.proc.pid)
             p.expect("end", timeout)
             lines = list(p.lines)
-        ws = _windows(lines, snaps)
+        ws = _windows(lines, snaps, baud, latency_s)
         if not ws:
             raise BenchError(f"{name}: no complete window; output:\n" + "\n".join(lines[-30:]))
         res = {"windows": ws, "wall_s": time.monotonic() - t0, "output_tail": [ln for ln in lines
@@ -127,26 +139,42 @@ def _client(ctx: Context, name: str, argv: list[str], env: dict | None, timeout:
         return res
 
 
-def run_firmware(ctx: Context, plan: str = "flat") -> dict:
+def run_firmware(ctx: Context, plan: str = "flat", profile: Profile | None = None) -> dict:
     tree = sim_tree()
     heap = heapsize(tree)
-    flash = ctx.workdir / f"fw_flash_{plan}"  # the quick run has both plans at once
+    # the quick run has both plans (and the profiles) at once
+    flash = ctx.workdir / f"fw_flash_{plan}{'_' + profile.name if profile else ''}"
     flash.mkdir(parents=True, exist_ok=True)
     windows, window_ms = ctx.pick((3, 2000), (5, 6000))
     pids = ",".join(f"{p:02X}" for p in PIDS)
     argv = mpy.argv(mpy.ROOT / "hil" / "bench" / "mpy" / "fw_poll.py", "{PTY}", str(flash), str(WARP), "1500",
                     str(windows), str(window_ms), pids, plan, heapsize=heap)
     env = mpy.env(simulated_ble=False, extra=[tree])
-    res = _client(ctx, f"firmware ({plan} plan)", argv, env, timeout=60 + windows * window_ms / 1000)
+    res = _client(ctx, f"firmware ({plan} plan{', ' + profile.name if profile else ''})", argv, env,
+                  timeout=60 + windows * window_ms / 1000, profile=profile)
     res.update(heapsize=heap, code_heap_kb=code_heap_kb(tree), warp=WARP, plan=plan)
     return res
 
 
-def run_pyobd(ctx: Context, mode: str) -> dict:
+def run_pyobd(ctx: Context, mode: str, profile: Profile | None = None) -> dict:
     windows, window_ms = ctx.pick((3, 1500), (5, 6000))
     pids = ",".join(f"{p:02X}" for p in PIDS)
     argv = [sys.executable, "-m", "hil.bench.pyobd_client", "{PTY}", mode, "1000", str(windows), str(window_ms), pids]
-    return _client(ctx, f"python-OBD {mode}", argv, None, timeout=90 + windows * window_ms / 1000)
+    return _client(ctx, f"python-OBD {mode}{' ' + profile.name if profile else ''}", argv, None,
+                   timeout=90 + windows * window_ms / 1000, profile=profile)
+
+
+def run_profile(ctx: Context, name: str) -> dict:
+    """Firmware (flat plan) and python-OBD OBD side by side on one profile."""
+    prof = load_profile(name)
+    with ThreadPoolExecutor(2) as ex:
+        fw_job = ex.submit(run_firmware, ctx, "flat", prof)
+        py_job = ex.submit(run_pyobd, ctx, "sync", prof)
+        fw, py = fw_job.result(), py_job.result()
+    return {"profile": name, "protocol": prof.protocol, "baud": prof.baud, "latency_s": prof.latency_s,
+            "multi_pid": prof.is_can, "firmware": fw, "pyobd_sync": py,
+            "ratio_vs_pyobd_sync": fw["pids_per_s"] / py["pids_per_s"], "efficiency": fw["efficiency"],
+            "pyobd_efficiency": py["efficiency"]}
 
 
 def run(ctx: Context) -> dict:
@@ -176,7 +204,19 @@ def run(ctx: Context) -> dict:
         "ratio_vs_best_pyobd": fw["pids_per_s"] / best,
         "efficiency": fw["efficiency"],
         "default_plan_ratio_vs_best_pyobd": fw_default["pids_per_s"] / best,
+        "profiles": _profiles(ctx),
     }
+
+
+def _profiles(ctx: Context) -> dict:
+    out = {}
+    for name in PROFILES:
+        ctx.log(f"pids: firmware and python-OBD side by side on the {name} profile …")
+        try:
+            out[name] = run_profile(ctx, name)
+        except BenchError as e:
+            out[name] = {"profile": name, "error": str(e).splitlines()[0][:200]}
+    return out
 
 
 def rows(r: dict) -> list[Row]:
@@ -201,4 +241,28 @@ def rows(r: dict) -> list[Row]:
             f"{fmt((fw['bytes_to_per_value'] + fw['bytes_from_per_value']) / (s['bytes_to_per_value'] + s['bytes_from_per_value']), 2)}×",
             "fewer", fw["bytes_to_per_value"] + fw["bytes_from_per_value"]
             < s["bytes_to_per_value"] + s["bytes_from_per_value"]),
+        *[row for p in r.get("profiles", {}).values() for row in _profile_rows(p)],
+    ]
+
+
+def _profile_rows(p: dict) -> list[Row]:
+    name = p["profile"]
+    if "error" in p:
+        return [Row(f"PIDs/s on {name}", f"FAILED: {p['error']}")]
+    fw, s = p["firmware"], p["pyobd_sync"]
+    ratio = p["ratio_vs_pyobd_sync"]
+    bus = f"{p['protocol']}, {p['baud']} Bd, {p['latency_s'] * 1000:g} ms"
+    goal_ratio = f"≥ {GOAL_RATIO}×" if p["multi_pid"] else "≥ 1× (one PID a request)"
+    ok_ratio = ratio >= (GOAL_RATIO if p["multi_pid"] else 1.0)
+    return [
+        Row(f"PIDs/s on {name} ({bus})", f"{fmt(fw['pids_per_s'])} PIDs/s ({fmt(fw['pids_per_request'])}/request)",
+            f"python-OBD {fmt(s['pids_per_s'])} (OBD), same profile, same run", f"{fmt(ratio, 2)}×", goal_ratio,
+            ok_ratio),
+        Row(f"… vs the link model's limit on {name}", f"{fmt(100 * fw['efficiency'])} % of it",
+            f"python-OBD {fmt(100 * p['pyobd_efficiency'])} % of its own", "—", "≥ 90 %",
+            fw["efficiency"] >= GOAL_EFFICIENCY),
+        Row(f"UART bytes per PID value on {name} (to / from ELM)",
+            f"{fmt(fw['bytes_to_per_value'])} / {fmt(fw['bytes_from_per_value'])}",
+            f"python-OBD {fmt(s['bytes_to_per_value'])} / {fmt(s['bytes_from_per_value'])}", "—", "fewer",
+            fw["bytes_to_per_value"] + fw["bytes_from_per_value"] < s["bytes_to_per_value"] + s["bytes_from_per_value"]),
     ]
