@@ -115,7 +115,7 @@ class Emulator:
         if ad.multi_pid == "unknown" and req.startswith("01") and len(req) > 5:
             self.served.append((req, t, "?"))
             return "<writeln>?</writeln>"  # an adapter without multi-PID requests
-        reply = self.vehicle.respond_all(cmd, t)
+        reply = self.vehicle.respond_all(cmd, t)  # through respond(): the seam tests watch
         self.served.append((req, t, reply))
         out = ""
         proto = emu.counters.get("cmd_proto")

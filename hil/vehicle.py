@@ -67,6 +67,16 @@ _MASS_KG = 1350.0
 _GEARS = ((0.0, 118.0), (16.0, 68.0), (32.0, 46.0), (52.0, 35.0), (72.0, 28.5), (94.0, 23.5))
 
 
+class EcuMessage(bytes):
+    """One ECU message (service|0x40 first) and the index of the ECU that sent it (0 the
+    engine): bytes wherever bytes are expected, and the emulator prints its header from .ecu."""
+
+    def __new__(cls, data: bytes, ecu: int = 0) -> EcuMessage:
+        m = super().__new__(cls, data)
+        m.ecu = ecu
+        return m
+
+
 class VehicleError(ValueError):
     """A bad vehicle parameter or phase description."""
 
@@ -768,11 +778,21 @@ class Vehicle:
     def respond(self, request: str, t: float) -> list[bytes] | str:
         """Serve one OBD request at sim second t.
 
-        Returns the ECUs' messages (each an ISO-TP payload, service|0x40 first; which ECU
-        sent each: respond_all) or the ELM327 error text. Mode 04 clears the codes as a side
-        effect."""
-        r = self.respond_all(request, t)
-        return r if isinstance(r, str) else [m for _ecu, m in r]
+        Returns the ECUs' messages (each an ISO-TP payload, service|0x40 first, an EcuMessage:
+        bytes that know their ECU) or the ELM327 error text. Mode 04 clears the codes as a
+        side effect."""
+        with self._lock:
+            r = self._respond(request, t)
+            req = re.sub(r"\s+", "", request or "").upper()
+            if self.profile.ecus and req[:4] == "0100" and not isinstance(r, str):
+                # the profile's ECUs answer their supported-PID bitmap too
+                for i, ecu in enumerate(self.profile.ecus, start=1):
+                    bits = 0
+                    for p in ecu.pids:
+                        if 1 <= p <= 0x20:
+                            bits |= 1 << (32 - p)
+                    r.append((i, b"\x41\x00" + bits.to_bytes(4, "big")))
+        return r if isinstance(r, str) else [EcuMessage(m, ecu) for ecu, m in r]
 
     def _respond(self, request: str, t: float) -> list[tuple[int, bytes]] | str:
         req = re.sub(r"\s+", "", request or "").upper()
@@ -840,21 +860,10 @@ class Vehicle:
         return "NO DATA"
 
     def respond_all(self, request: str, t: float) -> list[tuple[int, bytes]] | str:
-        """respond() with the answering ECU of each message: (ECU index, message) pairs in
-        ECU order (0 the engine; the profile's ECUs beside it from 1, as ECUS numbers them),
-        or the ELM327 error text when none answers. The profile's ECUs answer their
-        supported-PID bitmap and the DTC modes (cleared by mode 04 like the engine's)."""
-        with self._lock:
-            out = self._respond(request, t)
-            req = re.sub(r"\s+", "", request or "").upper()
-            if self.profile.ecus and req[:4] == "0100" and not isinstance(out, str):
-                for i, ecu in enumerate(self.profile.ecus, start=1):
-                    bits = 0
-                    for p in ecu.pids:
-                        if 1 <= p <= 0x20:
-                            bits |= 1 << (32 - p)
-                    out.append((i, b"\x41\x00" + bits.to_bytes(4, "big")))
-            return out
+        """respond() as (ECU index, message) pairs in ECU order: 0 the engine, the profile's
+        ECUs beside it from 1 (as ECUS numbers them); or the ELM327 error text."""
+        r = self.respond(request, t)
+        return r if isinstance(r, str) else [(getattr(m, "ecu", 0), bytes(m)) for m in r]
 
     def answer(self, request: str, t: float) -> list[str]:
         """The lines an ELM327 (ATH0, ATS1, CAN auto-formatting) prints for `request`."""

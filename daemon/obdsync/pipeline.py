@@ -230,7 +230,7 @@ class Pipeline:
             elif rec.kind == KIND_DTC:
                 from obdsync.decode import dtcs_with_ecus
 
-                st.held[rec.seq] = ("dtc", rec.boot, (rec.t0, rec.mode, *dtcs_with_ecus(rec.codes, rec.ecus)))
+                st.held[rec.seq] = ("dtc", rec.boot, (rec.t0, rec.mode, *dtcs_with_ecus(rec.codes, getattr(rec, "ecus", ()))))
             elif rec.kind == KIND_EVENT:
                 st.held[rec.seq] = ("event", rec.boot, (rec.t0, rec.code))
             else:

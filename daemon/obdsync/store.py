@@ -596,7 +596,7 @@ class Store:
                                         r.code, r.millivolts))
             elif kind == KIND_DTC:
                 a = anchor(boot)
-                codes, ecus = dtcs_with_ecus(r.codes, r.ecus)
+                codes, ecus = dtcs_with_ecus(r.codes, getattr(r, "ecus", ()))  # records older than ECU addresses: none
                 plan.dtc_rows.append((num, seq, boot, r.t0, a.wall_ms - a.t0 + r.t0, a.approx, r.mode,
                                       json.dumps(codes), json.dumps(ecus)))
         units = self._decoder.units
