@@ -167,7 +167,7 @@ class Data:
 async def check(store: Any, config: Any, device: str, *, live: Live | None = None,
                 now_ms: int | None = None) -> Report:
     """Every finding for ``device`` (texts in the process's language, ``config``'s units)."""
-    from obdsync.status import _vehicle
+    from obdsync.vin import vehicle_json
 
     units = Units.of_display(config.display)
     data = Data(store, device)
@@ -177,7 +177,7 @@ async def check(store: Any, config: Any, device: str, *, live: Live | None = Non
         out += await part(data, units, live)
     out.sort(key=lambda f: (SECTIONS.index(f.section), -SEVERITIES.index(f.severity)))
     return Report(device, now_ms if now_ms is not None else int(time.time() * 1000), out,
-                  _vehicle(data.status.vin), live is not None and live.fresh)
+                  vehicle_json(data.status.vin), live is not None and live.fresh)
 
 
 # ---- trouble codes -------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ import time
 from typing import Any
 
 from obdsync.config import Config
+from obdsync.vin import vehicle_json
 
 log = logging.getLogger("obdsync.status")
 
@@ -91,7 +92,7 @@ async def gather(store: Any, config: Config) -> dict[str, Any]:
     devices = []
     for s in await store.status() if store is not None else ():
         devices.append({
-            "device": s.device, "name": s.name, "address": s.address, "vin": s.vin, "vehicle": _vehicle(s.vin),
+            "device": s.device, "name": s.name, "address": s.address, "vin": s.vin, "vehicle": vehicle_json(s.vin),
             "first_seen": iso_ms(s.first_seen), "first_seen_ms": s.first_seen,
             "last_seen": iso_ms(s.last_seen), "last_seen_ms": s.last_seen, "records": s.records,
             "contiguous": s.contiguous, "missing": s.missing, "gaps": s.gaps, "lost": s.lost,
@@ -130,12 +131,3 @@ async def service_state(store: Any, config: Config, device: str) -> dict[str, An
     svc = engine.service_state(int(time.time() * 1000))
     keep = ("odometer_km", "distance_source", "baseline_km", "last_service_ms", "items")
     return {k: v for k, v in svc.items() if k in keep}
-
-
-def _vehicle(vin: str | None) -> dict[str, Any] | None:
-    from obdsync.vin import VinError, decode
-
-    try:
-        return decode(vin).json() if vin else None
-    except VinError:
-        return None

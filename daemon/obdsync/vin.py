@@ -93,6 +93,14 @@ def decode(vin: str, today: dt.date | None = None) -> Vehicle:
     return Vehicle(vin, manufacturer, country, region, max(past) if past else None, years, check, model)
 
 
+def vehicle_json(vin: str | None) -> dict[str, Any] | None:
+    """A stored VIN decoded, as JSON (`status`, the health check); None if absent or not a VIN."""
+    try:
+        return decode(vin).json() if vin else None
+    except VinError:
+        return None
+
+
 def _known(value: Any) -> str | None:
     s = None if value is None else str(value).strip()
     return None if not s or s.lower() in ("unknown", "unsupported", "none") else s
