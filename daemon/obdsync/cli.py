@@ -490,6 +490,8 @@ def status(ctx: Ctx, as_json: bool, live: bool) -> None:
         for name, v in d["last_values"].items():
             if v["value"] is not None and v["unit"] in ("km/h", "°C", "km", "L"):
                 num, unit = ctx.units.quantity(v["value"], v["unit"])  # in the user's units
+            elif v["unit"] == "bool":  # the MIL
+                num, unit = {True: _("lit"), False: _("off"), None: "-"}[v["value"]], ""
             else:
                 num, unit = render.number(v["value"]), v["unit"]
             click.echo(f"    {name:<28} {num:>10} {unit:<6} {fmt_ms(v['time_ms'])}")

@@ -76,7 +76,8 @@ def values(last_values: dict[int, tuple]) -> dict[str, dict[str, Any]]:
     from obdsync.decode import display_value, signal_name
     from obdsync.render import iso_ms
 
-    return {signal_name(sig): {"value": display_value(sig, v, unit), "unit": unit, "time": iso_ms(t), "time_ms": t}
+    return {signal_name(sig): {"value": (None if v is None else v >= 0.5) if unit == "bool"
+                               else display_value(sig, v, unit), "unit": unit, "time": iso_ms(t), "time_ms": t}
             for sig, (t, v, unit) in sorted(last_values.items())}
 
 
