@@ -61,9 +61,10 @@ def records_of(scn) -> list:
         if on and t >= next_dtc - 1e-9:
             for mode in (0x03, 0x07, 0x0A):
                 r = veh.respond(f"{mode:02X}", t)
-                if isinstance(r, list):  # every ECU's message; the link does not say which ECU
+                if isinstance(r, list):  # every ECU's message, each with its ECU (7E8 + index)
                     codes = [m[2 + i:4 + i] for m in r for i in range(0, len(m) - 2, 2)]
-                    add(KIND_DTC, mode=mode, codes=codes)
+                    ecus = [0xE8 + m.ecu for m in r for i in range(0, len(m) - 2, 2)]
+                    add(KIND_DTC, mode=mode, codes=codes, ecus=ecus)
             next_dtc = t + 60.0
         state = 2 if not on else (0 if tr.speed_kmh > 0 else 1)
         samples = []
@@ -133,6 +134,7 @@ def test_a_code_on_the_second_ecu_is_found_explained_with_the_mil_distance(tmp_p
     tcm = found["dtc.P0730"]
     assert tcm.severity == health.WARNING and tcm.values["status"] == ["stored", "pending", "permanent"]
     assert tcm.title == "P0730 (stored, pending, permanent, Powertrain): Incorrect Gear Ratio"
+    assert tcm.values["ecu"] == "transmission (7E9)"  # where the code is, from the reply's header
     maker = found["dtc.P1234"]
     assert "no known description (manufacturer-specific code)" in maker.title
     assert "manufacturer's service information" in maker.action

@@ -1035,6 +1035,7 @@ def _live_check(ctx: Ctx, device: str | None) -> Any:
     except CommandError as e:
         raise click.ClickException(f"the dongle could not read the car: {e}") from None
     return health.Live(dtcs={m: codes for m, codes, *_ecus in got["dtcs"]},
+                       ecus={m: ecus for m, _codes, ecus in got["dtcs"]},
                        protocol=health.Live.protocol_name(got["elm_protocol"]),
                        supported=health.Live.pids_of(bytes.fromhex(got["supported"])) if got["supported"] else None)
 

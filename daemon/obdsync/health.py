@@ -118,6 +118,7 @@ class Live:
     knows of it (its live file): the codes only from a live read."""
 
     dtcs: dict[int, list[str]] = field(default_factory=dict)  # mode -> codes
+    ecus: dict[int, list[str]] = field(default_factory=dict)  # mode -> beside each code its ECU ("" unknown)
     protocol: str | None = None
     supported: list[int] | None = None   # mode 01 PIDs its info's bitmap names
     fresh: bool = True                   # codes read just now
@@ -184,12 +185,12 @@ async def check(store: Any, config: Any, device: str, *, live: Live | None = Non
 
 
 async def _codes(d: Data, u: Units, live: Live | None) -> list[Finding]:
-    reads: dict[int, tuple[int | None, list[str]]] = {}
-    for t, mode, codes, _approx in await d.store.dtcs(d.device, limit=200):
-        reads.setdefault(mode, (t, codes))
+    reads: dict[int, tuple[int | None, list[str], list[str]]] = {}
+    for t, mode, codes, _approx, ecus in await d.store.dtcs(d.device, limit=200, with_ecus=True):
+        reads.setdefault(mode, (t, codes, ecus))
     if live is not None and live.fresh:
         for mode, codes in live.dtcs.items():
-            reads[mode] = (None, codes)
+            reads[mode] = (None, codes, live.ecus.get(mode) or [""] * len(codes))
     out: list[Finding] = []
     mil_row = await d.latest(SIG_MIL)
     mil_on = bool(mil_row and mil_row.value)
@@ -207,9 +208,13 @@ async def _codes(d: Data, u: Units, live: Live | None) -> list[Finding]:
                            _("They are read at engine start and when the MIL changes; or run `obdsync check --live`")))
         return out
     seen: dict[str, list[str]] = {}
+    where: dict[str, list[str]] = {}  # code -> the ECUs that hold it, where the adapter said
     for mode in (0x03, 0x07, 0x0A):
-        for code in (reads.get(mode) or (None, []))[1]:
+        _t, codes, ecus = reads.get(mode) or (None, [], [])
+        for code, ecu in zip(codes, ecus, strict=True):
             seen.setdefault(code, []).append(MODES[mode])
+            if ecu and ecu not in where.setdefault(code, []):
+                where[code].append(ecu)
     for code, kinds in seen.items():
         try:
             info = dtc_info(code)
@@ -233,7 +238,7 @@ async def _codes(d: Data, u: Units, live: Live | None) -> list[Finding]:
             action += _("; look the code up in the manufacturer's service information")
         out.append(Finding(f"dtc.{code}", "codes", severity, title, action, {
             "code": code, "status": kinds, "system": info.system, "description": info.description,
-            "sae": info.sae, "ecu": None, "freeze_frame": None}))
+            "sae": info.sae, "ecu": ", ".join(where.get(code, ())) or None, "freeze_frame": None}))
     if not seen:
         t = max((r[0] for r in reads.values() if r[0] is not None), default=None)
         when = "" if t is None else " " + _("(read {when})").format(when=_date(t))

@@ -965,13 +965,17 @@ class Store:
                     break
                 key = (rows[-1][0], rows[-1][7], rows[-1][8])
 
-    async def dtcs(self, device: str, *, limit: int = 20) -> list[tuple[int, int, list[str], bool]]:
-        """``(time_ms, mode, codes, approx)`` of a device's DTC records, newest first."""
+    async def dtcs(self, device: str, *, limit: int = 20, with_ecus: bool = False) -> list[tuple]:
+        """``(time_ms, mode, codes, approx)`` of a device's DTC records, newest first; with_ecus:
+        ``(time_ms, mode, codes, approx, ecus)``, ecus beside each code its ECU's name ("" unknown)."""
         num = await self._num(device)
         if num is None:
             return []
-        rows = await self._fetch("SELECT time_ms, mode, codes, approx FROM dtcs WHERE device=?"
+        rows = await self._fetch("SELECT time_ms, mode, codes, approx, ecus FROM dtcs WHERE device=?"
                                  " ORDER BY time_ms DESC LIMIT ?", (num, limit))
+        if with_ecus:
+            return [(r[0], r[1], json.loads(r[2]), bool(r[3]), json.loads(r[4]) or [""] * len(json.loads(r[2])))
+                    for r in rows]
         return [(r[0], r[1], json.loads(r[2]), bool(r[3])) for r in rows]
 
     async def device_events(self, device: str, *, limit: int = 50) -> list[tuple[int, int, int, bool]]:
