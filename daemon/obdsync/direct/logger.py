@@ -47,7 +47,7 @@ from obdsync.direct.transports import Transport, TransportError, open_transport
 from obdsync.link import LinkError, Stats
 from protocol import control
 from protocol.auth import Hmac
-from protocol.channels import CH_VOLTAGE, PID_RPM, PID_SPEED, PID_STATUS
+from protocol.channels import CH_VOLTAGE, PID_MODULE_VOLTAGE, PID_RPM, PID_SPEED, PID_STATUS
 from protocol.control import POWER_SLEEPING
 from protocol.record import (
     EVENT_ADAPTER_RESET,
@@ -170,10 +170,11 @@ class DirectLink:
 
             async def read() -> bytes:
                 st = await self.elm.read_dtcs(mode)
-                if st not in (elm327.OK, elm327.NO_DATA):
+                if st != elm327.OK:  # the driver's reason, never "no codes"
                     raise LinkError(f"the adapter could not read the codes: {elm327.NAMES[st]}")
-                d = self.elm.dtc
-                return control.pack_dtcs(mode, [bytes(d[2 * i:2 * i + 2]) for i in range(self.elm.dtc_n)])
+                d, n = self.elm.dtc, self.elm.dtc_n
+                return control.pack_dtcs(mode, [bytes(d[2 * i:2 * i + 2]) for i in range(n)],
+                                         bytes(self.elm.dtc_ecu[:n]))
 
             return await asyncio.wait_for(self._job(read), timeout)
         name = control.COMMAND_NAMES.get(type_, type_)
@@ -357,7 +358,8 @@ class DirectLink:
             c, o = ch[i], off[i]
             w.add(c, data, o, ln[i])
             e = NONE
-            if c == CH_VOLTAGE:
+            if c == CH_VOLTAGE or (c == PID_MODULE_VOLTAGE and not self.elm.has_volts):
+                # ATRV, or where the adapter has none the ECU's supply reading (PID 0x42, mV too)
                 e = p.volts((data[o] << 8) | data[o + 1])
             elif c == PID_RPM:
                 e = p.ecu(((data[o] << 8) | data[o + 1]) >> 2, -1)
@@ -389,12 +391,13 @@ class DirectLink:
     async def _read_codes(self) -> None:
         elm = self.elm
         for mode in (0x03, 0x07, 0x0A):
-            st = await elm.read_dtcs(mode)
-            if st != elm327.OK and st != elm327.NO_DATA:
+            # As the dongle: only a list read whole is logged (NO DATA or an error says nothing
+            # about the codes; a record of none would be a false all-clear), with each code's ECU.
+            if await elm.read_dtcs(mode) != elm327.OK:
                 continue
             self._seal()
             self._small_record(self._signer.dtc(self._small, self._seq, self._boot, self._clock.ms(), mode,
-                                                elm.dtc, elm.dtc_n))
+                                                elm.dtc, elm.dtc_n, elm.dtc_ecu))
 
     async def _read_vin(self) -> bytes:
         st = await self.elm.read_vin()
