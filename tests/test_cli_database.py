@@ -123,3 +123,44 @@ def test_a_second_run_on_one_database_is_refused_naming_the_first(home, tmp_path
         assert again.terminate() == 0
     finally:
         other.close()
+
+
+def test_vacuum_on_a_full_disk_fails_clearly_and_leaves_the_database_whole(home, tmp_path):
+    """A vacuum needs room for a copy of the file; on a full disk (a file-size limit on the
+    process stands in for it: RLIMIT_FSIZE, no root needed) it says so in one line, the
+    database stays as it was, and with room again the same vacuum works."""
+    import resource
+    import signal
+    import sqlite3
+    import subprocess
+
+    db = filled_db(tmp_path / "car.db", n=6000)
+
+    def counts():
+        conn = sqlite3.connect(db)
+        try:
+            assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+            return conn.execute("SELECT (SELECT COUNT(*) FROM records), (SELECT COUNT(*) FROM samples)").fetchone()
+        finally:
+            conn.close()
+
+    before = counts()
+    limit = db.stat().st_size // 2  # no file may grow past half the database: the vacuum's copy does not fit
+
+    def full_disk():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails (EFBIG), as ENOSPC would
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    p = subprocess.run([*home_cli(home), "--db", str(db), "vacuum", "--days", "0"], env=home.env, capture_output=True,
+                       text=True, timeout=120, stdin=subprocess.DEVNULL, preexec_fn=full_disk)
+    one_line_error(p, "vacuum", "could not write to the disk", "free space")
+    assert counts() == before
+    ok = home.cli("--db", str(db), "vacuum", "--days", "0")
+    assert ok.returncode == 0, ok.stderr
+    assert counts() == before
+
+
+def home_cli(home) -> list[str]:
+    from e2e import OBDSYNC
+
+    return [OBDSYNC]

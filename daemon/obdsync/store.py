@@ -241,6 +241,11 @@ def _map_error(e: sqlite3.Error, what: str) -> StoreError:
     code = getattr(e, "sqlite_errorcode", None)
     if code is not None and code & 0xFF in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB):
         return StoreCorruptError(f"{what}: the database is corrupt ({e})")
+    if code is not None and code & 0xFF == sqlite3.SQLITE_IOERR:
+        # A write refused by the system: ENOSPC past SQLite's own check, a quota or file-size
+        # limit (EFBIG), a failing drive. What was being written is rolled back.
+        return StoreError(f"{what}: could not write to the disk ({e}): it may be full or failing; nothing of"
+                          " this was kept, free space and try again")
     if code == sqlite3.SQLITE_FULL:
         return StoreFullError(f"{what}: database or disk is full; free disk space or raise [store] max_size_mb")
     if code in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
