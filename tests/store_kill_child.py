@@ -49,13 +49,29 @@ sqlite3.connect = connect
 async def main() -> None:
     from obdsync.store import Store
 
+    if WHAT == "grow-wal":  # ingest with checkpoints off, then die: a WAL of every page for the next start
+        from hil.bench.ingest import DEVICE, SECRET, backlog
+        from protocol.auth import telemetry_key
+        from protocol.record import decode_record
+
+        raws, _ = backlog(STEPS)
+        store = await Store.open(DB)
+        await store._conn.execute("PRAGMA wal_autocheckpoint=0")
+        await store.ingest(DEVICE, [decode_record(r, telemetry_key(SECRET)) for r in raws])
+        print("grown", flush=True)
+        os.kill(os.getpid(), signal.SIGKILL)
+    if WHAT == "checkpoint":
+        store = await Store.open(DB)
+        print("checkpointing", flush=True)
+        await store._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        print("done", flush=True)
+        await store.close()
+        return
     store = await Store.open(DB)
     try:
         armed["on"] = True
         if WHAT == "vacuum":
             await store.vacuum()
-        elif WHAT == "checkpoint":
-            await store._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     finally:
         armed["on"] = False
         await store.close()

@@ -16,8 +16,12 @@ from obdsync.store import Store
 from protocol.auth import telemetry_key
 from protocol.record import decode_record
 
-READERS = [("status",), ("events",), ("samples",), ("trips",), ("export",), ("service", "history"),
-           ("outbox", "dead"), ("dtc", "read"), ("vacuum",), ("replay",)]
+# `make test` tries three readers; `make soak` every one.
+_MORE = pytest.mark.soak
+READERS = [("status",), pytest.param(("events",), marks=_MORE), pytest.param(("samples",), marks=_MORE),
+           pytest.param(("trips",), marks=_MORE), ("export",), pytest.param(("service", "history"), marks=_MORE),
+           pytest.param(("outbox", "dead"), marks=_MORE), pytest.param(("dtc", "read"), marks=_MORE), ("vacuum",),
+           pytest.param(("replay",), marks=_MORE)]
 
 
 @pytest.fixture
@@ -53,7 +57,7 @@ def filled_db(path, n=600):
     return path
 
 
-@pytest.mark.parametrize("cmd", READERS, ids=lambda c: " ".join(c))
+@pytest.mark.parametrize("cmd", READERS, ids=lambda c: " ".join(c) if isinstance(c, tuple) else None)
 def test_a_reader_given_a_missing_db_says_so_and_creates_nothing(home, tmp_path, cmd):
     db = tmp_path / "typo" / "obdsync.db"
     one_line_error(home.cli("--db", str(db), *cmd), str(db), "no such database")
