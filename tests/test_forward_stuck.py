@@ -99,3 +99,42 @@ async def test_unconfirmed_deliveries_stay_queued_and_do_not_hold_up_other_targe
         assert "0.3" in st["slow-hook"].last_error or "time" in st["slow-hook"].last_error.lower()
     finally:
         await store.close()
+
+
+async def test_a_target_down_is_said_once_and_back_once_and_status_names_the_error(tmp_path, caplog):
+    """A broker port with nothing listening: one warning however many retries, the
+    error in status, and one line when it is back (Home Assistant's rule for
+    unavailable integrations)."""
+    import logging
+
+    import mosquitto
+    from forward_util import rows
+
+    caplog.set_level(logging.INFO, logger="obdsync.forward")
+    d = tmp_path / "mosquitto"
+    d.mkdir()
+    store = await Store.open(tmp_path / "obdsync.db")
+    try:
+        with mosquitto.running(d) as broker:
+            broker.stop()  # its port now has nothing listening
+            cfg = ForwardConfig(mqtt=(MqttTarget(host="127.0.0.1", port=broker.port, name="broker"),))
+            fwd = Forwarder(store, cfg, backoff=FAST, idle_poll_s=5, mqtt_timeout_s=2)
+            await fwd.start()
+            try:
+                await fwd.put_event(event(1))
+                await wait_until(lambda: rows(store.path, "SELECT attempts FROM outbox")[0][0] >= 4, 30,
+                                 "several attempts at the dead port")
+                (st,) = await fwd.status()
+                assert st.pending == 1 and st.last_error and st.up is False, st
+                broker.start()
+                await wait_until(lambda: rows(store.path, "SELECT state FROM outbox")[0][0] == "sent", 30,
+                                 "the entry delivered once the broker is back")
+                (st,) = await fwd.status()
+                assert st.pending == 0 and st.up is True
+            finally:
+                await asyncio.wait_for(fwd.stop(), 30)
+    finally:
+        await store.close()
+    said = [r.getMessage() for r in caplog.records if r.name.startswith("obdsync.forward")]
+    assert sum("unavailable" in m for m in said) == 1, said
+    assert sum("reachable again" in m for m in said) == 1, said
