@@ -44,8 +44,12 @@ class _Bench:
 async def run_direct_scenario(scenario: Scenario | str, *, transport: str = "ble", layout: str = "fff0",
                               workdir: Path | None = None, echo: Callable[[str], None] | None = print,
                               config: Config | None = None, dup_rate: float = 0.05, bond_required: bool = True,
-                              baud: int = 38400, latency_s: float = 0.030, conn_interval_ms: float = 0.0,
-                              extra_sim_s: float = 0.0) -> Report:
+                              baud: int | None = None, latency_s: float | None = None,
+                              conn_interval_ms: float = 0.0, extra_sim_s: float = 0.0,
+                              adapter: str | None = None) -> Report:
+    """`adapter`: an adapter/ECU profile of hil/adapter.py worn by the emulator and the link model
+    (its baud and latency unless given; else a genuine ELM327 on CAN 11/500 at 38400 Bd, 30 ms),
+    as hil.runner.run_scenario's; `transport` and `layout` choose the adapter's link."""
     if transport not in TRANSPORTS:
         raise ValueError(f"transport is one of {', '.join(TRANSPORTS)}, not {transport!r}")
     sc = load(scenario) if isinstance(scenario, str) else scenario
@@ -55,8 +59,8 @@ async def run_direct_scenario(scenario: Scenario | str, *, transport: str = "ble
             workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="obdsync-direct-")))
         air = workdir / "air"
         schedule = sc.schedule(None)
-        emu = stack.enter_context(Emulator(sc, clock=schedule))
-        link = stack.enter_context(LinkModel(emu.pty, baud=baud, latency_s=latency_s))
+        emu = stack.enter_context(Emulator(sc, clock=schedule, adapter=adapter))
+        link = stack.enter_context(LinkModel(emu.pty, baud=baud, latency_s=latency_s, adapter=adapter))
         if transport == "ble":
             await stack.enter_async_context(BleAdapter(link.pty, air, ADAPTER_MAC, layout, dup_rate=dup_rate,
                                                        bond_required=bond_required,

@@ -304,3 +304,46 @@ async def test_polling_stops_while_the_engine_is_off_and_resumes_with_it(tmp_pat
     asked = [(t, req) for _v, t, req, _r in answers.log]
     assert [x for x in asked if 210 <= x[0] < 300] == []
     assert any(t < 120 for t, _ in asked) and any(t >= 300 for t, _ in asked)
+
+
+# ---- the adapter/ECU profile matrix (hil/adapter.py) through direct mode ----------------------
+
+async def _profile(scenario: str, profile: str, transport: str, tmp_path) -> None:
+    from hil import adapter
+    from hil.direct import run_direct_scenario
+    from hil.runner import format_report
+    from hil.scenario import load
+
+    prof = adapter.load_profile(profile)
+    sc = load(scenario)
+    # slow legacy buses at most 2x, as tests/test_adapter_scenarios.py runs them behind a dongle
+    report = await run_direct_scenario(sc if prof.is_can else sc.at_most(2), transport=transport, workdir=tmp_path,
+                                       echo=None, adapter=profile)
+    text = format_report(report)
+    assert report.records > 0 and report.samples > 0, text
+    assert report.missing == 0 and report.rejected == 0 and report.contiguous == report.records - 1, text
+    for c in report.checks:
+        assert c.ok, f"{profile}: {c.expect.type}: found {c.found}\n{text}"
+    if scenario == "dtc":
+        new = {e.values["code"] for e in report.events if e.type == "dtc_new"}
+        for ecu in prof.ecus:
+            assert set(ecu.stored_dtcs) <= new, f"{profile}: {ecu.name}'s codes never reported\n{text}"
+
+
+@pytest.mark.slow
+async def test_a_clone_without_atrv_through_ble_gives_the_dtc_scenarios_events(tmp_path):
+    # "v2.1" clone: answers ATRV and ATDPN with OK, so the power rules read PID 0x42 instead
+    await _profile("dtc", "v21_clone", "ble", tmp_path)
+
+
+def _profiles() -> list[str]:
+    from hil import adapter
+
+    return adapter.names()
+
+
+@pytest.mark.soak
+@pytest.mark.parametrize("scenario", ["dtc", "refuel"])
+@pytest.mark.parametrize("profile", _profiles())
+async def test_core_scenarios_behind_every_profile_through_direct_mode(scenario, profile, tmp_path):
+    await _profile(scenario, profile, "pty", tmp_path)
