@@ -87,7 +87,8 @@ async def test_unconfirmed_deliveries_stay_queued_and_do_not_hold_up_other_targe
 
                     async def both_failed():
                         st = {t.target: t for t in await fwd.status()}
-                        return st if st["silent-broker"].last_error and st["slow-hook"].last_error else None
+                        done = st["silent-broker"].last_error and st["slow-hook"].last_error and st["good-hook"].sent == N
+                        return st if done else None
 
                     st = await wait_until(both_failed, 30, "a failed attempt on each stuck target")
                 finally:
@@ -127,8 +128,8 @@ async def test_a_target_down_is_said_once_and_back_once_and_status_names_the_err
                 (st,) = await fwd.status()
                 assert st.pending == 1 and st.last_error and st.up is False, st
                 broker.start()
-                await wait_until(lambda: rows(store.path, "SELECT state FROM outbox")[0][0] == "sent", 30,
-                                 "the entry delivered once the broker is back")
+                await wait_until(lambda: rows(store.path, "SELECT state FROM outbox")[0][0] == "sent"
+                                 and fwd.workers[0].live.up, 30, "the entry delivered once the broker is back")
                 (st,) = await fwd.status()
                 assert st.pending == 0 and st.up is True
             finally:
