@@ -188,6 +188,16 @@ def test_a_weak_crank_and_a_weak_resting_battery(tmp_path):
     assert healthy["battery.cranking"].severity == health.OK
 
 
+def test_a_gap_in_the_samples_is_not_a_new_cold_start():
+    m = 60_000
+    warming = [(k * m, 20.0 + 2.0 * k) for k in range(8)]          # 20 → 34 °C in 7 min
+    after_gap = [(k * m, 36.0 + 1.5 * (k - 20)) for k in range(20, 52)]  # 13 min without samples
+    (w,) = health.warmups(warming + after_gap)
+    assert w["from_c"] == 20.0 and w["warmup_s"] == pytest.approx(50 * 60, abs=60)
+    parked = [(t + 3 * 3600_000, c) for t, c in warming]  # hours later, cold again: a second start
+    assert len(health.warmups(warming + after_gap + parked)) == 2
+
+
 def test_overheating_history(tmp_path):
     found = run_check(hil_scenario.load("overheat"), tmp_path)
     f = found["cooling.overheat"]

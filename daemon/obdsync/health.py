@@ -55,6 +55,8 @@ RECENT_CLEAR_KM, RECENT_CLEAR_MIN = 500.0, 600.0
 COLD_START_C, WARM_C = 40.0, 80.0
 SLOW_WARMUP_S = 15 * 60  # city driving warms a healthy engine in 5–10 min
 SEGMENT_GAP_MS = 10 * 60_000
+SEGMENT_MAX_GAP_MS = 2 * 3600_000
+COOLED_C = 5.0
 RESTING_AFTER_MS = 30 * 60_000  # surface charge gone: the battery's own voltage
 START_GAP_MS = 5 * 60_000       # an RPM sample after this long without one is an engine start
 CRANK_WINDOW_MS = (20_000, 10_000)
@@ -356,15 +358,20 @@ async def _fuel_trims(d: Data, u: Units, live: Live | None) -> list[Finding]:
 
 
 def warmups(samples: list[tuple[int, float]]) -> list[dict[str, Any]]:
-    """Cold starts in coolant samples (segments split by a gap): the time from the first
-    sample (≤ 40 °C) to the first ≥ 80 °C, or None if the segment never got there."""
+    """The drives in coolant samples: ``from_c`` (the first sample), ``warmup_s`` from a
+    cold first sample (≤ 40 °C) to the first ≥ 80 °C (None: not from cold, or never got
+    there), ``span_s``, ``max_c``. A drive ends at a gap in the samples after which the
+    engine had cooled (or a gap of hours): a gap with the coolant no cooler after it is
+    missed samples, not a new start."""
     out = []
     seg: list[tuple[int, float]] = []
     for t, v in [*samples, (None, None)]:
-        if t is None or (seg and t - seg[-1][0] > SEGMENT_GAP_MS):
-            if seg and seg[0][1] <= COLD_START_C:
-                warm = next((x for x, c in seg if c >= WARM_C), None)
-                out.append({"start_ms": seg[0][0], "from_c": seg[0][1],
+        if t is None or (seg and t - seg[-1][0] > SEGMENT_GAP_MS
+                         and (v < seg[-1][1] - COOLED_C or t - seg[-1][0] > SEGMENT_MAX_GAP_MS)):
+            if seg:
+                cold = seg[0][1] <= COLD_START_C
+                warm = next((x for x, c in seg if c >= WARM_C), None) if cold else None
+                out.append({"start_ms": seg[0][0], "from_c": seg[0][1], "cold": cold,
                             "warmup_s": None if warm is None else (warm - seg[0][0]) / 1000.0,
                             "span_s": (seg[-1][0] - seg[0][0]) / 1000.0, "max_c": max(c for _x, c in seg)})
             seg = []
@@ -376,13 +383,15 @@ def warmups(samples: list[tuple[int, float]]) -> list[dict[str, Any]]:
 async def _cooling(d: Data, u: Units, live: Live | None) -> list[Finding]:
     out = []
     coolant = await d.values(COOLANT)
-    starts = warmups(coolant)
-    times = [w["warmup_s"] for w in starts if w["warmup_s"] is not None]
-    never = [w for w in starts if w["warmup_s"] is None and w["span_s"] >= SLOW_WARMUP_S]
+    drives = warmups(coolant)
+    times = [w["warmup_s"] for w in drives if w["warmup_s"] is not None]
+    # Long enough to be warm, yet never at operating temperature: the engine runs cold,
+    # whatever temperature the first sample caught (a late first poll misses the start).
+    never = [w for w in drives if w["max_c"] < WARM_C and w["span_s"] >= SLOW_WARMUP_S]
     if times or never:
         worst = max(times + [w["span_s"] for w in never])
         med = statistics.median(times + [w["span_s"] for w in never])
-        values = {"cold_starts": len(times) + len(never), "median_warmup_s": round(med),
+        values = {"cold_starts": sum(1 for w in drives if w["cold"]), "median_warmup_s": round(med),
                   "never_warm": len(never), "max_c_when_never_warm": max((w["max_c"] for w in never), default=None)}
         if med > SLOW_WARMUP_S or never:
             title = _("Slow warm-up: {min} min from a cold start to {warm}").format(
