@@ -232,12 +232,33 @@ def run(ctx: Ctx, only: tuple[str, ...]) -> None:
     try:
         daemon = Daemon(ctx.config, ctx.db, paired, backend=client_backend, interactive=interactive,
                         all_paired={p.device for p in every}, control_socket=paths.control_socket_path(),
-                        adapters=adapters)
+                        adapters=adapters, web=True)
         run_async(daemon.run())
     except (SecretError, DoorError, DatabaseInUse) as e:
         raise click.ClickException(str(e)) from None
     except (StoreError, SchemaError) as e:
         raise store_failure(ctx.db, e) from None
+
+
+@cli.group()
+def web() -> None:
+    """The dashboard `obdsync run` serves ([web] in the config: address and port)."""
+
+
+@web.command("login")
+@click.option("--token", "show_token", is_flag=True, help="Print the API token (Bearer) instead of a link.")
+def web_login(show_token: bool) -> None:
+    """A one-time login link for the dashboard (10 minutes to open it): needed to act
+    (mark a service done, clear codes) and for any access from another machine."""
+    from obdsync import door
+
+    try:
+        got = run_async(door.call("web.login"))
+    except door.NoDaemon:
+        raise click.ClickException("no `obdsync run` is running: the dashboard is served by it") from None
+    except door.DoorError as e:
+        raise click.ClickException(str(e)) from None
+    click.echo(got["token"] if show_token else got["url"])
 
 
 def _names(p: devices.Paired, text: str) -> bool:

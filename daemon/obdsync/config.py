@@ -105,6 +105,8 @@ class FuelConfig:
     low_clear_pct: float = opt(20.0, 0, 100)
     refuel_min_pct: float = opt(10.0, 0.1, 100)
     drop_min_pct: float = opt(5.0, 0.1, 100)
+    price_per_litre: float = opt(0.0, 0, 1000, help="what a litre costs (the dashboard's costs); 0: not shown")
+    currency: str = opt("", kind=str, help="shown beside costs, e.g. EUR")
 
 
 @dataclass(frozen=True)
@@ -243,6 +245,16 @@ class DisplayConfig:
                         help="language of the CLI, the health check and notifications; auto: the locale's")
 
 
+@dataclass(frozen=True)
+class WebConfig:
+    """The dashboard `obdsync run` serves (`obdsync.web`)."""
+
+    enabled: bool = opt(True, help="serve the dashboard")
+    host: str = opt("127.0.0.1", kind=str,
+                    help="address to listen on; anything but loopback asks every request for the login token")
+    port: int = opt(8765, 0, 65535, help="0: any free port (logged)")
+
+
 SEVERITY_ORDER = ("info", "warning", "critical")
 
 
@@ -311,6 +323,7 @@ class Config:
     outbox: OutboxConfig = OutboxConfig()
     link: LinkConfig = LinkConfig()
     display: DisplayConfig = DisplayConfig()
+    web: WebConfig = WebConfig()
     source: Path | None = None
     per_device: dict[str, Config] = field(default_factory=dict, compare=False, repr=False)
     """``[device.<id>.<section>]`` overrides: the whole config as one dongle's car sees it."""
@@ -323,7 +336,7 @@ class Config:
 _SECTIONS = {
     "store": StoreConfig, "vehicle": VehicleConfig, "fuel": FuelConfig, "service": ServiceConfig,
     "engine": EngineConfig, "battery": BatteryConfig, "trip": TripConfig, "driving": DrivingConfig, "outbox": OutboxConfig,
-    "link": LinkConfig, "display": DisplayConfig,
+    "link": LinkConfig, "display": DisplayConfig, "web": WebConfig,
 }
 _ALL_SECTIONS = tuple(_SECTIONS) + ("poll", "forward", "notify", "device")
 #: What may differ between two cars: a ``[device.<id>]`` table may hold these sections.

@@ -66,7 +66,8 @@ class Daemon:
                  backend_kwargs: dict[str, Any] | None = None, interactive: bool = False,
                  wall_clock: Callable[[], float] = time.time, secrets: dict[str, bytes] | None = None,
                  live_file: Path | None = None, all_paired: set[str] | None = None,
-                 control_socket: Path | None = None, adapters: list[Any] | None = None) -> None:
+                 control_socket: Path | None = None, adapters: list[Any] | None = None,
+                 web: bool = False) -> None:
         self.config = config
         self.db = db
         self.paired = paired
@@ -98,6 +99,9 @@ class Daemon:
         self._console: Any = None  # rich's Console for the bars (None: stderr)
         self._connected: dict[str, bool] = {}
         self._names: dict[str, str] = {}  # address -> the user's name for the dongle
+        # The dashboard ([web]; `obdsync run` and the demo ask for it, the HIL runners do not).
+        self._web_wanted = web and config.web.enabled
+        self.dashboard: Any = None
 
     def _progress(self, device: str, done: int, total: int) -> None:
         """Backlog sync progress: a bar on a terminal, a log line per 10 % otherwise."""
@@ -179,6 +183,8 @@ class Daemon:
             for s in await self.store.status():
                 if s.device not in self.all_paired:
                     self.forwarder.forget(s.device)
+            if self._web_wanted:
+                await self._start_dashboard()
             chores = [asyncio.create_task(self._live_loop()), asyncio.create_task(self._retention_loop()),
                       asyncio.create_task(sdnotify.watchdog())]
             self.started.set()
@@ -192,12 +198,33 @@ class Daemon:
                     c.cancel()
                 await asyncio.gather(*chores, return_exceptions=True)
                 await self._write_live()
+                if self.dashboard is not None:
+                    await self.dashboard.stop()
         finally:
             if self.pipeline is not None:
                 await self.pipeline.close()  # derive and store what is in hand first
             if self.forwarder is not None:
                 await self.forwarder.stop()
             await self.store.close()
+
+    async def _start_dashboard(self) -> None:
+        """The dashboard on this loop, fed by the pipeline after each stored batch. A port
+        in use is logged, not fatal: the car's data matters more than its screens."""
+        from obdsync.web.server import Dashboard
+
+        w = self.config.web
+
+        async def dongle_op(name: str, device: str | None) -> Any:
+            return await self._request(door.Request(0, name, device, {}))
+
+        dash = Dashboard(self.store, self.config, host=w.host, port=w.port, live=self.live, dongle_op=dongle_op)
+        try:
+            await dash.start()
+        except OSError as e:
+            log.error("dashboard not served on %s:%d: %s", w.host, w.port, e)
+            return
+        self.pipeline.listeners.append(dash.hub.feed)
+        self.dashboard = dash
 
     def _on_ready(self, link: DongleLink, paired: Paired, then: Callable[[Any], Any] | None) -> Callable[[Any], Any]:
         self._names[link.address] = paired.name
@@ -258,9 +285,14 @@ class Daemon:
         await self.started.wait()
         if req.op == "live":
             return self.live()
+        if req.op == "web.login":
+            if self.dashboard is None:
+                raise door.DoorError("the running daemon serves no dashboard ([web] enabled = false, or its port"
+                                     " was taken: see its log)")
+            return {"url": self.dashboard.login_url(), "token": self.dashboard.token, "home": self.dashboard.url}
         fn = ops.OPS.get(req.op)
         if fn is None:
-            raise door.DoorError(f"unknown request {req.op!r}; this daemon knows: hello, live, "
+            raise door.DoorError(f"unknown request {req.op!r}; this daemon knows: hello, live, web.login, "
                                  + ", ".join(sorted(ops.OPS)))
         try:
             inspect.signature(fn).bind(None, **req.args)

@@ -26,6 +26,7 @@ import json
 import logging
 import operator
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -79,6 +80,9 @@ class Pipeline:
         self.forwarder = forwarder
         self._devices: dict[str, _DeviceState] = {}
         self.events_stored = 0
+        # Called with (device, sample rows) after each stored batch: the dashboard's live
+        # gauges (`obdsync.web.live`). A listener must not block: it runs on the ingest path.
+        self.listeners: list[Callable[[str, list[tuple]], None]] = []
 
     async def close(self) -> None:
         await self.flush()
@@ -163,6 +167,12 @@ class Pipeline:
                                              sink=stored)
         if contiguous is None:
             return -1
+        for listener in self.listeners:
+            for _batch, rows in staged:
+                try:
+                    listener(device, rows)
+                except Exception:  # noqa: BLE001 - a screen's trouble never holds up the ack
+                    log.exception("live listener failed")
         try:
             st = await self._state(device)
             if st.epoch != epoch:
