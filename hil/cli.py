@@ -135,8 +135,9 @@ def demo(workdir: Path | None, config: Path | None) -> None:
     click.echo("obdsync demo: a simulated car (ELM327 emulator), the real firmware on MicroPython,\n"
                "a simulated BLE radio, the daemon storing into SQLite and deriving events.\n"
                f"database: {(workdir / 'obdsync.db').resolve()}\n")
-    report = asyncio.run(run_scenario(sc, workdir=workdir, echo=click.echo, config=cfg))
+    report = asyncio.run(run_scenario(sc, workdir=workdir, echo=click.echo, config=cfg, web=True))
     click.echo("")
     click.echo(format_report(report))
     _where(workdir)
+    click.echo(f"the drive in the dashboard: obdsync --db {(workdir / 'obdsync.db').resolve()} web serve")
     sys.exit(0 if report.ok else 1)

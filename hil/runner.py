@@ -80,7 +80,7 @@ def check_expectations(scenario: Scenario, events: list[Any]) -> list[Check]:
 
 async def run_scenario(scenario: Scenario | str, *, workdir: Path | None = None,
                        echo: Callable[[str], None] | None = print, config: Config | None = None,
-                       extra_sim_s: float = 0.0, adapter: str | None = None) -> Report:
+                       extra_sim_s: float = 0.0, adapter: str | None = None, web: bool = False) -> Report:
     """Run the scenario to its end (plus extra_sim_s), drain, check, report; adapter: an
     adapter/ECU profile name (hil/adapters), else a genuine ELM327 on CAN 11/500."""
     sc = load(scenario) if isinstance(scenario, str) else scenario
@@ -93,10 +93,12 @@ async def run_scenario(scenario: Scenario | str, *, workdir: Path | None = None,
         cfg = config or scenario_config(sc)
         daemon = Daemon(cfg, workdir / "obdsync.db", [Paired(d.device_id, d.mac, "sim")],
                         backend=SimClient, backend_kwargs={"air": str(rig.air)},
-                        secrets={d.device_id: d.secret}, live_file=workdir / "live.json")
+                        secrets={d.device_id: d.secret}, live_file=workdir / "live.json", web=web)
         t0 = time.monotonic()
         task = asyncio.create_task(daemon.run(install_signals=False))
         try:
+            if web:
+                await _say_dashboard(daemon, task, say)
             await _drive(sc, rig, daemon, task, say, extra_sim_s)
             await _drain(daemon, task)
         finally:
@@ -106,6 +108,15 @@ async def run_scenario(scenario: Scenario | str, *, workdir: Path | None = None,
         report = Report(sc.name, rig.sim_s(), time.monotonic() - t0)
         await _collect(report, sc, workdir / "obdsync.db", cfg, daemon)
         return report
+
+
+async def _say_dashboard(daemon: Daemon, task: asyncio.Task, say: Callable[[str], None]) -> None:
+    """The dashboard's address once it is up (live gauges while the drive runs)."""
+    started = asyncio.create_task(daemon.started.wait())
+    await asyncio.wait([started, task], return_when=asyncio.FIRST_COMPLETED)
+    started.cancel()
+    if daemon.dashboard is not None:
+        say(f"dashboard: {daemon.dashboard.url} (live while the drive runs; to act: {daemon.dashboard.login_url()})")
 
 
 async def _drive(sc: Scenario, rig: Rig, daemon: Daemon, task: asyncio.Task, say: Callable[[str], None],

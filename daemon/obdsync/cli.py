@@ -10,6 +10,7 @@ simulated radio without the daemon knowing.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import csv
 import datetime as dt
 import importlib
@@ -259,6 +260,34 @@ def web_login(show_token: bool) -> None:
     except door.DoorError as e:
         raise click.ClickException(str(e)) from None
     click.echo(got["token"] if show_token else got["url"])
+
+
+@web.command("serve")
+@click.pass_obj
+def web_serve(ctx: Ctx) -> None:
+    """Serve the dashboard on a database without the daemon (a copy, the demo's): no live
+    gauges, no dongle to clear codes on. `obdsync run` serves it itself."""
+    from obdsync.web.server import Dashboard
+
+    async def go() -> None:
+        store = await open_store(ctx)
+        try:
+            w = ctx.config.web
+            dash = Dashboard(store, ctx.config, host=w.host, port=w.port)
+            try:
+                await dash.start()
+            except OSError as e:
+                raise click.ClickException(f"cannot listen on {w.host}:{w.port}: {e} (set [web] port)") from None
+            click.echo(f"dashboard: {dash.url}  (to act, open once: {dash.login_url()})  Ctrl-C stops")
+            try:
+                await asyncio.Event().wait()
+            finally:
+                await dash.stop()
+        finally:
+            await store.close()
+
+    with contextlib.suppress(KeyboardInterrupt):
+        run_async(go())
 
 
 def _names(p: devices.Paired, text: str) -> bool:

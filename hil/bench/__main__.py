@@ -20,7 +20,7 @@ from pathlib import Path
 from hil.bench.common import Context, Row, machine
 
 # Order matters: heap reuses the firmware run of pids when both are asked for.
-FIGURES = ("pids", "heap", "wire", "ingest", "backlog", "latency", "idle", "board", "direct")
+FIGURES = ("pids", "heap", "wire", "ingest", "backlog", "latency", "idle", "board", "direct", "web")
 DEFAULT_OUT = Path(__file__).resolve().parent.parent.parent / "bench" / "results.json"
 
 

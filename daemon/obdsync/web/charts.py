@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from html import escape
 
 W, H = 640, 200
-LEFT, RIGHT, TOP, BOTTOM = 48, 10, 12, 26
+LEFT, RIGHT, TOP, BOTTOM = 48, 10, 22, 26
 
 
 def nice_ticks(lo: float, hi: float, n: int = 4) -> list[float]:
@@ -26,11 +26,11 @@ def nice_ticks(lo: float, hi: float, n: int = 4) -> list[float]:
     mag = 10 ** math.floor(math.log10(raw))
     step = next(m * mag for m in (1, 2, 5, 10) if m * mag >= raw)
     start = math.floor(lo / step) * step
-    out, v = [], start
-    while v <= hi + step * 1e-9:
-        out.append(round(v, 10))
+    out, v = [start], start
+    while v < hi - step * 1e-9:  # the last tick at or above hi: nothing drawn outside the plot
         v += step
-    return out
+        out.append(round(v, 10))
+    return out if len(out) > 1 else [start, start + step]
 
 
 def _envelope(points: Sequence[tuple[int, float]], t0: int, t1: int, cols: int) -> list[tuple[int, float, float]]:
@@ -81,7 +81,7 @@ def line_chart(points: Sequence[tuple[int, float]], *, title: str, unit: str, co
         label = f"{v:g}"
         out.append(f'<line x1="{LEFT}" x2="{LEFT + pw}" y1="{yy:.1f}" y2="{yy:.1f}" class="grid"/>'
                    f'<text x="{LEFT - 4}" y="{yy + 4:.1f}" text-anchor="end" class="tick">{label}</text>')
-    out.append(f'<text x="4" y="{TOP + 8}" class="unit">{escape(unit)}</text>')
+    out.append(f'<text x="{LEFT}" y="{TOP - 8}" class="unit">{escape(unit)}</text>')
     # Time ticks: 5 evenly spaced, local clock (HH:MM, with seconds for short spans).
     fmt = "%H:%M:%S" if t1 - t0 < 10 * 60_000 else "%H:%M"
     for i in range(5):
@@ -97,6 +97,8 @@ def line_chart(points: Sequence[tuple[int, float]], *, title: str, unit: str, co
         if vmin != vmax:
             path.append(f"L{xx:.1f},{y(vmin):.1f}")
     out.append(f'<path d="{"".join(path)}" fill="none" stroke="{color}" stroke-width="1.5"/>')
+    if len(points) <= 40:  # a few points (one a trip): dots, a line alone would hide them
+        out.extend(f'<circle cx="{x(t):.1f}" cy="{y(v):.1f}" r="3" fill="{color}"/>' for t, v in points)
     for t, label, mcolor in markers:
         if t0 <= t <= t1:
             xx = x(t)
@@ -122,7 +124,7 @@ def bar_chart(bars: Sequence[tuple[str, float]], *, title: str, unit: str, color
         yy = TOP + ph - v * ph / hi
         out.append(f'<line x1="{LEFT}" x2="{LEFT + pw}" y1="{yy:.1f}" y2="{yy:.1f}" class="grid"/>'
                    f'<text x="{LEFT - 4}" y="{yy + 4:.1f}" text-anchor="end" class="tick">{v:g}</text>')
-    out.append(f'<text x="4" y="{TOP + 8}" class="unit">{escape(unit)}</text>')
+    out.append(f'<text x="{LEFT}" y="{TOP - 8}" class="unit">{escape(unit)}</text>')
     bw = pw / len(bars)
     for i, (label, v) in enumerate(bars):
         h = v * ph / hi

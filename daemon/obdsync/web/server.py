@@ -81,6 +81,7 @@ class Dashboard:
         self._sessions: dict[str, dict[str, Any]] = {}  # session id -> {"csrf", "expires", "local"}
         self._last_clear = -1e9
         self._runner: web.AppRunner | None = None
+        self._streams: set[asyncio.Task] = set()  # open live streams: ended first at stop
         self.units = Units.of_display(config.display)
         self.lang = i18n.resolve(config.display.language)
         self.app = self._make_app()
@@ -98,6 +99,8 @@ class Dashboard:
         log.info("dashboard on %s%s", self.url, "" if is_loopback(self.host) else " (login token required)")
 
     async def stop(self) -> None:
+        for t in list(self._streams):
+            t.cancel()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -338,6 +341,8 @@ class Dashboard:
                                            "X-Accel-Buffering": "no"})
         await resp.prepare(request)
         q = self.hub.subscribe()
+        task = asyncio.current_task()
+        self._streams.add(task)
         try:
             await resp.write(b": hello\n\n")
             while True:
@@ -356,6 +361,7 @@ class Dashboard:
             pass
         finally:
             self.hub.unsubscribe(q)
+            self._streams.discard(task)
         return resp
 
     async def _api_trips(self, request: web.Request) -> web.Response:
