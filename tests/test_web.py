@@ -156,3 +156,34 @@ def test_a_two_hour_chart_keeps_a_short_dip():
     ys = [float(y) for y in re.findall(r"[ML][\d.]+,([\d.]+)", svg)]
     assert max(ys) - min(ys) > 100  # the dip reaches the bottom: min/max per pixel column, not means
     assert len(svg) < 60_000
+
+
+def test_the_daemon_hands_out_login_links_through_its_door(tmp_path):
+    import asyncio
+
+    from obdsync import door
+    from obdsync.config import Config
+    from obdsync.daemon import Daemon
+    from obdsync.web.server import Dashboard
+
+    async def go():
+        d = Daemon(Config(), tmp_path / "x.db", [], secrets={}, live_file=tmp_path / "live.json", web=True)
+        d.started.set()
+        with pytest.raises(door.DoorError, match="serves no dashboard"):
+            await d._request(door.Request(1, "web.login", None, {}))
+        d.dashboard = Dashboard(None, Config(), port=8765)
+        got = await d._request(door.Request(1, "web.login", None, {}))
+        assert got["url"].startswith("http://127.0.0.1:8765/login?code=") and got["token"] == d.dashboard.token
+
+    asyncio.run(go())
+
+
+def test_web_login_without_a_daemon_says_so(tmp_path):
+    from e2e import Home
+
+    home = Home(tmp_path / "home")
+    try:
+        p = home.cli("web", "login")
+        assert p.returncode == 1 and "no `obdsync run` is running" in p.stderr
+    finally:
+        home.close()
