@@ -112,7 +112,7 @@ async def run_scenario(scenario: Scenario | str, *, workdir: Path | None = None,
 
 async def _say_dashboard(daemon: Daemon, task: asyncio.Task, say: Callable[[str], None]) -> None:
     """The dashboard's address once it is up (live gauges while the drive runs)."""
-    started = asyncio.create_task(daemon.started.wait())
+    started = asyncio.create_task(daemon.web_tried.wait())
     await asyncio.wait([started, task], return_when=asyncio.FIRST_COMPLETED)
     started.cancel()
     if daemon.dashboard is not None:

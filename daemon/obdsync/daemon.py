@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import importlib
 import inspect
 import json
 import logging
@@ -102,6 +103,7 @@ class Daemon:
         # The dashboard ([web]; `obdsync run` and the demo ask for it, the HIL runners do not).
         self._web_wanted = web and config.web.enabled
         self.dashboard: Any = None
+        self.web_tried = asyncio.Event()  # set once the dashboard is up or failed to start
 
     def _progress(self, device: str, done: int, total: int) -> None:
         """Backlog sync progress: a bar on a terminal, a log line per 10 % otherwise."""
@@ -183,10 +185,10 @@ class Daemon:
             for s in await self.store.status():
                 if s.device not in self.all_paired:
                     self.forwarder.forget(s.device)
-            if self._web_wanted:
-                await self._start_dashboard()
             chores = [asyncio.create_task(self._live_loop()), asyncio.create_task(self._retention_loop()),
                       asyncio.create_task(sdnotify.watchdog())]
+            if self._web_wanted:  # beside the links: the screens never delay the car's data
+                chores.append(asyncio.create_task(self._start_dashboard()))
             self.started.set()
             log.info("obdsync running: %d dongle(s), database %s", len(self.runners), self.db)
             sdnotify.notify("READY=1", "STATUS=" + self._status_line())
@@ -210,21 +212,27 @@ class Daemon:
     async def _start_dashboard(self) -> None:
         """The dashboard on this loop, fed by the pipeline after each stored batch. A port
         in use is logged, not fatal: the car's data matters more than its screens."""
-        from obdsync.web.server import Dashboard
-
-        w = self.config.web
-
-        async def dongle_op(name: str, device: str | None) -> Any:
-            return await self._request(door.Request(0, name, device, {}))
-
-        dash = Dashboard(self.store, self.config, host=w.host, port=w.port, live=self.live, dongle_op=dongle_op)
         try:
-            await dash.start()
-        except OSError as e:
-            log.error("dashboard not served on %s:%d: %s", w.host, w.port, e)
-            return
-        self.pipeline.listeners.append(dash.hub.feed)
-        self.dashboard = dash
+            # aiohttp's import is the slow part: in a thread, so the links connect meanwhile.
+            server = await asyncio.to_thread(importlib.import_module, "obdsync.web.server")
+            w = self.config.web
+
+            async def dongle_op(name: str, device: str | None) -> Any:
+                return await self._request(door.Request(0, name, device, {}))
+
+            dash = server.Dashboard(self.store, self.config, host=w.host, port=w.port, live=self.live,
+                                    dongle_op=dongle_op)
+            self.dashboard = dash  # stopped at the end even if cancelled while starting
+            try:
+                await dash.start()
+            except OSError as e:
+                log.error("dashboard not served on %s:%d: %s", w.host, w.port, e)
+                self.dashboard = None
+                await dash.stop()
+                return
+            self.pipeline.listeners.append(dash.hub.feed)
+        finally:
+            self.web_tried.set()
 
     def _on_ready(self, link: DongleLink, paired: Paired, then: Callable[[Any], Any] | None) -> Callable[[Any], Any]:
         self._names[link.address] = paired.name
