@@ -154,5 +154,5 @@ def test_mark_done_is_stored(browser, rig):
     wait(d, lambda d: len(rig.call(rig.store.services(DEVICE))) == len(before) + 1, "the service stored")
     (_sid, _when, _km, note), *_ = rig.call(rig.store.services(DEVICE))
     assert note == "service:oil"
-    wait(d, lambda d: d.find_element(By.CSS_SELECTOR, 'tr.item[data-item="oil"] td.status').text == "ok",
+    wait(d, lambda d: d.find_elements(By.CSS_SELECTOR, 'tr.item.ok[data-item="oil"]'),
          "the oil item shown as done after the reload")

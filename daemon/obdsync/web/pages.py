@@ -223,10 +223,14 @@ def service_page(svc: dict[str, Any], u: Units, lang: str, authed: bool) -> str:
                       + ('' if odo is not None else '<input name="km" type="number" min="0" placeholder="km" required>')
                       + f'<button type="submit" class="done" id="done-{escape(it["item"])}">{escape(_("Mark done", lang))}</button>'
                       '<span class="result"></span></form>')
-        rows.append(f'<tr class="item {escape(it["status"])}" data-item="{escape(it["item"])}"><td>{escape(_(it["label"], lang))}</td>'
-                    f'<td class="status">{escape(it["status"])}</td><td class="km">{escape(km_text)}</td>'
-                    f'<td class="days">{"-" if days is None else days}</td>'
-                    f'<td class="last">{when(it["last_ms"])[:10] if it["last_ms"] else "-"}</td><td>{button}</td></tr>')
+        status = {"ok": _("OK", lang), "soon": _("SOON", lang), "due": _("DUE", lang)}.get(it["status"], _("UNKNOWN", lang))
+        last = when(it["last_ms"])[:10] if it["last_ms"] else "-"
+        rows.append(f'<tr class="item {escape(it["status"])}" data-item="{escape(it["item"])}">'
+                    f'<td class="label">{escape(_(it["label"], lang))}</td>'
+                    f'<td class="status" data-label="{escape(_("Status", lang))}">{escape(status)}</td>'
+                    f'<td class="km" data-label="{escape(_("km to due", lang))}">{escape(km_text)}</td>'
+                    f'<td class="days" data-label="{escape(_("days to due", lang))}">{"-" if days is None else days}</td>'
+                    f'<td class="last" data-label="{escape(_("Last done", lang))}">{last}</td><td class="act">{button}</td></tr>')
     th = "".join(f"<th>{escape(h)}</th>" for h in (_("Item", lang), _("Status", lang), _("km to due", lang),
                                                    _("days to due", lang), _("Last done", lang), ""))
     return head + f'<div class="scroll"><table class="service"><thead><tr>{th}</tr></thead><tbody>{"".join(rows)}</tbody></table></div>'
