@@ -31,7 +31,7 @@ def test_our_packages_and_python_daemon_import_side_by_side(where, tmp_path):
     assert files["obdsync"] == f"{root}/daemon/obdsync/__init__.py", "stale install? pip install -e ."
     assert files["protocol"] == f"{root}/protocol/__init__.py", "stale install? pip install -e ."
     assert files["hil"] == f"{root}/hil/__init__.py"
-    assert files["protocol.VERSION"] == 1 and files["obdsync.__version__"]
+    assert files["protocol.VERSION"] == 2 and files["obdsync.__version__"]
     # python-daemon's package, not our daemon/ folder (which holds no package of that name).
     assert files["daemon"] and not files["daemon"].startswith(root + "/daemon/")
     assert "site-packages" in files["daemon"]
