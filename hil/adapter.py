@@ -70,6 +70,7 @@ class Profile:
     buffer_bytes: int = 0  # replies longer than this end in BUFFER FULL (0: no limit)
     multi_pid: str = "yes"  # yes | no_data (the ECU refuses batches) | unknown (the adapter: `?`)
     pad_frames: bool = False  # CAN frames with headers printed with their padding bytes
+    interleave: bool = False  # CAN, headers on: ECUs' multi-frame messages printed frame by frame in turn
     baud: int = 38400
     latency_ms: float = 30.0  # one OBD request's round trip on the car's bus
     ecus: tuple[ExtraEcu, ...] = field(default_factory=tuple)
@@ -200,6 +201,20 @@ def format_lines(profile: Profile, ecu: int, msg: bytes, headers: bool, spaces: 
         head = bytes((0x80 | len(msg), 0xF1, src))  # KWP: format byte = 0x80 | length
     frame = head + msg
     return [hx(frame + bytes((_check_byte(fam, frame),)))]
+
+
+def reply_lines(profile: Profile, reply, headers: bool, spaces: bool) -> list[str]:
+    """The lines an ELM327 prints for the ECUs' messages [(ecu, msg), ...] of one request. With
+    `interleave` (CAN, headers on) the ECUs answered at once: their frames alternate, as the
+    adapter receives them from the bus; without headers that could not be read, so a profile's
+    interleaving applies only where headers are printed."""
+    per = [format_lines(profile, ecu, m, headers, spaces) for ecu, m in reply]
+    if not (profile.interleave and headers and profile.is_can):
+        return [ln for lines in per for ln in lines]
+    out = []
+    for k in range(max((len(x) for x in per), default=0)):
+        out += [lines[k] for lines in per if k < len(lines)]
+    return out
 
 
 def dtc_messages(profile: Profile, mode: int, codes: list[bytes]) -> list[bytes]:

@@ -7,7 +7,7 @@ output formatting, and one catch-all entry that hands every OBD request to
 stock `default`/`car` OBD entries are not used (as ELM327-emulator ships them, the car's mode 03 lacks
 the count byte, its A6 answers 0x61).
 
-Replies are printed by `hil.adapter.format_lines` for the adapter profile's bus, as the
+Replies are printed by `hil.adapter.reply_lines` for the adapter profile's bus, as the
 lines of `<writeln>` tags: the emulator's own framers know CAN 11-bit only (`uds_answer`;
 `obd_message.iso_tp_frames` prints a first frame as `14 49 02 …` instead of the ELM327's
 `014` / `0: 49 02 …` with headers off), while a profile may be CAN 29-bit, ISO 9141, KWP
@@ -42,7 +42,7 @@ import threading
 import zlib
 from pathlib import Path
 
-from hil.adapter import Profile, format_lines, load_profile
+from hil.adapter import Profile, load_profile, reply_lines
 from hil.scenario import Scenario, load
 from hil.simclock import ENV as CLOCK_ENV
 from hil.simclock import Schedule
@@ -130,9 +130,7 @@ class Emulator:
             return out + "<writeln>" + reply + "</writeln>"
         headers = ad.headers == "always" or bool(emu.counters.get("cmd_use_header"))
         spaces = emu.counters.get("cmd_spaces", 1) != 0
-        for ecu, m in reply:
-            out += "".join(f"<writeln>{ln}</writeln>" for ln in format_lines(ad, ecu, m, headers, spaces))
-        return out
+        return out + "".join(f"<writeln>{ln}</writeln>" for ln in reply_lines(ad, reply, headers, spaces))
 
     def _atrv(self, emu, cmd: str, pid, uc_val) -> str:
         return f"<writeln>{self.vehicle.battery_volts(self.sim_s()):.1f}V</writeln>"

@@ -171,6 +171,7 @@ def test_the_matrix_covers_every_bus_and_clone_family():
     assert {"always"} <= {p.headers for p in profs} and {"lower"} <= {p.case for p in profs}
     assert {"no_data", "unknown"} <= {p.multi_pid for p in profs}
     assert any(p.at_ok for p in profs) and any(p.nul for p in profs) and any(p.buffer_bytes for p in profs)
+    assert any(p.interleave and len(p.ecus) >= 2 for p in profs if p.headers == "always")
     assert any(p.ecus for p in profs if p.family == "kline") and any(p.ecus for p in profs if p.family == "can29")
     slice_ = [adapter.load_profile(n) for n in SLICE]
     assert {p.family for p in slice_} >= {"can11", "can29", "kline"}

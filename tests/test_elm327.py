@@ -115,7 +115,7 @@ def test_scripted_replies_parse_to_defined_outcomes(dongle_mpy, micropython):
                                                        ["GARBAGE", "12450"], ["GARBAGE", "12450"]]
     # the whitelist: no method sends caller-supplied text
     assert got["methods"] == ("['clear_dtcs', 'clock', 'init', 'is_legacy', 'pid_supported', 'poll', 'query_pids', 'read_dtcs', "
-                              "'read_vin', 'read_voltage', 'recover', 'start_pids', 'start_voltage']")
+                              "'read_freeze', 'read_vin', 'read_voltage', 'recover', 'start_pids', 'start_voltage']")
 
 
 def test_fuzzed_replies_never_raise_or_hang_and_reinit_after_banner(dongle_mpy, micropython):
@@ -173,6 +173,23 @@ def test_clone_and_bus_variants_read_by_the_bytes(dongle_mpy):
     # a DTC reply that cannot be read whole is a named error, never fewer codes
     for name in ("count_mismatch", "cut_line", "frame_gap", "other_mode", "bad_check"):
         assert got[f"bad {name}"].split() == ["MALFORMED"], name
+    # Two ECUs' multi-frame replies interleaved (headers on): reassembled per CAN id, each code
+    # with its ECU (this used to be a cut message: MALFORMED). A missing or misordered frame of
+    # one ECU's message still fails the read.
+    for name, e, t in (("ilv11", "E8", "E9"), ("ilv29", "10", "18")):
+        read, cut, misordered = (r.split() for r in got[f"{name} dtc"].split("|"))
+        assert read == ["OK", f"{e}:0133", f"{e}:0134", f"{e}:0135", f"{t}:c123", f"{t}:c124", f"{t}:c125"], name
+        assert cut[0] == misordered[0] == "MALFORMED", name
+    # Freeze frame (mode 02 frame 0): the code that stored it and the frame's PIDs, per ECU where
+    # headers show it; a value of the wrong length is MALFORMED, not a number; only the
+    # whitelisted mode 02 PIDs are ever sent (01, 20: BAD_ARG, nothing written).
+    for name, e, t in (("can11", "E8", "E9"), ("can29", "10", "18"), ("iso9141", "10", "18"), ("plain", "00", "00")):
+        f = [r.split() for r in got[f"ff_{name} read"].split("|")]
+        assert f[0] == ["OK", f"02@{e}=0133"] + ([f"02@{t}=0730"] if t != e else []), name
+        assert f[1] == ["OK", f"0C@{e}=1af8"], name
+        assert f[2] == ["MALFORMED"], name
+        assert f[3] == ["NO_DATA"], name
+        assert f[4] == ["BAD_ARG"] and f[5][0] == "BAD_ARG" and f[5][1] == "b'020500'", name
     assert got["bad error_beside"].split()[0] == "CAN_ERROR"
     assert got["bad vin_cut"] == "MALFORMED"
     assert got["bad buffer_full"].split() == ["BUFFER_FULL"]

@@ -3,7 +3,7 @@
 The driver is a small state machine so the hot path needs no coroutine per request:
 `start_pids()` / `start_voltage()` write a request, `poll()` reads what is waiting and returns
 PENDING until the `>` prompt (or the deadline) ends the reply, then a status code. The async
-methods (`init`, `query_pids`, `read_dtcs`, `read_vin`, `clear_dtcs`, `recover`) wrap the same
+methods (`init`, `query_pids`, `read_dtcs`, `read_vin`, `read_freeze`, `clear_dtcs`, `recover`) wrap the same
 machine for the slow paths. Nothing here raises on serial input: every reply becomes a status.
 
 Results of a mode 01 (or ATRV) request are `res_n` entries `res_ch[i]`, `res_off[i]`, `res_len[i]`
@@ -20,7 +20,9 @@ each line by its shape —
     `48 6B 10 41 0C 1A F8 cs`      J1850 VPW / ISO 9141-2 (`41 6B`: J1850 PWM), check byte verified
     `84 F1 10 41 0C 1A F8 cs`      ISO 14230 KWP (format byte = 0x80 | length)
     `41 0C 1A F8`                  anything else: one message without a header.
-A header's ECU address is kept with every PID result (res_ecu) and DTC (dtc_ecu). The shapes
+A header's ECU address is kept with every PID result (res_ecu) and DTC (dtc_ecu); with headers,
+multi-frame messages are reassembled per CAN id (two ECUs answering at once interleave their
+frames: `_gather`). The shapes
 seen set `shape`, which stands in for ATDPN when that is not believable (`is_can`,
 `is_legacy()`). A second ECU's answer to a PID is ignored, except supported-PID bitmaps, which
 are OR-ed (the car supports what any ECU answers).
@@ -87,6 +89,12 @@ _K_VOLT = const(3)
 _K_DTC = const(4)
 _K_VIN = const(5)
 _K_CLEAR = const(6)
+_K_FREEZE = const(7)
+
+# Mode 02 (freeze frame) PIDs the driver asks: 02 (the code that stored the frame) and the engine
+# state a mechanic reads from it (load, coolant, fuel trims, fuel pressure, MAP, RPM, speed,
+# timing advance, intake air, MAF, throttle). Read-only like mode 01 (SECURITY.md whitelist).
+FREEZE_PIDS = b"\x02\x04\x05\x06\x07\x08\x09\x0a\x0b\x0c\x0d\x0e\x0f\x10\x11"
 
 _CR = const(13)
 _LF = const(10)
@@ -169,6 +177,9 @@ class ELM327:
         self._vin_ecu = 0
         self._nib = bytearray(NIB_MAX)  # one line's hex digits
         self._mecu = 0  # ECU address of the message being assembled
+        self._at = 0  # where the line after the one being parsed starts in rx
+        self._used = bytearray(RX_MAX >> 3)  # bit per rx offset: a line already taken by _gather
+        self._gathered = False  # some bit of _used is set
         self.flaws = 0  # lines or messages of the last reply that could not be used whole
         self.shape = 0  # SHAPE_* bits seen since init()
         self.text_start = 0  # an AT reply's first line: rx[text_start:text_end]
@@ -292,6 +303,29 @@ class ELM327:
         """Mode 09 PID 02: VIN bytes as sent, in vin[:vin_n]."""
         self.vin_n = 0
         return await self._obd(b"0902", _K_VIN)
+
+    async def read_freeze(self, pid):
+        """Mode 02 PID `pid` of frame 0 (`02 PP 00`): one result per answering ECU in res_*
+        (channel = the PID, data after `42 PP 00`, the ECU where a header showed it). PID 02 is
+        the code that stored the frame (2 bytes, 00 00: no frame). BAD_ARG outside FREEZE_PIDS;
+        MALFORMED when an answer's length is not the PID's."""
+        if pid not in FREEZE_PIDS:
+            return BAD_ARG
+        self.req[0] = pid
+        self.req_n = 1
+        if self._state != _IDLE:
+            return BUSY if self._state == _BUSY else NOT_READY
+        if not self.ready:
+            return NOT_READY
+        tx = self.tx
+        tx[0] = 48
+        tx[1] = 50
+        tx[2] = _HEX[pid >> 4]
+        tx[3] = _HEX[pid & 15]
+        tx[4] = 48
+        tx[5] = 48
+        self._start(6, _K_FREEZE, _T_OBD)
+        return await self._wait()
 
     async def clear_dtcs(self):
         """Mode 04. The caller checks authentication and that the car stands still."""
@@ -493,6 +527,11 @@ class ELM327:
         self._mecu = 0
         self.flaws = 0
         self._dtc_msgs = 0
+        if self._gathered:
+            u = self._used
+            for k in range(len(u)):
+                u[k] = 0
+            self._gathered = False
         i = 0
         while i < end:
             # one line: [s, e) without CR/LF and surrounding spaces
@@ -507,6 +546,8 @@ class ELM327:
                 e -= 1
             if s == e or self._is_echo(s, e):
                 continue
+            if self._gathered and self._used[s >> 3] & (1 << (s & 7)):
+                continue  # a consecutive frame already put into its message by _gather
             if self._starts(s, e, _SEARCHING):
                 continue
             if self._starts(s, e, _BUS_INIT) and self._starts(e - 2, e, _OK):
@@ -534,6 +575,7 @@ class ELM327:
                     self.text_end = e
                     text = True
                 continue
+            self._at = i
             if self._hexline(s, e):
                 data = True
             else:
@@ -566,6 +608,14 @@ class ELM327:
             if err != OK:
                 return err
             return NO_DATA if data else GARBAGE
+        if kind == _K_FREEZE:
+            if err != OK:
+                return err
+            if self.flaws:
+                return MALFORMED  # a frame value with a hole is not the frame
+            if self.res_n:
+                return OK
+            return MALFORMED if data else GARBAGE
         if kind == _K_DTC or kind == _K_VIN:
             # A list of codes is whole or it is an error: a cut, garbled or contradicting reply
             # (or an error line beside the data) must never read as "fewer codes".
@@ -629,16 +679,9 @@ class ELM327:
             if frame < 0:
                 return False
             s += 2
-        h = 0
-        for i in range(s, e):
-            c = rx[i]
-            if c != _SP:
-                v = _hx(c)
-                if v < 0:
-                    return False
-                if h < NIB_MAX:
-                    nb[h] = v
-                h += 1
+        h = self._nibs(s, e)
+        if h < 0:
+            return False
         if h > NIB_MAX:
             self.overflow += 1
             return self._flaw()
@@ -676,6 +719,63 @@ class ELM327:
                 return True
         self._single(0, 0, n)
         return True
+
+    def _nibs(self, s, e):
+        """rx[s:e]'s hex digits into _nib (spaces skipped); their count, -1 if not hex."""
+        rx = self.rx
+        nb = self._nib
+        h = 0
+        for i in range(s, e):
+            c = rx[i]
+            if c != _SP:
+                v = _hx(c)
+                if v < 0:
+                    return -1
+                if h < NIB_MAX:
+                    nb[h] = v
+                h += 1
+        return h
+
+    def _header_is(self, ecu, p, h):
+        """_nib holds a CAN line with the header of ECU `ecu` (p: 3 nibbles 11-bit, 8 29-bit)."""
+        if h > NIB_MAX or h < p + 2:
+            return False
+        if p == 3:
+            return h & 1 == 1 and self._nib[0] == 7 and (self._nib[1] << 4) | self._nib[2] == ecu
+        return (h & 1 == 0 and self._byte(0) == 0x18 and (self._byte(1) == 0xDA or self._byte(1) == 0xDB)
+                and self._byte(2) == 0xF1 and self._byte(3) == ecu)
+
+    def _gather(self, ecu, p):
+        """After a first frame with a header: take this ECU's consecutive frames from the rest
+        of the reply now, over other ECUs' lines between them. Two ECUs answering at once with
+        multi-frame messages interleave their frames on the bus (and so in the adapter's output);
+        the CAN id says whose each frame is. Taken lines are marked in _used, left in rx."""
+        rx = self.rx
+        end = self.rx_n
+        i = self._at
+        while i < end and not self._mbad and self.msg_n - self._m0 < self._mexp:
+            s = i
+            while i < end and rx[i] != _CR and rx[i] != _LF:
+                i += 1
+            e = i
+            i += 1
+            while s < e and rx[s] == _SP:
+                s += 1
+            while e > s and rx[e - 1] == _SP:
+                e -= 1
+            if e - s < p + 2 or (e - s >= 2 and rx[s + 1] == _COLON):
+                continue
+            if self._used[s >> 3] & (1 << (s & 7)):
+                continue
+            h = self._nibs(s, e)
+            if not self._header_is(ecu, p, h):
+                continue  # another ECU's line, a message, noise: parsed in its turn
+            if self._nib[p] != 2:
+                break  # this ECU's next message began: the first one stays short (a cut)
+            self._used[s >> 3] |= 1 << (s & 7)
+            self._gathered = True
+            self._consecutive(ecu, self._nib[p + 1], p + 2, (h - p - 2) >> 1)
+        self._end_message()
 
     def _byte(self, k):
         nb = self._nib
@@ -747,7 +847,9 @@ class ELM327:
             self._mexp = (lo << 8) | (self._nib[p + 2] << 4) | self._nib[p + 3]
             self._mnext = 0
             self._mecu = ecu
-            return self._consecutive(ecu, 0, p + 4, avail - 1)
+            self._consecutive(ecu, 0, p + 4, avail - 1)
+            self._gather(ecu, p)
+            return True
         if t == 2:
             return self._consecutive(ecu, lo, p + 2, avail)
         if t == 3:
@@ -757,7 +859,8 @@ class ELM327:
     def _consecutive(self, ecu, frame, p, nbytes):
         """Frame `frame` of the multi-frame message being assembled (bytes at _nib[p])."""
         if frame != self._mnext or ecu != self._mecu:
-            # out of order, interleaved or another ECU's: keep what came before, drop the rest
+            # out of order, or a frame of no open message (with headers, _gather took every
+            # frame that belongs): keep what came before, drop the rest
             self.truncated += 1
             return self._flaw()
         if self._mbad:
@@ -806,6 +909,8 @@ class ELM327:
                 self._take_dtcs(m0, n)
             elif k == _K_VIN:
                 self._take_vin(m0, n)
+            elif k == _K_FREEZE:
+                self._take_freeze(m0, n)
             elif k == _K_CLEAR:
                 if self.msg[m0] != 0x44:
                     self.unsolicited += 1
@@ -900,6 +1005,28 @@ class ELM327:
             else:
                 self.overflow += 1
                 self._flaw()  # more codes than fit: a partial list is not the list
+
+    def _take_freeze(self, o, n):
+        m = self.msg
+        p = self.req[0]
+        if n < 3 or m[o] != 0x42 or m[o + 1] != p or m[o + 2] != 0:
+            self.unsolicited += 1  # another mode's, PID's or frame's answer
+            return
+        ln = 2 if p == 2 else DATA_LEN[p]
+        if n - 3 != ln:
+            self._flaw()  # a value of the wrong length cannot be decoded as the PID
+            return
+        for j in range(self.res_n):
+            if self.res_ecu[j] == self._mecu:
+                self.unsolicited += 1  # the same ECU twice: the first answer stands
+                return
+        r = self.res_n
+        if r < MAX_PIDS:
+            self.res_ch[r] = p
+            self.res_off[r] = o + 3
+            self.res_len[r] = ln
+            self.res_ecu[r] = self._mecu
+            self.res_n = r + 1
 
     def _take_vin(self, o, n):
         m = self.msg

@@ -174,3 +174,75 @@ chip.script = lambda cmd: b"BUFFER FULL\r\r>"
 print("bad", "buffer_full", pids(elm, b"\x0c\x0d"))
 chip.script = lambda cmd: frames("43020133C123") + b"\r>"
 print("ok frames", dtcs(elm))
+
+# Two ECUs answer at once with multi-frame messages, headers on: their frames interleave on the
+# bus (7E8 10.., 7E9 10.., 7E8 21.., 7E9 21..). Each message is reassembled by its CAN id.
+
+
+def interleave(a, b):
+    la = a.split("\r")[:-1]
+    lb = b.split("\r")[:-1]
+    out = ""
+    for k in range(max(len(la), len(lb))):
+        out += (la[k] + "\r" if k < len(la) else "") + (lb[k] + "\r" if k < len(lb) else "")
+    return out
+
+
+for name, he, ht in (("ilv11", "7E8", "7E9"), ("ilv29", "18DAF110", "18DAF118")):
+    base = can_chip(he, ht)
+
+    def ilv(cmd, base=base, he=he, ht=ht):
+        c = cmd.upper()
+        if c == b"03":  # 3 codes each: 8 bytes, a first and a consecutive frame per ECU
+            return (interleave(can_lines(he, "4303013301340135"), can_lines(ht, "4303C123C124C125"))
+                    + "\r>").encode()
+        if c == b"07":  # the second ECU's consecutive frame missing: a cut message, not fewer codes
+            return (interleave(can_lines(he, "4703013301340135"), can_lines(ht, "4703C123C124C125").split("\r")[0]
+                               + "\r") + "\r>").encode()
+        if c == b"0A":  # the same ECU's frames out of order
+            a = can_lines(he, "4A0401330134013501360137").split("\r")
+            return (a[0] + "\r" + a[2] + "\r" + a[1] + "\r\r>").encode()
+        return base(cmd)
+
+    elm, chip, st = new(ilv)
+    print(name, "dtc", dtcs(elm), "|", dtcs(elm, 7), "|", dtcs(elm, 0x0A))
+
+# Freeze frame (mode 02, frame 0): per ECU, with and without headers, CAN and legacy buses.
+
+
+def ff_chip(line):
+    def script(cmd):
+        c = cmd.upper()
+        if c == b"020200":
+            return (line("7E8", "18DAF110", "486B10", "42020001 33") + line("7E9", "18DAF118", "486B18", "42020007 30")
+                    + "\r>").encode()
+        if c == b"020C00":
+            return (line("7E8", "18DAF110", "486B10", "420C001AF8") + "\r>").encode()
+        if c == b"020D00":
+            return (line("7E8", "18DAF110", "486B10", "420D001AF8") + "\r>").encode()  # 2 bytes: not speed's 1
+        if c == b"020500":
+            return b"NO DATA\r\r>"
+        return None
+    return script
+
+
+def ff(elm, pid):
+    st = asyncio.run(elm.read_freeze(pid))
+    return "%s %s" % (E.NAMES[st], " ".join("%02X@%02X=%s" % (elm.res_ch[i], elm.res_ecu[i],
+                      bytes(elm.msg[elm.res_off[i]:elm.res_off[i] + elm.res_len[i]]).hex()) for i in range(elm.res_n)))
+
+
+for name, line in (("can11", lambda a, b, c, d: can_lines(a, d.replace(" ", ""))),
+                   ("can29", lambda a, b, c, d: can_lines(b, d.replace(" ", ""))),
+                   ("iso9141", lambda a, b, c, d: legacy_line(c, d.replace(" ", ""))),
+                   ("plain", lambda a, b, c, d: d + "\r")):
+    base = can_chip("7E8", "7E9") if name.startswith("can") else (
+        legacy("486B10", "486B18", b"A3\r\r>") if name == "iso9141" else None)
+
+    def script(cmd, base=base, line=line):
+        r = ff_chip(line)(cmd)
+        return r if r is not None or base is None else base(cmd)
+
+    elm, chip, st = new(script)
+    print("ff_" + name, "read", ff(elm, 2), "|", ff(elm, 0x0C), "|", ff(elm, 0x0D), "|", ff(elm, 5), "|",
+          ff(elm, 0x01), "|", ff(elm, 0x20), chip.sent[-1])
