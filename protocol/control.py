@@ -30,10 +30,11 @@ READ_DTC = const(0x07)
 CLEAR_DTC = const(0x08)
 READ_VIN = const(0x09)
 STATUS = const(0x0A)
+READ_FREEZE = const(0x0B)  # mode 02 frame 0: the code that stored it and the frame's PIDs, per ECU
 REPLY = const(0x80)
 
 COMMAND_NAMES = {1: "hello", 2: "auth", 3: "time", 4: "ack", 5: "stream", 6: "set_plan", 7: "read_dtc",
-                 8: "clear_dtc", 9: "read_vin", 10: "status"}
+                 8: "clear_dtc", 9: "read_vin", 10: "status", 11: "read_freeze"}
 UNAUTHENTICATED = (HELLO, AUTH)
 
 OK = const(0)
@@ -277,6 +278,36 @@ _STATUS = ">HBBIIIIIHHB"
 _STATUS_LEN = struct.calcsize(_STATUS)
 STATUS_FIELDS = ("millivolts", "elm_protocol", "power_state", "uptime_s", "log_used", "log_capacity",
                  "first_unacked", "next_seq", "boot", "auth_failures")
+
+
+def pack_freeze(entries):
+    """READ_FREEZE's reply: per answer `ecu u8 | pid u8 | len u8 | data` (mode 02 frame 0 as
+    the ECU sent it after `42 PP 00`; ecu 0 where the adapter showed no header). PID 02 (the
+    code that stored the frame) comes first for each ECU."""
+    out = bytearray()
+    for ecu, pid, data in entries:
+        if not 0 <= ecu <= 255 or not 0 < pid <= 255 or len(data) > 255:
+            raise ProtocolError("freeze frame entry out of range")
+        out += bytes((ecu, pid, len(data)))
+        out += data
+    return bytes(out)
+
+
+def parse_freeze(payload):
+    """[(ecu, pid, data), ...] of a READ_FREEZE reply. A reply without the code that stored
+    the frame (PID 02), or with an entry cut short, is an error: never an empty frame."""
+    out = []
+    i = 0
+    n = len(payload)
+    while i < n:
+        if n - i < 3 or n - i - 3 < payload[i + 2]:
+            raise ProtocolError("freeze frame entry cut short")
+        ln = payload[i + 2]
+        out.append((payload[i], payload[i + 1], bytes(payload[i + 3:i + 3 + ln])))
+        i += 3 + ln
+    if not any(pid == 2 and len(d) == 2 for _e, pid, d in out):
+        raise ProtocolError("freeze frame reply without its code (PID 02)")
+    return out
 
 
 def pack_status(values, rates):

@@ -325,3 +325,44 @@ def assert_no_secret(home: Home, secret: bytes) -> None:
         if path.is_file() and path.suffix != ".key" and os.access(path, os.R_OK):
             data = path.read_bytes()
             assert secret.hex().encode() not in data and secret not in data, f"the secret is in {path}"
+
+
+def test_check_live_shows_each_codes_freeze_frame_through_the_running_daemon(tmp_path, monkeypatch):
+    """Mode 02 end to end: `obdsync check --live` through the daemon's door asks the dongle
+    (READ_FREEZE: the firmware reads 02 02 00 and the frame's PIDs on the emulated car), the
+    daemon decodes the raw bytes with python-OBD and the finding of the code that stored the
+    frame carries it, ECU and values as the car froze them."""
+    import obd
+
+    from obdsync.decode import decode_with_obd
+
+    answers = Answers().install(monkeypatch)
+    sc = scenario("dtc-freeze", [
+        {"kind": "dtc", "code": "P0301", "at_s": 2, "drive": "idle", "duration_s": 4 * STANDING_S, "speedup": 10},
+        {"kind": "highway", "duration_s": 900, "speedup": 20},
+    ], seed=5)
+    with Rig(sc, tmp_path / "rig") as rig:
+        car = rig.emulator.vehicle
+        home = Home(tmp_path / "home", rig.air)
+        try:
+            home.pair(rig.dongle)
+            daemon = home.run()
+            daemon.wait_for(r"dongle .* connected")
+            wait_until(lambda: car.truth(rig.sim_s()).stored_dtcs == ("P0301",), 10, "the code to be stored")
+            p = home.cli("check", "--live", "--json")
+            assert p.returncode in (0, 2), p.stdout + p.stderr
+            finding = next(f for f in json.loads(p.stdout)["findings"] if f["id"] == "dtc.P0301")
+            ecu, code, data = car.freeze_frame(rig.sim_s())
+            assert code == "P0301"
+            frame = finding["values"]["freeze_frame"]
+            assert frame["ecu"] == "", frame  # the emulated adapter prints no headers
+            want = {obd.commands[1][pid].name: decode_with_obd(pid, d).magnitude for pid, d in data.items()}
+            assert {k: v[0] for k, v in frame["values"].items()} == pytest.approx(want), (frame, want)
+            reqs = answers.requests(car)
+            # only frame 0 of mode 02 PIDs, the code and each value one request
+            assert "020200" in reqs and "020C00" in reqs, reqs
+            assert all(len(r) == 6 and r[4:] == "00" for r in reqs if r[:2] == "02"), reqs
+            assert "control request check.live" in daemon.output
+            assert daemon.terminate() == 0, daemon.output[-3000:]
+        finally:
+            home.close()

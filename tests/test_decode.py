@@ -212,3 +212,29 @@ def test_ecu_names_from_the_address_the_dongle_kept():
     assert dtcs_with_ecus([b"\x01\x33"], []) == (["P0133"], [""])
     with pytest.raises(DecodeError, match="2 codes but 1"):
         dtcs_with_ecus([b"\x01\x33", b"\x01\x34"], [0xE8])
+
+
+def test_a_freeze_frame_decodes_per_code_with_python_obd_and_bad_bytes_are_named_errors():
+    import obd
+
+    from obdsync.decode import decode_freeze, decode_with_obd
+    from protocol import control
+    from protocol.errors import ProtocolError
+
+    entries = [(0xE8, 2, b"\x01\x33"), (0xE8, 0x0C, b"\x1a\xf8"), (0xE8, 0x0D, b"\x32"),
+               (0xE9, 2, b"\x07\x30"), (0xE9, 0x05, b"\x7b"), (0x10, 2, b"\x00\x00")]
+    got = decode_freeze(control.parse_freeze(control.pack_freeze(entries)))
+    assert set(got) == {"P0133", "P0730"}  # 00 00: that ECU holds no frame
+    assert got["P0133"]["ecu"] == "engine (7E8)" and got["P0730"]["ecu"] == "transmission (7E9)"
+    for code, ecu in (("P0133", 0xE8), ("P0730", 0xE9)):
+        want = {obd.commands[1][p].name: decode_with_obd(p, d).magnitude for e, p, d in entries if e == ecu and p != 2}
+        assert {k: v[0] for k, v in got[code]["values"].items()} == want
+    assert got["P0133"]["values"]["RPM"] == [1726.0, "rpm"]
+    with pytest.raises(ProtocolError, match="without its code"):
+        control.parse_freeze(b"")  # never an empty frame presented as data
+    with pytest.raises(ProtocolError, match="cut short"):
+        control.parse_freeze(control.pack_freeze(entries)[:-1])
+    with pytest.raises(DecodeError, match="PID 0C"):
+        decode_freeze([(0xE8, 2, b"\x01\x33"), (0xE8, 0x0C, b"\x1a")])
+    with pytest.raises(DecodeError, match="PID 02"):
+        decode_freeze([(0xE8, 2, b"\x01")])

@@ -9,7 +9,7 @@ import pytest
 
 from protocol import control
 
-AUTHED = ("3", "4", "5", "6", "7", "8", "9", "10")
+AUTHED = ("3", "4", "5", "6", "7", "8", "9", "10", "11")
 
 
 @pytest.fixture(scope="module")
@@ -106,7 +106,7 @@ def test_unknown_types_get_no_reply_and_do_nothing(cases):
 
 def test_malformed_payloads_are_bad_request_and_not_executed(cases):
     c = cases["malformed"]
-    assert len(c["session"]) == 16
+    assert len(c["session"]) == 17
     for kind, payload, status, maced in c["session"]:
         assert status == control.BAD_REQUEST, (kind, payload)
         assert maced, (kind, payload)  # inside a session even a refusal is authenticated

@@ -59,8 +59,8 @@ def test_the_file_covers_every_kind_type_and_mtu(protocol_vectors):
     assert 0xFF in channels and 0x64 in channels  # ATRV and a length-prefixed channel
     assert {v["mtu"] for v in doc["fragments"]} == {23, 247, 517}
     msgs = doc["control"]
-    assert {m["type"] for m in msgs if m["status"] is None} == set(range(1, 11))
-    assert {m["type"] for m in msgs if m["status"] is not None} == set(range(1, 11))
+    assert {m["type"] for m in msgs if m["status"] is None} == set(range(1, 12))
+    assert {m["type"] for m in msgs if m["status"] is not None} == set(range(1, 12))
 
 
 def test_cpython_computes_the_vectors(protocol_vectors, mpy_helpers):

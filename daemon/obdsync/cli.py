@@ -1087,7 +1087,8 @@ def _live_check(ctx: Ctx, device: str | None) -> Any:
     return health.Live(dtcs={m: codes for m, codes, *_ecus in got["dtcs"]},
                        ecus={m: ecus for m, _codes, ecus in got["dtcs"]},
                        protocol=health.Live.protocol_name(got["elm_protocol"]),
-                       supported=health.Live.pids_of(bytes.fromhex(got["supported"])) if got["supported"] else None)
+                       supported=health.Live.pids_of(bytes.fromhex(got["supported"])) if got["supported"] else None,
+                       freeze=got.get("freeze") or {})
 
 
 # ---- trouble codes -----------------------------------------------------------------------

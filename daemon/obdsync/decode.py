@@ -303,6 +303,36 @@ def ecu_name(addr: int) -> str:
     return f"{role} ({ident})" if role else f"ECU {ident}"
 
 
+def decode_freeze(entries: list[tuple[int, int, bytes]]) -> dict[str, dict]:
+    """A READ_FREEZE reply (`protocol.control.parse_freeze`) as code -> its freeze frame:
+    {"ecu": name, "values": {python-OBD command name: [value, unit]}}. Mode 02 values are
+    scaled as mode 01's (SAE J1979), so python-OBD's mode 01 decoders read them (its own mode
+    02 commands leave the frame-number byte in the data). An ECU whose PID 02 is 00 00 holds no
+    frame. A value python-OBD cannot decode is a DecodeError, never a missing or zero value."""
+    codes: dict[int, str] = {}
+    for ecu, pid, data in entries:
+        if pid == 2:
+            if len(data) != 2:
+                raise DecodeError(f"freeze frame PID 02 is 2 bytes, got {data.hex()}")
+            if data != b"\x00\x00":
+                codes[ecu] = dtc_from_raw(data)
+    out: dict[str, dict] = {}
+    for ecu, code in codes.items():
+        values: dict[str, list] = {}
+        for e, pid, data in entries:
+            if e != ecu or pid == 2:
+                continue
+            if not obd.commands.has_pid(1, pid) or len(data) != obd.commands[1][pid].bytes - 2:
+                raise DecodeError(f"freeze frame PID {pid:02X}: {data.hex()} is not its value")
+            v = decode_with_obd(pid, data)
+            mag = getattr(v, "magnitude", None)
+            if mag is None:
+                raise DecodeError(f"freeze frame PID {pid:02X}: python-OBD read {data.hex()} as {v!r}")
+            values[obd.commands[1][pid].name] = [float(mag), f"{v.units:~}" if str(v.units) else ""]
+        out[code] = {"ecu": ecu_name(ecu), "values": values}
+    return out
+
+
 def dtcs_with_ecus(codes: list[bytes], ecus: list[int]) -> tuple[list[str], list[str]]:
     """Codes of a DTC record without padding, and beside each the name of its ECU ("" unknown;
     all "" when the record carries no addresses)."""

@@ -123,6 +123,7 @@ class Live:
     ecus: dict[int, list[str]] = field(default_factory=dict)  # mode -> beside each code its ECU ("" unknown)
     protocol: str | None = None
     supported: list[int] | None = None   # mode 01 PIDs its info's bitmap names
+    freeze: dict[str, Any] = field(default_factory=dict)  # code -> its freeze frame; {"error": why}
     fresh: bool = True                   # codes read just now
 
     @staticmethod
@@ -217,6 +218,11 @@ async def _codes(d: Data, u: Units, live: Live | None) -> list[Finding]:
             seen.setdefault(code, []).append(MODES[mode])
             if ecu and ecu not in where.setdefault(code, []):
                 where[code].append(ecu)
+    frames = live.freeze if live is not None and live.fresh else {}
+    if "error" in frames:
+        out.append(Finding("codes.freeze_frame", "codes", INFO, _("The freeze frame could not be read"),
+                           str(frames["error"]), {"error": frames["error"]}))
+        frames = {}
     for code, kinds in seen.items():
         try:
             info = dtc_info(code)
@@ -238,9 +244,12 @@ async def _codes(d: Data, u: Units, live: Live | None) -> list[Finding]:
             action = _("Permanent: it clears itself once the ECU has confirmed the repair over drive cycles")
         if not info.description:
             action += _("; look the code up in the manufacturer's service information")
+        if code in frames:
+            action += "; " + _("freeze frame: {values}").format(values=", ".join(
+                f"{name} {v:g}{' ' + unit if unit else ''}" for name, (v, unit) in frames[code]["values"].items()))
         out.append(Finding(f"dtc.{code}", "codes", severity, title, action, {
             "code": code, "status": kinds, "system": info.system, "description": info.description,
-            "sae": info.sae, "ecu": ", ".join(where.get(code, ())) or None, "freeze_frame": None}))
+            "sae": info.sae, "ecu": ", ".join(where.get(code, ())) or None, "freeze_frame": frames.get(code)}))
     if not seen:
         t = max((r[0] for r in reads.values() if r[0] is not None), default=None)
         when = "" if t is None else " " + _("(read {when})").format(when=_date(t))

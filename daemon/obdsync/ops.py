@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from protocol import control
+from protocol.errors import ProtocolError
 
 Op = Callable[..., Awaitable[Any]]
 OPS: dict[str, Op] = {}
@@ -74,10 +75,28 @@ async def read_vin(link: Any) -> str:
     return parse_vin(await link.command(control.READ_VIN))
 
 
+@op("freeze.read")
+async def read_freeze(link: Any) -> dict[str, dict]:
+    """The freeze frame (mode 02 frame 0) by the code that stored it: {code: {"ecu": name,
+    "values": {name: [value, unit]}}}, {} when no code holds one."""
+    from obdsync.decode import decode_freeze
+
+    return decode_freeze(control.parse_freeze(await link.command(control.READ_FREEZE)))
+
+
 @op("check.live")
 async def check_live(link: Any) -> dict[str, Any]:
-    """What `obdsync check --live` needs of the dongle: its codes now, the protocol the
-    adapter found, and the PIDs the car supports (from the dongle's info)."""
+    """What `obdsync check --live` needs of the dongle: its codes now, their freeze frame, the
+    protocol the adapter found, and the PIDs the car supports (from the dongle's info). A
+    freeze frame that cannot be read is {"error": why}: the codes stand without it."""
+    from obdsync.decode import DecodeError
+    from obdsync.link import CommandError
+
     st = control.parse_status(await link.command(control.STATUS))
-    return {"dtcs": await read_dtcs(link), "elm_protocol": st.get("elm_protocol"),
+    dtcs = await read_dtcs(link)
+    try:
+        freeze: dict[str, Any] = await read_freeze(link) if any(codes for _m, codes, _e in dtcs) else {}
+    except (CommandError, DecodeError, ProtocolError) as e:
+        freeze = {"error": str(e)}
+    return {"dtcs": dtcs, "freeze": freeze, "elm_protocol": st.get("elm_protocol"),
             "supported": link.info.supported.hex() if link.info is not None else None}

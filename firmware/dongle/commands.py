@@ -44,6 +44,9 @@ class Actions:
     async def read_vin(self):
         raise NotImplementedError
 
+    async def read_freeze(self):
+        raise NotImplementedError
+
     def status(self):
         raise NotImplementedError
 
@@ -179,6 +182,10 @@ class CommandHandler:
             if p:
                 raise ProtocolError("read_vin takes no payload")
             return await a.read_vin()
+        if t == control.READ_FREEZE:
+            if p:
+                raise ProtocolError("read_freeze takes no payload")
+            return await a.read_freeze()
         if t == control.STATUS:
             if p:
                 raise ProtocolError("status takes no payload")

@@ -15,11 +15,12 @@ SECRET = bytes(range(32))
 DEVICE = bytes((0xD0, 0x11, 0x6E, 0x00, 0x00, 0x00, 0x00, 0x42))
 NONCE_D = bytes(range(100, 116))
 AUTHED = (control.TIME, control.ACK, control.STREAM, control.SET_PLAN, control.READ_DTC,
-          control.CLEAR_DTC, control.READ_VIN, control.STATUS)
+          control.CLEAR_DTC, control.READ_VIN, control.STATUS, control.READ_FREEZE)
 # A well-formed payload for every authenticated command.
 GOOD = {control.TIME: control.pack_u64(1700000000000), control.ACK: control.pack_u32(5),
         control.STREAM: b"", control.SET_PLAN: control.pack_plan([(0x0D, 2, 10, 0)]),
-        control.READ_DTC: b"\x03", control.CLEAR_DTC: b"", control.READ_VIN: b"", control.STATUS: b""}
+        control.READ_DTC: b"\x03", control.CLEAR_DTC: b"", control.READ_VIN: b"", control.STATUS: b"",
+        control.READ_FREEZE: b""}
 
 
 class Clock:
@@ -63,6 +64,10 @@ class Recorder(Actions):
     async def read_vin(self):
         self.ran.append("read_vin")
         return control.OK, b"WVWZZZ1KZAW386754"
+
+    async def read_freeze(self):
+        self.ran.append("read_freeze")
+        return control.OK, control.pack_freeze([(0xE8, 2, b"\x01\x33")])
 
     def status(self):
         self.ran.append("status")
@@ -272,11 +277,11 @@ def case_reflected():
 def case_unknown_types():
     h, acts, _ = new()
     before = []
-    for t in (0x00, 0x0B, 0x0C, 0x3F, 0x7F, 0x80, 0xFF):
+    for t in (0x00, 0x0C, 0x0D, 0x3F, 0x7F, 0x80, 0xFF):
         before.append(run(h.handle(bytes((t, 1, 0, 0, 0, 0)) + bytes(12))))
     c = login(h)
     after = []
-    for t in (0x00, 0x0B, 0x0C, 0x3F, 0x7F, 0x80, 0xFF):
+    for t in (0x00, 0x0C, 0x0D, 0x3F, 0x7F, 0x80, 0xFF):
         raw = bytes((t, 1, 0, 0, 0, c.next_counter())) + bytes(4)
         after.append(run(h.handle(raw + c.mac(c.tx_dir, raw))))
     emit("unknown_types", {"before": before, "after": after, "ran": acts.ran, "rejected": h.rejected})
@@ -291,7 +296,7 @@ def case_malformed():
         (control.SET_PLAN, b"\x02" + b"\x0D\x00\x01\x00\x01\x00\x01" * 2),  # a channel twice
         (control.SET_PLAN, bytes((33,)) + bytes(7 * 33)), (control.READ_DTC, b""), (control.READ_DTC, b"\x04"),
         (control.READ_DTC, b"\x01"), (control.READ_DTC, b"\x03\x03"), (control.CLEAR_DTC, b"\x00"),
-        (control.READ_VIN, b"\x02"), (control.STATUS, b"\x00"),
+        (control.READ_VIN, b"\x02"), (control.STATUS, b"\x00"), (control.READ_FREEZE, b"\x02"),
     ]
     out = []
     for t, p in bad:

@@ -110,6 +110,8 @@ def parse_payload(type_, reply, payload):
     if type_ == c.READ_DTC and reply:
         mode, codes, ecus = c.parse_dtcs(payload, True)
         return [mode, [hx(x) for x in codes]] + ([ecus] if ecus else [])
+    if type_ == c.READ_FREEZE and reply:
+        return [[e, p, hx(d)] for e, p, d in c.parse_freeze(payload)]
     if type_ == c.STATUS and reply:
         d = c.parse_status(payload)
         rates = [[ch, int(round(d["rates"][ch] * 100))] for ch in sorted(d["rates"])]
@@ -135,6 +137,8 @@ def pack_payload(type_, reply, v):
         return c.pack_plan([tuple(e) for e in v])
     if type_ == c.READ_DTC:
         return c.pack_dtcs(v[0], [unhx(x) for x in v[1]], v[2] if len(v) > 2 else None)
+    if type_ == c.READ_FREEZE:
+        return c.pack_freeze([(e, p, unhx(d)) for e, p, d in v])
     return c.pack_status(v["values"], [tuple(r) for r in v["rates"]])
 
 

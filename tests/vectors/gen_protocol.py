@@ -262,6 +262,10 @@ def control_vectors():
     status_payload = (struct.pack(">HBBIIIIIHHB", *status_values, len(rates))
                       + b"".join(struct.pack(">BH", *r) for r in rates))
     msg(D, 10, 10, status_payload, {"values": status_values, "rates": rates}, status=0)
+    msg(C, 11, 14, b"")
+    freeze = [[0xE8, 2, "0133"], [0xE8, 0x0C, "1af8"], [0xE8, 0x0D, "32"], [0xE9, 2, "0000"]]
+    msg(D, 11, 14, b"".join(bytes((e, p, len(bytes.fromhex(d)))) + bytes.fromhex(d) for e, p, d in freeze),
+        freeze, status=0)
     msg(C, 7, 11, b"\x05")
     msg(D, 7, 11, b"", status=1)
     msg(D, 10, 255, b"", status=7)
@@ -274,7 +278,7 @@ def control_vectors():
         ("refusal_with_payload", struct.pack(">BBIB", 0x8A, 1, 0, 2) + b"\x01"),
         ("hello_with_counter", struct.pack(">BBI", 0x01, 1, 1) + NONCE_C),
         ("status_without_mac", struct.pack(">BBIB", 0x8A, 1, 99, 0)),
-        ("unknown_type", struct.pack(">BBI", 0x0B, 1, 0)),
+        ("unknown_type", struct.pack(">BBI", 0x0C, 1, 0)),
         ("unknown_status", struct.pack(">BBIB", 0x81, 1, 0, 9) + DEVICE_ID + NONCE_D),
         ("reflected", bytes.fromhex(msgs[4]["hex"])),  # the central's own TIME command
         ("replayed", bytes.fromhex(msgs[5]["hex"])),  # the dongle's first reply, again
