@@ -26,6 +26,7 @@ ARTIFACTS = Path(os.environ.get("OBDSYNC_ARTIFACTS", ROOT / "build" / "artifacts
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 DRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
 PHONE, DESKTOP = (390, 844), (1280, 900)
+DRIVE_S = 240  # the same for a whole HIL drive (25 s of real time unloaded)
 WAIT_S = 30  # a ceiling for a condition, not a delay: load on a shared 2-core machine
 
 
@@ -60,10 +61,10 @@ def rig(tmp_path_factory):
     r.close()
 
 
-def wait(driver, cond, what: str):
+def wait(driver, cond, what: str, ceiling: float = WAIT_S):
     from selenium.webdriver.support.ui import WebDriverWait
 
-    return WebDriverWait(driver, WAIT_S).until(lambda d: cond(d), message=what)
+    return WebDriverWait(driver, ceiling).until(lambda d: cond(d), message=what)
 
 
 def text_of(driver, css: str) -> str:
@@ -156,3 +157,73 @@ def test_mark_done_is_stored(browser, rig):
     assert note == "service:oil"
     wait(d, lambda d: d.find_elements(By.CSS_SELECTOR, 'tr.item.ok[data-item="oil"]'),
          "the oil item shown as done after the reload")
+
+
+def test_the_gauges_follow_a_hil_drive(browser, tmp_path):
+    """`obdsync hil run highway` with the dashboard: the real firmware on MicroPython over
+    the simulated radio into the daemon; the page's speed gauge changes as the car drives,
+    and a value it showed is the one the store holds for that moment."""
+    import asyncio
+    import queue
+    import threading
+
+    from selenium.webdriver.common.by import By
+
+    from hil import scenario as hil_scenario
+    from hil.runner import run_scenario, scenario_config
+    from obdsync.store import Store
+
+    sc = hil_scenario.load("highway")
+    lines: queue.Queue = queue.Queue()
+    done: dict = {}
+
+    def drive() -> None:
+        try:
+            done["report"] = asyncio.run(run_scenario(sc, workdir=tmp_path, echo=lines.put, web=True,
+                                                      config=scenario_config(sc, {"web": {"port": 0}})))
+        except BaseException as e:  # noqa: BLE001 - handed to the test's thread
+            done["error"] = e
+        finally:
+            lines.put(None)
+
+    t = threading.Thread(target=drive, name="hil highway")
+    t.start()
+    try:
+        url = None
+        while url is None:
+            line = lines.get(timeout=300)
+            assert line is not None, f"the drive ended without a dashboard: {done.get('error')!r}"
+            if line.startswith("dashboard: "):
+                url = line.split()[1]
+        d = browser
+        d.get(url)
+
+        def gauges(d) -> bool:
+            if d.find_elements(By.CSS_SELECTOR, ".gauge"):
+                return True
+            d.refresh()  # nothing stored yet when the page first loaded: no device to show
+            return False
+
+        wait(d, gauges, "the Now page's gauges once the dongle's first records are stored", DRIVE_S)
+        seen: list[tuple[str, int]] = []
+
+        def changed(d) -> bool:
+            el = d.find_element(By.CSS_SELECTOR, '.val[data-key="speed"]')
+            text, at = el.text, el.get_attribute("data-t")
+            if at and text.endswith("km/h") and (not seen or seen[-1][1] != int(at)):
+                seen.append((text, int(at)))
+            return len({s for s, _ in seen}) >= 3
+
+        wait(d, changed, "the speed gauge changing while the car drives", DRIVE_S)
+        shoot(d, "now-live")
+    finally:
+        t.join(300)
+    assert "error" not in done, done.get("error")
+
+    async def stored(at: int) -> float:
+        async with await Store.open(tmp_path / "obdsync.db") as store:
+            (dev,) = [s.device for s in await store.status()]
+            return (await store.samples(dev, 0x0D, since_ms=at, until_ms=at + 1))[0].value
+
+    text, at = seen[-1]
+    assert text == Units().speed(asyncio.run(stored(at)))
