@@ -180,7 +180,7 @@ async def _collect(report: Report, sc: Scenario, db: Path, cfg: Config, daemon: 
             report.contiguous = s.contiguous
             report.missing = s.missing
             report.lost = s.lost
-            rows = await store._fetch("SELECT COUNT(*) FROM samples", ())
+            rows = await store.db.fetch("SELECT COUNT(*) FROM samples")
             report.samples = rows[0][0]
         report.events = sorted(await store.events(limit=10000), key=lambda e: e.opened_ms)
         report.trips = sorted(await store.trips(limit=1000), key=lambda t: t.started_ms)

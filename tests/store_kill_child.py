@@ -56,14 +56,14 @@ async def main() -> None:
 
         raws, _ = backlog(STEPS)
         store = await Store.open(DB)
-        await store._conn.execute("PRAGMA wal_autocheckpoint=0")
+        await store.db.conn.execute("PRAGMA wal_autocheckpoint=0")
         await store.ingest(DEVICE, [decode_record(r, telemetry_key(SECRET)) for r in raws])
         print("grown", flush=True)
         os.kill(os.getpid(), signal.SIGKILL)
     if WHAT == "checkpoint":
         store = await Store.open(DB)
         print("checkpointing", flush=True)
-        await store._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        await store.db.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         print("done", flush=True)
         await store.close()
         return

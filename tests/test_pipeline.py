@@ -133,7 +133,7 @@ async def test_an_unreadable_snapshot_never_stops_storage_or_acks(records, tmp_p
         assert got[-1] == acked == records[-1].seq
         assert all(b >= a for a, b in zip(got, got[1:], strict=False)) and got[0] > first[-1].seq - 40
         assert view(await store.events(limit=1000)) == events
-        async with store._conn.execute("SELECT COUNT(*) FROM records") as cur:
+        async with store.db.conn.execute("SELECT COUNT(*) FROM records") as cur:
             assert (await cur.fetchone())[0] == len({r.seq for r in records})
     finally:
         await store.close()

@@ -54,14 +54,14 @@ async def store(tmp_path):
 
 async def dump(st):
     """Every sample row and record of the database, in a canonical order."""
-    rows = await st._fetch("SELECT device, channel, time_ms, seq, n, boot, t_ms, value, raw, approx"
+    rows = await st.db.fetch("SELECT device, channel, time_ms, seq, n, boot, t_ms, value, raw, approx"
                            " FROM samples ORDER BY device, channel, time_ms, seq, n", ())
-    recs = await st._fetch("SELECT device, seq, boot, kind FROM records ORDER BY device, seq", ())
+    recs = await st.db.fetch("SELECT device, seq, boot, kind FROM records ORDER BY device, seq", ())
     return rows, recs
 
 
 async def count(st, table):
-    (n,), = await st._fetch(f"SELECT COUNT(*) FROM {table}", ())
+    (n,), = await st.db.fetch(f"SELECT COUNT(*) FROM {table}", ())
     return n
 
 
@@ -202,7 +202,7 @@ async def test_full_disk_stores_nothing_of_the_batch_and_recovers(tmp_path):
     path = tmp_path / "obdsync.db"
     st = await Store.open(path, clock=lambda: NOW / 1000)
     await st.ingest(DEV, [anchor(1)])
-    size = (await st._fetch("PRAGMA page_count", ()))[0][0] * st._page_size
+    size = (await st.db.fetch("PRAGMA page_count", ()))[0][0] * st._page_size
     await st.set_max_bytes(size + 8 * 4096)
     seq, wm = 2, 1
     with pytest.raises(StoreFullError, match="full"):

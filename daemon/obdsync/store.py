@@ -33,7 +33,7 @@ import operator
 import os
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol
@@ -44,6 +44,15 @@ import aiosqlite
 from protocol.record import KIND_ANCHOR, KIND_DTC, KIND_EVENT, KIND_GAP, KIND_SAMPLES
 
 from . import schema
+from .db import (  # noqa: F401 - the store's errors, re-exported for its users
+    Db,
+    StoreBusyError,
+    StoreCorruptError,
+    StoreError,
+    StoreFullError,
+    StoreMissingError,
+)
+from .db import map_error as _map_error
 from .decode import Decoder, dtcs_with_ecus
 from .paths import normalize_device_id, private_dir, private_file
 
@@ -64,26 +73,6 @@ _INSERT_VALUE = "INSERT INTO sample_values (id, signal, value, raw) VALUES (?,?,
 #: afresh (and a pair seen again gets a new id: a few duplicate sample_values rows).
 VALUE_CACHE_LIMIT = 1 << 16
 _SIGNAL = operator.itemgetter(1)  # of a SAMPLE_ROW
-
-
-class StoreError(Exception):
-    """The store could not do what was asked; nothing was half-done."""
-
-
-class StoreFullError(StoreError):
-    """The disk (or the configured maximum database size) is full. Free space, then retry."""
-
-
-class StoreBusyError(StoreError):
-    """Another process holds the database lock longer than the busy timeout."""
-
-
-class StoreCorruptError(StoreError):
-    """The database file is damaged. Nothing here writes to it again: recover it by hand."""
-
-
-class StoreMissingError(StoreError):
-    """A reader was pointed at a database file that does not exist (a typo in --db?)."""
 
 
 def corrupt_advice(path: str | os.PathLike[str]) -> str:
@@ -237,22 +226,6 @@ class _Shifted:
                                                                            r.mode, r.codes)
 
 
-def _map_error(e: sqlite3.Error, what: str) -> StoreError:
-    code = getattr(e, "sqlite_errorcode", None)
-    if code is not None and code & 0xFF in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB):
-        return StoreCorruptError(f"{what}: the database is corrupt ({e})")
-    if code is not None and code & 0xFF == sqlite3.SQLITE_IOERR:
-        # A write refused by the system: ENOSPC past SQLite's own check, a quota or file-size
-        # limit (EFBIG), a failing drive. What was being written is rolled back.
-        return StoreError(f"{what}: could not write to the disk ({e}): it may be full or failing; nothing of"
-                          " this was kept, free space and try again")
-    if code == sqlite3.SQLITE_FULL:
-        return StoreFullError(f"{what}: database or disk is full; free disk space or raise [store] max_size_mb")
-    if code in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
-        return StoreBusyError(f"{what}: database is locked by another process ({e})")
-    return StoreError(f"{what}: {e}")
-
-
 def _prepare(path: Path) -> None:
     """Create the file (0600: SQLite gives its -wal and -shm the database's mode), switch it to
     WAL and migrate, on a plain connection."""
@@ -279,13 +252,11 @@ class Store:
 
     def __init__(self, conn: aiosqlite.Connection, path: Path, *, clock: Callable[[], float],
                  decoder: Decoder, outbox_max: int, raw: sqlite3.Connection | None = None):
-        self._conn = conn
-        self._raw = raw  # the same connection, for bulk writes on the loop's thread (_commit_plan)
+        self.db = Db(conn, raw)  # the connection, its lock and transactions, shared with the outbox
         self.path = path
         self._clock = clock
         self._decoder = decoder
         self._outbox_max = outbox_max
-        self._lock = asyncio.Lock()
         self._devices: dict[tuple[str, int], _Device] = {}  # (device id, epoch)
         self._page_size = 4096
         # channel -> raw bytes -> ((signal, value, value id), ...): one dict lookup per
@@ -348,8 +319,8 @@ class Store:
 
     async def close(self) -> None:
         """Close the connection; idempotent."""
-        if self._conn is not None:
-            conn, self._conn = self._conn, None
+        if self.db.conn is not None:
+            conn, self.db.conn = self.db.conn, None
             await conn.close()
 
     async def __aenter__(self) -> Store:
@@ -365,8 +336,8 @@ class Store:
         current size.
         """
         pages = max_bytes // self._page_size if max_bytes else 0xFFFFFFFE
-        async with self._lock:
-            async with self._conn.execute(f"PRAGMA max_page_count={max(1, pages):d}") as cur:
+        async with self.db.lock:
+            async with self.db.conn.execute(f"PRAGMA max_page_count={max(1, pages):d}") as cur:
                 return (await cur.fetchone())[0] * self._page_size
 
     def _now_ms(self) -> int:
@@ -375,7 +346,7 @@ class Store:
     # ---- devices -----------------------------------------------------------
 
     async def _device_num(self, device_id: str) -> int:
-        c = self._conn
+        c = self.db.conn
         async with c.execute("SELECT num FROM devices WHERE id=?", (device_id,)) as cur:
             row = await cur.fetchone()
         if row is None:
@@ -393,7 +364,7 @@ class Store:
         dev = self._devices.get((device_id, epoch))
         if dev is not None:
             return dev
-        c = self._conn
+        c = self.db.conn
         num = await self._device_num(device_id)
         async with c.execute("SELECT idx, first_seq, contiguous FROM epochs WHERE device=? AND epoch=?",
                              (num, epoch)) as cur:
@@ -437,8 +408,8 @@ class Store:
         num = await self._num(device)
         if num is None:
             return []
-        rows = await self._fetch("SELECT idx, epoch, first_seen, first_seq, contiguous FROM epochs WHERE device=?"
-                                 " ORDER BY idx", (num,))
+        rows = await self.db.fetch("SELECT idx, epoch, first_seen, first_seq, contiguous FROM epochs WHERE device=?"
+                                   " ORDER BY idx", (num,))
         out = []
         for idx, epoch, seen, first, contiguous in rows:
             base = idx << EPOCH_SEQ_SHIFT
@@ -456,13 +427,14 @@ class Store:
                               address: str | None = None, vin: str | None = None) -> None:
         """Record what the link learnt about a dongle; None leaves a field as it is."""
         device_id = normalize_device_id(device_id)
-        async with self._lock:
+        async with self.db.lock:
             await self._device_num(device_id)
-            await self._write(
+            await self.db.write(
                 f"updating device {device_id}",
                 [("UPDATE devices SET name=COALESCE(?,name), address=COALESCE(?,address),"
                   " vin=COALESCE(?,vin), last_seen=? WHERE id=?",
                   (name, address, vin, self._now_ms(), device_id))],
+                locked=True,
             )
 
     # ---- ingest ------------------------------------------------------------
@@ -486,7 +458,7 @@ class Store:
         then nothing of the batch is stored.
         """
         device_id = normalize_device_id(device_id)
-        async with self._lock:
+        async with self.db.lock:
             dev = await self._device(device_id, epoch)
             base = dev.base
             if base:
@@ -496,7 +468,7 @@ class Store:
             if not batch:
                 return None if dev.contiguous is None else dev.contiguous - base
             if self._next_vid is None:
-                async with self._conn.execute("SELECT COALESCE(MAX(id), 0) + 1 FROM sample_values") as cur:
+                async with self.db.conn.execute("SELECT COALESCE(MAX(id), 0) + 1 FROM sample_values") as cur:
                     self._next_vid = (await cur.fetchone())[0]
             floor = None if first_unacked is None else base + first_unacked
             plan = self._plan(dev, batch, now, floor)
@@ -525,7 +497,7 @@ class Store:
                 seen.add(r.seq)
                 batch.append(r)
         if batch and dev.max_seq is not None and min(seen) <= dev.max_seq:
-            async with self._conn.execute(
+            async with self.db.conn.execute(
                 "SELECT seq FROM records WHERE device=? AND seq BETWEEN ? AND ?",
                 (dev.num, min(seen), max(seen)),
             ) as cur:
@@ -664,46 +636,15 @@ class Store:
             self._next_vid = None
 
     async def _commit_plan(self, dev: _Device, plan: _Plan) -> None:
-        c = self._conn
-        try:
-            await c.execute("BEGIN IMMEDIATE")
-            try:
-                # The rows go in on this thread, not aiosqlite's: executemany drops and
-                # retakes the GIL for every row, and with the event loop busy beside it
-                # (derivation of the previous batch) each retake waits out the switch
-                # interval; ingest ran at half speed. Here nothing competes: the loop is
-                # held for the batch (~2 us a sample). The connection is idle on
-                # aiosqlite's thread meanwhile (we hold the lock and awaited BEGIN).
-                _apply_plan(self._raw, dev.num, plan)
-                # COMMIT (the fsync) waits without the GIL: derivation runs beside it.
-                await c.execute("COMMIT")
-            except BaseException:
-                await self._rollback()
-                raise
-        except sqlite3.Error as e:
-            raise _map_error(e, f"storing {len(plan.records)} records of device {dev.id}") from e
-
-    async def _rollback(self) -> None:
-        try:
-            if self._conn.in_transaction:
-                await self._conn.execute("ROLLBACK")
-        except sqlite3.Error:  # SQLite may already have rolled back (SQLITE_FULL can do that)
-            pass
-
-    async def _write(self, what: str, statements: Iterable[tuple[str, tuple]]) -> None:
-        """Run ``statements`` in one transaction, mapping errors. Caller holds the lock."""
-        c = self._conn
-        try:
-            await c.execute("BEGIN IMMEDIATE")
-            try:
-                for sql, params in statements:
-                    await c.execute(sql, params)
-                await c.execute("COMMIT")
-            except BaseException:
-                await self._rollback()
-                raise
-        except sqlite3.Error as e:
-            raise _map_error(e, what) from e
+        async with self.db.transaction(f"storing {len(plan.records)} records of device {dev.id}", locked=True):
+            # The rows go in on this thread, not aiosqlite's: executemany drops and
+            # retakes the GIL for every row, and with the event loop busy beside it
+            # (derivation of the previous batch) each retake waits out the switch
+            # interval; ingest ran at half speed. Here nothing competes: the loop is
+            # held for the batch (~2 us a sample). The connection is idle on
+            # aiosqlite's thread meanwhile (we hold the lock and awaited BEGIN).
+            # COMMIT (the fsync), on leaving, waits without the GIL: derivation runs beside it.
+            _apply_plan(self.db.raw, dev.num, plan)
 
     # ---- derived data: events, trips, service, outbox -----------------------
 
@@ -716,44 +657,33 @@ class Store:
         """
         now = self._now_ms()
         device = normalize_device_id(event.device)
-        async with self._lock:
-            c = self._conn
-            ids = []
-            try:
-                await c.execute("BEGIN IMMEDIATE")
-                try:
-                    async with c.execute("SELECT severity, cleared_ms, values_json, message FROM events WHERE id=?",
-                                         (event.id,)) as cur:
-                        old = await cur.fetchone()
-                    if old == (event.severity, event.cleared_ms, json.dumps(event.values, sort_keys=True),
-                               event.message):
-                        # Re-derived after a restart or a replay, unchanged: its
-                        # deliveries were queued the first time.
-                        outbox = ()
-                    await c.execute(
-                        "INSERT INTO events (id, device, type, severity, opened_ms, cleared_ms, values_json, message)"
-                        " VALUES (?,?,?,?,?,?,?,?) ON CONFLICT (id) DO UPDATE SET severity=excluded.severity,"
-                        " cleared_ms=excluded.cleared_ms, values_json=excluded.values_json, message=excluded.message",
-                        (event.id, device, event.type, event.severity, event.opened_ms, event.cleared_ms,
-                         json.dumps(event.values, sort_keys=True), event.message))
-                    for target, payload in outbox:
-                        cur = await c.execute(
-                            "INSERT INTO outbox (target, event_id, payload, created_ms, next_attempt)"
-                            " VALUES (?,?,?,?,?)", (target, event.id, bytes(payload), now, now))
-                        ids.append(cur.lastrowid)
-                    dropped = 0
-                    if outbox:
-                        cur = await c.execute(
-                            "UPDATE outbox SET state='dropped', last_error='outbox full' WHERE id IN"
-                            " (SELECT id FROM outbox WHERE state='pending' ORDER BY id DESC LIMIT -1 OFFSET ?)",
-                            (self._outbox_max,))
-                        dropped = cur.rowcount
-                    await c.execute("COMMIT")
-                except BaseException:
-                    await self._rollback()
-                    raise
-            except sqlite3.Error as e:
-                raise _map_error(e, f"storing event {event.id}") from e
+        ids = []
+        async with self.db.transaction(f"storing event {event.id}") as c:
+            async with c.execute("SELECT severity, cleared_ms, values_json, message FROM events WHERE id=?",
+                                 (event.id,)) as cur:
+                old = await cur.fetchone()
+            if old == (event.severity, event.cleared_ms, json.dumps(event.values, sort_keys=True), event.message):
+                # Re-derived after a restart or a replay, unchanged: its
+                # deliveries were queued the first time.
+                outbox = ()
+            await c.execute(
+                "INSERT INTO events (id, device, type, severity, opened_ms, cleared_ms, values_json, message)"
+                " VALUES (?,?,?,?,?,?,?,?) ON CONFLICT (id) DO UPDATE SET severity=excluded.severity,"
+                " cleared_ms=excluded.cleared_ms, values_json=excluded.values_json, message=excluded.message",
+                (event.id, device, event.type, event.severity, event.opened_ms, event.cleared_ms,
+                 json.dumps(event.values, sort_keys=True), event.message))
+            for target, payload in outbox:
+                cur = await c.execute(
+                    "INSERT INTO outbox (target, event_id, payload, created_ms, next_attempt)"
+                    " VALUES (?,?,?,?,?)", (target, event.id, bytes(payload), now, now))
+                ids.append(cur.lastrowid)
+            dropped = 0
+            if outbox:
+                cur = await c.execute(
+                    "UPDATE outbox SET state='dropped', last_error='outbox full' WHERE id IN"
+                    " (SELECT id FROM outbox WHERE state='pending' ORDER BY id DESC LIMIT -1 OFFSET ?)",
+                    (self._outbox_max,))
+                dropped = cur.rowcount
         if dropped > 0:
             log.warning("outbox full (%d pending max): dropped the %d oldest entries", self._outbox_max, dropped)
         return ids
@@ -772,7 +702,7 @@ class Store:
             where.append("cleared_ms IS NULL")
         sql = ("SELECT id, device, type, severity, opened_ms, cleared_ms, values_json, message FROM events"
                " WHERE {} ORDER BY opened_ms DESC, id LIMIT ?".format(" AND ".join(where)))
-        rows = await self._fetch(sql, (*args, limit))
+        rows = await self.db.fetch(sql, (*args, limit))
         return [Event(r[0], r[1], r[2], r[3], r[4], r[5], json.loads(r[6]), r[7]) for r in rows]
 
     def anchor_base(self, device_id: str, boot: int) -> tuple[int, bool] | None:
@@ -791,16 +721,16 @@ class Store:
 
     async def rules_state(self, device: str) -> tuple[int, str] | None:
         """(last seq fed, snapshot JSON) saved for a device's rules engine."""
-        rows = await self._fetch("SELECT seq, snapshot FROM rules_state WHERE device=?",
-                                 (normalize_device_id(device),))
+        rows = await self.db.fetch("SELECT seq, snapshot FROM rules_state WHERE device=?",
+                                   (normalize_device_id(device),))
         return (rows[0][0], rows[0][1]) if rows else None
 
     async def save_rules_state(self, device: str, seq: int, snapshot: str) -> None:
-        async with self._lock:
-            await self._write("saving the rules state", [(
+        async with self.db.lock:
+            await self.db.write("saving the rules state", [(
                 "INSERT INTO rules_state (device, seq, snapshot, saved_ms) VALUES (?,?,?,?) ON CONFLICT (device)"
                 " DO UPDATE SET seq=excluded.seq, snapshot=excluded.snapshot, saved_ms=excluded.saved_ms",
-                (normalize_device_id(device), seq, snapshot, self._now_ms()))])
+                (normalize_device_id(device), seq, snapshot, self._now_ms()))], locked=True)
 
     async def replay_items(self, device: str, after_seq: int, upto_seq: int | None = None,
                            chunk: int = 2000) -> AsyncIterator[tuple]:
@@ -813,17 +743,17 @@ class Store:
         hi = (1 << 62) if upto_seq is None else upto_seq
         lo = after_seq
         while True:
-            recs = await self._fetch("SELECT seq, kind FROM records WHERE device=? AND seq>? AND seq<=?"
-                                     " ORDER BY seq LIMIT ?", (num, lo, hi, chunk))
+            recs = await self.db.fetch("SELECT seq, kind FROM records WHERE device=? AND seq>? AND seq<=?"
+                                       " ORDER BY seq LIMIT ?", (num, lo, hi, chunk))
             if not recs:
                 return
             first, last = recs[0][0], recs[-1][0]
-            rows = await self._fetch("SELECT seq, time_ms, channel, value FROM samples WHERE device=?"
-                                     " AND seq BETWEEN ? AND ? ORDER BY seq, n, channel", (num, first, last))
-            dtcs = {r[0]: r[1:] for r in await self._fetch(
+            rows = await self.db.fetch("SELECT seq, time_ms, channel, value FROM samples WHERE device=?"
+                                       " AND seq BETWEEN ? AND ? ORDER BY seq, n, channel", (num, first, last))
+            dtcs = {r[0]: r[1:] for r in await self.db.fetch(
                 "SELECT seq, time_ms, mode, codes, ecus FROM dtcs WHERE device=? AND seq BETWEEN ? AND ?",
                 (num, first, last))}
-            evs = {r[0]: r[1:] for r in await self._fetch(
+            evs = {r[0]: r[1:] for r in await self.db.fetch(
                 "SELECT seq, time_ms, code FROM device_events WHERE device=? AND seq BETWEEN ? AND ?",
                 (num, first, last))}
             by_seq: dict[int, list] = {}
@@ -845,13 +775,13 @@ class Store:
     async def put_trip(self, trip: Trip) -> None:
         """Insert or update ``trip`` (by id)."""
         device = normalize_device_id(trip.device)
-        async with self._lock:
-            await self._write(f"storing trip {trip.id}", [(
+        async with self.db.lock:
+            await self.db.write(f"storing trip {trip.id}", [(
                 "INSERT INTO trips (id, device, started_ms, ended_ms, distance_km, fuel_l, values_json)"
                 " VALUES (?,?,?,?,?,?,?) ON CONFLICT (id) DO UPDATE SET ended_ms=excluded.ended_ms,"
                 " distance_km=excluded.distance_km, fuel_l=excluded.fuel_l, values_json=excluded.values_json",
                 (trip.id, device, trip.started_ms, trip.ended_ms, trip.distance_km, trip.fuel_l,
-                 json.dumps(trip.values, sort_keys=True)))])
+                 json.dumps(trip.values, sort_keys=True)))], locked=True)
 
     async def trips(self, device: str | None = None, *, since_ms: int | None = None,
                     limit: int = 100) -> list[Trip]:
@@ -863,7 +793,7 @@ class Store:
         if since_ms is not None:
             where.append("started_ms>=?")
             args.append(since_ms)
-        rows = await self._fetch(
+        rows = await self.db.fetch(
             "SELECT id, device, started_ms, ended_ms, distance_km, fuel_l, values_json FROM trips"
             " WHERE {} ORDER BY started_ms DESC LIMIT ?".format(" AND ".join(where)), (*args, limit))
         return [Trip(r[0], r[1], r[2], r[3], r[4], r[5], json.loads(r[6])) for r in rows]
@@ -872,8 +802,8 @@ class Store:
                           note: str = "") -> int:
         """Record a service (resets the service reminder); returns its id."""
         device = normalize_device_id(device)
-        async with self._lock:
-            c = self._conn
+        async with self.db.lock:
+            c = self.db.conn
             try:
                 cur = await c.execute("INSERT INTO service_records (device, done_ms, odometer_km, note)"
                                       " VALUES (?,?,?,?)", (device, done_ms, odometer_km, note))
@@ -883,14 +813,14 @@ class Store:
 
     async def services(self, device: str) -> list[tuple[int, int, float | None, str]]:
         """``(id, done_ms, odometer_km, note)`` of a device's services, newest first."""
-        return [tuple(r) for r in await self._fetch(
+        return [tuple(r) for r in await self.db.fetch(
             "SELECT id, done_ms, odometer_km, note FROM service_records WHERE device=?"
             " ORDER BY done_ms DESC", (normalize_device_id(device),))]
 
     async def outbox_due(self, target: str, *, now_ms: int | None = None, limit: int = 100) -> list[OutboxEntry]:
         """Pending entries of ``target`` whose next attempt is due, oldest first."""
         now = self._now_ms() if now_ms is None else now_ms
-        rows = await self._fetch(
+        rows = await self.db.fetch(
             "SELECT id, target, event_id, payload, created_ms, attempts, next_attempt, last_error, state"
             " FROM outbox WHERE target=? AND state='pending' AND next_attempt<=? ORDER BY id LIMIT ?",
             (target, now, limit))
@@ -898,34 +828,27 @@ class Store:
 
     async def outbox_sent(self, entry_id: int) -> None:
         """Mark an entry delivered."""
-        async with self._lock:
-            await self._write(f"marking outbox entry {entry_id} sent", [
-                ("UPDATE outbox SET state='sent', attempts=attempts+1, last_error=NULL WHERE id=?", (entry_id,))])
+        async with self.db.lock:
+            await self.db.write(f"marking outbox entry {entry_id} sent", [
+                ("UPDATE outbox SET state='sent', attempts=attempts+1, last_error=NULL WHERE id=?", (entry_id,))],
+                locked=True)
 
     async def outbox_failed(self, entry_id: int, error: str, next_attempt_ms: int) -> None:
         """Count a failed attempt and schedule the next one."""
-        async with self._lock:
-            await self._write(f"marking outbox entry {entry_id} failed", [
+        async with self.db.lock:
+            await self.db.write(f"marking outbox entry {entry_id} failed", [
                 ("UPDATE outbox SET attempts=attempts+1, last_error=?, next_attempt=? WHERE id=?",
-                 (error, next_attempt_ms, entry_id))])
+                 (error, next_attempt_ms, entry_id))], locked=True)
 
     async def outbox_counts(self) -> dict[tuple[str, str], int]:
         """``(target, state) -> entries``."""
-        rows = await self._fetch("SELECT target, state, COUNT(*) FROM outbox GROUP BY target, state", ())
+        rows = await self.db.fetch("SELECT target, state, COUNT(*) FROM outbox GROUP BY target, state", ())
         return {(r[0], r[1]): r[2] for r in rows}
 
     # ---- queries -----------------------------------------------------------
 
-    async def _fetch(self, sql: str, args: tuple) -> list[tuple]:
-        async with self._lock:
-            try:
-                async with self._conn.execute(sql, args) as cur:
-                    return await cur.fetchall()
-            except sqlite3.Error as e:
-                raise _map_error(e, "query") from e
-
     async def _num(self, device: str) -> int | None:
-        rows = await self._fetch("SELECT num FROM devices WHERE id=?", (normalize_device_id(device),))
+        rows = await self.db.fetch("SELECT num FROM devices WHERE id=?", (normalize_device_id(device),))
         return rows[0][0] if rows else None
 
     async def samples(self, device: str, channel: int, *, since_ms: int | None = None,
@@ -936,7 +859,7 @@ class Store:
         if num is None:
             return []
         order = "time_ms DESC, seq DESC, n DESC" if newest else "time_ms, seq, n"
-        rows = await self._fetch(
+        rows = await self.db.fetch(
             "SELECT time_ms, channel, value, raw, approx, boot, t_ms, seq FROM samples"
             f" WHERE device=? AND channel=? AND time_ms>=? AND time_ms<? ORDER BY {order} LIMIT ?",
             (num, channel, -(1 << 62) if since_ms is None else since_ms,
@@ -952,14 +875,14 @@ class Store:
         if num is None:
             return
         if channels is None:
-            channels = [r[0] for r in await self._fetch(
+            channels = [r[0] for r in await self.db.fetch(
                 "SELECT channel FROM channels WHERE device=? ORDER BY channel", (num,))]
         lo = -(1 << 62) if since_ms is None else since_ms
         hi = 1 << 62 if until_ms is None else until_ms
         for ch in channels:
             key = (lo, -1, -1)
             while True:
-                rows = await self._fetch(
+                rows = await self.db.fetch(
                     "SELECT time_ms, channel, value, raw, approx, boot, t_ms, seq, n FROM samples"
                     " WHERE device=? AND channel=? AND (time_ms, seq, n) > (?,?,?) AND time_ms<?"
                     " ORDER BY time_ms, seq, n LIMIT ?", (num, ch, key[0], key[1], key[2], hi, chunk))
@@ -976,8 +899,8 @@ class Store:
         num = await self._num(device)
         if num is None:
             return []
-        rows = await self._fetch("SELECT time_ms, mode, codes, approx, ecus FROM dtcs WHERE device=?"
-                                 " ORDER BY time_ms DESC LIMIT ?", (num, limit))
+        rows = await self.db.fetch("SELECT time_ms, mode, codes, approx, ecus FROM dtcs WHERE device=?"
+                                   " ORDER BY time_ms DESC LIMIT ?", (num, limit))
         if with_ecus:
             return [(r[0], r[1], json.loads(r[2]), bool(r[3]), json.loads(r[4]) or [""] * len(json.loads(r[2])))
                     for r in rows]
@@ -988,8 +911,8 @@ class Store:
         num = await self._num(device)
         if num is None:
             return []
-        rows = await self._fetch("SELECT time_ms, code, millivolts, approx FROM device_events WHERE device=?"
-                                 " ORDER BY time_ms DESC LIMIT ?", (num, limit))
+        rows = await self.db.fetch("SELECT time_ms, code, millivolts, approx FROM device_events WHERE device=?"
+                                   " ORDER BY time_ms DESC LIMIT ?", (num, limit))
         return [(r[0], r[1], r[2], bool(r[3])) for r in rows]
 
     async def status(self, device: str | None = None) -> list[DeviceStatus]:
@@ -997,23 +920,23 @@ class Store:
         where, args = "", ()
         if device is not None:
             where, args = " WHERE id=?", (normalize_device_id(device),)
-        devs = await self._fetch("SELECT num, id, name, address, vin, first_seen, last_seen, first_seq, contiguous"
-                                 " FROM devices" + where + " ORDER BY id", args)
+        devs = await self.db.fetch("SELECT num, id, name, address, vin, first_seen, last_seen, first_seq, contiguous"
+                                   " FROM devices" + where + " ORDER BY id", args)
         out = []
         for num, dev_id, name, address, vin, first_seen, last_seen, first_seq, contiguous in devs:
-            (records,), = await self._fetch("SELECT COUNT(*) FROM records WHERE device=?", (num,))
-            (gaps, lost), = await self._fetch("SELECT COUNT(*), COALESCE(SUM(count),0) FROM gaps WHERE device=?",
-                                              (num,))
-            (top,), = await self._fetch("SELECT MAX(seq) FROM records WHERE device=?", (num,))
+            (records,), = await self.db.fetch("SELECT COUNT(*) FROM records WHERE device=?", (num,))
+            (gaps, lost), = await self.db.fetch("SELECT COUNT(*), COALESCE(SUM(count),0) FROM gaps WHERE device=?",
+                                                (num,))
+            (top,), = await self.db.fetch("SELECT MAX(seq) FROM records WHERE device=?", (num,))
             missing = 0
             if contiguous is not None and top is not None and top > contiguous:
-                (above,), = await self._fetch("SELECT COUNT(*) FROM records WHERE device=? AND seq>?",
-                                              (num, contiguous))
+                (above,), = await self.db.fetch("SELECT COUNT(*) FROM records WHERE device=? AND seq>?",
+                                                (num, contiguous))
                 missing = top - contiguous - above
-            last = {r[0]: (r[1], r[2], r[3]) for r in await self._fetch(
+            last = {r[0]: (r[1], r[2], r[3]) for r in await self.db.fetch(
                 "SELECT channel, last_ms, last_value, unit FROM channels WHERE device=?", (num,))}
-            eps = await self._fetch("SELECT idx, epoch, first_seen FROM epochs WHERE device=? ORDER BY idx",
-                                    (num,))
+            eps = await self.db.fetch("SELECT idx, epoch, first_seen FROM epochs WHERE device=? ORDER BY idx",
+                                      (num,))
             epoch = since = None
             if eps:
                 # The epoch the watermark columns follow: the one the newest record belongs to.
@@ -1038,11 +961,11 @@ class Store:
         if days <= 0:
             return 0
         cutoff = (self._now_ms() if now_ms is None else now_ms) - int(days * 86_400_000)
-        pairs = await self._fetch("SELECT device, channel FROM channels", ())
+        pairs = await self.db.fetch("SELECT device, channel FROM channels", ())
         deleted = 0
         for num, ch in pairs:
-            async with self._lock:
-                c = self._conn
+            async with self.db.lock:
+                c = self.db.conn
                 try:
                     cur = await c.execute("DELETE FROM sample_rows WHERE device=? AND channel=? AND time_ms<?",
                                           (num, ch, cutoff))
@@ -1055,14 +978,14 @@ class Store:
 
     async def vacuum(self) -> None:
         """Give freed pages back to the file system (needs free space about the size of the file)."""
-        async with self._lock:
+        async with self.db.lock:
             try:
                 # Values no row refers to any more (retention): the cache may hold their
                 # ids, so it starts afresh.
-                await self._conn.execute("DELETE FROM sample_values WHERE id NOT IN (SELECT v FROM sample_rows)")
+                await self.db.conn.execute("DELETE FROM sample_values WHERE id NOT IN (SELECT v FROM sample_rows)")
                 self._forget_values()
-                await self._conn.execute("VACUUM")
-                await self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                await self.db.conn.execute("VACUUM")
+                await self.db.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             except sqlite3.Error as e:
                 raise _map_error(e, "vacuum") from e
 

@@ -1,8 +1,7 @@
 """The outbox queries the forwarder needs beyond ``Store.outbox_*``.
 
-Written as a thin adapter over the store's connection so they can move into
-``store.Store`` as methods unchanged (they use its ``_fetch``/``_write``, which hold
-its lock and map SQLite errors to ``StoreError``). No schema change: the ``outbox``
+A thin adapter over the store's database (``store.db``, an ``obdsync.db.Db``: its
+lock, transactions and reads, with SQLite's errors as ``StoreError``). No schema change: the ``outbox``
 table's columns are used as follows, additively::
 
     state 'pending'           waiting; next_attempt = when it may be tried; last_error = last failure
@@ -91,13 +90,13 @@ class OutboxSql:
     async def pending(self, target: str, after_id: int = 0, limit: int = 200) -> list[Pending]:
         """Pending entries of ``target`` with id above ``after_id``, whatever their next
         attempt, oldest first."""
-        rows = await self._store._fetch(
+        rows = await self._store.db.fetch(
             f"SELECT id, {_DEVICE}, event_id, payload, attempts, next_attempt FROM outbox"
             " WHERE target=? AND state='pending' AND id>? ORDER BY id LIMIT ?", (target, after_id, limit))
         return [Pending(r[0], r[1], r[2], bytes(r[3]), r[4], r[5]) for r in rows]
 
     async def dropped_runs(self, target: str) -> list[DroppedRun]:
-        rows = await self._store._fetch(
+        rows = await self._store.db.fetch(
             f"SELECT {_DEVICE} AS dev, COUNT(*), MIN(id), MAX(id), MIN(created_ms), MAX(created_ms)"
             " FROM outbox WHERE target=? AND state='dropped' GROUP BY dev ORDER BY MIN(id)", (target,))
         return [DroppedRun(*r) for r in rows]
@@ -111,10 +110,9 @@ class OutboxSql:
 
     async def sent(self, entry_id: int, now_ms: int) -> None:
         """Mark an entry delivered at ``now_ms`` (kept in next_attempt: 'last success')."""
-        async with self._store._lock:
-            await self._store._write(f"marking outbox entry {entry_id} sent", [(
-                "UPDATE outbox SET state='sent', attempts=attempts+1, last_error=NULL, next_attempt=?"
-                " WHERE id=? AND state='pending'", (now_ms, entry_id))])
+        await self._store.db.write(f"marking outbox entry {entry_id} sent", [(
+            "UPDATE outbox SET state='sent', attempts=attempts+1, last_error=NULL, next_attempt=?"
+            " WHERE id=? AND state='pending'", (now_ms, entry_id))])
 
     async def failed(self, entry_id: int, error: str, next_attempt_ms: int) -> None:
         await self._store.outbox_failed(entry_id, error[:500], next_attempt_ms)
@@ -126,23 +124,22 @@ class OutboxSql:
 
     async def dead(self, entry_id: int, reason: str, now_ms: int) -> None:
         """Dead-letter an entry the target refused; it is not retried unless an operator asks."""
-        async with self._store._lock:
-            await self._store._write(f"dead-lettering outbox entry {entry_id}", [(
-                "UPDATE outbox SET state='dead', attempts=attempts+1, last_error=?, next_attempt=?"
-                " WHERE id=? AND state='pending'", (reason[:500], now_ms, entry_id))])
+        await self._store.db.write(f"dead-lettering outbox entry {entry_id}", [(
+            "UPDATE outbox SET state='dead', attempts=attempts+1, last_error=?, next_attempt=?"
+            " WHERE id=? AND state='pending'", (reason[:500], now_ms, entry_id))])
 
     async def targets(self) -> list[str]:
-        return [r[0] for r in await self._store._fetch("SELECT DISTINCT target FROM outbox ORDER BY target", ())]
+        return [r[0] for r in await self._store.db.fetch("SELECT DISTINCT target FROM outbox ORDER BY target", ())]
 
     async def counts(self, target: str) -> TargetCounts:
-        by_state = {r[0]: r[1:] for r in await self._store._fetch(
+        by_state = {r[0]: r[1:] for r in await self._store.db.fetch(
             "SELECT state, COUNT(*), MIN(created_ms), MAX(next_attempt) FROM outbox WHERE target=?"
             " GROUP BY state", (target,))}
 
         def n(state: str) -> int:
             return by_state.get(state, (0,))[0]
 
-        err = await self._store._fetch(
+        err = await self._store.db.fetch(
             "SELECT last_error FROM outbox WHERE target=? AND state IN ('pending','dead')"
             " AND last_error IS NOT NULL ORDER BY next_attempt DESC, id DESC LIMIT 1", (target,))
         return TargetCounts(
@@ -161,7 +158,7 @@ class OutboxSql:
         where, args = "state='dead'", ()
         if target is not None:
             where, args = "state='dead' AND target=?", (target,)
-        rows = await self._store._fetch(
+        rows = await self._store.db.fetch(
             f"SELECT id, target, event_id, {_DEVICE}, last_error, created_ms, next_attempt, attempts"
             f" FROM outbox WHERE {where} ORDER BY id LIMIT ?", (*args, limit))
         return [DeadLetter(r[0], r[1], r[2], r[3], r[4] or "", r[5], r[6], r[7]) for r in rows]
@@ -204,8 +201,4 @@ class OutboxSql:
                                   tuple(args))
 
     async def _update(self, what: str, sql: str, args: tuple) -> int:
-        async with self._store._lock:
-            await self._store._write(what, [(sql, args)])
-            c = self._store._conn
-            async with c.execute("SELECT changes()") as cur:
-                return (await cur.fetchone())[0]
+        return await self._store.db.write(what, [(sql, args)])
