@@ -364,5 +364,10 @@ def test_check_live_shows_each_codes_freeze_frame_through_the_running_daemon(tmp
             assert all(len(r) == 6 and r[4:] == "00" for r in reqs if r[:2] == "02"), reqs
             assert "control request check.live" in daemon.output
             assert daemon.terminate() == 0, daemon.output[-3000:]
+            # kept with the code: a check without the car shows the frame read then
+            p = home.cli("check", "--json")
+            assert p.returncode in (0, 2), p.stdout + p.stderr
+            kept = next(f for f in json.loads(p.stdout)["findings"] if f["id"] == "dtc.P0301")["values"]
+            assert kept["freeze_frame"] == frame and frame["read_ms"] > 0, (kept, frame)
         finally:
             home.close()

@@ -373,3 +373,15 @@ async def test_dtc_records_keep_each_codes_ecu(store):
     assert await store.ingest(DEV, [anchor(1), dtc]) == 2
     items = [i async for i in store.replay_items(DEV, 0)]
     assert items[-1] == ("dtc", 2, WALL + 200, 3, ["P0133", "U0123"], ["engine (7E8)", "transmission (18)"])
+
+
+async def test_freeze_frames_are_kept_per_code_the_last_read_replacing_the_one_before(store):
+    with pytest.raises(ValueError, match="no device"):
+        await store.put_freeze_frames(DEV, {"P0133": {"ecu": "", "values": {}}}, 1)
+    await store.ingest(DEV, [anchor(10, t0=500)])
+    assert await store.freeze_frames(DEV) == {}
+    a = {"ecu": "engine (7E8)", "values": {"RPM": [1726.0, "rpm"]}}
+    b = {"ecu": "engine (7E8)", "values": {"RPM": [900.0, "rpm"]}}
+    await store.put_freeze_frames(DEV, {"P0133": a, "P0730": a}, 1000)
+    await store.put_freeze_frames(DEV, {"P0133": b}, 2000)
+    assert await store.freeze_frames(DEV) == {"P0133": (2000, b), "P0730": (1000, a)}

@@ -1064,6 +1064,13 @@ def check(ctx: Ctx, device: str | None, as_json: bool, live: bool) -> None:
                 seen = health.Live(protocol=health.Live.protocol_name(d.get("elm_protocol")),
                                    supported=health.Live.pids_of(bytes.fromhex(d["supported"]))
                                    if d.get("supported") else None, fresh=False)
+        if now is not None and now.freeze and "error" not in now.freeze:
+            # the frames just read are kept with the codes: a later check without the car shows them
+            import time
+
+            read_ms = int(time.time() * 1000)
+            now.freeze = {code: {**f, "read_ms": read_ms} for code, f in now.freeze.items()}
+            await store.put_freeze_frames(dev, now.freeze, read_ms)
         return await health.check(store, cfg, dev, live=seen)
 
     report = with_store(ctx, go)

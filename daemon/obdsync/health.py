@@ -218,11 +218,14 @@ async def _codes(d: Data, u: Units, live: Live | None) -> list[Finding]:
             seen.setdefault(code, []).append(MODES[mode])
             if ecu and ecu not in where.setdefault(code, []):
                 where[code].append(ecu)
-    frames = live.freeze if live is not None and live.fresh else {}
-    if "error" in frames:
+    # The frames read just now, else those kept from earlier reads (each with when it was read).
+    frames = {code: {**f, "read_ms": t} for code, (t, f) in (await d.store.freeze_frames(d.device)).items()}
+    now = live.freeze if live is not None and live.fresh else {}
+    if "error" in now:
         out.append(Finding("codes.freeze_frame", "codes", INFO, _("The freeze frame could not be read"),
-                           str(frames["error"]), {"error": frames["error"]}))
-        frames = {}
+                           str(now["error"]), {"error": now["error"]}))
+    else:
+        frames.update(now)
     for code, kinds in seen.items():
         try:
             info = dtc_info(code)

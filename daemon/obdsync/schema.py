@@ -234,6 +234,18 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE dtcs ADD COLUMN ecus TEXT NOT NULL DEFAULT '[]';
     """,
+    # Freeze frames (mode 02 frame 0) beside the codes: the last frame read for each code
+    # that stored one, decoded (obdsync.decode.decode_freeze): {"ecu": name, "values":
+    # {python-OBD name: [value, unit]}}. read_ms: when the dongle read it.
+    """
+    CREATE TABLE freeze_frames (
+        device      INTEGER NOT NULL,
+        code        TEXT NOT NULL,
+        read_ms     INTEGER NOT NULL,
+        frame       TEXT NOT NULL,             -- JSON
+        PRIMARY KEY (device, code)
+    ) WITHOUT ROWID;
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

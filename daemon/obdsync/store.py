@@ -906,6 +906,26 @@ class Store:
                     for r in rows]
         return [(r[0], r[1], json.loads(r[2]), bool(r[3])) for r in rows]
 
+    async def put_freeze_frames(self, device: str, frames: dict[str, dict], read_ms: int) -> None:
+        """Keep the freeze frames just read (code -> decoded frame), each replacing the code's last."""
+        num = await self._num(device)
+        if num is None:
+            raise ValueError(f"no device {device} in the store")
+        async with self.db.lock:
+            await self.db.write("storing freeze frames", [(
+                "INSERT INTO freeze_frames (device, code, read_ms, frame) VALUES (?,?,?,?) ON CONFLICT"
+                " (device, code) DO UPDATE SET read_ms=excluded.read_ms, frame=excluded.frame",
+                (num, code, read_ms, json.dumps(frame, sort_keys=True))) for code, frame in frames.items()],
+                locked=True)
+
+    async def freeze_frames(self, device: str) -> dict[str, tuple[int, dict]]:
+        """code -> (read_ms, frame) of the freeze frames kept for a device."""
+        num = await self._num(device)
+        if num is None:
+            return {}
+        rows = await self.db.fetch("SELECT code, read_ms, frame FROM freeze_frames WHERE device=?", (num,))
+        return {r[0]: (r[1], json.loads(r[2])) for r in rows}
+
     async def device_events(self, device: str, *, limit: int = 50) -> list[tuple[int, int, int, bool]]:
         """``(time_ms, code, millivolts, approx)`` of the dongle's EVENT records, newest first."""
         num = await self._num(device)
