@@ -385,3 +385,58 @@ async def test_freeze_frames_are_kept_per_code_the_last_read_replacing_the_one_b
     await store.put_freeze_frames(DEV, {"P0133": a, "P0730": a}, 1000)
     await store.put_freeze_frames(DEV, {"P0133": b}, 2000)
     assert await store.freeze_frames(DEV) == {"P0133": (2000, b), "P0730": (1000, a)}
+
+
+def _wrapping_boot():
+    """One boot's records off the wire across the dongle's ticks wrap (2**30 ms, 12.4 days):
+    the anchor 1 s before it, a record whose groups cross it, an event and a record after it."""
+    from protocol import record
+
+    period = 1 << 30
+    key = bytes(range(32))
+    buf = bytearray(64)
+    sign = record.Signer(key)
+    wire = [bytes(buf[:sign.anchor(buf, 1, 4, period - 1000, WALL)])]
+    w = record.RecordWriter(key)
+    for t in (period - 300, period - 50, 200):  # the clock reads 200 after 2**30 - 50
+        w.group(t)
+        w.add(0x0D, bytes([40]), 0, 1)
+    wire.append(bytes(w.out[:w.seal(2, 4)]))
+    wire.append(bytes(buf[:sign.event(buf, 3, 4, 700, record.EVENT_ENGINE_OFF, 12400)]))
+    w.group(5000)
+    w.add(0x0D, bytes([0]), 0, 1)
+    wire.append(bytes(w.out[:w.seal(4, 4)]))
+    return [record.decode_record(data, key) for data in wire]
+
+
+async def test_a_boot_whose_ticks_wrap_keeps_its_times_in_order(store):
+    recs = _wrapping_boot()
+    assert recs[1].samples[-1][0] == 200  # on the wire: wrapped
+    seen = []
+    await store.ingest(DEV, recs, sink=lambda dev, batch, rows: seen.extend((r.kind, r.t0) for r in batch))
+    rows = await store.samples(DEV, 0x0D)
+    assert [(r.time_ms, r.approx) for r in rows] == [
+        (WALL + 700, False), (WALL + 950, False), (WALL + 1200, False), (WALL + 6000, False)]
+    assert await store.device_events(DEV) == [(WALL + 1700, 3, 12400, False)]
+    # The pipeline (the sink) gets the ticks on the boot's scale too; the link's records stay as sent.
+    assert seen[2:] == [(KIND_EVENT, (1 << 30) + 700), (KIND_SAMPLES, (1 << 30) + 5000)]
+    assert recs[2].t0 == 700
+
+
+async def test_a_wrapped_boot_maps_the_same_when_its_anchor_comes_last(tmp_path):
+    recs = _wrapping_boot()
+    def mapped(rows_recs):  # t_ms is on the scale of the boot's first anchor, whichever came first
+        rows, recs = rows_recs
+        return [r[:6] + r[7:] for r in rows], recs
+
+    ref = await Store.open(tmp_path / "ref.db", clock=lambda: NOW / 1000)
+    await ref.ingest(DEV, recs)
+    expected = mapped(await dump(ref))
+    await ref.close()
+    for order in ([recs[1:], recs[:1]], [recs[3:], recs[1:3], recs[:1]], [recs[2:3], recs[:2], recs[3:]]):
+        st = await Store.open(tmp_path / f"t{len(order)}{order[0][0].seq}.db", clock=lambda: NOW / 1000)
+        for batch in order:
+            await st.ingest(DEV, batch)
+        assert mapped(await dump(st)) == expected
+        assert await st.device_events(DEV) == [(WALL + 1700, 3, 12400, False)]
+        await st.close()

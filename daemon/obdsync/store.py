@@ -21,6 +21,16 @@ lowest seq for that boot. Until one arrives, a provisional anchor (the receive t
 batch's latest tick of that boot) is used and rows are flagged ``approx = 1``; when the
 real anchor arrives they are re-mapped and the flag cleared.
 
+The dongle's ticks wrap at 2**30 ms (12.4 days: dongle.clock, small ints on the ESP32), so a
+longer boot starts its count again at 0. The store unwraps per boot: the first anchor a
+boot gets (provisional or real) fixes its scale, and every later tick is placed on it by
+seq, since a boot's records are sequential — a record at or after the anchor's seq is at
+most TICKS_SLACK_MS before the anchor's tick and at most one period after it; one before
+it the other way round (:func:`unwrap_tick`). ``t_ms`` and the anchors' ``t0`` are stored
+unwrapped, so remapping stays ``time_ms = base + t_ms``. A boot that runs more than a
+period on the far side of its anchor without a record is beyond this (the dongle writes
+records and events far more often than every 12 days).
+
 One :class:`Store` per database file per process; it serializes its own operations.
 """
 
@@ -174,6 +184,24 @@ class _Anchor:
     approx: int
 
 
+#: The dongle's ticks period (dongle.clock: time.ticks_ms on the ESP32, small ints).
+TICKS_PERIOD = 1 << 30
+#: How long before its anchor's tick a record of higher seq may start: the samples a
+#: RecordWriter staged before the ANCHOR was logged (a record holds seconds to minutes).
+TICKS_SLACK_MS = 1 << 26
+
+
+def unwrap_tick(t: int, seq: int, a: _Anchor) -> int:
+    """A wrapped tick ``t`` of the record ``seq`` on the scale of its boot's anchor ``a``."""
+    if a.seq is None:  # a provisional anchor stored before they carried their seq: the nearest
+        lo = a.t0 - TICKS_PERIOD // 2
+    elif seq >= a.seq:
+        lo = a.t0 - TICKS_SLACK_MS
+    else:
+        lo = a.t0 + TICKS_SLACK_MS - TICKS_PERIOD + 1
+    return lo + (t - lo) % TICKS_PERIOD
+
+
 #: Store numbering of a log epoch's seqs and boots (schema step 4): the epoch's index
 #: (0, 1, ... in the order met) shifted above the wire's u32 seq and u16 boot.
 EPOCH_SEQ_SHIFT = 32
@@ -214,12 +242,14 @@ class _Device:
 
 
 class _Shifted:
-    """A record of a later epoch as the store numbers it (the link's object untouched)."""
+    """A record of a later epoch as the store numbers it, or with its t0 unwrapped (the
+    link's object untouched)."""
 
     __slots__ = ("kind", "seq", "boot", "t0", "samples", "first", "count", "wall_ms", "code", "millivolts",
-                 "mode", "codes")
+                 "mode", "codes", "ecus")
 
     def __init__(self, r: Any, seq_base: int, boot_base: int) -> None:
+        self.ecus = getattr(r, "ecus", ())  # a DTC record's ECU addresses (older records: none)
         self.kind, self.seq, self.boot, self.t0 = r.kind, r.seq + seq_base, r.boot + boot_base, r.t0
         self.samples, self.first, self.count = r.samples, r.first + seq_base, r.count
         self.wall_ms, self.code, self.millivolts, self.mode, self.codes = (r.wall_ms, r.code, r.millivolts,
@@ -518,27 +548,31 @@ class Store:
             return a if a is not None else dev.anchors.get(boot)
 
         # Anchors first, so the batch's own samples already map with them.
-        latest: dict[int, int] = {}
+        latest: dict[int, Any] = {}  # boot -> its record of highest seq in the batch (not an anchor)
         for r in batch:
             if r.kind == KIND_ANCHOR:
                 cur = anchor(r.boot)
                 if cur is None or cur.approx or r.seq < cur.seq:
-                    new = _Anchor(r.t0, r.wall_ms, r.seq, 0)
+                    # On the boot's scale (unwrap_tick), so the rows mapped so far keep their t_ms.
+                    t0 = r.t0 if cur is None else unwrap_tick(r.t0, r.seq, cur)
+                    new = _Anchor(t0, r.wall_ms, r.seq, 0)
                     staged[r.boot] = new
-                    plan.anchor_rows.append((num, r.boot, r.t0, r.wall_ms, r.seq, 0))
+                    plan.anchor_rows.append((num, r.boot, t0, r.wall_ms, r.seq, 0))
                     if cur is not None:
                         plan.remaps.append((r.boot, new, bool(cur.approx)))
             else:
+                top = latest.get(r.boot)
+                if top is None or r.seq > top.seq:
+                    latest[r.boot] = r
+        for boot, r in latest.items():
+            if anchor(boot) is None:
+                # No clock for this boot yet: pretend its latest tick is "now" (the last
+                # sample of its last record, which may have wrapped past the record's t0).
                 t = r.t0
                 if r.kind == KIND_SAMPLES and r.samples:
-                    t = max(t, r.samples[-1][0])
-                if t > latest.get(r.boot, -1):
-                    latest[r.boot] = t
-        for boot, t in latest.items():
-            if anchor(boot) is None:
-                # No clock for this boot yet: pretend its latest tick is "now".
-                staged[boot] = a = _Anchor(t, now, None, 1)
-                plan.anchor_rows.append((num, boot, a.t0, a.wall_ms, None, 1))
+                    t += (r.samples[-1][0] - r.t0) % TICKS_PERIOD
+                staged[boot] = a = _Anchor(t, now, r.seq, 1)
+                plan.anchor_rows.append((num, boot, a.t0, a.wall_ms, a.seq, 1))
 
         rows = plan.samples
         append = rows.append
@@ -548,17 +582,30 @@ class Store:
         if self._values_n >= VALUE_CACHE_LIMIT:
             # Only between batches: the rows of a plan keep finding their raw bytes.
             self._forget_values(ids_unsure=False)
-        for r in batch:
+        for i, r in enumerate(batch):
             kind = r.kind
             seq, boot = r.seq, r.boot
             plan.records.append((num, seq, boot, kind, now))
-            if kind == KIND_SAMPLES:
+            if kind == KIND_SAMPLES or kind == KIND_EVENT or kind == KIND_DTC:
                 a = anchor(boot)
+                wire_t0 = r.t0
+                t0 = unwrap_tick(wire_t0, seq, a)
+                if t0 != wire_t0:
+                    # A boot past the ticks' wrap: the sink (the pipeline) reads t0 on the
+                    # boot's scale too. A copy: the link's record stays as it came.
+                    batch[i] = r = _Shifted(r, 0, 0)
+                    r.t0 = t0
+            if kind == KIND_SAMPLES:
                 base = a.wall_ms - a.t0
                 approx = a.approx
+                shift = t0 - wire_t0  # a multiple of the period: 0 but past a wrap
                 # The ingest's hot loop: a sample's readings are cached by its raw bytes,
                 # a single reading (all but PID 0x01) as the bare (signal, value, id).
                 for n, (t, ch, data) in enumerate(r.samples):
+                    if shift or t < wire_t0:
+                        # The samples follow their record's t0; below it, the ticks wrapped
+                        # inside the record.
+                        t += shift if t >= wire_t0 else shift + TICKS_PERIOD
                     e = values[ch].get(data) or new_value(ch, data, value_rows)
                     if len(e) == 3:
                         append((num, e[0], base + t, seq, n, boot, t, e[1], e[2], approx))
@@ -568,13 +615,11 @@ class Store:
             elif kind == KIND_GAP:
                 plan.gap_rows.append((num, seq, r.first, r.count, now))
             elif kind == KIND_EVENT:
-                a = anchor(boot)
-                plan.event_rows.append((num, seq, boot, r.t0, a.wall_ms - a.t0 + r.t0, a.approx,
+                plan.event_rows.append((num, seq, boot, t0, a.wall_ms - a.t0 + t0, a.approx,
                                         r.code, r.millivolts))
             elif kind == KIND_DTC:
-                a = anchor(boot)
                 codes, ecus = dtcs_with_ecus(r.codes, getattr(r, "ecus", ()))  # records older than ECU addresses: none
-                plan.dtc_rows.append((num, seq, boot, r.t0, a.wall_ms - a.t0 + r.t0, a.approx, r.mode,
+                plan.dtc_rows.append((num, seq, boot, t0, a.wall_ms - a.t0 + t0, a.approx, r.mode,
                                       json.dumps(codes), json.dumps(ecus)))
         units = self._decoder.units
         raw_of = self._raw_of

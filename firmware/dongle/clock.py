@@ -5,8 +5,8 @@ the 32-bit unix rig), so it never leaves the small-int range and reading the clo
 allocates nothing, ever. Every comparison of two clock values therefore goes through
 time.ticks_diff, every sum through time.ticks_add (valid for spans under half the
 period: 6.2 days on the board). Records carry the value as their u32 ms since boot: a
-boot lasting longer than 12.4 days starts the count again at 0 — the daemon keys
-anchors by boot, and a dongle that sleeps while parked reboots at every wake.
+boot lasting longer than 12.4 days starts the count again at 0, and the daemon unwraps
+it per boot by record order (obdsync.store.unwrap_tick).
 """
 
 import time
