@@ -349,6 +349,11 @@ def test_check_live_shows_each_codes_freeze_frame_through_the_running_daemon(tmp
             daemon = home.run()
             daemon.wait_for(r"dongle .* connected")
             wait_until(lambda: car.truth(rig.sim_s()).stored_dtcs == ("P0301",), 10, "the code to be stored")
+            # The daemon asks by itself once the dongle's stored-code read reached the store
+            # (obdsync.freeze), and keeps the frame with the code.
+            wait_until(lambda: query(home.db, "SELECT code FROM freeze_frames") == [("P0301",)], 120,
+                       "the daemon to keep the freeze frame")
+            assert answers.requests(car).count("020200") == 1  # asked once for this set of codes
             p = home.cli("check", "--live", "--json")
             assert p.returncode in (0, 2), p.stdout + p.stderr
             finding = next(f for f in json.loads(p.stdout)["findings"] if f["id"] == "dtc.P0301")

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from obdsync import __version__, door, ops, paths, sdnotify, vin
+from obdsync import __version__, door, freeze, ops, paths, sdnotify, vin
 from obdsync.config import Config
 from obdsync.dblock import RunLock
 from obdsync.devices import Paired, secret_of
@@ -176,6 +176,7 @@ class Daemon:
                 self.runners.append(runner)
                 self._runner_of[p.device] = runner
                 vin.watch(link, self.store)
+                freeze.watch(link, self.store)
             if self.adapters:
                 from obdsync.direct.runner import direct_runners
 
