@@ -36,7 +36,7 @@ from .scheduler import Scheduler
 FIRMWARE_VERSION = "0.1.0"
 RECORD_MS = const(1000)  # a record is sealed at this age: bounds loss on a power cut
 HOUSEKEEPING_MS = const(100)
-SILENT_MS = const(5000)  # no ECU answer this long: the engine is off (for the power rules)
+ENGINE_OFF_SILENT_MS = const(5000)  # no ECU answer this long: the engine is off (for the power rules)
 PID_CMV = const(0x42)  # control module voltage: the supply reading where the adapter has no ATRV
 VOLTS_STALE_MS = const(120000)  # a supply reading at least this often, even if the plan has none
 
@@ -203,7 +203,7 @@ class Dongle(Actions):
             finally:
                 done.set()
 
-        self.sched.jobs.append(job)
+        self.sched.submit(job)
         await done.wait()
         return box[0]
 
@@ -229,7 +229,7 @@ class Dongle(Actions):
                 self.power.woke()
                 self.sched.set_power(self.power.state)
                 self._out("woke")
-            if self.power.polling and (not self.elm.ecu or time.ticks_diff(now, self._ecu_at) > SILENT_MS):
+            if self.power.polling and (not self.elm.ecu or time.ticks_diff(now, self._ecu_at) > ENGINE_OFF_SILENT_MS):
                 # A stopped engine answers NO DATA, not RPM 0: silence counts as RPM 0.
                 self.power.no_answer()
             if (self.power.state != POWER_SLEEPING and not self._volts_job and self.elm.ready
@@ -237,13 +237,13 @@ class Dongle(Actions):
                 # The power rules need a fresh supply reading whatever the plan says (a
                 # SET_PLAN without ATRV, or a scheduler starving it while the bus is held).
                 self._volts_job = True
-                self.sched.jobs.append(self._read_volts)
+                self.sched.submit(self._read_volts)
             if self._dtc_due and self.elm.ecu:
                 self._dtc_due = False
-                self.sched.jobs.append(self._read_codes)
+                self.sched.submit(self._read_codes)
             if not vin_known and self.elm.ecu and self.elm.ready:
                 vin_known = True
-                self.sched.jobs.append(self._read_vin_once)
+                self.sched.submit(self._read_vin_once)
             if self._heap_ms and time.ticks_diff(now, self._heap_at) >= self._heap_ms:
                 self._heap_at = now
                 gc.collect()  # what stays allocated, not garbage waiting for a collection

@@ -19,7 +19,7 @@ A `?` to a batch means the chip has no multi-PID requests at all: batch_max drop
 
 Misses: a requested PID missing from an answer (NO DATA, or another PID answered instead)
 backs off exponentially and is dropped after GIVE_UP misses in a row, until `revive()` (trip
-start). When nothing at all has answered for SILENT_MS the ECU is asleep, not the PID
+start). When nothing at all has answered for ECU_ASLEEP_MS the ECU is asleep, not the PID
 unsupported: that backs off the whole bus instead of charging each PID.
 
 Results go to `sink(t_ms, n, ch, off, ln, data)`: n samples, sample i is channel ch[i] with
@@ -45,7 +45,7 @@ from .elm327 import MAX_PIDS, NO_DATA, OK, PENDING
 from .plan import DRIVING, PARKED, STATES
 
 GIVE_UP = const(6)
-SILENT_MS = const(3000)
+ECU_ASLEEP_MS = const(3000)  # nothing answered this long: the ECU sleeps, no PID is charged a miss
 WINDOW_MS = const(10000)  # achieved rates are measured over this window
 MAX_HOLD_MS = const(5000)
 IDLE_WAKE_MS = const(50)  # longest sleep between looks at the plan (power state changes)
@@ -87,8 +87,12 @@ class Scheduler:
         self.running = False
         self._pv = -1  # plan version the due times were set for
         # One-off requests (DTCs, VIN, clear) run here, between two polls: the chip
-        # serves one request at a time and this task owns it.
+        # serves one request at a time and this task owns it (see submit).
         self.jobs = []
+
+    def submit(self, job):
+        """Run the coroutine function `job` between two polls, after those already waiting."""
+        self.jobs.append(job)
 
     # ---- power state (set by the power manager) ---------------------------------------------
 
@@ -167,7 +171,7 @@ class Scheduler:
             if elm.res_n and not self._volt:  # ATRV is the adapter speaking, not the ECU
                 self._last_answer = now
                 self._streak = 0
-            elif not self._volt and time.ticks_diff(now, self._last_answer) > SILENT_MS:
+            elif not self._volt and time.ticks_diff(now, self._last_answer) > ECU_ASLEEP_MS:
                 # The ECU is silent: not the PIDs' fault, so no miss is charged, but
                 # they were asked: next due one interval on (else their lateness
                 # grows without bound and starves ATRV).

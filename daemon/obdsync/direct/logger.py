@@ -64,7 +64,7 @@ FIRMWARE = "direct"
 RECORD_MS = 1000  # as the dongle: a record is sealed at this age
 TICK_S = 0.05  # housekeeping: seals, power timers (a simulation at 1200x needs the finer step)
 FLUSH_S = 1.0
-SILENT_MS = 5000  # no ECU answer this long: the engine is off (for the power rules)
+ENGINE_OFF_SILENT_MS = 5000  # no ECU answer this long: the engine is off (the firmware's app.py, same name)
 WAIT_ECU_S = 10.0  # an adapter whose car never answered: look again this often
 MAX_PENDING = 20000  # records waiting for a refusing store (≈ 5 h of driving); older ones become a gap
 
@@ -331,11 +331,11 @@ class DirectLink:
             if power.state == POWER_SLEEPING and mpcompat.ticks_diff(now, self._slept_at) >= power.config.sleep_ms:
                 power.woke()
                 sched.set_power(power.state)
-            if power.polling and (not elm.ecu or mpcompat.ticks_diff(now, self._ecu_at) > SILENT_MS):
+            if power.polling and (not elm.ecu or mpcompat.ticks_diff(now, self._ecu_at) > ENGINE_OFF_SILENT_MS):
                 power.no_answer()  # a stopped engine answers NO DATA, not RPM 0
             if self._dtc_due and elm.ecu and elm.ready:
                 self._dtc_due = False
-                sched.jobs.append(self._read_codes)
+                sched.submit(self._read_codes)
             self.stats.status = {"millivolts": power.millivolts, "power_state": power.state,
                                  "elm_protocol": elm.protocol,
                                  "rates": {ch: sched.rate[ch] / 100 for ch in bytes(sched.plan.chans[:sched.plan.n])
@@ -413,7 +413,7 @@ class DirectLink:
             except Exception as e:  # noqa: BLE001 - handed to the caller
                 fut.set_exception(e)
 
-        self.sched.jobs.append(job)
+        self.sched.submit(job)
         mpcompat.wake()
         return await fut
 
