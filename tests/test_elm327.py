@@ -115,7 +115,7 @@ def test_scripted_replies_parse_to_defined_outcomes(dongle_mpy, micropython):
                                                        ["GARBAGE", "12450"], ["GARBAGE", "12450"]]
     # the whitelist: no method sends caller-supplied text
     assert got["methods"] == ("['clear_dtcs', 'clock', 'init', 'is_legacy', 'pid_supported', 'poll', 'query_pids', 'read_dtcs', "
-                              "'read_freeze', 'read_vin', 'read_voltage', 'recover', 'start_pids', 'start_voltage']")
+                              "'read_freeze', 'read_freeze_frame', 'read_vin', 'read_voltage', 'recover', 'start_pids', 'start_voltage']")
 
 
 def test_fuzzed_replies_never_raise_or_hang_and_reinit_after_banner(dongle_mpy, micropython):

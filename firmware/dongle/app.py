@@ -404,31 +404,7 @@ class Dongle(Actions):
 
     async def read_freeze(self):
         elm = self.elm
-
-        async def read():
-            # Mode 02 frame 0: first the code that stored it (per ECU), then each frame PID the
-            # car lists in mode 01 (an ECU that keeps no such value answers NO DATA: skipped).
-            # Copied inside the job (the next job reuses elm.msg). A read with a hole or a value
-            # of the wrong length is an error, never a shorter frame.
-            from .elm327 import FREEZE_PIDS
-
-            out = []
-            for pid in FREEZE_PIDS:
-                if pid != 2 and not elm.pid_supported(pid):
-                    continue
-                st = await elm.read_freeze(pid)
-                if st == elm327.NO_DATA and pid != 2:
-                    continue
-                if st != elm327.OK:
-                    return st, None
-                for i in range(elm.res_n):
-                    o = elm.res_off[i]
-                    out.append((elm.res_ecu[i], pid, bytes(elm.msg[o:o + elm.res_len[i]])))
-                if pid == 2 and not any(d != b"\x00\x00" for _e, _p, d in out):
-                    break  # 00 00: no code stored a frame
-            return elm327.OK, out
-
-        st, entries = await self._elm_job(read)
+        st, entries = await self._elm_job(elm.read_freeze_frame)  # copied inside the job
         if st == elm327.OK:
             return control.OK, control.pack_freeze(entries)
         return control.ADAPTER_ERROR, elm327.NAMES[st].encode()

@@ -327,6 +327,27 @@ class ELM327:
         self._start(6, _K_FREEZE, _T_OBD)
         return await self._wait()
 
+    async def read_freeze_frame(self):
+        """The whole frame 0: (status, [(ecu, pid, data bytes), ...]). First PID 02 (the code
+        that stored it, per ECU), then each FREEZE_PIDS PID the car lists in mode 01 (NO DATA:
+        an ECU that keeps no such value, skipped). Any other failure is the status, never a
+        shorter frame. Allocates (a slow path, one command)."""
+        out = []
+        for pid in FREEZE_PIDS:
+            if pid != 2 and not self.pid_supported(pid):
+                continue
+            st = await self.read_freeze(pid)
+            if st == NO_DATA and pid != 2:
+                continue
+            if st != OK:
+                return st, None
+            for i in range(self.res_n):
+                o = self.res_off[i]
+                out.append((self.res_ecu[i], pid, bytes(self.msg[o:o + self.res_len[i]])))
+            if pid == 2 and not any(d != b"\x00\x00" for _e, _p, d in out):
+                break  # 00 00: no code stored a frame
+        return OK, out
+
     async def clear_dtcs(self):
         """Mode 04. The caller checks authentication and that the car stands still."""
         return await self._obd(b"04", _K_CLEAR)
