@@ -44,8 +44,8 @@ from hil.simclock import Schedule
 from hil.vehicle import Phase, Vehicle, VehicleError, VehicleParams
 
 SCENARIO_DIR = Path(__file__).resolve().parent / "scenarios"
-EVENT_TYPES = ("low_fuel", "refuel", "fuel_drop", "overheat", "dtc_new", "dtc_cleared", "mil_on",
-               "battery_low", "charging_fault", "trip")
+EVENT_TYPES = ("low_fuel", "refuel", "fuel_drop", "fuel_leak_suspected", "overheat", "dtc_new",
+               "dtc_cleared", "mil_on", "battery_low", "charging_fault", "trip")
 
 
 class ScenarioError(ValueError):

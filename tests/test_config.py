@@ -43,7 +43,7 @@ def test_no_file_gives_every_default(xdg):
     assert cfg.store.db_path == xdg / "data" / "obdsync" / "obdsync.db"
     assert (cfg.vehicle.tank_litres, cfg.vehicle.fuel_type) == (50.0, "petrol")
     assert (cfg.fuel.low_open_pct, cfg.fuel.low_clear_pct, cfg.fuel.refuel_min_pct, cfg.fuel.drop_min_pct) == (
-        15, 20, 10, 5)
+        15, 20, 10, 3)
     assert (cfg.service.interval_km, cfg.service.warn_km, cfg.service.interval_months, cfg.service.warn_days) == (
         15000, 1000, 12, 30)
     assert (cfg.engine.overheat_open_c, cfg.engine.overheat_clear_c, cfg.engine.overheat_secs) == (110, 100, 30)

@@ -98,7 +98,7 @@ def test_theft_overnight_is_one_fuel_drop_with_litres():
     ev = fuel(ch)[0].event
     assert ev.values["litres"] == pytest.approx(15, abs=1.5)
     assert ev.values["while"] == "parked" and ev.severity == "critical"
-    assert "15" in ev.message
+    assert f"{ev.values['litres']:g} L" in ev.message
 
 
 def test_a_slow_leak_while_parked_is_one_fuel_drop():
@@ -152,6 +152,8 @@ def test_level_dropouts_and_no_data_gaps_give_no_events():
 
 def test_thresholds_come_from_the_config():
     car = Car(level=60, seed=14).drive(300, 50.0).park(3600, lost_l=2.0).drive(300, 50.0)  # 4 %
-    assert ftypes(run(car.items)) == []
-    ch = run(car.items, config(fuel=FuelConfig(drop_min_pct=3.0)))
+    assert ftypes(run(car.items, config(fuel=FuelConfig(drop_min_pct=5.0)))) == []
+    assert ftypes(run(car.items, config(fuel=FuelConfig(drop_min_litres=2.5)))) == []  # in litres
+    ch = run(car.items)  # the default: 3 %
     assert ftypes(ch) == ["fuel_drop"]
+    assert fuel(ch)[0].event.values["litres"] == pytest.approx(2.0, abs=0.3)

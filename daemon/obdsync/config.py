@@ -104,9 +104,13 @@ class FuelConfig:
     low_open_pct: float = opt(15.0, 0, 100)
     low_clear_pct: float = opt(20.0, 0, 100)
     refuel_min_pct: float = opt(10.0, 0.1, 100)
-    drop_min_pct: float = opt(5.0, 0.1, 100)
-    price_per_litre: float = opt(0.0, 0, 1000, help="what a litre costs (the dashboard's costs); 0: not shown")
+    drop_min_pct: float = opt(3.0, 0.1, 100, help="a loss not explained by consumption this large is a fuel_drop")
+    drop_min_litres: float = opt(0.0, 0, 2000, help="the same in litres; 0: use drop_min_pct")
+    leak_lph: float = opt(3.0, 0.1, 1000, help="fuel_leak_suspected: level falling this much faster than burnt")
+    price_per_litre: float = opt(0.0, 0, 10_000, help="what a litre costs (trip, refuel and dashboard costs); 0: not"
+                                 " shown (`obdsync fuel price` overrides it from its date on)")
     currency: str = opt("", kind=str, help="shown beside costs, e.g. EUR")
+    l_per_100km: float = opt(8.0, 0.5, 200, help="consumption assumed until the car's own is learnt")
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ same order)::
     eng.dongle_event(wall_ms, 2)                   # EVENT record: 1 boot, 2 on, 3 off, 4 battery low
     eng.service_baseline(123456, wall_ms)          # user input, at its place in time
     eng.service_done(wall_ms, km=None, items=["oil"])
+    eng.fuel_price(wall_ms, 7.89)                  # user input: price per litre from then on
     for ch in eng.drain():                         # EventChange(change, event, trip)
         store.put_event(ch.event); ch.trip and store.put_trip(ch.trip)
 
@@ -235,6 +236,15 @@ class RuleEngine:
         Raises ValueError for an item the schedule does not have."""
         t = self._begin(wall_ms)
         self.service.done(t, km, items)
+        self._tick(t)
+
+    def fuel_price(self, wall_ms: int, price_per_litre: float) -> None:
+        """The price of fuel per litre from ``wall_ms`` on (``obdsync fuel price``): refuels
+        and trips after it carry their cost."""
+        if not (math.isfinite(price_per_litre) and price_per_litre >= 0):
+            raise ValueError(f"fuel price {price_per_litre!r} per litre is not a non-negative number")
+        t = self._begin(wall_ms)
+        self.fuel.set_price(float(price_per_litre))
         self._tick(t)
 
     def _begin(self, wall_ms: int) -> int:

@@ -17,8 +17,9 @@ from ..store import Event as StoredEvent
 INFO, WARNING, CRITICAL = "info", "warning", "critical"
 SEVERITIES = (INFO, WARNING, CRITICAL)
 
-EVENT_TYPES = ("low_fuel", "refuel", "fuel_drop", "overheat", "dtc_new", "dtc_cleared", "mil_on",
-               "battery_low", "charging_fault", "service_due", "service_soon", "trip", "log_reset")
+EVENT_TYPES = ("low_fuel", "refuel", "fuel_drop", "fuel_leak_suspected", "overheat", "dtc_new",
+               "dtc_cleared", "mil_on", "battery_low", "charging_fault", "service_due", "service_soon", "trip",
+               "log_reset")
 #: Types that open and later clear (``cleared_ms``); the others are instants.
 PERSISTENT_TYPES = frozenset({"low_fuel", "overheat", "dtc_new", "mil_on", "battery_low", "charging_fault"})
 
@@ -82,6 +83,7 @@ class Trip:
     fuel_source: str  # "fuel_rate" (0x5E), "maf" (0x10), "level" (0x2F deltas) or "none"
     distance_source: str  # "odometer" (0xA6) or "speed" (integrated 0x0D)
     score: dict[str, Any] | None = None  # the driving evaluation (rules/score.py)
+    fuel_cost: float | None = None  # fuel_l × the price per litre in force, when one is known
 
     @property
     def values(self) -> dict[str, Any]:

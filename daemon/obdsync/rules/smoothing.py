@@ -72,3 +72,185 @@ def held_since(since: int | None, last_ms: int | None, t: int, cond: bool, max_g
     if since is None or last_ms is None or t - last_ms > max_gap_ms:
         return t
     return since
+
+
+# ---- robust pre-filter ----------------------------------------------------------------------
+
+HAMPEL_N = 15
+HAMPEL_K = 3.0
+# The MAD of a steady, quantised gauge is 0: never call a reading an outlier for being
+# less than ``floor`` from the median (1/255 steps and a little slosh are not spikes).
+HAMPEL_FLOOR = 1.5
+# This many outliers in a row on the same side are a level shift (a fill, a theft), not
+# spikes: they are let through and the window restarts from them.
+HAMPEL_SHIFT = 3
+
+
+def hampel(state: dict, x: float, floor: float = HAMPEL_FLOOR) -> float | None:
+    """Hampel filter over the last HAMPEL_N readings: ``x`` if it is plausible, None
+    if it is a spike (a cornering surge, a one-off glitch). ``state`` is plain JSON:
+    ``{"w": [recent accepted], "out": [recent rejected, same side]}``."""
+    w, out = state.setdefault("w", []), state.setdefault("out", [])
+    if len(w) >= 3:
+        med = median(w)
+        mad = 1.4826 * median([abs(v - med) for v in w])
+        limit = max(HAMPEL_K * mad, floor)
+        dev = x - med
+        if abs(dev) > limit:
+            if out and (out[-1] - med) * dev < 0:
+                out.clear()
+            out.append(x)
+            if len(out) < HAMPEL_SHIFT:
+                return None
+            # a level shift: start over from the new level
+            w[:] = out
+            out.clear()
+            return x
+    out.clear()
+    w.append(x)
+    del w[:-HAMPEL_N]
+    return x
+
+
+def robust_var(state: dict, lo: float, hi: float, default: float) -> float:
+    """The variance of the readings in a Hampel window, from their MAD (slosh measured,
+    not assumed), within ``[lo, hi]``; ``default`` while the window is short."""
+    w = state.get("w", [])
+    if len(w) < 5:
+        return default
+    med = median(w)
+    sd = 1.4826 * median([abs(v - med) for v in w])
+    return min(hi, max(lo, sd * sd))
+
+
+# ---- level and trend ---------------------------------------------------------------------
+
+# The running mean of the normalised innovations (an EWMA of weight BIAS_ALPHA) beyond
+# BIAS_K of its own standard deviation widens the filter by BIAS_BOOST readings' variance.
+BIAS_ALPHA = 0.2
+BIAS_K = 2.5
+BIAS_BOOST = 0.25
+UNKNOWN_VAR = 1e5
+
+
+class LevelFilter:
+    """A Kalman filter of the tank level (%) over a JSON state dict, so a rules snapshot
+    carries it exactly. Its control is the fuel the engine burnt since the last step:
+    the level falls by that, and what remains to follow is what consumption does not
+    explain (a fill, a theft, a leak) as a random walk.
+
+    Noise differs by situation: standing still the gauge is exact to a step or two but
+    the level may change fast (a pump); driving the reading sloshes by several percent
+    but the tank only drains as burnt. Those are the ``q`` (process, %² per hour) and
+    ``r`` (reading variance, %²) the caller passes per step.
+    """
+
+    __slots__ = ("s",)
+
+    def __init__(self, state: dict):
+        # {"t": ms | None, "x": level, "P": variance, "shift": outliers in a row, "bias": EWMA of innovations}
+        self.s = state
+
+    @staticmethod
+    def new() -> dict:
+        return {"t": None, "x": 0.0, "P": UNKNOWN_VAR, "shift": 0, "bias": 0.0}
+
+    @property
+    def ready(self) -> bool:
+        return self.s["t"] is not None
+
+    @property
+    def level(self) -> float:
+        return self.s["x"]
+
+    @property
+    def sigma(self) -> float:
+        return self.s["P"] ** 0.5
+
+    def predict(self, t: int, control_pct: float, q: float) -> None:
+        """Advance to ``t``: the level falls by ``control_pct`` (consumption since the
+        last step); the uncertainty grows with the time passed."""
+        s = self.s
+        if s["t"] is not None:
+            s["x"] -= control_pct
+            s["P"] += q * max(0.0, (t - s["t"]) / 3_600_000.0)
+        s["t"] = t
+
+    def update(self, z: float, r: float, gate: float = 5.0) -> None:
+        """Fold in reading ``z`` of variance ``r``. Readings ``gate`` sigmas away are a
+        level shift once HAMPEL_SHIFT come in a row: the level restarts from the reading
+        (a filter tuned for slosh would otherwise crawl after a fill)."""
+        s = self.s
+        if s["P"] >= UNKNOWN_VAR:  # the first reading: nothing to weigh it against
+            s["x"], s["P"], s["shift"], s["bias"] = z, r, 0, 0.0
+            return
+        nu = z - s["x"]
+        S = s["P"] + r
+        if nu * nu > gate * gate * S:
+            s["shift"] += 1
+            if s["shift"] < HAMPEL_SHIFT:
+                return
+            s["x"], s["P"], s["shift"], s["bias"] = z, r, 0, 0.0
+            return
+        s["shift"] = 0
+        # Innovations that keep one sign mean the level moves in a way the model does not
+        # expect (a leak, a slow fill, a gauge still catching up): let it follow faster.
+        bias = s["bias"] * (1 - BIAS_ALPHA) + BIAS_ALPHA * nu / S ** 0.5
+        s["bias"] = bias
+        if bias * bias > BIAS_K * BIAS_K * BIAS_ALPHA / (2 - BIAS_ALPHA):
+            s["P"] += r * BIAS_BOOST
+            S = s["P"] + r
+        k = s["P"] / S
+        s["x"] += k * nu
+        s["P"] *= 1 - k
+
+
+def slope_per_h(points: list[list]) -> tuple[float, float] | None:
+    """Least-squares slope of ``[t_ms, y]`` points, per hour, and its standard error
+    (from the points' own scatter); None for fewer than 8 points."""
+    n = len(points)
+    if n < 8:
+        return None
+    mt = sum(p[0] for p in points) / n
+    my = sum(p[1] for p in points) / n
+    sxx = sum((p[0] - mt) ** 2 for p in points)
+    if sxx <= 0:
+        return None
+    b = sum((p[0] - mt) * (p[1] - my) for p in points) / sxx
+    res = sum((p[1] - my - b * (p[0] - mt)) ** 2 for p in points) / (n - 2)
+    h = 3_600_000.0
+    return b * h, (res / sxx) ** 0.5 * h
+
+
+# ---- acceleration ------------------------------------------------------------------------
+
+ACCEL_WINDOW_MS = 2_000
+ACCEL_MIN_SPAN_MS = 1_000
+ACCEL_MAX_GAP_MS = 3_000
+
+
+def accel_ms2(recent: list[list], t: int, kmh: float) -> float | None:
+    """Smoothed longitudinal acceleration, m/s²: the least-squares slope of the speed
+    readings ``[t, km/h]`` of the last ACCEL_WINDOW_MS (``recent`` is updated in place,
+    plain JSON). None until the window spans ACCEL_MIN_SPAN_MS with three readings, and
+    again after a dropout. A slope over two seconds instead of a difference of two
+    readings: ±4 km/h of noise on a difference over 1 s is ±2.2 m/s², on the slope of a
+    2 s window at 1 Hz at most ±1.1 m/s² and much less at 5 Hz."""
+    if recent and t - recent[-1][0] > ACCEL_MAX_GAP_MS:
+        recent.clear()
+    recent.append([t, kmh])
+    k = 0
+    while t - recent[k][0] > ACCEL_WINDOW_MS:
+        k += 1
+    if k:
+        del recent[:k]
+    n = len(recent)
+    if n < 3 or t - recent[0][0] < ACCEL_MIN_SPAN_MS:
+        return None
+    mt = sum(p[0] for p in recent) / n
+    mv = sum(p[1] for p in recent) / n
+    sxx = sum((p[0] - mt) ** 2 for p in recent)
+    if sxx <= 0:
+        return None
+    sxy = sum((p[0] - mt) * (p[1] - mv) for p in recent)
+    return sxy / sxx * 1000.0 / 3.6

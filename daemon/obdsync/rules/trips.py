@@ -6,9 +6,11 @@ wait ran out, so the summary does not depend on when the next input arrived.
 Distance: odometer 0xA6 where the car has it (bridged with integrated speed before its
 first and after its last reading), else integrated speed. Fuel: from the consumption
 source (0x5E, else MAF) when there was one during the trip, else from the judged
-level at start and end. Hard braking/acceleration: speed change over at least a
-second beyond the threshold, counted once per episode (it must ease off to 70 % of
-the threshold before counting again), so 1 km/h quantisation at 5 Hz counts nothing.
+level at start and end. Hard braking/acceleration: the smoothed acceleration
+(smoothing.accel_ms2, the slope of the speed over 2 s) past ``trip.hard_brake_ms2`` /
+``hard_accel_ms2`` (default 3.0 m/s², about 0.3 g) for at least a second, counted once
+per episode (it must ease off to 70 % of the threshold before counting again), so 1 km/h
+quantisation at 5 Hz and ±4 km/h of GPS-grade noise count nothing.
 """
 
 from __future__ import annotations
@@ -19,11 +21,24 @@ from .context import FUEL_LEVEL, MOVING_KMH, ODOMETER, SPEED, Context, Rule
 from .events import INFO, Trip, event_id
 from .fuel import FuelRule
 from .score import DrivingRule
+from .smoothing import accel_ms2
 
-ACCEL_WINDOW_MS = 1_000
-ACCEL_MAX_SPAN_MS = 3_000
 IDLE_GAP_MS = 10_000
 REARM = 0.7
+# The smoothed acceleration must stay past the threshold this long to count.
+HARD_HOLD_MS = 1_000
+
+
+def _episode(since: int | None, armed: bool, t: int, a: float, threshold: float) -> tuple[int | None, bool, int]:
+    """One hard-driving episode counter: ``a`` (m/s², positive in the direction judged)
+    held at or past ``threshold`` for HARD_HOLD_MS counts once; it must fall back below
+    REARM × threshold before another counts. Returns (since, armed, counted)."""
+    if a >= threshold:
+        since = t if since is None else since
+        if armed and t - since >= HARD_HOLD_MS:
+            return since, False, 1
+        return since, armed, 0
+    return None, armed or a < threshold * REARM, 0
 
 
 def _fmt_duration(s: float) -> str:
@@ -48,7 +63,7 @@ class TripRule(Rule):
                 "start": t, "km0": ctx.km_total, "l0": ctx.litres_total, "src": None,
                 "level0": None, "odo": None,  # [first, km_total at first, last, km_total at last]
                 "idle_ms": 0, "vmax": 0.0, "brakes": 0, "accels": 0, "brake_armed": True, "accel_armed": True,
-                "recent": [], "prev": None,
+                "recent": [], "prev": None, "brake_since": None, "accel_since": None,
             }
 
     def sample(self, t: int, channel: int, value: float) -> None:
@@ -74,30 +89,17 @@ class TripRule(Rule):
         self._hard(tr, t, value)
 
     def _hard(self, tr: dict, t: int, v: float) -> None:
-        recent = tr["recent"]
-        recent.append([t, v])
-        while len(recent) > 2 and t - recent[1][0] >= ACCEL_WINDOW_MS:
-            recent.pop(0)
-        t0, v0 = recent[0]
-        span = t - t0
-        if span < ACCEL_WINDOW_MS or span > ACCEL_MAX_SPAN_MS:
-            if span > ACCEL_MAX_SPAN_MS:
-                del recent[:-1]  # a dropout: start the window afresh
+        a = accel_ms2(tr["recent"], t, v)
+        if a is None:
+            tr["brake_since"] = tr["accel_since"] = None
             return
-        a = (v - v0) / 3.6 / (span / 1000.0)
         tc = self.config.trip
-        if a <= -tc.hard_brake_ms2:
-            if tr["brake_armed"]:
-                tr["brakes"] += 1
-                tr["brake_armed"] = False
-        elif a > -tc.hard_brake_ms2 * REARM:
-            tr["brake_armed"] = True
-        if a >= tc.hard_accel_ms2:
-            if tr["accel_armed"]:
-                tr["accels"] += 1
-                tr["accel_armed"] = False
-        elif a < tc.hard_accel_ms2 * REARM:
-            tr["accel_armed"] = True
+        tr["brake_since"], tr["brake_armed"], n = _episode(tr["brake_since"], tr["brake_armed"], t,
+                                                           -a, tc.hard_brake_ms2)
+        tr["brakes"] += n
+        tr["accel_since"], tr["accel_armed"], n = _episode(tr["accel_since"], tr["accel_armed"], t,
+                                                           a, tc.hard_accel_ms2)
+        tr["accels"] += n
 
     def consumption(self) -> None:
         """A consumption sample arrived during the trip (the engine forwards it)."""
@@ -137,13 +139,16 @@ class TripRule(Rule):
             distance_km=round(km, 3), fuel_l=None if fuel is None else round(fuel, 3), duration_s=dur,
             idle_s=round(tr["idle_ms"] / 1000.0, 1), max_speed_kmh=tr["vmax"],
             avg_speed_kmh=round(km / (dur / 3600.0), 1) if dur > 0 else 0.0, l_per_100km=l100,
-            hard_brakes=tr["brakes"], hard_accels=tr["accels"], fuel_source=fsrc, distance_source=dsrc)
+            hard_brakes=tr["brakes"], hard_accels=tr["accels"], fuel_source=fsrc, distance_source=dsrc,
+            fuel_cost=round(fuel * self.fuel.price, 2) if fuel is not None and self.fuel.price > 0 else None)
         if self.driving is not None:
             trip = replace(trip, score=self.driving.finish(trip.distance_km, dur, trip.idle_s, trip.hard_brakes,
                                                            trip.hard_accels))
         msg = f"Trip: {trip.distance_km:.1f} km in {_fmt_duration(dur)}"
         if l100 is not None:
             msg += f", {trip.fuel_l:.1f} L ({l100:.1f} L/100 km)"
+        if trip.fuel_cost is not None:
+            msg += f", cost {trip.fuel_cost:.2f}"
         if trip.hard_brakes or trip.hard_accels:
             msg += f", {trip.hard_brakes} hard brakes, {trip.hard_accels} hard accelerations"
         ev = ctx.instant("trip", "", INFO, start, {k: v for k, v in trip.json().items()
