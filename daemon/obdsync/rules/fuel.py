@@ -36,9 +36,11 @@ from .smoothing import LevelFilter, hampel, held_since, robust_var, slope_per_h
 R_STILL = 0.3 ** 2          # a step of 1/255 and the sender's own wobble
 R_MOVING = 3.0 ** 2         # slosh on corners, hills and braking (after the Hampel filter),
 R_MOVING_MIN = 0.5 ** 2     # measured from the recent readings' spread within these bounds
-R_MOVING_MAX = 5.0 ** 2
+R_MOVING_MAX = 10.0 ** 2
 Q_STILL = 100.0             # standing, the level may change fast (a fill): follow the readings
 Q_MOVING = 2.0              # driving, the tank drains as burnt: average the slosh over minutes
+Q_BLIND = 30.0              # running with nothing telling what is burnt: the level must follow
+BLIND_SIGMA = 1.5           # ... and a reference taken then is this unsure, at least
 # Readings nearer the recent median than this are never spikes (smoothing.hampel):
 # standing, a step or two; driving, the slosh itself (up to ±5 %), surges beyond it are.
 HAMPEL_FLOOR_STILL = 1.5
@@ -49,15 +51,24 @@ LONG_GAP_MS = 60_000
 # Settling: the estimates of the last DWELL lie within SPREAD (or 2 sigma) of each other.
 DWELL_STILL_MS = 120_000
 DWELL_MOVING_MS = 60_000
+REFUEL_STANDING_MS = 600_000
+BLIND_DRIVING_MS = 300_000
 SPREAD_PCT = 1.0
-# A change is reported only once the sigma of its size (estimate against reference) is
-# within SIGMA_DECIDE or this fraction of it: a 3 % drop is decided at 4 sigma.
+# ... and their trend, plus its standard error, is within this (%/h): a gauge damped by
+# 2 min rising 0.5 % a minute has 1 % left to climb; noisy estimates take longer.
+FLAT_PCT_PER_H = 30.0
+SETTLE_MIN_N = 5
+# A drop is reported only once the sigma of its size (estimate against reference) is
+# within SIGMA_DECIDE or this fraction of it: a 3 % drop is decided at 4 sigma, a 20 % one at 10. (A fill
+# is reported whatever its precision, with its standard deviation: ``litres_sd``.)
 SIGMA_DECIDE = 0.75
-PRECISION = 0.05
+DROP_SIGMAS = 2.0
+DROP_SIGMAS_MOVING = 3.0
+PRECISION = 0.1
 # The reference is refined only from an estimate at least this precise.
 ANCHOR_SIGMA = 0.75
 REANCHOR_MOVING_MS = 600_000
-HIST_MS = 300_000
+HIST_MS = 600_000
 # Consumption model uncertainty: what the expected level may be off by, as a share
 # of the fuel it assumes burnt (0x5E/MAF are measurements; a learnt L/100 km is not).
 SLACK_MEASURED = 0.08
@@ -75,9 +86,9 @@ LEAK_GAP_MS = 120_000
 
 class FuelRule(Rule):
     CHANNELS = (FUEL_LEVEL,)
-    STATE = ("kf", "hf", "trend", "hist", "ref", "ref_ms", "ref_sigma", "ref_km", "ok_ms", "ref_before_stop", "cand",
+    STATE = ("kf", "hf", "hs", "trend", "hist", "ref", "ref_ms", "ref_sigma", "ref_km", "ok_ms", "ref_before_stop", "cand",
              "low", "last", "ctl_l", "ctl_km", "burnt", "burnt_learnt", "ref_burnt", "ref_burnt_learnt",
-             "learn_l", "learn_km", "leak_since", "leak_ms", "leak_done", "price")
+             "learn_l", "learn_km", "blind", "on_ms", "leak_since", "leak_ms", "leak_done", "price")
 
     def __init__(self, ctx: Context):
         super().__init__(ctx)
@@ -85,8 +96,9 @@ class FuelRule(Rule):
         self.tank = ctx.config.vehicle.tank_litres
         self.kf = LevelFilter.new()          # the level filter's state
         self.trend: list[list] = []          # driving: [t, reading + all burnt so far, %]
-        self.hf: dict = {}                   # the Hampel filter's state
-        self.hist: list[list] = []           # recent estimates [t, level, sigma]
+        self.hf: dict = {}                   # the Hampel filter's state, moving readings
+        self.hs: dict = {}                   # ... standing readings
+        self.hist: list[list] = []           # recent estimates [t, level, sigma, level + burnt %]
         self.ref: float | None = None        # reference level, %
         self.ref_ms: int | None = None
         self.ref_sigma = 0.0
@@ -104,6 +116,8 @@ class FuelRule(Rule):
         self.ref_burnt_learnt = 0.0
         self.learn_l = 0.0                   # consumption learnt from the level (no 0x5E/MAF)
         self.learn_km = 0.0
+        self.blind = False                   # a running step since the reference burnt an unknown amount
+        self.on_ms: int | None = None        # the engine runs since
         self.leak_since: int | None = None
         self.leak_ms: int | None = None
         self.leak_done = False
@@ -115,18 +129,30 @@ class FuelRule(Rule):
         if not 0.0 <= value <= 100.0:
             return
         ctx = self.ctx
-        still = ctx.stationary(t)
-        z = hampel(self.hf, value, HAMPEL_FLOOR_STILL if still else HAMPEL_FLOOR_MOVING)
+        # standing still (the gauge is exact); running without a speed PID, never known
+        still = not ctx.on or (ctx.speed_ms is not None and ctx.stationary(t))
+        # still and moving readings are filtered apart: slosh is measured on moving ones only
+        if not still:
+            self.hs = {}  # each standing spell starts afresh: the level moved since the last
+        hf = self.hs if still else self.hf
+        z = hampel(hf, value, HAMPEL_FLOOR_STILL if still else HAMPEL_FLOOR_MOVING)
         # the fuel burnt since the last step is the filter's control, readings or not
         kf = LevelFilter(self.kf)
         gap = kf.ready and t - self.kf["t"] > LONG_GAP_MS
         burn_pct = self._control() / self.tank * 100.0
         if z is None:
             return
-        kf.predict(t, burn_pct, Q_STILL if still or gap else Q_MOVING)
-        kf.update(z, R_STILL if still else robust_var(self.hf, R_MOVING_MIN, R_MOVING_MAX, R_MOVING))
+        # During a fill (and while a damped gauge catches up after it) the level rises
+        # whatever the car does: the filter must follow, not average.
+        filling = self.cand is not None and self.cand["kind"] == "refuel"
+        kf.predict(t, burn_pct, Q_STILL if still or gap or filling else Q_BLIND if self.blind else Q_MOVING)
+        r = R_STILL if still else robust_var(self.hf, R_MOVING_MIN, R_MOVING_MAX, R_MOVING)
+        if hf.get("shifted"):
+            kf.restart(hf["w"], r)  # the pre-filter saw the level move: no second vote
+        else:
+            kf.update(z, r)
         level, sigma = kf.level, kf.sigma
-        self.hist.append([t, level, sigma])
+        self.hist.append([t, level, sigma, level + self.burnt / self.tank * 100.0])
         k = 0
         while t - self.hist[k][0] > HIST_MS:
             k += 1
@@ -137,11 +163,17 @@ class FuelRule(Rule):
 
     def engine(self, on: bool, t: int) -> None:
         self.leak_since = None
+        self.on_ms = t if on else None
         if on:
-            # Readings from before the stop say nothing about spikes after it.
-            self.hf = {}
+            # Readings from before the stop say nothing about spikes or slosh after it.
+            self.hf, self.hs = {}, {}
             self.leak_done = False
             return
+        c = self.cand
+        if c is not None and c["kind"] == "refuel" and c.get("drove") and self.last is not None:
+            # the car drove since the fill and stops: report it now, on the estimate
+            # (the next start may be tomorrow)
+            self._decide(self.last[0], self.last[1], self._sigma(), self.last[0])
         if self.ref is not None and self.cand is None and self.last is not None:
             lt, lv, _s = self.last
             sigma = self._sigma()
@@ -152,7 +184,7 @@ class FuelRule(Rule):
             self.ref_before_stop = True
 
     def boot(self, t: int) -> None:
-        self.hf = {}
+        self.hf, self.hs = {}, {}
 
     def set_price(self, price: float) -> None:
         self.price = price
@@ -168,6 +200,10 @@ class FuelRule(Rule):
         self.ctl_l, self.ctl_km = ctx.litres_total, ctx.km_total
         if dl > 0:
             burn = dl
+        elif ctx.on and ctx.speed_ms is None:
+            # running, and neither consumption nor distance known: no expectation at all
+            self.blind = True
+            burn = 0.0
         else:
             burn = max(0.0, dkm) * self.l_per_km()
             self.burnt_learnt += burn
@@ -215,27 +251,39 @@ class FuelRule(Rule):
             if km >= LEARN_MIN_KM and self.cand is None:
                 self.learn_l += (self.ref - level) / 100.0 * self.tank
                 self.learn_km += km
+        if self.blind and self.last is not None and not self.last[2]:
+            # taken while running with no idea of what was burnt: the filter lagged an
+            # unknown amount behind the draining tank
+            sigma = max(sigma, BLIND_SIGMA)
         self.ref, self.ref_ms, self.ref_sigma, self.ref_km = level, t, sigma, ctx.km_total
         self.ref_burnt, self.ref_burnt_learnt = self.burnt, self.burnt_learnt
         self.ok_ms = t
         self.ref_before_stop = False
+        self.blind = False
 
     def _settled(self, t: int, dwell: int, since: int | None = None) -> float | None:
-        """The start of the settled span when the estimates of the last ``dwell`` ms lie
-        within SPREAD_PCT (or two sigmas) of each other; else None."""
+        """The start of the settled span when the estimates of the last ``dwell`` ms (or
+        of two or four times that, for noisy ones), net of what was burnt meanwhile, lie
+        within SPREAD_PCT (or two sigmas) of each other and surely no longer climb or fall
+        (a damped gauge still catching up after a fill does); else None."""
+        if self.hf.get("out") or self.hs.get("out") or self.kf["out"]:
+            return None  # readings are being held back as outliers: the level may be moving
         h = self.hist
-        if len(h) < 3 or t - h[0][0] < dwell or (since is not None and t - since < dwell):
-            return None
-        k = len(h) - 1
-        while k > 0 and t - h[k - 1][0] <= dwell:
-            k -= 1
-        pts = h[k:]
-        if len(pts) < 3:
-            return None
-        vals = [p[1] for p in pts]
-        if max(vals) - min(vals) > max(SPREAD_PCT, 2.0 * pts[-1][2]):
-            return None
-        return pts[0][0]
+        span = dwell
+        while span <= HIST_MS:
+            if len(h) < 3 or t - h[0][0] < span or (since is not None and t - since < span):
+                return None
+            k = len(h) - 1
+            while k > 0 and t - h[k - 1][0] <= span:
+                k -= 1
+            pts = h[k:]
+            vals = [p[3] for p in pts]
+            fit = slope_per_h([[p[0], p[3]] for p in pts], SETTLE_MIN_N)
+            if max(vals) - min(vals) <= max(SPREAD_PCT, 2.0 * pts[-1][2]) and fit is not None \
+                    and abs(fit[0]) + fit[1] <= FLAT_PCT_PER_H:
+                return pts[0][0]
+            span *= 2
+        return None
 
     def _judged(self, t: int, level: float, sigma: float, still: bool) -> None:
         self._low_fuel(t, level)
@@ -249,13 +297,18 @@ class FuelRule(Rule):
         if self.cand is not None:
             self._candidate(t, level, sigma, d)
             return
-        unexplained = -d - self._slack()
+        # A drop must exceed the threshold by DROP_SIGMAS standard errors of the difference
+        # (many readings are judged: each is a chance for noise to look like one).
+        # Sloshing readings are correlated in ways a window measures only roughly: ask more.
+        k = DROP_SIGMAS if still else DROP_SIGMAS_MOVING
+        unexplained = -d - self._slack() - k * (sigma ** 2 + self.ref_sigma ** 2) ** 0.5
         if d >= fc.refuel_min_pct:
             self._start("refuel", t, exp)
-        elif unexplained >= self._drop_min():
+        elif unexplained >= self._drop_min() and not (self.blind and self.ctx.on):
             self._start("fuel_drop", t, exp)
-        elif abs(d) < self._tolerance() + self._slack():
-            self.ok_ms = t
+        elif abs(d) < self._tolerance() + self._slack() + 2.0 * self.ref_sigma:
+            if abs(d) <= max(SIGMA_DECIDE, 2.0 * (sigma ** 2 + self.ref_sigma ** 2) ** 0.5):
+                self.ok_ms = t  # the last estimate that agreed: where a drop's window opens
             ctx = self.ctx
             dwell = DWELL_STILL_MS if still else DWELL_MOVING_MS
             if sigma > ANCHOR_SIGMA or self._settled(t, dwell) is None:
@@ -282,24 +335,46 @@ class FuelRule(Rule):
         if (refuel and d < fc.refuel_min_pct / 2.0) or (not refuel and -d - self._slack() < self._drop_min() / 2.0):
             self.cand = None
             return
-        # A pump may pause for a minute: standing, wait longer, unless the level jumped
-        # while the ECU was silent (the fill is over when the readings resume).
-        dwell = DWELL_MOVING_MS if self.ctx.moving or c.get("jump") else DWELL_STILL_MS
+        ctx = self.ctx
+        # The car may stand at the pump for minutes with the level steady (a pause, paying,
+        # a key-off in the middle): a fill is over when the car drives off, or after
+        # REFUEL_STANDING_MS without a change. Without a speed PID, running for
+        # BLIND_DRIVING_MS is driving (nobody idles that long at a pump).
+        driving = ctx.moving or (ctx.on and ctx.speed_ms is None and self.on_ms is not None
+                                 and t - self.on_ms >= BLIND_DRIVING_MS)
+        if driving:
+            c["drove"] = True
+        if refuel:
+            # once the car has driven since, the fill is over: settle on whatever comes
+            dwell = DWELL_MOVING_MS if driving else DWELL_STILL_MS if c.get("drove") else REFUEL_STANDING_MS
+        else:
+            dwell = DWELL_MOVING_MS if driving or c["jump"] else DWELL_STILL_MS
         settled_from = self._settled(t, dwell, c["t"])
         if settled_from is None:
             return
-        delta = level - c["base"]
-        if (sigma ** 2 + c["base_sigma"] ** 2) ** 0.5 > max(SIGMA_DECIDE, abs(delta) * PRECISION):
-            return  # not known well enough yet: keep watching
+        self._decide(t, level, sigma, settled_from)
+
+    def _decide(self, t: int, level: float, sigma: float, settled_from: int) -> None:
+        """The candidate's level settled at ``level``: one event, or none if it is less
+        than its threshold after all; the reference moves there."""
+        fc = self.config.fuel
+        c = self.cand
+        assert c is not None
+        refuel = c["kind"] == "refuel"
+        delta = level - self.expected()  # what was burnt since the candidate began is not the pump's
+        sd = (sigma ** 2 + c["base_sigma"] ** 2) ** 0.5
+        if not refuel and sd > max(SIGMA_DECIDE, abs(delta) * PRECISION):
+            return  # not known well enough yet to call it a theft: keep watching
         self.cand = None
         if (refuel and delta < fc.refuel_min_pct) or (not refuel and -delta - self._slack() < self._drop_min()):
             self._anchor(t, level, sigma)
             return
         litres = round(abs(delta) * self.tank / 100.0, 1)
+        litres_sd = round(sd * self.tank / 100.0, 1)
         frm, to = round(c["base"], 1), round(level, 1)
         window = {"window_start_ms": c["from_ms"], "window_end_ms": max(c["t"], settled_from)}
         if refuel:
-            values = {"litres": litres, "from_pct": frm, "to_pct": to, **window}
+            values = {"litres": litres, "litres_sd": litres_sd, "from_pct": frm, "to_pct": to, **window}
             msg = f"Refuelled {litres:g} L ({frm:g} % → {to:g} %)"
             if self.price > 0:
                 values.update(price_per_litre=self.price, cost=round(litres * self.price, 2))
@@ -310,7 +385,8 @@ class FuelRule(Rule):
             sev = CRITICAL if c["parked"] else WARNING
             why = "while parked" if c["parked"] else "faster than the engine burns it"
             self.ctx.instant("fuel_drop", "", sev, c["t"],
-                             {"litres": litres, "from_pct": frm, "to_pct": to, "while": where, **window},
+                             {"litres": litres, "litres_sd": litres_sd, "from_pct": frm, "to_pct": to,
+                              "while": where, **window},
                              f"Fuel dropped {litres:g} L {why} ({frm:g} % → {to:g} %): theft or a leak?")
         self._anchor(t, level, sigma)
 
@@ -330,7 +406,7 @@ class FuelRule(Rule):
         least-squares slope over LEAK_WINDOW_MS): ~0 on a healthy car, negative when
         the tank loses more than the engine burns."""
         ctx = self.ctx
-        driving = ctx.on and ctx.moving and self.cand is None
+        driving = ctx.on and ctx.moving
         if self.leak_done or not driving:
             self.leak_since = None
             self.trend.clear()

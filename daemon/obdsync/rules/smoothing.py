@@ -89,7 +89,9 @@ HAMPEL_SHIFT = 3
 def hampel(state: dict, x: float, floor: float = HAMPEL_FLOOR) -> float | None:
     """Hampel filter over the last HAMPEL_N readings: ``x`` if it is plausible, None
     if it is a spike (a cornering surge, a one-off glitch). ``state`` is plain JSON:
-    ``{"w": [recent accepted], "out": [recent rejected, same side]}``."""
+    ``{"w": [recent accepted], "out": [recent rejected, same side], "shifted": bool}``;
+    ``shifted`` says the reading let through was the HAMPEL_SHIFT-th outlier in a row:
+    the level moved."""
     w, out = state.setdefault("w", []), state.setdefault("out", [])
     if len(w) >= 3:
         med = median(w)
@@ -102,25 +104,51 @@ def hampel(state: dict, x: float, floor: float = HAMPEL_FLOOR) -> float | None:
             out.append(x)
             if len(out) < HAMPEL_SHIFT:
                 return None
-            # a level shift: start over from the new level
+            # a level shift: start over from the new level (and tell the caller)
             w[:] = out
             out.clear()
+            state["shifted"] = True
             return x
     out.clear()
+    state["shifted"] = False
     w.append(x)
     del w[:-HAMPEL_N]
     return x
 
 
+# Fewer readings than this say little about their spread: the caller's default holds.
+ROBUST_MIN = 10
+
+
 def robust_var(state: dict, lo: float, hi: float, default: float) -> float:
-    """The variance of the readings in a Hampel window, from their MAD (slosh measured,
-    not assumed), within ``[lo, hi]``; ``default`` while the window is short."""
+    """The variance a reading in a Hampel window carries, for a filter that treats the
+    readings as independent: their spread (the MAD about the window's trend line: slosh
+    measured, not assumed),
+    times (1 + rho)/(1 - rho) for their lag-one correlation rho (slosh persists from one
+    reading to the next, so n of them are worth fewer), within ``[lo, hi]``;
+    ``default`` while the window is short."""
     w = state.get("w", [])
-    if len(w) < 5:
+    n = len(w)
+    if n < ROBUST_MIN:
         return default
-    med = median(w)
-    sd = 1.4826 * median([abs(v - med) for v in w])
-    return min(hi, max(lo, sd * sd))
+    # around the window's straight line, not its median: a level that climbs (a damped
+    # gauge after a fill) or drains is not slosh
+    mi = (n - 1) / 2.0
+    mw = sum(w) / n
+    b = sum((i - mi) * (v - mw) for i, v in enumerate(w)) / sum((i - mi) ** 2 for i in range(n))
+    dev = [v - mw - b * (i - mi) for i, v in enumerate(w)]
+    sd = 1.4826 * median([abs(d) for d in dev])
+    return min(hi, max(lo, sd * sd * _corr_factor(dev)))
+
+
+def _corr_factor(dev: list[float]) -> float:
+    """(1 + rho)/(1 - rho) for the lag-one autocorrelation of ``dev``, rho in [0, 0.9]."""
+    den = sum(d * d for d in dev)
+    if den <= 0:
+        return 1.0
+    rho = sum(dev[i] * dev[i + 1] for i in range(len(dev) - 1)) / den
+    rho = min(0.9, max(0.0, rho))
+    return (1 + rho) / (1 - rho)
 
 
 # ---- level and trend ---------------------------------------------------------------------
@@ -148,12 +176,12 @@ class LevelFilter:
     __slots__ = ("s",)
 
     def __init__(self, state: dict):
-        # {"t": ms | None, "x": level, "P": variance, "shift": outliers in a row, "bias": EWMA of innovations}
+        # {"t": ms | None, "x": level, "P": variance, "out": outliers in a row, "bias": EWMA of innovations}
         self.s = state
 
     @staticmethod
     def new() -> dict:
-        return {"t": None, "x": 0.0, "P": UNKNOWN_VAR, "shift": 0, "bias": 0.0}
+        return {"t": None, "x": 0.0, "P": UNKNOWN_VAR, "out": [], "bias": 0.0}
 
     @property
     def ready(self) -> bool:
@@ -176,23 +204,32 @@ class LevelFilter:
             s["P"] += q * max(0.0, (t - s["t"]) / 3_600_000.0)
         s["t"] = t
 
+    def restart(self, values: list[float], r: float) -> None:
+        """The level moved (a fill, a theft): start over from these readings."""
+        s = self.s
+        s["x"], s["P"], s["bias"], s["out"] = median(values), r / len(values), 0.0, []
+
     def update(self, z: float, r: float, gate: float = 5.0) -> None:
         """Fold in reading ``z`` of variance ``r``. Readings ``gate`` sigmas away are a
         level shift once HAMPEL_SHIFT come in a row: the level restarts from the reading
         (a filter tuned for slosh would otherwise crawl after a fill)."""
         s = self.s
         if s["P"] >= UNKNOWN_VAR:  # the first reading: nothing to weigh it against
-            s["x"], s["P"], s["shift"], s["bias"] = z, r, 0, 0.0
+            s["x"], s["P"], s["bias"], s["out"] = z, r, 0.0, []
             return
         nu = z - s["x"]
         S = s["P"] + r
         if nu * nu > gate * gate * S:
-            s["shift"] += 1
-            if s["shift"] < HAMPEL_SHIFT:
+            out = s.setdefault("out", [])
+            if out and (out[-1] - s["x"]) * nu < 0:
+                out.clear()
+            out.append(z)
+            if len(out) < HAMPEL_SHIFT:
                 return
-            s["x"], s["P"], s["shift"], s["bias"] = z, r, 0, 0.0
+            # restart from the outliers' median, as sure of it as of their mean
+            self.restart(out, r)
             return
-        s["shift"] = 0
+        s.setdefault("out", []).clear()
         # Innovations that keep one sign mean the level moves in a way the model does not
         # expect (a leak, a slow fill, a gauge still catching up): let it follow faster.
         bias = s["bias"] * (1 - BIAS_ALPHA) + BIAS_ALPHA * nu / S ** 0.5
@@ -205,11 +242,12 @@ class LevelFilter:
         s["P"] *= 1 - k
 
 
-def slope_per_h(points: list[list]) -> tuple[float, float] | None:
+def slope_per_h(points: list[list], min_n: int = 8) -> tuple[float, float] | None:
     """Least-squares slope of ``[t_ms, y]`` points, per hour, and its standard error
-    (from the points' own scatter); None for fewer than 8 points."""
+    (from the points' own scatter, widened for their lag-one correlation); None for
+    fewer than ``min_n`` points."""
     n = len(points)
-    if n < 8:
+    if n < max(3, min_n):
         return None
     mt = sum(p[0] for p in points) / n
     my = sum(p[1] for p in points) / n
@@ -217,7 +255,8 @@ def slope_per_h(points: list[list]) -> tuple[float, float] | None:
     if sxx <= 0:
         return None
     b = sum((p[0] - mt) * (p[1] - my) for p in points) / sxx
-    res = sum((p[1] - my - b * (p[0] - mt)) ** 2 for p in points) / (n - 2)
+    dev = [p[1] - my - b * (p[0] - mt) for p in points]
+    res = sum(d * d for d in dev) / (n - 2) * _corr_factor(dev)
     h = 3_600_000.0
     return b * h, (res / sxx) ** 0.5 * h
 
