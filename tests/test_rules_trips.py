@@ -97,3 +97,44 @@ def test_the_trip_event_carries_the_summary_and_the_trip_id():
     assert ch.event.values["distance_km"] == ch.trip.distance_km
     assert re.match(r"Trip: (9\.9|10\.0) km in 10 min, 0\.7 L \(7\.\d L/100 km\)$", ch.event.message)
     assert set(ch.trip.values) >= {"duration_s", "idle_s", "max_speed_kmh", "l_per_100km", "hard_brakes"}
+
+
+def test_gps_grade_speed_noise_is_not_hard_driving():
+    """±4 km/h on every reading (1 Hz and 5 Hz) over a 65 km trip: no hard event; a real
+    4 m/s² stop in the same noise still counts once."""
+    import random
+
+    from hil.fueltrace import random_drive
+
+    for hz in (1, 5):
+        rng = random.Random(hz)
+        eng = RuleEngine(config(), DEVICE)
+        speeds = random_drive(rng, 4500)
+        assert sum(speeds) / 3600 > 65  # km
+        step = 1.0 / hz
+        for k in range(4500 * hz):
+            v = speeds[int(k * step)]
+            w = EPOCH_MS + int(k * step * 1000)
+            noisy = max(0.0, v + rng.uniform(-4, 4)) if v > 0 else 0.0
+            eng.samples([(w, SPEED, float(round(noisy))), (w, RPM, 900.0 + 30 * v)])
+        eng.samples([(EPOCH_MS + 5_000_000, ATRV, 12.6)])
+        (t,) = trips(eng.drain())
+        assert t.distance_km > 65 and (t.hard_brakes, t.hard_accels) == (0, 0), hz
+    eng = RuleEngine(config(), DEVICE)
+    rng = random.Random(9)
+    v = profile([(0, 0), (20, 72), (40, 72), (45, 0), (60, 0)])  # 4 m/s² for 5 s
+    five_hz(eng, [max(0.0, v(k * 0.2) + rng.uniform(-4, 4)) for k in range(300)])
+    eng.samples([(EPOCH_MS + 400_000, ATRV, 12.6)])
+    (t,) = trips(eng.drain())
+    assert (t.hard_brakes, t.hard_accels) == (1, 0)
+
+
+def test_the_trip_cost_uses_the_price_in_force():
+    eng = RuleEngine(config(), DEVICE)
+    eng.fuel_price(EPOCH_MS - 1000, 2.0)
+    car = Car().drive(600, 60.0).park(600)
+    (ch,) = [c for c in run(car.items, engine=eng) if c.event.type == "trip"]
+    assert ch.trip.fuel_cost == pytest.approx(ch.trip.fuel_l * 2.0, abs=0.01)
+    assert ch.event.values["fuel_cost"] == ch.trip.fuel_cost and "cost" in ch.event.message
+    (plain,) = [c for c in run(car.items) if c.event.type == "trip"]
+    assert plain.trip.fuel_cost is None
