@@ -67,7 +67,8 @@ from .trips import TripRule
 __all__ = ["RuleEngine", "Event", "EventChange", "Trip", "event_id", "EVENT_TYPES", "PERSISTENT_TYPES",
            "SEVERITIES", "INFO", "WARNING", "CRITICAL", "SNAPSHOT_VERSION"]
 
-SNAPSHOT_VERSION = 4  # 2: the service schedule's items; 3: the driving evaluation; 4: the DTC rule's mil_at
+SNAPSHOT_VERSION = 5  # 2: the service schedule's items; 3: the driving evaluation; 4: the DTC rule's mil_at;
+# 5: the fuel estimator
 # An input this long after the previous one first lets time-driven rules catch up.
 PRE_TICK_GAP_MS = 1_000
 

@@ -8,8 +8,8 @@ first and after its last reading), else integrated speed. Fuel: from the consump
 source (0x5E, else MAF) when there was one during the trip, else from the judged
 level at start and end. Hard braking/acceleration: the smoothed acceleration
 (smoothing.accel_ms2, the slope of the speed over 2 s) past ``trip.hard_brake_ms2`` /
-``hard_accel_ms2`` (default 3.0 m/s², about 0.3 g) for at least a second, counted once
-per episode (it must ease off to 70 % of the threshold before counting again), so 1 km/h
+``hard_accel_ms2`` (default 3.0 m/s², about 0.3 g) for at least a second (or once past
+1.5 × it: a 2 s stop read at 1 Hz), counted once per episode (it must ease off to 70 % of the threshold before counting again), so 1 km/h
 quantisation at 5 Hz and ±4 km/h of GPS-grade noise count nothing.
 """
 
@@ -27,15 +27,19 @@ IDLE_GAP_MS = 10_000
 REARM = 0.7
 # The smoothed acceleration must stay past the threshold this long to count.
 HARD_HOLD_MS = 1_000
+# ... or reach this multiple of the threshold once (a 2 s stop read at 1 Hz shows on one
+# 2 s slope only; ±4 km/h of noise on top of a brisk 2.5 m/s² stays below it).
+HARD_STRONG = 1.5
 
 
 def _episode(since: int | None, armed: bool, t: int, a: float, threshold: float) -> tuple[int | None, bool, int]:
     """One hard-driving episode counter: ``a`` (m/s², positive in the direction judged)
-    held at or past ``threshold`` for HARD_HOLD_MS counts once; it must fall back below
-    REARM × threshold before another counts. Returns (since, armed, counted)."""
+    held at or past ``threshold`` for HARD_HOLD_MS (or once past HARD_STRONG × it) counts
+    once; it must fall back below REARM × threshold before another counts. Returns
+    (since, armed, counted)."""
     if a >= threshold:
         since = t if since is None else since
-        if armed and t - since >= HARD_HOLD_MS:
+        if armed and (t - since >= HARD_HOLD_MS or a >= threshold * HARD_STRONG):
             return since, False, 1
         return since, armed, 0
     return None, armed or a < threshold * REARM, 0
