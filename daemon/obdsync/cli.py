@@ -153,9 +153,11 @@ def resolve_device(store_status: list[Any], device: str | None) -> str:
 
 class LazyGroup(click.Group):
     """Subcommands whose code loads only when used: `hil` lives in the HIL kit,
-    which the daemon's run-time path must not import."""
+    which the daemon's run-time path must not import; `fuel` and `import`
+    (obdsync/cli_fuel.py) are loaded as they are used too."""
 
-    lazy = {"hil": ("hil.cli", "hil"), "provision": ("hil.provision", "provision")}
+    lazy = {"hil": ("hil.cli", "hil"), "provision": ("hil.provision", "provision"),
+            "fuel": ("obdsync.cli_fuel", "fuel"), "import": ("obdsync.cli_fuel", "import_csv")}
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(set(super().list_commands(ctx)) | set(self.lazy))
@@ -897,7 +899,7 @@ def service_done(ctx: Ctx, items: tuple[str, ...], km: float | None, device: str
 @click.pass_obj
 def service_history(ctx: Ctx, device: str | None, as_json: bool) -> None:
     """Services and odometer baselines entered, newest first."""
-    from obdsync.pipeline import NOTE_BASELINE, NOTE_SERVICE
+    from obdsync.pipeline import NOTE_BASELINE, NOTE_FUEL_PRICE, NOTE_SERVICE
     from obdsync.rules.service import label
 
     async def go(store: Any) -> list:
@@ -917,6 +919,8 @@ def service_history(ctx: Ctx, device: str | None, as_json: bool) -> None:
     baseline, done, every = _("odometer baseline"), _("service"), _("every item")
     for _sid, when, km, note in rows:
         at = "" if km is None else f"{km:g} km"
+        if note == NOTE_FUEL_PRICE:
+            continue  # `obdsync fuel price`: a user input kept beside the services
         if note == NOTE_BASELINE:
             click.echo(f"{fmt_ms(when)}  {baseline}  {at}")
         elif note.startswith(NOTE_SERVICE + ":"):

@@ -45,6 +45,7 @@ SNAPSHOT_SECONDS = 10.0
 SERVICE_POLL_SECONDS = 10.0
 NOTE_BASELINE = "baseline"  # a service_records row that is the user's odometer reading, not a service
 NOTE_SERVICE = "service"  # "service" (every item) or "service:oil,air_filter"
+NOTE_FUEL_PRICE = "fuel_price"  # `obdsync fuel price`: odometer_km holds the price per litre
 STATE_SECONDS = 1.0
 YIELD_RECORDS = 64  # records derived between two looks at the event loop (~1.5 ms)
 # signal -> the state key forwarded (retained MQTT state, Home Assistant sensors)
@@ -410,6 +411,10 @@ def service_note(items: list[str] | None) -> str:
 
 
 def feed_service(engine: RuleEngine, done_ms: int, km: float | None, note: str) -> None:
+    if note == NOTE_FUEL_PRICE:
+        if km is not None:
+            engine.fuel_price(done_ms, km)
+        return
     if note == NOTE_BASELINE:
         if km is not None:
             engine.service_baseline(km, done_ms)
