@@ -6,9 +6,10 @@ from __future__ import annotations
 import math
 
 import pytest
-from test_rules_synth import Car, config, run, types
+from test_rules_synth import DEVICE, EPOCH_MS, Car, config, run, types
 
 from obdsync.config import FuelConfig
+from obdsync.rules import RuleEngine
 
 
 def city(tau: float) -> float:
@@ -157,3 +158,29 @@ def test_thresholds_come_from_the_config():
     ch = run(car.items)  # the default: 3 %
     assert ftypes(ch) == ["fuel_drop"]
     assert fuel(ch)[0].event.values["litres"] == pytest.approx(2.0, abs=0.3)
+
+
+def test_range_is_never_null_after_a_trip_and_learns_the_car_without_consumption_pids():
+    # the case: no 0x5E, no MAF; an 18 km trip, then the level runs low
+    car = Car(level=40, rate=False, seed=15).idle(20).drive(1080, 60.0, lph=7.2).idle(20).park(900)  # 12 L/100 km
+    car.idle(20).drive(3600, 90.0, lph=10.8, slosh=2.0).idle(30).park(600)  # 90 km: 40 % → ~ 6 %
+    low = [c.event for c in run(car.items) if c.event.type == "low_fuel"]
+    assert low and low[0].values["range_km"] is not None
+    ev = low[0]
+    # learnt from the level: 12 L/100 km, blended with the configured 8 over 50 km
+    assert 9.5 <= ev.values["l_per_100km"] <= 12.5
+    assert ev.values["range_km"] == pytest.approx(ev.values["litres_left"] / ev.values["l_per_100km"] * 100, abs=1)
+    assert f"≈ {ev.values['range_km']:g} km left" in ev.message
+
+
+def test_a_refuel_carries_its_cost_at_the_price_in_force():
+    car = Car(level=20, seed=4).drive(600, city, slosh=4.0).park(300, added_l=30).drive(600, city, slosh=4.0)
+    eng = RuleEngine(config(fuel=FuelConfig(price_per_litre=1.5)), DEVICE)
+    (ev,) = [c.event for c in fuel(run(car.items, engine=eng))]
+    assert ev.values["price_per_litre"] == 1.5 and ev.values["cost"] == pytest.approx(ev.values["litres"] * 1.5)
+    eng = RuleEngine(config(fuel=FuelConfig(price_per_litre=1.5)), DEVICE)
+    eng.fuel_price(EPOCH_MS + 700_000, 2.0)  # entered at the pump, before the fill shows
+    (ev,) = [c.event for c in fuel(run(car.items, engine=eng))]
+    assert ev.values["price_per_litre"] == 2.0 and "at 2/L" in ev.message
+    with pytest.raises(ValueError, match="fuel price"):
+        eng.fuel_price(EPOCH_MS, float("nan"))
