@@ -27,6 +27,8 @@ TEXT: dict[str, str] = {
     "fuel_drop": "Fuel dropped",
     "fuel_drop.parked": "{volume} while parked ({frm} % → {to} %): theft or a leak?",
     "fuel_drop.driving": "{volume} faster than the engine burns it ({frm} % → {to} %): a leak?",
+    "fuel_leak_suspected": "Fuel leak suspected",
+    "fuel_leak_suspected.body": "the level falls {volume} an hour faster than the engine burns: have it checked",
     "overheat": "Engine overheating",
     "overheat.body": "Coolant {temp}: stop safely and let it cool",
     "dtc_new": "Trouble code {code}",
@@ -234,6 +236,8 @@ def _render(t: str, msg: dict[str, Any], v: dict[str, Any], u: Units, lang: str)
     if t == "fuel_drop":
         key = "fuel_drop.parked" if v.get("while") == "parked" else "fuel_drop.driving"
         return tx("fuel_drop"), tx(key, volume=u.volume(v["litres"]), frm=_pct(v["from_pct"]), to=_pct(v["to_pct"]))
+    if t == "fuel_leak_suspected":
+        return tx("fuel_leak_suspected"), tx("fuel_leak_suspected.body", volume=u.volume(v["excess_lph"]))
     if t == "overheat":
         return tx("overheat"), tx("overheat.body", temp=u.temperature(v["coolant_c"]))
     if t == "dtc_new":

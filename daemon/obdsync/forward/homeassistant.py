@@ -85,12 +85,14 @@ BINARY_SENSORS: tuple[BinarySensor, ...] = (
 )
 
 EVENT_NAMES = {
-    "low_fuel": "Low fuel", "refuel": "Refuel", "fuel_drop": "Fuel drop", "overheat": "Overheat",
+    "low_fuel": "Low fuel", "refuel": "Refuel", "fuel_drop": "Fuel drop", "fuel_leak_suspected": "Fuel leak suspected",
+    "overheat": "Overheat",
     "dtc_new": "Trouble code", "dtc_cleared": "Trouble code cleared", "mil_on": "Check engine light",
     "battery_low": "Battery low", "charging_fault": "Charging fault", "service_due": "Service due",
     "service_soon": "Service soon", "trip": "Trip", "log_reset": "Dongle log reset",
 }
 EVENT_ICONS = {"low_fuel": "mdi:gas-station-off", "refuel": "mdi:gas-station", "fuel_drop": "mdi:water-alert",
+               "fuel_leak_suspected": "mdi:water-alert",
                "overheat": "mdi:thermometer-alert", "dtc_new": "mdi:engine-off", "dtc_cleared": "mdi:engine",
                "mil_on": "mdi:engine-outline", "battery_low": "mdi:car-battery", "charging_fault": "mdi:battery-alert",
                "service_due": "mdi:wrench-clock", "service_soon": "mdi:wrench-clock", "trip": "mdi:map-marker-path",
