@@ -238,6 +238,8 @@ SAMPLE_VALUES = {
     "low_fuel": {"level_pct": 9.4, "litres_left": 4.7, "range_km": 48},
     "refuel": {"litres": 38.0, "from_pct": 10.2, "to_pct": 86.0},
     "fuel_drop": {"litres": 6.0, "from_pct": 60.0, "to_pct": 48.0, "while": "parked"},
+    "fuel_leak_suspected": {"excess_lph": 9.5, "expected_lph": 7.8, "source": "fuel_rate",
+                            "window_start_ms": 0, "window_end_ms": 900_000, "level_pct": 52.0},
     "overheat": {"coolant_c": 116.0, "threshold_c": 110.0, "for_s": 31.0},
     "dtc_new": {"code": "P0301", "description": "Cylinder 1 Misfire Detected", "status": "stored",
                 "permanent": False},
