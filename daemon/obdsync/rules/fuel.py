@@ -73,6 +73,7 @@ HIST_MS = 600_000
 # of the fuel it assumes burnt (0x5E/MAF are measurements; a learnt L/100 km is not).
 SLACK_MEASURED = 0.08
 SLACK_LEARNT = 0.35
+LEARNT_UNSURE_L = 0.5
 # Learnt consumption: the configured L/100 km counts as this many km of history.
 PRIOR_KM = 50.0
 LEARN_MIN_KM = 2.0
@@ -302,11 +303,15 @@ class FuelRule(Rule):
         # Sloshing readings are correlated in ways a window measures only roughly: ask more.
         k = DROP_SIGMAS if still else DROP_SIGMAS_MOVING
         unexplained = -d - self._slack() - k * (sigma ** 2 + self.ref_sigma ** 2) ** 0.5
+        # Running on a learnt L/100 km (or on nothing), the expectation drifts with the
+        # learning's error: no drop is judged against it (across a stop nothing is burnt,
+        # so thefts are still found; a leak is the trend's job), and the reference follows.
+        unsure = self.ctx.on and (self.blind or self.burnt_learnt - self.ref_burnt_learnt > LEARNT_UNSURE_L)
         if d >= fc.refuel_min_pct:
             self._start("refuel", t, exp)
-        elif unexplained >= self._drop_min() and not (self.blind and self.ctx.on):
+        elif unexplained >= self._drop_min() and not unsure:
             self._start("fuel_drop", t, exp)
-        elif abs(d) < self._tolerance() + self._slack() + 2.0 * self.ref_sigma:
+        elif unsure or abs(d) < self._tolerance() + self._slack() + 2.0 * self.ref_sigma:
             if abs(d) <= max(SIGMA_DECIDE, 2.0 * (sigma ** 2 + self.ref_sigma ** 2) ** 0.5):
                 self.ok_ms = t  # the last estimate that agreed: where a drop's window opens
             ctx = self.ctx
