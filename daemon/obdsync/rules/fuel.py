@@ -2,26 +2,28 @@
 falls faster than the engine burns while driving (``fuel_leak_suspected``).
 
 The level is an *estimate*, never a threshold on raw readings: each reading of PID
-0x2F goes through a Hampel filter (cornering surges, one-off glitches) into a level-
-and-trend Kalman filter (smoothing.LevelTrend) whose control is the fuel the engine
+0x2F goes through a Hampel filter (cornering surges, one-off glitches) into a Kalman
+filter of the level (smoothing.LevelFilter) whose control is the fuel the engine
 burnt since the last reading (0x5E, else MAF × fuel type, else the car's learnt
 L/100 km times the distance). Standing still the gauge is trusted to about a step
-(1/255) but may change fast (a pump); driving it sloshes by several percent but the
-tank only drains: the filter's noise differs accordingly. The raw readings stay in the
-store, so a replay re-derives exactly this.
+(1/255) but may change fast (a pump); driving it sloshes by several percent (measured
+from the readings' own spread and correlation) but the tank only drains: the filter's
+noise differs accordingly. The trend (``fuel_leak_suspected``) is the least-squares
+slope of the readings net of what was burnt, over a quarter of an hour of driving.
+The raw readings stay in the store, so a replay re-derives exactly this.
 
 A *reference* level is kept with the fuel burnt since it was taken; the level expected
 now is ``reference - burnt``. An estimate well above that is a refuel, well below it
-(by more than the uncertainty of the consumption model) a drop. Either is first a
-*candidate* and becomes one event only once the estimate has settled (a dwell:
-steady over two minutes standing still, so a pump that pauses or a key-off in the
-middle of a fill does not split it, one minute driving; and precise enough for the
-size of the change). A candidate that fades below half its threshold was a wobble
-(hysteresis). The reference is the level at engine-off across every stop and is not
-moved while parked, so a theft is found whether the ECU sleeps through the stop or
+(by more than the consumption model's uncertainty and two standard errors) a drop.
+Either is first a *candidate* and becomes one event once the estimate has settled
+(flat for a minute driving, two standing, longer when noisy; a fill only once the car
+drives off or after ten minutes standing, so a pump that pauses or a key-off in the
+middle does not split it). A candidate that falls back below half its threshold was a
+wobble (hysteresis). The reference is the level at engine-off across every stop and is
+not moved while parked, so a theft is found whether the ECU sleeps through the stop or
 keeps answering; while driving it moves to a settled estimate at most every ten
 minutes (moving it every reading would absorb a drop a little at a time; what is
-slower than that is the leak trend's job).
+slower than that is the trend's job).
 """
 
 from __future__ import annotations
@@ -48,7 +50,9 @@ HAMPEL_FLOOR_MOVING = 6.0
 # A gap this long between readings is treated as standing (nothing known about it).
 LONG_GAP_MS = 60_000
 
-# Settling: the estimates of the last DWELL lie within SPREAD (or 2 sigma) of each other.
+# Settling: the estimates of the last DWELL lie within SPREAD (or 2 sigma) of each other;
+# a fill standing at the pump waits REFUEL_STANDING_MS; without a speed PID, running for
+# BLIND_DRIVING_MS counts as driving.
 DWELL_STILL_MS = 120_000
 DWELL_MOVING_MS = 60_000
 REFUEL_STANDING_MS = 600_000
@@ -59,8 +63,9 @@ SPREAD_PCT = 1.0
 FLAT_PCT_PER_H = 30.0
 SETTLE_MIN_N = 5
 # A drop is reported only once the sigma of its size (estimate against reference) is
-# within SIGMA_DECIDE or this fraction of it: a 3 % drop is decided at 4 sigma, a 20 % one at 10. (A fill
-# is reported whatever its precision, with its standard deviation: ``litres_sd``.)
+# within SIGMA_DECIDE or PRECISION of it: a 3 % drop is decided at 4 sigma, a 20 % one
+# at 10. (A fill is reported whatever its precision, with it: ``litres_sd``.) A drop
+# must pass its threshold by DROP_SIGMAS standard errors (more for sloshing estimates).
 SIGMA_DECIDE = 0.75
 DROP_SIGMAS = 2.0
 DROP_SIGMAS_MOVING = 3.0
@@ -73,6 +78,8 @@ HIST_MS = 600_000
 # of the fuel it assumes burnt (0x5E/MAF are measurements; a learnt L/100 km is not).
 SLACK_MEASURED = 0.08
 SLACK_LEARNT = 0.35
+# More fuel than this assumed from the learnt L/100 km since the reference: no drop is
+# judged while driving (see _judged).
 LEARNT_UNSURE_L = 0.5
 # Learnt consumption: the configured L/100 km counts as this many km of history.
 PRIOR_KM = 50.0
@@ -87,8 +94,8 @@ LEAK_GAP_MS = 120_000
 
 class FuelRule(Rule):
     CHANNELS = (FUEL_LEVEL,)
-    STATE = ("kf", "hf", "hs", "trend", "hist", "ref", "ref_ms", "ref_sigma", "ref_km", "ok_ms", "ref_before_stop", "cand",
-             "low", "last", "ctl_l", "ctl_km", "burnt", "burnt_learnt", "ref_burnt", "ref_burnt_learnt",
+    STATE = ("kf", "hf", "hs", "trend", "hist", "ref", "ref_ms", "ref_sigma", "ref_km", "ok_ms", "ref_before_stop",
+             "cand", "low", "last", "ctl_l", "ctl_km", "burnt", "burnt_learnt", "ref_burnt", "ref_burnt_learnt",
              "learn_l", "learn_km", "blind", "on_ms", "leak_since", "leak_ms", "leak_done", "price")
 
     def __init__(self, ctx: Context):
