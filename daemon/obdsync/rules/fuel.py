@@ -96,7 +96,7 @@ class FuelRule(Rule):
     CHANNELS = (FUEL_LEVEL,)
     STATE = ("kf", "hf", "hs", "trend", "hist", "ref", "ref_ms", "ref_sigma", "ref_km", "ok_ms", "ref_before_stop",
              "cand", "low", "last", "ctl_l", "ctl_km", "burnt", "burnt_learnt", "ref_burnt", "ref_burnt_learnt",
-             "learn_l", "learn_km", "blind", "on_ms", "leak_since", "leak_ms", "leak_done", "price")
+             "learn_l", "learn_km", "blind", "on_ms", "fresh", "leak_since", "leak_ms", "leak_done", "price")
 
     def __init__(self, ctx: Context):
         super().__init__(ctx)
@@ -126,6 +126,7 @@ class FuelRule(Rule):
         self.learn_km = 0.0
         self.blind = False                   # a running step since the reference burnt an unknown amount
         self.on_ms: int | None = None        # the engine runs since
+        self.fresh = False                   # no reading yet since the engine started
         self.leak_since: int | None = None
         self.leak_ms: int | None = None
         self.leak_done = False
@@ -155,8 +156,12 @@ class FuelRule(Rule):
         filling = self.cand is not None and self.cand["kind"] == "refuel"
         kf.predict(t, burn_pct, Q_STILL if still or gap or filling else Q_BLIND if self.blind else Q_MOVING)
         r = R_STILL if still else robust_var(self.hf, R_MOVING_MIN, R_MOVING_MAX, R_MOVING)
-        if hf.get("shifted"):
-            kf.restart(hf["w"], r)  # the pre-filter saw the level move: no second vote
+        if hf.get("shifted") or self.fresh:
+            # the pre-filter saw the level move (no second vote), or this is the first
+            # reading since the engine started: whatever the tank did while the ECU slept
+            # (a fill, a theft), the readings now say where it is
+            kf.restart(hf["w"] if hf.get("shifted") else [z], r)
+            self.fresh = False
         else:
             kf.update(z, r)
         level, sigma = kf.level, kf.sigma
@@ -175,6 +180,7 @@ class FuelRule(Rule):
         if on:
             # Readings from before the stop say nothing about spikes or slosh after it.
             self.hf, self.hs = {}, {}
+            self.fresh = True
             self.leak_done = False
             return
         c = self.cand
