@@ -156,14 +156,13 @@ class FuelRule(Rule):
         filling = self.cand is not None and self.cand["kind"] == "refuel"
         kf.predict(t, burn_pct, Q_STILL if still or gap or filling else Q_BLIND if self.blind else Q_MOVING)
         r = R_STILL if still else robust_var(self.hf, R_MOVING_MIN, R_MOVING_MAX, R_MOVING)
-        if hf.get("shifted") or self.fresh:
-            # the pre-filter saw the level move (no second vote), or this is the first
-            # reading since the engine started: whatever the tank did while the ECU slept
-            # (a fill, a theft), the readings now say where it is
-            kf.restart(hf["w"] if hf.get("shifted") else [z], r)
-            self.fresh = False
+        if hf.get("shifted"):
+            kf.restart(hf["w"], r)  # the pre-filter saw the level move: no second vote
         else:
-            kf.update(z, r)
+            # the first reading since the engine started may show a jump made while the
+            # ECU slept (a fill, a theft): taken at once, not after three votes
+            kf.update(z, r, jump=self.fresh)
+        self.fresh = False
         level, sigma = kf.level, kf.sigma
         self.hist.append([t, level, sigma, level + self.burnt / self.tank * 100.0])
         k = 0

@@ -209,16 +209,20 @@ class LevelFilter:
         s = self.s
         s["x"], s["P"], s["bias"], s["out"] = median(values), r / len(values), 0.0, []
 
-    def update(self, z: float, r: float, gate: float = 5.0) -> None:
+    def update(self, z: float, r: float, gate: float = 5.0, jump: bool = False) -> None:
         """Fold in reading ``z`` of variance ``r``. Readings ``gate`` sigmas away are a
-        level shift once HAMPEL_SHIFT come in a row: the level restarts from the reading
-        (a filter tuned for slosh would otherwise crawl after a fill)."""
+        level shift once HAMPEL_SHIFT come in a row (at once with ``jump``: the caller
+        knows the level may have moved unseen): the level restarts from the readings (a
+        filter tuned for slosh would otherwise crawl after a fill)."""
         s = self.s
         if s["P"] >= UNKNOWN_VAR:  # the first reading: nothing to weigh it against
             s["x"], s["P"], s["bias"], s["out"] = z, r, 0.0, []
             return
         nu = z - s["x"]
         S = s["P"] + r
+        if nu * nu > gate * gate * S and jump:
+            self.restart([z], r)
+            return
         if nu * nu > gate * gate * S:
             out = s.setdefault("out", [])
             if out and (out[-1] - s["x"]) * nu < 0:
