@@ -66,7 +66,9 @@ mixes = st.builds(
     maf=st.booleans(), speed_pid=st.booleans(), speed_noise_kmh=st.sampled_from([0.0, 4.0]),
     consumption_err=st.floats(-0.05, 0.05))
 seeds = st.integers(0, 2 ** 32 - 1)
-FAST = settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# Derandomized: make test sees the same draws every run (a failure is reproducible, not
+# a flake); the soak below and `--hypothesis-seed` explore further.
+FAST = settings(max_examples=12, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 
 
 def noise_only(noise: Noise, seed: int) -> FuelTrace:

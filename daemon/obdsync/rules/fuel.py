@@ -213,7 +213,7 @@ class FuelRule(Rule):
         self.ctl_l, self.ctl_km = ctx.litres_total, ctx.km_total
         if dl > 0:
             burn = dl
-        elif ctx.on and ctx.speed_ms is None:
+        elif ctx.on and ctx.speed_ms is None and not ctx.consumption_known(None, ctx.now or 0):
             # running, and neither consumption nor distance known: no expectation at all
             self.blind = True
             burn = 0.0
