@@ -47,7 +47,7 @@ def import_csv(ctx: Ctx, csv_file: Path, device: str | None) -> None:
     """Store a recorded drive from a CSV log as a device of its own (then `obdsync
     replay --device ID`). Columns: a time (ISO 8601 or Unix s/ms), signals by
     python-OBD name (SPEED, RPM, FUEL_LEVEL, …) or PID (0x2F); or Torque Pro's CSV."""
-    from obdsync.csvimport import CsvFormatError
+    from obdsync.csvimport import CsvFormatError, load
     from obdsync.csvimport import import_csv as do_import
     from obdsync.paths import normalize_device_id
 
@@ -57,13 +57,18 @@ def import_csv(ctx: Ctx, csv_file: Path, device: str | None) -> None:
         except ValueError as e:
             raise click.BadParameter(str(e), param_hint="--device") from None
 
+    try:
+        loaded = load(csv_file)  # a bad file is refused before any database is touched
+    except CsvFormatError as e:
+        raise click.ClickException(f"{csv_file}: {e}") from None
+
     async def go(store: Any) -> tuple:
         try:
-            return await do_import(store, csv_file, device)
+            return await do_import(store, csv_file, device, loaded)
         except CsvFormatError as e:
             raise click.ClickException(f"{csv_file}: {e}") from None
 
-    dev, n, parsed = with_store(ctx, go)
+    dev, n, parsed = with_store(ctx, go, create=True)  # an import is a writer: it may start the database
     first, last = parsed.rows[0][0], parsed.rows[-1][0]
     click.echo(f"{csv_file.name}: {len(parsed.rows)} rows from {fmt_ms(first)} to {fmt_ms(last)} -> device {dev}"
                f" ({n} records stored)")

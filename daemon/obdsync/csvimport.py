@@ -236,16 +236,23 @@ def records(parsed: Parsed, boot: int = 1) -> list[Record]:
     return out
 
 
-async def import_csv(store, path: Path, device: str | None = None) -> tuple[str, int, Parsed]:
-    """Store the log at ``path`` as ``device`` (default: :func:`device_for` its bytes).
-    Returns (device, records stored, what was parsed). A device that already holds
-    records is refused unless it is this file's own id (then nothing new is stored)."""
+def load(path: Path) -> tuple[bytes, Parsed]:
+    """The file's bytes and what they parse to; raises CsvFormatError."""
     data = path.read_bytes()
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError:
         text = data.decode("latin-1")  # Torque Pro on some phones
-    parsed = parse(text)
+    return data, parse(text)
+
+
+async def import_csv(store, path: Path, device: str | None = None,
+                     loaded: tuple[bytes, Parsed] | None = None) -> tuple[str, int, Parsed]:
+    """Store the log at ``path`` (``loaded``: already :func:`load` ed) as ``device``
+    (default: :func:`device_for` its bytes). Returns (device, records stored, what was
+    parsed). A device that already holds records is refused unless it is this file's
+    own id (then nothing new is stored)."""
+    data, parsed = loaded or load(path)
     own = device_for(data)
     dev = device or own
     before = {s.device: s.records for s in await store.status()}.get(dev, 0)
