@@ -32,7 +32,7 @@ HARD_HOLD_MS = 1_000
 HARD_STRONG = 1.5
 
 
-def _episode(since: int | None, armed: bool, t: int, a: float, threshold: float) -> tuple[int | None, bool, int]:
+def hard_episode(since: int | None, armed: bool, t: int, a: float, threshold: float) -> tuple[int | None, bool, int]:
     """One hard-driving episode counter: ``a`` (m/s², positive in the direction judged)
     held at or past ``threshold`` for HARD_HOLD_MS (or once past HARD_STRONG × it) counts
     once; it must fall back below REARM × threshold before another counts. Returns
@@ -98,10 +98,10 @@ class TripRule(Rule):
             tr["brake_since"] = tr["accel_since"] = None
             return
         tc = self.config.trip
-        tr["brake_since"], tr["brake_armed"], n = _episode(tr["brake_since"], tr["brake_armed"], t,
+        tr["brake_since"], tr["brake_armed"], n = hard_episode(tr["brake_since"], tr["brake_armed"], t,
                                                            -a, tc.hard_brake_ms2)
         tr["brakes"] += n
-        tr["accel_since"], tr["accel_armed"], n = _episode(tr["accel_since"], tr["accel_armed"], t,
+        tr["accel_since"], tr["accel_armed"], n = hard_episode(tr["accel_since"], tr["accel_armed"], t,
                                                            a, tc.hard_accel_ms2)
         tr["accels"] += n
 

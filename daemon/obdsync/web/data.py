@@ -9,7 +9,8 @@ import time
 from typing import Any
 
 from obdsync.decode import describe_dtc
-from obdsync.rules.trips import ACCEL_MAX_SPAN_MS, ACCEL_WINDOW_MS, REARM
+from obdsync.rules.smoothing import accel_ms2
+from obdsync.rules.trips import hard_episode
 
 SPEED, RPM, COOLANT, FUEL, VOLTAGE = 0x0D, 0x0C, 0x05, 0x2F, 0xFF
 #: The Now page's gauges: signal id -> key (and unit in the store).
@@ -79,35 +80,23 @@ async def series(store: Any, device: str, signal: int, since_ms: int, until_ms: 
 
 
 def hard_moments(speed: list[tuple[int, float]], config: Any) -> list[tuple[int, str]]:
-    """When the hard brakes and accelerations happened: the trip rule's window and
-    thresholds (`rules.trips`) run over the stored speed (the trip keeps only counts)."""
+    """When the hard brakes and accelerations happened: the trip rule's smoothed
+    acceleration and episode counter (`rules.trips`) run over the stored speed (the
+    trip keeps only counts)."""
     tc = config.trip
     out: list[tuple[int, str]] = []
-    recent: list[tuple[int, float]] = []
-    brake_armed = accel_armed = True
+    recent: list[list] = []
+    state = {"brake": [None, True], "accel": [None, True]}  # [since, armed]
     for t, v in speed:
-        recent.append((t, v))
-        while len(recent) > 2 and t - recent[1][0] >= ACCEL_WINDOW_MS:
-            recent.pop(0)
-        t0, v0 = recent[0]
-        span = t - t0
-        if span < ACCEL_WINDOW_MS or span > ACCEL_MAX_SPAN_MS:
-            if span > ACCEL_MAX_SPAN_MS:
-                del recent[:-1]
+        a = accel_ms2(recent, t, v)
+        if a is None:
+            state["brake"][0] = state["accel"][0] = None
             continue
-        a = (v - v0) / 3.6 / (span / 1000.0)
-        if a <= -tc.hard_brake_ms2:
-            if brake_armed:
-                out.append((t, "brake"))
-                brake_armed = False
-        elif a > -tc.hard_brake_ms2 * REARM:
-            brake_armed = True
-        if a >= tc.hard_accel_ms2:
-            if accel_armed:
-                out.append((t, "accel"))
-                accel_armed = False
-        elif a < tc.hard_accel_ms2 * REARM:
-            accel_armed = True
+        for kind, val, threshold in (("brake", -a, tc.hard_brake_ms2), ("accel", a, tc.hard_accel_ms2)):
+            since, armed, n = hard_episode(state[kind][0], state[kind][1], t, val, threshold)
+            state[kind] = [since, armed]
+            if n:
+                out.append((t, kind))
     return out
 
 
