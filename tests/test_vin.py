@@ -74,7 +74,18 @@ def test_the_daemon_stores_the_vin_and_status_and_exports_show_it(tmp_path):
                 except (sqlite3.Error, TypeError):
                     return None
 
+            def stored_samples():
+                try:
+                    with sqlite3.connect(home.db) as c:
+                        return c.execute("SELECT COUNT(*) FROM samples s JOIN devices d ON d.num = s.device"
+                                         " WHERE d.id=?",
+                                         (d.device_id,)).fetchone()[0]
+                except sqlite3.Error:
+                    return 0
+
             wait_until(stored_vin, 60, "the VIN stored")
+            # The VIN can land before the first batch of samples: the export below needs rows.
+            wait_until(stored_samples, 60, "samples stored")
             assert daemon.terminate() == 0, daemon.output[-3000:]
         finally:
             home.close()
