@@ -62,6 +62,7 @@ SPREAD_PCT = 1.0
 # 2 min rising 0.5 % a minute has 1 % left to climb; noisy estimates take longer.
 FLAT_PCT_PER_H = 30.0
 SETTLE_MIN_N = 5
+STILL_SPREAD = 0.5
 # A drop is reported only once the sigma of its size (estimate against reference) is
 # within SIGMA_DECIDE or PRECISION of it: a 3 % drop is decided at 4 sigma, a 20 % one
 # at 10. (A fill is reported whatever its precision, with it: ``litres_sd``.) A drop
@@ -106,7 +107,7 @@ class FuelRule(Rule):
         self.trend: list[list] = []          # driving: [t, reading + all burnt so far, %]
         self.hf: dict = {}                   # the Hampel filter's state, moving readings
         self.hs: dict = {}                   # ... standing readings
-        self.hist: list[list] = []           # recent estimates [t, level, sigma, level + burnt %]
+        self.hist: list[list] = []           # recent estimates [t, level, sigma, level + burnt %, standing]
         self.ref: float | None = None        # reference level, %
         self.ref_ms: int | None = None
         self.ref_sigma = 0.0
@@ -164,7 +165,7 @@ class FuelRule(Rule):
             kf.update(z, r, jump=self.fresh)
         self.fresh = False
         level, sigma = kf.level, kf.sigma
-        self.hist.append([t, level, sigma, level + self.burnt / self.tank * 100.0])
+        self.hist.append([t, level, sigma, level + self.burnt / self.tank * 100.0, still])
         k = 0
         while t - self.hist[k][0] > HIST_MS:
             k += 1
@@ -367,6 +368,11 @@ class FuelRule(Rule):
         else:
             dwell = DWELL_MOVING_MS if driving or c["jump"] else DWELL_STILL_MS
         settled_from = self._settled(t, dwell, c["t"])
+        h = self.hist
+        if settled_from is None and not refuel and c["jump"] and len(h) >= 2 and h[-2][0] >= c["t"] \
+                and h[-2][4] and h[-1][4] and abs(h[-1][3] - h[-2][3]) <= STILL_SPREAD:
+            # a drop while the ECU slept, then two exact standing readings that agree: known
+            settled_from = h[-2][0]
         if settled_from is None:
             return
         self._decide(t, level, sigma, settled_from)
