@@ -60,6 +60,10 @@ class Stub(Actions):
         self.calls += 1
         return control.OK, b"WVWZZZ1KZAW386754"
 
+    async def read_freeze(self):
+        self.calls += 1
+        return control.OK, control.pack_freeze([(0xE8, 0x02, b"\x01\x33")])
+
     def status(self):
         self.calls += 1
         return control.OK, b""
