@@ -204,11 +204,17 @@ class Daemon:
                 if self.dashboard is not None:
                     await self.dashboard.stop()
         finally:
-            if self.pipeline is not None:
-                await self.pipeline.close()  # derive and store what is in hand first
-            if self.forwarder is not None:
-                await self.forwarder.stop()
-            await self.store.close()
+            # Each step whatever the one before it raised: an open database keeps
+            # aiosqlite's thread, and with it the process, alive after SIGTERM.
+            try:
+                if self.pipeline is not None:
+                    await self.pipeline.close()  # derive and store what is in hand first
+            finally:
+                try:
+                    if self.forwarder is not None:
+                        await self.forwarder.stop()
+                finally:
+                    await self.store.close()
 
     async def _start_dashboard(self) -> None:
         """The dashboard on this loop, fed by the pipeline after each stored batch. A port

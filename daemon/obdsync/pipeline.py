@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from obdsync.config import Config
+from obdsync.db import StoreError
 from obdsync.decode import SIG_DTC_COUNT, SIG_MIL, display_value
 from obdsync.rules import WARNING, Event, EventChange, RuleEngine, event_id
 from obdsync.store import EPOCH_SEQ_SHIFT, Store, Trip
@@ -89,7 +90,14 @@ class Pipeline:
         await self.flush()
         for dev, st in self._devices.items():
             if st.dirty and not st.unsaved:
-                await self._save(dev, st)
+                try:
+                    await self._save(dev, st)
+                except StoreError as e:
+                    # Derived state only: a store that cannot take it (full, failing) must
+                    # not stop the daemon from closing; the next start derives it again
+                    # from the stored samples, as after any unreadable snapshot.
+                    log.error("%s: rules state not saved (%s); it is derived again from the stored samples "
+                              "at the next start", dev, e)
 
     async def flush(self) -> None:
         """Wait until derivation has caught up with what is stored (or is waiting
