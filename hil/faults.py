@@ -109,6 +109,8 @@ class DaemonProc:
 
     def write_config(self, text: str) -> None:
         self.config_path.parent.mkdir(parents=True, exist_ok=True)
+        if "[web]" not in text:  # parallel runs must not race for the dashboard's default port
+            text += "\n[web]\nport = 0\n"
         self.config_path.write_text(text)
 
     def pair(self, dongle: Any, timeout: float = 60.0) -> None:

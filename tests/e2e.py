@@ -315,6 +315,12 @@ class Home:
         return p
 
     def run(self, *args: str) -> DaemonProc:
+        # The dashboard on a port of its own: daemons of parallel tests must not race for
+        # the default 8765 (the loser logs an ERROR, which tests read as a failure).
+        p = self.config_home / "obdsync" / "config.toml"
+        text = p.read_text() if p.exists() else ""
+        if "[web]" not in text:
+            self.write_config(text + "\n[web]\nport = 0\n")
         d = DaemonProc([OBDSYNC, *args, "run"], self.env)
         self.procs.append(d)
         return d
