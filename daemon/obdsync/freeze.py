@@ -13,6 +13,8 @@ import logging
 import time
 from typing import Any
 
+from obdsync.hooks import after_ready
+
 log = logging.getLogger(__name__)
 
 # After the link is ready, then while it stays up: when the stored codes are looked at again.
@@ -25,17 +27,12 @@ _following: set[asyncio.Task] = set()  # referenced until done (the loop keeps o
 
 def watch(link: Any, store: Any) -> None:
     """Follow ``link``'s stored codes each time it is ready (after whatever else it does then)."""
-    before = link.on_ready
 
     async def ready(info: Any) -> None:
-        if before is not None:
-            r = before(info)
-            if hasattr(r, "__await__"):
-                await r
         device = info.device_id.hex()
         _following.add(asyncio.create_task(_follow(link, store, device), name=f"freeze {device}"))
 
-    link.on_ready = ready
+    after_ready(link, ready)
 
 
 async def _follow(link: Any, store: Any, device: str) -> None:

@@ -16,6 +16,7 @@ import logging
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from obdsync.hooks import after_ready
 from obdsync.i18n import N_
 
 log = logging.getLogger("obdsync.vin")
@@ -163,13 +164,8 @@ ASK_AFTER_S = (2.0, 5.0, 15.0, 60.0, 300.0)
 
 def watch(link: Any, store: Any) -> None:
     """Store the VIN each time ``link`` is ready (after whatever else it does then)."""
-    before = link.on_ready
 
     async def ready(info: Any) -> None:
-        if before is not None:
-            r = before(info)
-            if hasattr(r, "__await__"):
-                await r
         device = info.device_id.hex()
         try:
             got = await remember(store, device, bytes(info.vin or b""), address=link.address)
@@ -179,7 +175,7 @@ def watch(link: Any, store: Any) -> None:
         if got is None and known(device) is None:
             _asking.add(asyncio.create_task(_ask(link, store, device), name=f"vin {device}"))
 
-    link.on_ready = ready
+    after_ready(link, ready)
 
 
 _asking: set[asyncio.Task] = set()  # referenced until done (the loop keeps only weak references)
