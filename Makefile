@@ -90,8 +90,10 @@ provision: $(STAMP)
 	@test -n "$(PORT)" || (echo "usage: make provision PORT=/dev/ttyUSB0" >&2; exit 2)
 	$(BIN)/obdsync provision $(PORT)
 
+# Style, then types: the daemon and hil strictly ([tool.mypy] in pyproject.toml).
 lint: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 
 clean:
 	rm -rf build .pytest_cache  # build/mpy32 too: the next test run rebuilds it
