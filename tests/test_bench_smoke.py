@@ -5,9 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+from pathlib import Path
 
-from hil.bench import ingest, pids
+import pytest
+
+from hil.bench import calibrate, ingest, pids
 from hil.bench.__main__ import main
+from hil.bench.common import BenchError
 
 
 def test_quick_run_of_a_figure_writes_results_json_and_a_table(tmp_path, capsys):
@@ -55,3 +59,21 @@ def test_window_lines_and_link_counters_become_rates_and_the_link_limit():
     # 1260 bytes x 10 bits at 38400 Bd + 20 requests x 30 ms
     assert abs(w["limit_s"] - (12600 / 38400 + 0.6)) < 1e-9
     assert w["alloc_bytes"] == 64 and w["records_sealed"] == 1
+
+
+def test_perf_bench_calibration_runs_every_published_benchmark(micropython, tmp_path):
+    # The vendored upstream benchmarks run on the interpreter and each gives a positive score
+    # to divide by its published ESP32 one (no speed is asserted: that is `make bench`'s).
+    cal = calibrate.measure(tmp_path, Path(micropython))
+    assert set(cal.per_bench) == set(calibrate.ESP32_SCORES) == set(cal.scores)
+    assert all(f > 0 for f in cal.per_bench.values())
+    assert cal.low <= cal.factor <= cal.high
+
+
+def test_a_benchmark_that_skips_is_an_error_not_a_score(tmp_path):
+    # A build without big ints prints "-1 -1 SKIP": that must not become a factor.
+    fake = tmp_path / "fake-micropython"
+    fake.write_text("#!/bin/sh\necho '-1 -1 SKIP: no matching params'\n")
+    fake.chmod(0o755)
+    with pytest.raises(BenchError, match="skipped or failed"):
+        calibrate.score(fake, "bm_pidigits", tmp_path)

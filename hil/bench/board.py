@@ -13,13 +13,9 @@
 - CPU per ELM request (the poll path's process CPU per request in the same run, waiting
   for the reply included: the driver polls the UART) and per record sealed (seal,
   MAC included: the C hashlib that protocol.auth selects, and protocol.sha256's bytecode for
-  comparison), times the calibration factor. Calibration would run MicroPython's
-  tests/perf_bench on the 32-bit build against published ESP32 scores; the pinned tree is
-  trimmed (no tests/), so the factor is REFERENCE.md's ~100x (80-130x), measured when this
-  machine's 32-bit build took 0.74 ms for the bytecode HMAC of 256 bytes. This run times
-  that same HMAC as its anchor and scales the factor by it, so a loaded machine (the build
-  machines are shared) does not read as a slow board: board ms = unix ms x 100 x 0.74 /
-  the anchor's ms. The rows say so.
+  comparison), times the calibration factor: MicroPython's tests/perf_bench run on the 32-bit
+  build in this same run against the scores published for an ESP32 at 240 MHz
+  (hil/bench/calibrate.py), so a loaded or faster build machine moves both sides.
 """
 
 from __future__ import annotations
@@ -30,15 +26,12 @@ import subprocess
 import time
 from contextlib import contextmanager
 from dataclasses import replace
-from pathlib import Path
 
 from hil import mpy
+from hil.bench import calibrate
 from hil.bench.common import BenchError, Context, Row, fmt
 from hil.build_firmware import SOURCES, code_heap_kb, cross_compile, frozen_tree, sim_tree
 
-CAL_FACTOR = 100.0  # unix 32-bit CPU time x this = ESP32 at 240 MHz (REFERENCE.md; 80-130)
-CAL_RANGE = (80.0, 130.0)
-CAL_ANCHOR_MS = 0.74  # the bytecode HMAC of 256 B on the 32-bit build when CAL_FACTOR was measured
 LIVE_MPY_KB = 80
 FROZEN_DATA_KB = 40
 SEAL_BOARD_MS = 5.0
@@ -57,11 +50,6 @@ def _on_mpy32():
             os.environ.pop(mpy.INTERPRETER_ENV, None)
         else:
             os.environ[mpy.INTERPRETER_ENV] = old
-
-
-def _perf_bench() -> Path | None:
-    tree = mpy.ROOT / "build" / "mpy32" / "src" / "micropython" / "tests" / "perf_bench"
-    return tree if tree.is_dir() else None
 
 
 def _sample_path(ctx: Context) -> dict:
@@ -209,19 +197,17 @@ def run(ctx: Context) -> dict:
     why = mpy.frozen_unavailable()
     if why:
         raise BenchError(why)
+    ctx.log("board: calibration, MicroPython's perf_bench on the 32-bit build …")
+    cal = calibrate.measure(ctx.workdir / "perf_bench")
     res: dict = {"interpreter": str(mpy.MPY32), "calibration": {
-        "factor": CAL_FACTOR, "range": CAL_RANGE,
-        "perf_bench": str(_perf_bench()) if _perf_bench() else None,
-        "note": ("tests/perf_bench is not in the pinned MicroPython tree (../shared/vendor is trimmed): the "
-                 "factor is REFERENCE.md's (published ESP32 240 MHz perf_bench scores against the same "
-                 "benchmarks on this machine's 32-bit build), not measured in this run")}}
+        "factor": cal.factor, "range": (cal.low, cal.high), "per_bench": cal.per_bench, "scores": cal.scores}}
     with _on_mpy32():
         ctx.log("board: the poll path on the 32-bit build …")
         res["sample_path"] = _sample_path(ctx)
         ctx.log("board: sealing cost, C hashlib and bytecode MAC …")
         seals, macs = _seal_cost(ctx)
-        factor = CAL_FACTOR * CAL_ANCHOR_MS / (macs["bytecode"] / 1000)
-        res["calibration"].update(anchor_ms=macs["bytecode"] / 1000, factor_scaled=factor, mac256_us=macs)
+        factor = cal.factor
+        res["mac256_us"] = macs
         # ms_board: seal's bytecode (the MAC too) scaled. The append is apart and not
         # scaled: most of it is the file write at flush, the OS's I/O here (LittleFS's
         # on the board), which the bytecode factor does not describe.
@@ -242,7 +228,7 @@ def run(ctx: Context) -> dict:
             ctx.log(f"board: live heap through the long drive, {'frozen' if frozen else '.mpy'} …")
             res["live_frozen" if frozen else "live_mpy"] = _live_heap(ctx, frozen)
     sp = res["sample_path"]
-    sp["cpu_ms_per_request_board"] = sp["cpu_ms_per_request_unix"] * res["calibration"]["factor_scaled"]
+    sp["cpu_ms_per_request_board"] = sp["cpu_ms_per_request_unix"] * res["calibration"]["factor"]
     return res
 
 
@@ -252,9 +238,8 @@ def rows(r: dict) -> list[Row]:
     c_full, b_full = seal[("c", "full")], seal[("bytecode", "full")]
     sizes = r["modules"]["xtensawin_bytes"]
     top = sorted(sizes.items(), key=lambda kv: -kv[1])[:4]
-    cal_note = (f"×{cal['factor_scaled']:.0f}: ×{cal['factor']:.0f} ({cal['range'][0]:.0f}–{cal['range'][1]:.0f}, "
-                f"REFERENCE.md; perf_bench is not in the pinned tree) scaled by this run's anchor, "
-                f"{cal['anchor_ms']:.2f} ms for a 256 B bytecode HMAC (was {CAL_ANCHOR_MS} ms)")
+    cal_note = (f"×{cal['factor']:.0f} ({cal['range'][0]:.0f}–{cal['range'][1]:.0f} over "
+                f"{len(cal['per_bench'])} perf_bench benchmarks, this run, against published ESP32 240 MHz scores)")
     return [
         Row("32-bit: heap per sample (poll path) / per sealed record",
             f"{fmt(sp['bytes_per_sample_besides_sealing'], 2)} B/sample over {sp['samples']:,} samples; "
