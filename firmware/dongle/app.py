@@ -17,7 +17,7 @@ import time
 
 from micropython import const
 
-from protocol import auth, control
+from protocol import auth
 from protocol.channels import CH_VOLTAGE, PID_RPM, PID_SPEED, PID_STATUS
 from protocol.control import POWER_SLEEPING
 from protocol.info import CAP_CAN, CAP_PAIRING, encode_info
@@ -25,7 +25,8 @@ from protocol.record import EVENT_ADAPTER_RESET, EVENT_BOOT, EVENT_NAMES, MAX_RE
 from protocol.uuids import adv_name
 
 from . import elm327
-from .commands import Actions, CommandHandler
+from .actions import DongleActions
+from .commands import CommandHandler
 from .elm327 import ELM327
 from .flashlog import FlashLog
 from .gatt import Gatt
@@ -41,7 +42,7 @@ PID_CMV = const(0x42)  # control module voltage: the supply reading where the ad
 VOLTS_STALE_MS = const(120000)  # a supply reading at least this often, even if the plan has none
 
 
-class Dongle(Actions):
+class Dongle:
     def __init__(self, ble, stream, clock, flash_root, secret, device_id, *, pairing=True, bonds=None,
                  log_capacity=1 << 20, segment_bytes=16384, power_config=None, sleeper=None,
                  random_bytes=None, name=None, out=print, heap_report_ms=0, watchdog=None):
@@ -56,14 +57,14 @@ class Dongle(Actions):
                             segment_bytes, clock, random_bytes=random_bytes)
         key = self.log.key
         self.writer = RecordWriter(key)
-        self._signer = Signer(key)
-        self._small = bytearray(MAX_RECORD)  # event/anchor/dtc records
+        self.signer = Signer(key)
+        self.small = bytearray(MAX_RECORD)  # event/anchor/dtc records
         self._txbuf = bytearray(MAX_RECORD)  # the record being notified
         # Serial timeouts are physics (baud, ECU latency): real ticks, never the
         # simulation's warped clock. Poll intervals and records use `clock`.
         self.elm = ELM327(stream)
         self.plan = Plan()
-        self.sched = Scheduler(self.elm, self.plan, self._sink, clock.ms, on_reset=self._on_reset)
+        self.sched = Scheduler(self.elm, self.plan, self.sink, clock.ms, on_reset=self._on_reset)
         self.power = Power(clock, power_config)
         self._sleeper = sleeper
         self._pairing = pairing
@@ -71,11 +72,13 @@ class Dongle(Actions):
         self._watchdog = watchdog  # a dongle.watchdog.Watchdog, fed by housekeeping
         self.gatt = Gatt(ble, name or adv_name(self.device_id), self._info(), pairing, auth.passkey(secret),
                          bonds)
-        self.cmd = CommandHandler(secret, self.device_id, clock, self, random_bytes)
+        # The commands act through an object of their own: nothing else of the dongle is reachable
+        # from BLE.
+        self.cmd = CommandHandler(secret, self.device_id, clock, DongleActions(self), random_bytes)
         self._cursor = None
         self._wake_sender = asyncio.ThreadSafeFlag()
         self._last_status = -1  # the last PID 0x01 data (MIL + count), to notice changes
-        self._dtc_due = False
+        self.dtc_due = False
         self.sleeps = 0
         self._slept_at = 0
         self._adapter_up = False
@@ -83,6 +86,7 @@ class Dongle(Actions):
         self._ecu_at = 0  # clock ms of the last ECU answer (ECU silence: the engine is off)
         self._mv_at = 0  # ... and of the last supply reading (the power rules' input)
         self._volts_job = False
+        self._vin_asked = False
         self._gen = 0  # the gatt generation the session belongs to
         self._heap_ms = heap_report_ms  # > 0: print "heap ALLOC FREE" this often (tests watch it)
         self._heap_at = 0
@@ -98,14 +102,14 @@ class Dongle(Actions):
 
     # -- records ----------------------------------------------------------------
 
-    def _sink(self, t_ms, n, ch, off, ln, data):
+    def sink(self, t_ms, n, ch, off, ln, data):
         """Answers of one request (the scheduler's callback; allocation-free)."""
         w = self.writer
         nbytes = 0
         for i in range(n):
             nbytes += ln[i]
         if not w.fits(n, nbytes) or (not w.empty() and t_ms < w.t0):
-            self._seal()  # full, or the clock wrapped (dongle.clock): a record's times only rise
+            self.seal()  # full, or the clock wrapped (dongle.clock): a record's times only rise
         w.group(t_ms)
         p = self.power
         code = NONE
@@ -128,7 +132,7 @@ class Dongle(Actions):
                 s = data[o]
                 if s != self._last_status:
                     self._last_status = s
-                    self._dtc_due = True
+                    self.dtc_due = True
             if c != CH_VOLTAGE:
                 self._ecu_at = t_ms
             if e != NONE:
@@ -136,7 +140,7 @@ class Dongle(Actions):
         # After the group: an event seals the record, which must not split a group.
         self._power_event(code)
 
-    def _seal(self):
+    def seal(self):
         w = self.writer
         if w.empty():
             return
@@ -144,13 +148,13 @@ class Dongle(Actions):
         n = w.seal(log.next_seq, log.boot)
         log.append(w.out, n)
 
-    def _append_small(self, n):
-        self.log.append(self._small, n)
+    def append_small(self, n):
+        self.log.append(self.small, n)
 
     def _event(self, code):
-        self._seal()  # keep the order: samples before the event they led to
+        self.seal()  # keep the order: samples before the event they led to
         log = self.log
-        self._append_small(self._signer.event(self._small, log.next_seq, log.boot, self.clock.ms(), code,
+        self.append_small(self.signer.event(self.small, log.next_seq, log.boot, self.clock.ms(), code,
                                               self.power.millivolts))
         self._out("event %s" % EVENT_NAMES.get(code, code))
 
@@ -162,7 +166,7 @@ class Dongle(Actions):
             self.sched.set_power(self.power.state)
         elif code == ENGINE_ON:
             self.sched.set_power(self.power.state)
-            self._dtc_due = True  # trip start
+            self.dtc_due = True  # trip start
         elif code == BATTERY_LOW:
             self.sched.set_power(self.power.state)
             self.log.flush()
@@ -186,13 +190,13 @@ class Dongle(Actions):
             # says nothing about the codes, and a record of none would be a false all-clear.
             if await elm.read_dtcs(mode) != elm327.OK:
                 continue
-            self._seal()
+            self.seal()
             log = self.log
-            n = self._signer.dtc(self._small, log.next_seq, log.boot, self.clock.ms(), mode, elm.dtc, elm.dtc_n,
+            n = self.signer.dtc(self.small, log.next_seq, log.boot, self.clock.ms(), mode, elm.dtc, elm.dtc_n,
                                  elm.dtc_ecu)
-            self._append_small(n)
+            self.append_small(n)
 
-    async def _elm_job(self, fn):
+    async def elm_job(self, fn):
         """Run fn (an async function using the chip) in the scheduler's task."""
         done = asyncio.Event()
         box = [None]
@@ -210,44 +214,70 @@ class Dongle(Actions):
     # -- tasks ------------------------------------------------------------------
 
     async def housekeeping(self):
-        vin_known = False
+        """The periodic duties, one named method each, every HOUSEKEEPING_MS."""
         while self.running:
             await asyncio.sleep_ms(HOUSEKEEPING_MS)
-            if self._watchdog is not None:
-                self._watchdog.check(self.sched.beat)
+            now = self.clock.ms()
+            self._feed_watchdog()
             if self._bonds is not None:
                 self._bonds.flush()  # what the pairing IRQ could not schedule
-            now = self.clock.ms()
-            w = self.writer
-            if not w.empty() and time.ticks_diff(now, w.t0) >= RECORD_MS:
-                self._seal()
-            self.log.tick()
-            if self.log.flushed_seq >= self.log.first_unacked:
-                self._wake_sender.set()
-            if self.power.state == POWER_SLEEPING and time.ticks_diff(now, self._slept_at) >= self.power.config.sleep_ms:
-                # The timer wake (where deep sleep returns instead of rebooting).
-                self.power.woke()
-                self.sched.set_power(self.power.state)
-                self._out("woke")
-            if self.power.polling and (not self.elm.ecu or time.ticks_diff(now, self._ecu_at) > ENGINE_OFF_SILENT_MS):
-                # A stopped engine answers NO DATA, not RPM 0: silence counts as RPM 0.
-                self.power.no_answer()
-            if (self.power.state != POWER_SLEEPING and not self._volts_job and self.elm.ready
-                    and self.elm.has_volts and time.ticks_diff(now, self._mv_at) > self._volts_stale_ms()):
-                # The power rules need a fresh supply reading whatever the plan says (a
-                # SET_PLAN without ATRV, or a scheduler starving it while the bus is held).
-                self._volts_job = True
-                self.sched.submit(self._read_volts)
-            if self._dtc_due and self.elm.ecu:
-                self._dtc_due = False
-                self.sched.submit(self._read_codes)
-            if not vin_known and self.elm.ecu and self.elm.ready:
-                vin_known = True
-                self.sched.submit(self._read_vin_once)
-            if self._heap_ms and time.ticks_diff(now, self._heap_at) >= self._heap_ms:
-                self._heap_at = now
-                gc.collect()  # what stays allocated, not garbage waiting for a collection
-                self._out("heap %d %d" % (gc.mem_alloc(), gc.mem_free()))
+            self._seal_if_due(now)
+            self._tick_log()
+            self._wake_from_sim_sleep(now)
+            self._judge_engine_silence(now)
+            self._keep_volts_fresh(now)
+            self._queue_reads()
+            self._report_heap(now)
+
+    def _feed_watchdog(self):
+        if self._watchdog is not None:
+            self._watchdog.check(self.sched.beat)
+
+    def _seal_if_due(self, now):
+        """A record is sealed at RECORD_MS of age: the loss bound on a power cut."""
+        w = self.writer
+        if not w.empty() and time.ticks_diff(now, w.t0) >= RECORD_MS:
+            self.seal()
+
+    def _tick_log(self):
+        self.log.tick()
+        if self.log.flushed_seq >= self.log.first_unacked:
+            self._wake_sender.set()
+
+    def _wake_from_sim_sleep(self, now):
+        if self.power.state == POWER_SLEEPING and time.ticks_diff(now, self._slept_at) >= self.power.config.sleep_ms:
+            # The timer wake (where deep sleep returns instead of rebooting).
+            self.power.woke()
+            self.sched.set_power(self.power.state)
+            self._out("woke")
+
+    def _judge_engine_silence(self, now):
+        if self.power.polling and (not self.elm.ecu or time.ticks_diff(now, self._ecu_at) > ENGINE_OFF_SILENT_MS):
+            # A stopped engine answers NO DATA, not RPM 0: silence counts as RPM 0.
+            self.power.no_answer()
+
+    def _keep_volts_fresh(self, now):
+        if (self.power.state != POWER_SLEEPING and not self._volts_job and self.elm.ready
+                and self.elm.has_volts and time.ticks_diff(now, self._mv_at) > self._volts_stale_ms()):
+            # The power rules need a fresh supply reading whatever the plan says (a
+            # SET_PLAN without ATRV, or a scheduler starving it while the bus is held).
+            self._volts_job = True
+            self.sched.submit(self._read_volts)
+
+    def _queue_reads(self):
+        """DTCs when the status PID says they changed (or at a trip start), the VIN once."""
+        if self.dtc_due and self.elm.ecu:
+            self.dtc_due = False
+            self.sched.submit(self._read_codes)
+        if not self._vin_asked and self.elm.ecu and self.elm.ready:
+            self._vin_asked = True
+            self.sched.submit(self._read_vin_once)
+
+    def _report_heap(self, now):
+        if self._heap_ms and time.ticks_diff(now, self._heap_at) >= self._heap_ms:
+            self._heap_at = now
+            gc.collect()  # what stays allocated, not garbage waiting for a collection
+            self._out("heap %d %d" % (gc.mem_alloc(), gc.mem_free()))
 
     def _volts_stale_ms(self):
         iv = self.plan.interval(CH_VOLTAGE, self.power.state) * 100
@@ -320,6 +350,14 @@ class Dongle(Actions):
             self._cursor.close()
             self._cursor = None
 
+    def start_stream(self):
+        """Replay from the first unacked record, then follow the log live (STREAM); the log."""
+        self._stop_stream()
+        log = self.log
+        self._cursor = log.cursor()
+        self._wake_sender.set()
+        return log
+
     async def sender(self):
         g = self.gatt
         buf = self._txbuf
@@ -357,107 +395,5 @@ class Dongle(Actions):
         if self._closed:
             return
         self._closed = True
-        self._seal()
+        self.seal()
         self.log.close()
-
-    # -- commands (Actions) -----------------------------------------------------
-
-    def time_sync(self, wall_ms):
-        self._seal()
-        log = self.log
-        self._append_small(self._signer.anchor(self._small, log.next_seq, log.boot, self.clock.ms(), wall_ms))
-        return control.OK, b""
-
-    def ack(self, seq):
-        log = self.log
-        if seq >= log.first_unacked:
-            if seq >= log.flushed_seq:  # flushed_seq is one past the last record ever sent
-                return control.BAD_REQUEST, b""
-            log.ack(seq)
-        return control.OK, control.pack_pair(log.used, log.capacity)
-
-    def stream(self):
-        self._stop_stream()
-        log = self.log
-        self._cursor = log.cursor()
-        self._wake_sender.set()
-        return control.OK, control.pack_stream(log.first_unacked, log.next_seq, log.epoch)
-
-    def set_plan(self, entries):
-        self.plan.apply_entries(entries, self.elm.pid_supported if self.elm.ecu else None)
-        return control.OK, b""
-
-    async def read_dtc(self, mode):
-        elm = self.elm
-
-        async def read():
-            # Copied inside the job: the next job (the housekeeping's DTC read) reuses elm.dtc
-            # before this task resumes.
-            st = await elm.read_dtcs(mode)
-            return st, [bytes(elm.dtc[2 * i:2 * i + 2]) for i in range(elm.dtc_n)], bytes(elm.dtc_ecu[:elm.dtc_n])
-
-        st, codes, ecus = await self._elm_job(read)
-        if st == elm327.OK:
-            return control.OK, control.pack_dtcs(mode, codes, ecus)
-        # The driver's reason (NO_DATA, MALFORMED, CAN_ERROR ...) in the payload: never "none".
-        return control.ADAPTER_ERROR, elm327.NAMES[st].encode()
-
-    async def read_freeze(self):
-        elm = self.elm
-        st, entries = await self._elm_job(elm.read_freeze_frame)  # copied inside the job
-        if st == elm327.OK:
-            return control.OK, control.pack_freeze(entries)
-        return control.ADAPTER_ERROR, elm327.NAMES[st].encode()
-
-    async def clear_dtc(self):
-        # Mode 04 resets emissions monitors: never while the car moves, whatever the daemon
-        # says. Not judged from the plan's last readings (a SET_PLAN can switch those off):
-        # the dongle asks the car for its speed right before it clears (standstill.py).
-        elm = self.elm
-
-        def seen():
-            # The answer the decision rests on goes into the log like any poll.
-            self._sink(self.clock.ms(), elm.res_n, elm.res_ch, elm.res_off, elm.res_len, elm.msg)
-
-        async def clear():
-            # Imported on the first clear: a rare command's code stays off the heap until then
-            # where it is not frozen into flash (the unix port, a board without the image).
-            from .standstill import clear_if_still
-
-            return await clear_if_still(elm, seen, self.sched.batch_max > 1)
-
-        st = await self._elm_job(clear)
-        if st is None:
-            return control.REFUSED_MOVING, b""
-        if st != elm327.OK:
-            return control.ADAPTER_ERROR, b""
-        self._dtc_due = True
-        return control.OK, b""
-
-    async def read_vin(self):
-        elm = self.elm
-
-        async def read():
-            st = await elm.read_vin()
-            return st, bytes(elm.vin[: elm.vin_n])  # before another job reuses elm.vin
-
-        st, vin = await self._elm_job(read)
-        if st != elm327.OK:
-            return control.ADAPTER_ERROR, b""
-        return control.OK, vin
-
-    def status(self):
-        log = self.log
-        # auth_failures: failed proofs, everything refused for want of authentication (AUTHs in a
-        # lock-out, malformed handshakes, commands without a valid session MAC) and control writes
-        # dropped unread (a flood overflows the receive queue): a flood shows. Saturates, never wraps.
-        c = self.cmd
-        failures = c.total_failures + c.rejected + self.gatt.dropped
-        values = (self.power.millivolts, self.elm.protocol, self.power.state, self.clock.ms() // 1000, log.used,
-                  log.capacity, log.first_unacked, log.next_seq, log.boot, min(failures, 0xFFFF))
-        rates = []
-        r = self.sched.rate
-        for j in range(self.plan.n):
-            ch = self.plan.chans[j]
-            rates.append((ch, r[ch]))
-        return control.OK, control.pack_status(values, rates)
