@@ -23,7 +23,7 @@ from obdsync import __version__, door, freeze, ops, paths, sdnotify, vin
 from obdsync.config import Config
 from obdsync.dblock import RunLock
 from obdsync.devices import Paired, secret_of
-from obdsync.link import DongleLink, LinkError
+from obdsync.link import DeviceLink, DongleLink, LinkError
 from obdsync.pipeline import Pipeline
 from obdsync.service import Backoff, DeviceRunner, run_service
 from protocol import control
@@ -241,7 +241,7 @@ class Daemon:
         finally:
             self.web_tried.set()
 
-    def _on_ready(self, link: DongleLink, paired: Paired, then: Callable[[Any], Any] | None) -> Callable[[Any], Any]:
+    def _on_ready(self, link: DeviceLink, paired: Paired, then: Callable[[Any], Any] | None) -> Callable[[Any], Any]:
         self._names[link.address] = paired.name
 
         def ready(info: Any) -> Any:
@@ -252,7 +252,7 @@ class Daemon:
 
         return ready
 
-    def _tell_device(self, link: DongleLink) -> None:
+    def _tell_device(self, link: DeviceLink) -> None:
         """Home Assistant's device block: firmware from the dongle's info, the VIN once
         learnt (at connect or later, `vin.watch`), the user's name for the dongle."""
         known = vin.known(link.device)

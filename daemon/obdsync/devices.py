@@ -8,12 +8,10 @@ the secret's 64 hex digits.
 
 from __future__ import annotations
 
-import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from obdsync import paths
+from obdsync import jsontable, paths
 from obdsync.config import Secret, load_secret, save_secret
 
 
@@ -57,15 +55,13 @@ def registry_path(base: Path | None = None) -> Path:
 def load(base: Path | None = None) -> list[Paired]:
     p = registry_path(base)
     try:
-        data = json.loads(p.read_text())
-    except FileNotFoundError:
-        return []
-    except (OSError, ValueError) as e:
-        raise PairingError(f"{p} is unreadable ({e}); pair the dongles again") from None
-    out = []
-    for device, entry in sorted(data.get("dongles", {}).items()):
-        out.append(Paired(paths.normalize_device_id(device), str(entry["address"]), str(entry.get("name", ""))))
-    return out
+        entries = jsontable.load(p, "dongles")
+        return [Paired(paths.normalize_device_id(device), entry["address"], entry.get("name", ""))
+                for device, entry in sorted(entries.items())]
+    except (jsontable.TableError, ValueError) as e:  # ValueError: a key that is no device id
+        raise PairingError(f"{e}; pair the dongles again") from None
+    except KeyError as e:
+        raise PairingError(f"{p}: dongle entry without {e}; pair the dongles again") from None
 
 
 def add(device: str, address: str, secret: bytes, name: str = "", base: Path | None = None) -> Paired:
@@ -90,12 +86,8 @@ def remove(device: str, base: Path | None = None) -> Paired | None:
 
 
 def _write(entries: dict[str, Paired], base: Path | None) -> None:
-    p = registry_path(base)
-    p.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = p.with_name(p.name + ".tmp")
-    tmp.write_text(json.dumps({"dongles": {d: {"address": e.address, "name": e.name}
-                                           for d, e in sorted(entries.items())}}, indent=2) + "\n")
-    os.replace(tmp, p)
+    jsontable.save(registry_path(base), "dongles",
+                   {d: {"address": e.address, "name": e.name} for d, e in entries.items()})
 
 
 def secret_of(device: str, base: Path | None = None) -> Secret:

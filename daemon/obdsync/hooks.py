@@ -5,18 +5,22 @@ Kept apart from `obdsync.link` so that commands importing a follower (`status` i
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # types only: importing obdsync.link imports bleak
+    from obdsync.link import DeviceLink, LinkInfo
 
 
-def after_ready(link: Any, then: Callable[[Any], Awaitable[None]]) -> None:
+def after_ready(link: DeviceLink, then: Callable[[LinkInfo], Awaitable[None]]) -> None:
     """Run ``then(info)`` each time ``link`` is ready, after whatever it already ran then."""
     before = link.on_ready
 
-    async def ready(info: Any) -> None:
+    async def ready(info: LinkInfo) -> None:
         if before is not None:
             r = before(info)
-            if hasattr(r, "__await__"):
+            if inspect.isawaitable(r):
                 await r
         await then(info)
 

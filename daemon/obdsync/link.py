@@ -92,6 +92,44 @@ class Stats:
         self.log_capacity = 0
 
 
+class LinkInfo(Protocol):
+    """What a ready link knows of its device: a dongle's info characteristic
+    (protocol.info.Info), or what direct mode learnt from an adapter (obdsync.direct.logger.Info)."""
+
+    @property
+    def device_id(self) -> bytes: ...
+    @property
+    def firmware(self) -> str: ...
+    @property
+    def supported(self) -> bytes: ...
+    @property
+    def vin(self) -> bytes: ...
+
+
+# Called once a link is ready, on each connection (the service's hook); may be a coroutine function.
+OnReady = Callable[[LinkInfo], Awaitable[None] | None]
+
+
+class DeviceLink(Protocol):
+    """One device's link as the service's reconnect loop, the daemon and the control door's
+    operations (obdsync.ops) drive it: a dongle's DongleLink or an ELM327 adapter's DirectLink."""
+
+    address: str
+    on_ready: OnReady | None
+
+    @property
+    def device(self) -> str | None: ...
+    @property
+    def info(self) -> LinkInfo | None: ...
+    @property
+    def stats(self) -> Stats: ...
+    @property
+    def connected(self) -> bool: ...
+    async def session(self) -> None: ...
+    def stop(self) -> None: ...
+    async def command(self, type_: int, payload: bytes = b"", timeout: float = ...) -> bytes: ...
+
+
 class DongleLink:
     """One dongle, one connection at a time, as an async context manager:
 
@@ -114,7 +152,7 @@ class DongleLink:
         plan: list[tuple[int, int, int, int]] | None = None,
         wall_clock: Callable[[], float] = time.time,
         progress: Callable[[str, int, int], None] | None = None,
-        on_ready: Callable[[Info], Awaitable[None] | None] | None = None,
+        on_ready: OnReady | None = None,
     ) -> None:
         auth.check_secret(secret)
         self.address = address
@@ -126,13 +164,13 @@ class DongleLink:
         self.plan = plan
         self._wall = wall_clock
         self._progress = progress
-        self.on_ready = on_ready  # called once authenticated, each connection (the service's hook)
+        self.on_ready: OnReady | None = on_ready  # called once authenticated, each connection (the service's hook)
         self.info: Info | None = None
         self.device: str | None = None
         self.stats = Stats()
         self._client: BleakClient | None = None
         self._session: auth.Session | None = None
-        self._pending: dict[int, asyncio.Future] = {}
+        self._pending: dict[int, asyncio.Future[control.Message]] = {}
         self._req = random.randrange(256)
         self._cmd_lock = asyncio.Lock()
         self._ctl_rx = Reassembler()

@@ -15,7 +15,7 @@ import signal
 from collections.abc import Callable
 from typing import Any
 
-from obdsync.link import AuthError, DongleLink, IncompatibleError, LinkError
+from obdsync.link import AuthError, DeviceLink, IncompatibleError, LinkError
 
 log = logging.getLogger("obdsync.service")
 
@@ -44,7 +44,7 @@ class Backoff:
 class DeviceRunner:
     """The reconnect loop of one dongle."""
 
-    def __init__(self, link: DongleLink, backoff: Backoff) -> None:
+    def __init__(self, link: DeviceLink, backoff: Backoff) -> None:
         self.link = link
         self.backoff = backoff
         link.on_ready = lambda _info: self.connected()
@@ -106,8 +106,9 @@ async def run_service(runners: list[DeviceRunner], on_stop: Callable[[], Any] | 
     try:
         done, _ = await asyncio.wait([waiter, *tasks], return_when=asyncio.FIRST_COMPLETED)
         for t in done:
-            if t is not waiter and t.exception() is not None:
-                raise t.exception()
+            exc = t.exception() if t is not waiter else None
+            if exc is not None:
+                raise exc
     finally:
         log.info("stopping: storing and acknowledging what is in hand")
         for r in runners:

@@ -23,11 +23,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from bleak import BleakClient
 from bleak.backends.characteristic import BleakGATTCharacteristic
+from bleak.backends.client import BaseBleakClient
+from bleak.backends.device import BLEDevice
+from bleak.backends.service import BleakGATTService
 from bleak.exc import BleakError
 
 from obdsync.direct.transports import CONNECT_TIMEOUT, Transport, TransportError
@@ -75,7 +79,7 @@ def _can_write(c: BleakGATTCharacteristic) -> bool:
     return "write" in c.properties or "write-without-response" in c.properties
 
 
-def pick_layout(services: Any) -> Layout:
+def pick_layout(services: Iterable[BleakGATTService]) -> Layout:
     """The adapter's serial service and its two roles, by properties; TransportError if none."""
     ordered = sorted(services, key=lambda s: (s.uuid not in SERIAL_SERVICES,
                                               list(SERIAL_SERVICES).index(s.uuid)
@@ -105,8 +109,9 @@ class BleTransport(Transport):
     kind = "ble"
     poll_ms = 20
 
-    def __init__(self, address: str, *, backend: type | None = None, backend_kwargs: dict | None = None,
-                 device: Any = None, pair: bool | None = None) -> None:
+    def __init__(self, address: str, *, backend: type[BaseBleakClient] | None = None,
+                 backend_kwargs: dict[str, Any] | None = None, device: BLEDevice | None = None,
+                 pair: bool | None = None) -> None:
         super().__init__(address)
         self._backend = backend
         self._backend_kwargs = dict(backend_kwargs or {})
@@ -119,7 +124,7 @@ class BleTransport(Transport):
         self.paired = False
         self._last: bytes | None = None
         self._queue: asyncio.Queue[bytes] | None = None
-        self._writer_task: asyncio.Task | None = None
+        self._writer_task: asyncio.Task[None] | None = None
 
     async def _connect(self) -> BleakClient:
         """bleak-retry-connector's establish_connection (retries with backoff, a service cache, and
@@ -127,7 +132,6 @@ class BleTransport(Transport):
         one a scan gave, else found now by address. A backend of our own (the simulated radio) finds
         the device itself, from the address alone."""
         from bleak import BleakScanner
-        from bleak.backends.device import BLEDevice
         from bleak_retry_connector import BleakClientWithServiceCache, establish_connection
 
         kw: dict[str, Any] = dict(self._backend_kwargs)
@@ -173,7 +177,7 @@ class BleTransport(Transport):
             raise TransportError(f"{self.address}: {e or type(e).__name__}") from e
         log.info("%s: %s, MTU %d", self.address, self.layout.describe(), self.mtu)
         self._queue = asyncio.Queue()
-        self._writer_task = asyncio.create_task(self._write_loop(client, self.layout))
+        self._writer_task = asyncio.create_task(self._write_loop(client, self.layout, self._queue))
 
     async def _bond(self, client: BleakClient) -> None:
         await client.pair()
@@ -195,10 +199,10 @@ class BleTransport(Transport):
         if self._queue is not None:
             self._queue.put_nowait(data)
 
-    async def _write_loop(self, client: BleakClient, layout: Layout) -> None:
+    async def _write_loop(self, client: BleakClient, layout: Layout, queue: asyncio.Queue[bytes]) -> None:
         try:
             while True:
-                data = await self._queue.get()
+                data = await queue.get()
                 size = max(20, (client.mtu_size or 23) - 3)
                 for i in range(0, len(data), size):
                     await client.write_gatt_char(layout.tx, data[i:i + size], response=layout.response)

@@ -34,17 +34,17 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from dongle import elm327
 from dongle.elm327 import ELM327
 from dongle.plan import Plan
 from dongle.power import BATTERY_LOW, ENGINE_OFF, ENGINE_ON, NONE, Power
 from dongle.scheduler import Scheduler
-from obdsync import paths
+from obdsync import jsontable, paths
 from obdsync.direct import mpcompat
 from obdsync.direct.transports import Transport, TransportError, open_transport
-from obdsync.link import LinkError, Stats
+from obdsync.link import LinkError, OnReady, Stats
 from protocol import control
 from protocol.auth import Hmac
 from protocol.channels import CH_VOLTAGE, PID_MODULE_VOLTAGE, PID_RPM, PID_SPEED, PID_STATUS
@@ -59,6 +59,7 @@ from protocol.record import (
 )
 
 log = logging.getLogger("obdsync.direct")
+T = TypeVar("T")
 
 FIRMWARE = "direct"
 RECORD_MS = 1000  # as the dongle: a record is sealed at this age
@@ -105,7 +106,7 @@ class DirectLink:
     def __init__(self, address: str, sink: Any, *, transport_options: dict[str, Any] | None = None,
                  plan: list[tuple[int, int, int, int]] | None = None, wall_clock: Callable[[], float] = time.time,
                  state_file: Path | None = None, power_config: Any = None,
-                 on_ready: Callable[[Info], Awaitable[None] | None] | None = None,
+                 on_ready: OnReady | None = None,
                  transport_factory: Callable[..., Transport] = open_transport,
                  clock: Callable[[], int] | None = None) -> None:
         self.address = address
@@ -117,7 +118,7 @@ class DirectLink:
         self._power_config = power_config
         self._factory = transport_factory
         self._clock_source = clock  # monotonic ms for poll intervals and records; None: real time
-        self.on_ready = on_ready
+        self.on_ready: OnReady | None = on_ready
         self.info: Info | None = None
         self.device: str | None = None
         self.stats = Stats()
@@ -158,7 +159,8 @@ class DirectLink:
         """The dongle commands that mean the same here, answered as a dongle answers them (so
         `vin --live`, `dtc read --live` and vin.watch work on both kinds): READ_VIN, READ_DTC.
         Others (clearing codes, STATUS, SET_PLAN) are refused by name."""
-        if self.sched is None or not self.connected:
+        elm = self.elm
+        if elm is None or self.sched is None or not self.connected:
             raise LinkError("not connected")
         if type_ == control.READ_VIN:
             raw = await asyncio.wait_for(self._job(self._read_vin), timeout)
@@ -169,12 +171,12 @@ class DirectLink:
             mode = payload[0]
 
             async def read() -> bytes:
-                st = await self.elm.read_dtcs(mode)
+                st = await elm.read_dtcs(mode)
                 if st != elm327.OK:  # the driver's reason, never "no codes"
                     raise LinkError(f"the adapter could not read the codes: {elm327.NAMES[st]}")
-                d, n = self.elm.dtc, self.elm.dtc_n
+                d, n = elm.dtc, elm.dtc_n
                 return control.pack_dtcs(mode, [bytes(d[2 * i:2 * i + 2]) for i in range(n)],
-                                         bytes(self.elm.dtc_ecu[:n]))
+                                         bytes(elm.dtc_ecu[:n]))
 
             return await asyncio.wait_for(self._job(read), timeout)
         name = control.COMMAND_NAMES.get(type_, type_)
@@ -207,11 +209,12 @@ class DirectLink:
         st = await elm.init()
         if not elm.ready:
             raise LinkError(f"{self.address}: the adapter does not answer as an ELM327 ({elm327.NAMES[st]})")
-        vin = await self._identify(elm, t)
-        if vin is None:
+        found = await self._identify(elm, t)
+        if found is None:
             return  # stopped or lost while waiting for the car
-        await self._open_log()
-        self.power = Power(self._clock, self._power_config)
+        vin, device = found
+        await self._open_log(device)
+        power = self.power = Power(self._clock, self._power_config)
         plan = Plan()
         if self._plan_rows:
             plan.apply_entries(self._plan_rows, supported=lambda pid: bool(elm.pid_supported(pid)))
@@ -220,15 +223,15 @@ class DirectLink:
         self._ecu_at = self._clock.ms()
         self._dtc_due = elm.ecu
         self.stats.connected_since = time.monotonic()
-        self.info = Info(bytes.fromhex(self.device), vin.encode(), f"{FIRMWARE} ({t.kind})", bytes(elm.supported))
-        log.info("adapter %s: device %s, VIN %s, protocol %d", self.address, self.device, vin or "?", elm.protocol)
+        self.info = Info(bytes.fromhex(device), vin.encode(), f"{FIRMWARE} ({t.kind})", bytes(elm.supported))
+        log.info("adapter %s: device %s, VIN %s, protocol %d", self.address, device, vin or "?", elm.protocol)
         if self.on_ready is not None:
             r = self.on_ready(self.info)
             if asyncio.iscoroutine(r):
                 await r
         poller = asyncio.create_task(sched.run(), name=f"poll {self.address}")
         try:
-            await self._housekeeping(t, poller)
+            await self._housekeeping(t, poller, elm, sched, power)
         finally:
             sched.stop()
             mpcompat.wake()
@@ -238,8 +241,9 @@ class DirectLink:
             except (asyncio.CancelledError, Exception):  # noqa: BLE001 - the session ends either way
                 pass
 
-    async def _identify(self, elm: ELM327, t: Transport) -> str | None:
-        """The VIN ("" for a car without mode 09) and the device; waits for the ECU if needed."""
+    async def _identify(self, elm: ELM327, t: Transport) -> tuple[str, str] | None:
+        """The VIN ("" for a car without mode 09) and the device; waits for the ECU if needed
+        (None: stopped meanwhile)."""
         remembered = self._remembered()
         while True:
             if elm.ecu:
@@ -247,12 +251,12 @@ class DirectLink:
                 vin = ""
                 if st == elm327.OK:
                     vin = bytes(elm.vin[:elm.vin_n]).decode("ascii", "replace").strip("\x00 ").upper()
-                self.device = device_id(self.address, vin)
+                device = self.device = device_id(self.address, vin)
                 self._remember(vin)
-                return vin
+                return vin, device
             if remembered is not None:
-                self.device = device_id(self.address, remembered)
-                return remembered
+                device = self.device = device_id(self.address, remembered)
+                return remembered, device
             log.info("adapter %s answers but the car does not (ignition off?): waiting for it", self.address)
             try:
                 await asyncio.wait_for(self._stop.wait(), WAIT_ECU_S)
@@ -264,16 +268,15 @@ class DirectLink:
             await elm.init()
 
     def _read_state(self) -> dict[str, Any]:
+        """The state file; a missing or damaged one is a new log (a new epoch: see _open_log)."""
         try:
-            return json.loads(self._state_file.read_text())
+            data = json.loads(self._state_file.read_text())
         except (FileNotFoundError, ValueError):
             return {}
+        return data if isinstance(data, dict) else {}
 
     def _write_state(self, data: dict[str, Any]) -> None:
-        paths.private_dir(self._state_file.parent)
-        tmp = self._state_file.with_name(self._state_file.name + f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
-        os.replace(tmp, self._state_file)
+        jsontable.write_atomic(self._state_file, data)
 
     def _remembered(self) -> str | None:
         v = self._read_state().get(self.address.upper(), {}).get("vin")
@@ -285,13 +288,13 @@ class DirectLink:
         entry["vin"] = vin
         self._write_state(data)
 
-    async def _open_log(self) -> None:
+    async def _open_log(self, device: str) -> None:
         """A new 'boot' of this device: the boot counter and the next sequence number, in the
         device's log epoch (as a dongle's: random when the log is created). The log here is the state
         file: one lost or replaced starts a new epoch, so its records never collide with the
         stored ones of the old numbering."""
         data = self._read_state()
-        entry = data.setdefault(self.address.upper(), {}).setdefault("devices", {}).setdefault(self.device, {})
+        entry = data.setdefault(self.address.upper(), {}).setdefault("devices", {}).setdefault(device, {})
         if not isinstance(entry.get("epoch"), int) or "next_seq" not in entry:
             entry["epoch"] = int.from_bytes(os.urandom(4), "big") or 1
             entry["next_seq"] = 0
@@ -304,15 +307,15 @@ class DirectLink:
                                                int(self._wall() * 1000)))
         self._event(EVENT_BOOT)
 
-    def _save_seq(self) -> None:
+    def _save_seq(self, device: str) -> None:
         data = self._read_state()
-        entry = data.setdefault(self.address.upper(), {}).setdefault("devices", {}).setdefault(self.device, {})
+        entry = data.setdefault(self.address.upper(), {}).setdefault("devices", {}).setdefault(device, {})
         entry["next_seq"] = self._seq
         entry["boot"] = self._boot
         self._write_state(data)
 
-    async def _housekeeping(self, t: Transport, poller: asyncio.Task) -> None:
-        elm, sched, power = self.elm, self.sched, self.power
+    async def _housekeeping(self, t: Transport, poller: asyncio.Task[None], elm: ELM327, sched: Scheduler,
+                            power: Power) -> None:
         last_flush = time.monotonic()
         while not self._stop.is_set():
             try:
@@ -346,19 +349,27 @@ class DirectLink:
 
     # -- the scheduler's callbacks (the firmware app's, on CPython) --------------------------------
 
-    def _on_answers(self, t_ms: int, n: int, ch: Any, off: Any, ln: Any, data: Any) -> None:
+    def _parts(self) -> tuple[ELM327, Scheduler, Power]:
+        """The session's driver, scheduler and power rules, for the scheduler's callbacks (which
+        run only while the session that made all three runs)."""
+        if self.elm is None or self.sched is None or self.power is None:
+            raise LinkError(f"{self.address}: no session")
+        return self.elm, self.sched, self.power
+
+    def _on_answers(self, t_ms: int, n: int, ch: bytearray, off: bytearray, ln: bytearray,
+                    data: bytearray) -> None:
+        elm, sched, p = self._parts()
         w = self._writer
         nbytes = sum(ln[i] for i in range(n))
         if not w.fits(n, nbytes) or (not w.empty() and t_ms < w.t0):
             self._seal()
         w.group(t_ms)
-        p = self.power
         code = NONE
         for i in range(n):
             c, o = ch[i], off[i]
             w.add(c, data, o, ln[i])
             e = NONE
-            if c == CH_VOLTAGE or (c == PID_MODULE_VOLTAGE and not self.elm.has_volts):
+            if c == CH_VOLTAGE or (c == PID_MODULE_VOLTAGE and not elm.has_volts):
                 # ATRV, or where the adapter has none the ECU's supply reading (PID 0x42, mV too)
                 e = p.volts((data[o] << 8) | data[o + 1])
             elif c == PID_RPM:
@@ -374,7 +385,7 @@ class DirectLink:
                 code = e
         if code != NONE:
             self._event(code)
-            self.sched.set_power(p.state)
+            sched.set_power(p.state)
             if code == ENGINE_ON:
                 self._dtc_due = True
             elif code == BATTERY_LOW:
@@ -389,7 +400,7 @@ class DirectLink:
         self._adapter_up = True
 
     async def _read_codes(self) -> None:
-        elm = self.elm
+        elm, _, _ = self._parts()
         for mode in (0x03, 0x07, 0x0A):
             # As the dongle: only a list read whole is logged (NO DATA or an error says nothing
             # about the codes; a record of none would be a false all-clear), with each code's ECU.
@@ -400,12 +411,14 @@ class DirectLink:
                                                 elm.dtc, elm.dtc_n, elm.dtc_ecu))
 
     async def _read_vin(self) -> bytes:
-        st = await self.elm.read_vin()
-        return bytes(self.elm.vin[:self.elm.vin_n]) if st == elm327.OK else b""
+        elm, _, _ = self._parts()
+        st = await elm.read_vin()
+        return bytes(elm.vin[:elm.vin_n]) if st == elm327.OK else b""
 
-    async def _job(self, fn: Callable[[], Awaitable[Any]]) -> Any:
+    async def _job(self, fn: Callable[[], Awaitable[T]]) -> T:
         """Run fn in the scheduler's task: the chip serves one request at a time."""
-        fut = asyncio.get_running_loop().create_future()
+        _, sched, _ = self._parts()
+        fut: asyncio.Future[T] = asyncio.get_running_loop().create_future()
 
         async def job() -> None:
             try:
@@ -413,7 +426,7 @@ class DirectLink:
             except Exception as e:  # noqa: BLE001 - handed to the caller
                 fut.set_exception(e)
 
-        self.sched.submit(job)
+        sched.submit(job)
         mpcompat.wake()
         return await fut
 
@@ -455,11 +468,12 @@ class DirectLink:
             log.error("adapter %s: the store refuses records; %d oldest dropped (a gap)", self.address, drop)
 
     async def _flush(self) -> None:
-        if not self._pending or self.device is None:
+        device = self.device
+        if not self._pending or device is None:
             return
         batch = list(self._pending)
         try:
-            contiguous = await self._sink.ingest(self.device, batch, epoch=self._epoch, first_unacked=batch[0].seq)
+            contiguous = await self._sink.ingest(device, batch, epoch=self._epoch, first_unacked=batch[0].seq)
         except Exception as e:  # noqa: BLE001 - the store says why; the records wait in memory
             log.error("adapter %s: could not store %d records (kept, retrying): %s", self.address, len(batch), e)
             return
@@ -467,4 +481,4 @@ class DirectLink:
             return
         self._pending = [r for r in self._pending if r.seq > contiguous]
         self.stats.acked = contiguous
-        self._save_seq()
+        self._save_seq(device)

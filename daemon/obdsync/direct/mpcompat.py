@@ -18,13 +18,16 @@ import asyncio as _asyncio
 import time as _time
 import types
 import weakref
+from typing import TypeVar
+
+_T = TypeVar("_T")
 
 _PERIOD = 1 << 30
 _MASK = _PERIOD - 1
 _HALF = _PERIOD >> 1
 
 
-def const(x):
+def const(x: _T) -> _T:
     return x
 
 
@@ -41,10 +44,10 @@ def ticks_add(a: int, delta: int) -> int:
 
 
 # One "data arrived" future per event loop (tests run a loop per test).
-_waiters: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_waiters: weakref.WeakKeyDictionary[_asyncio.AbstractEventLoop, _asyncio.Future[None]] = weakref.WeakKeyDictionary()
 
 
-def _waiter(loop: _asyncio.AbstractEventLoop) -> _asyncio.Future:
+def _waiter(loop: _asyncio.AbstractEventLoop) -> _asyncio.Future[None]:
     fut = _waiters.get(loop)
     if fut is None or fut.done():
         fut = loop.create_future()

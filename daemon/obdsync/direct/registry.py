@@ -7,12 +7,10 @@ its kind, and a name. Its devices (one per car it was plugged into) are found by
 
 from __future__ import annotations
 
-import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from obdsync import paths
+from obdsync import jsontable, paths
 from obdsync.direct.transports import classify
 
 # Names ELM327 BLE adapters advertise (for `scan`, where the serial service is not advertised).
@@ -32,14 +30,11 @@ def registry_path(base: Path | None = None) -> Path:
 
 
 def load(base: Path | None = None) -> list[Adapter]:
-    p = registry_path(base)
     try:
-        data = json.loads(p.read_text())
-    except FileNotFoundError:
-        return []
-    except (OSError, ValueError) as e:
-        raise ValueError(f"{p} is unreadable ({e}); add the adapters again") from None
-    return [Adapter(a, str(e.get("kind", "")), str(e.get("name", ""))) for a, e in sorted(data.get("adapters", {}).items())]
+        entries = jsontable.load(registry_path(base), "adapters")
+    except jsontable.TableError as e:
+        raise jsontable.TableError(f"{e}; add the adapters again") from None
+    return [Adapter(a, e.get("kind", ""), e.get("name", "")) for a, e in sorted(entries.items())]
 
 
 def add(spec: str, name: str = "", base: Path | None = None) -> Adapter:
@@ -60,12 +55,8 @@ def remove(address: str, base: Path | None = None) -> Adapter | None:
 
 
 def _write(entries: dict[str, Adapter], base: Path | None) -> None:
-    p = registry_path(base)
-    paths.private_dir(p.parent)
-    tmp = p.with_name(p.name + f".{os.getpid()}.tmp")
-    tmp.write_text(json.dumps({"adapters": {a.address: {"kind": a.kind, "name": a.name}
-                                            for a in entries.values()}}, indent=1, sort_keys=True))
-    os.replace(tmp, p)
+    jsontable.save(registry_path(base), "adapters",
+                   {a.address: {"kind": a.kind, "name": a.name} for a in entries.values()})
 
 
 def looks_like_adapter(name: str | None, service_uuids: list[str]) -> bool:

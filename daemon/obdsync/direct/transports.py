@@ -25,9 +25,12 @@ import os
 import re
 import socket
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from obdsync.direct import mpcompat
+
+if TYPE_CHECKING:
+    import serial
 
 log = logging.getLogger("obdsync.direct")
 
@@ -90,13 +93,13 @@ class Transport:
 
     # -- the stream contract (firmware/dongle/uart.py) ----------------------------------------
 
-    def write(self, buf: Any) -> None:
+    def write(self, buf: bytes | bytearray | memoryview) -> None:
         if not self.is_open:
             # The driver sees no reply and times out; the logger notices is_open and reconnects.
             return
         self._send(bytes(buf))
 
-    def readinto(self, buf: Any) -> int:
+    def readinto(self, buf: bytearray | memoryview) -> int:
         rx = self._rx
         n = min(len(buf), len(rx))
         if n:
@@ -139,17 +142,18 @@ class _StreamTransport(Transport):
         super().__init__(address)
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
-        self._task: asyncio.Task | None = None
+        self._task: asyncio.Task[None] | None = None
 
     async def _connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         raise NotImplementedError
 
     async def _open(self) -> None:
         try:
-            self._reader, self._writer = await asyncio.wait_for(self._connect(), CONNECT_TIMEOUT)
+            reader, self._writer = await asyncio.wait_for(self._connect(), CONNECT_TIMEOUT)
         except (OSError, TimeoutError) as e:
             raise TransportError(f"cannot connect to {self.address}: {e or type(e).__name__}") from e
-        self._task = asyncio.create_task(self._pump(self._reader))
+        self._reader = reader
+        self._task = asyncio.create_task(self._pump(reader))
 
     async def _pump(self, reader: asyncio.StreamReader) -> None:
         try:
@@ -192,7 +196,7 @@ class TcpTransport(_StreamTransport):
                                  f"not {address!r}")
         self.host, self.port = host.strip("[]"), int(port)
 
-    async def _connect(self):
+    async def _connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         reader, writer = await asyncio.open_connection(self.host, self.port)
         sock = writer.get_extra_info("socket")
         if sock is not None:
@@ -214,7 +218,7 @@ class RfcommTransport(_StreamTransport):
         self.mac = mac.upper()
         self.channel = int(ch) if ch.isdigit() else channel
 
-    async def _connect(self):
+    async def _connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         if not hasattr(socket, "AF_BLUETOOTH"):
             raise OSError("this Python has no Bluetooth sockets (AF_BLUETOOTH)")
         sock = socket.socket(socket.AF_BLUETOOTH, socket.SOCK_STREAM, socket.BTPROTO_RFCOMM)
@@ -239,7 +243,7 @@ class SerialTransport(Transport):
     def __init__(self, address: str, baudrate: int = DEFAULT_BAUD) -> None:
         super().__init__(address)
         self.baudrate = baudrate
-        self._serial: Any = None
+        self._serial: serial.Serial | None = None
 
     async def _open(self) -> None:
         import serial
@@ -252,6 +256,8 @@ class SerialTransport(Transport):
         asyncio.get_running_loop().add_reader(self._serial.fileno(), self._readable)
 
     def _readable(self) -> None:
+        if self._serial is None:  # closed while the loop held this callback
+            return
         try:
             data = os.read(self._serial.fileno(), 4096)
         except BlockingIOError:
@@ -272,6 +278,8 @@ class SerialTransport(Transport):
                 asyncio.get_running_loop().remove_reader(self._serial.fileno())
 
     def _send(self, data: bytes) -> None:
+        if self._serial is None:
+            return
         try:
             self._serial.write(data)  # a command is < 30 bytes: the tty's buffer takes it at once
         except Exception as e:  # noqa: BLE001 - pyserial raises SerialException or OSError
@@ -321,7 +329,7 @@ def open_transport(spec: str, **options: Any) -> Transport:
 
     kind, address = classify(spec)
     module, name = REGISTRY[kind]
-    cls = getattr(importlib.import_module(module), name)
+    cls: type[Transport] = getattr(importlib.import_module(module), name)
     return cls(address, **options)
 
 
