@@ -40,7 +40,9 @@ import sys
 import tempfile
 import threading
 import zlib
+from collections.abc import Callable
 from pathlib import Path
+from typing import Protocol, TypedDict
 
 from hil.adapter import Profile, load_profile, reply_lines
 from hil.scenario import Scenario, load
@@ -68,6 +70,39 @@ root:
 _SCENARIO_KEY = "obdsync"
 
 
+class _Entry(TypedDict, total=False):
+    """One entry of an ELM327-emulator scenario table (elm/obd_message.py's shape)."""
+    Request: str
+    Descr: str
+    Response: str
+    ResponseFooter: Callable[[_Elm, str, str, dict[str, object]], str]  # (emulator, request, entry name, entry)
+    Priority: int
+
+
+# scenario name -> entry name -> entry (elm.Elm.ObdMessage)
+_Table = dict[str, dict[str, _Entry]]
+
+
+class _ElmThreadStates(Protocol):
+    TERMINATED: int
+
+
+class _Elm(Protocol):
+    """What we use of ELM327-emulator's `elm.elm.Elm` (the package has no type information)."""
+    ObdMessage: _Table
+    counters: dict[str, object]
+    multi_pid_answer: Callable[[str, str], object]
+    threadState: int
+    THREAD: _ElmThreadStates
+    thread: threading.Thread | None
+    slave_fd: int
+
+    def set_sorted_obd_msg(self, scenario: str) -> None: ...
+    def get_pty(self) -> str | None: ...
+    def __enter__(self) -> object: ...
+    def terminate(self) -> None: ...
+
+
 def _log_config(text: str) -> str:
     path = Path(tempfile.gettempdir()) / f"obdsync-elm-log-{zlib.crc32(text.encode()):08x}.yaml"
     if not path.exists() or path.read_text() != text:
@@ -93,20 +128,27 @@ class Emulator:
         self.adapter = load_profile(adapter) if isinstance(adapter, str) else (adapter or Profile(name="default"))
         self.vehicle = vehicle or self.scenario.make_vehicle(self.adapter)
         self._log_cfg = _log_cfg
-        self._elm = None
-        self.pty: str | None = None
+        self._elm: _Elm | None = None
+        self._pty: str | None = None
         self.requests = 0
         # the last OBD requests served: (request, sim time, the ECUs' messages or the error
         # text) — what an oracle (python-OBD) decodes to check what a client read
         self.served: collections.deque[tuple[str, float, list[tuple[int, bytes]] | str]] = collections.deque(
             maxlen=512)
 
+    @property
+    def pty(self) -> str:
+        """The pseudo-terminal to open like a serial port (once started)."""
+        if self._pty is None:
+            raise RuntimeError("the emulator is not started: it has no pty yet")
+        return self._pty
+
     # -- the scenario table ------------------------------------------------------------------
 
     def sim_s(self) -> float:
         return self.clock.sim_s()
 
-    def _obd(self, emu, cmd: str, pid, uc_val) -> str:
+    def _obd(self, emu: _Elm, cmd: str, pid: str, uc_val: dict[str, object]) -> str:
         """ResponseFooter of the catch-all entry: one OBD request → emulator XML."""
         self.requests += 1
         t = self.sim_s()
@@ -132,11 +174,11 @@ class Emulator:
         spaces = emu.counters.get("cmd_spaces", 1) != 0
         return out + "".join(f"<writeln>{ln}</writeln>" for ln in reply_lines(ad, reply, headers, spaces))
 
-    def _atrv(self, emu, cmd: str, pid, uc_val) -> str:
+    def _atrv(self, emu: _Elm, cmd: str, pid: str, uc_val: dict[str, object]) -> str:
         return f"<writeln>{self.vehicle.battery_volts(self.sim_s()):.1f}V</writeln>"
 
-    def _table(self, stock: dict) -> dict:
-        ours = {
+    def _table(self, stock: _Table) -> _Table:
+        ours: dict[str, _Entry] = {
             "OBDSYNC_OBD": {
                 # every hex request; AT/ST commands are not hex ('T' and 'S' are not)
                 "Request": r"^[0-9A-F]+$",
@@ -170,15 +212,15 @@ class Emulator:
         os.environ["ELM_LOG_CFG"] = _log_config(self._log_cfg)
         from elm.elm import Elm  # imported late: it reads ELM_LOG_CFG when it runs
 
-        elm = Elm(batch_mode=True)
+        elm: _Elm = Elm(batch_mode=True)
         elm.ObdMessage = self._table(elm.ObdMessage)
         elm.set_sorted_obd_msg(_SCENARIO_KEY)
         # Its multi-PID path probes each PID through our entry, finds no <data> tags
         # (we answer with <answer>) and falls back to our entry anyway: skip the probes,
         # which would ask the vehicle n extra times and eat the one SEARCHING... line.
         elm.multi_pid_answer = lambda cmd, header: None
-        self.pty = elm.get_pty()
-        if not self.pty:
+        self._pty = elm.get_pty()
+        if not self._pty:
             raise RuntimeError("ELM327-emulator could not open a pseudo-terminal")
         self._elm = elm
         elm.__enter__()
@@ -204,7 +246,7 @@ class Emulator:
     def __enter__(self) -> Emulator:
         return self.start()
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
 

@@ -80,7 +80,7 @@ class FaultPlan:
     seed: int = 0
     kinds: tuple[str, ...] = FAULT_KINDS
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if not 0.0 <= self.rate <= 1.0:
             raise ValueError(f"fault rate must be 0..1, got {self.rate!r}")
         bad = [k for k in self.kinds if k not in FAULT_KINDS]
@@ -120,7 +120,7 @@ class LinkModel:
             raise ValueError("baud and latency_s must be >= 0")
         ad = self.adapter
         # replies the profile rewrites are held whole, then paced (not streamed as they come)
-        self._rewrite = bool(ad and (ad.case == "lower" or ad.nul or ad.buffer_bytes))
+        self._rewrite: Profile | None = ad if ad and (ad.case == "lower" or ad.nul or ad.buffer_bytes) else None
         self.upstream = upstream
         self.baud = baud
         self.latency_s = latency_s
@@ -129,13 +129,20 @@ class LinkModel:
         self._byte_s = BITS_PER_BYTE / baud if baud else 0.0
         self._lock = threading.Lock()
         self._pending_faults: collections.deque[str] = collections.deque()
-        self._stats = collections.Counter()
+        self._stats: collections.Counter[str] = collections.Counter()
         self._thread: threading.Thread | None = None
         self._closed = threading.Event()
-        self.pty: str | None = None
+        self._pty: str | None = None
         self._fds: list[int] = []
 
     # -- public API ----------------------------------------------------------------------
+
+    @property
+    def pty(self) -> str:
+        """The client's side: open this like the adapter's serial port (once started)."""
+        if self._pty is None:
+            raise LinkError("the link model is not started: it has no pty yet")
+        return self._pty
 
     def start(self) -> LinkModel:
         if self._thread is not None:
@@ -152,7 +159,7 @@ class LinkModel:
         # make reads on our master fail with EIO
         tty.setraw(self._cs)
         os.set_blocking(self._cm, False)
-        self.pty = os.ttyname(self._cs)
+        self._pty = os.ttyname(self._cs)
         self._wake_r, self._wake_w = os.pipe()
         self._fds += [self._wake_r, self._wake_w]
         self._thread = threading.Thread(target=self._run, name="linkmodel", daemon=True)
@@ -195,7 +202,7 @@ class LinkModel:
     def __enter__(self) -> LinkModel:
         return self.start()
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     # -- the relay -----------------------------------------------------------------------
@@ -203,7 +210,7 @@ class LinkModel:
     def _run(self) -> None:
         # (due, byte, ours) → emulator; `ours` marks the relay's own ATZ (a reset fault)
         self._down: collections.deque[tuple[float, int, bool]] = collections.deque()
-        self._upq: collections.deque[tuple[float, int]] = collections.deque()   # (due, byte) → client
+        self._upq: collections.deque[tuple[float, int, bool]] = collections.deque()   # (due, byte, _) → client
         self._down_free = 0.0
         self._up_free = 0.0
         self._replies: collections.deque[_Reply] = collections.deque()
@@ -262,15 +269,16 @@ class LinkModel:
             break
         return max(0.0, t)
 
-    def _pace(self, q, free: float, data: bytes, now: float, *tag) -> float:
+    def _pace(self, q: collections.deque[tuple[float, int, bool]], free: float, data: bytes, now: float,
+              ours: bool = False) -> float:
         """Queue `data` behind what the line already carries; returns when it is free."""
         if not self._byte_s:
-            q.extend((now, b, *tag) for b in data)
+            q.extend((now, b, ours) for b in data)
             return now
         t = max(free, now)
         for b in data:
             t += self._byte_s
-            q.append((t, b, *tag))
+            q.append((t, b, ours))
         return t
 
     def _flush(self, now: float) -> None:
@@ -383,7 +391,7 @@ class LinkModel:
             rep = self._replies[0]
             if now < rep.release_at:
                 return
-            if rep.fault is None and not rep.swallow_echo and not (self._rewrite and not rep.loose):
+            if rep.fault is None and not rep.swallow_echo and not (self._rewrite is not None and not rep.loose):
                 # stream as it comes: pacing starts before the emulator has finished
                 if rep.sent < len(rep.buf):
                     chunk = bytes(rep.buf[rep.sent:])
@@ -402,11 +410,10 @@ class LinkModel:
 
     def _apply(self, rep: _Reply) -> bytes:
         out = self._fault(rep)
-        return self._clone(out, rep) if self._rewrite and not rep.loose else out
+        return self._clone(out, rep, self._rewrite) if self._rewrite is not None and not rep.loose else out
 
-    def _clone(self, buf: bytes, rep: _Reply) -> bytes:
+    def _clone(self, buf: bytes, rep: _Reply, ad: Profile) -> bytes:
         """The profile's clone habits on one reply (its echo, if any, left as it was)."""
-        ad = self.adapter
         echo = buf[:buf.index(b"\r") + 1] if (self._echo and b"\r" in buf) else b""
         body = buf[len(echo):]
         if ad.buffer_bytes and rep.obd:
@@ -477,7 +484,10 @@ class LinkControl:
         self._ask(f"fault {kind}")
 
     def stats(self) -> dict[str, int]:
-        return json.loads(self._ask("stats"))
+        got = json.loads(self._ask("stats"))
+        if not isinstance(got, dict) or not all(isinstance(k, str) and isinstance(v, int) for k, v in got.items()):
+            raise LinkError(f"the relay's stats are not counters: {got!r}")
+        return got
 
 
 def _control_socket(path: str) -> socket.socket:

@@ -10,11 +10,13 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TypeVar, overload
 
-Match = str | re.Pattern | Callable[[str], Any]
+T = TypeVar("T")
+# What wait_line waits for: a prefix, a regex, or a predicate on the line.
+Match = str | re.Pattern[str] | Callable[[str], object]
 
 
 class LineProcess:
@@ -22,7 +24,7 @@ class LineProcess:
     `on_line` runs in the reader thread as each line arrives; `error` is the
     exception type raised when a wait fails (the process exited, or the deadline)."""
 
-    def __init__(self, argv: list[str], *, env: dict | None = None, cwd: str | Path | None = None,
+    def __init__(self, argv: list[str], *, env: Mapping[str, str] | None = None, cwd: str | Path | None = None,
                  on_line: Callable[[str], None] | None = None, error: type[Exception] = RuntimeError,
                  name: str | None = None) -> None:
         self.argv = [str(a) for a in argv]
@@ -49,11 +51,19 @@ class LineProcess:
             self._q.put(line)
         self._q.put(None)
 
-    def wait_line(self, match: Match, timeout: float = 30.0) -> Any:
+    @overload
+    def wait_line(self, match: str | Callable[[str], bool], timeout: float = 30.0) -> str: ...
+    @overload
+    def wait_line(self, match: re.Pattern[str], timeout: float = 30.0) -> re.Match[str]: ...
+    @overload
+    def wait_line(self, match: Callable[[str], T | None], timeout: float = 30.0) -> T | str: ...
+
+    def wait_line(self, match: Match, timeout: float = 30.0) -> object:
         """The next line that matches: a str is a prefix, a compiled regex searches
-        (the match object is returned), a callable is a predicate."""
+        (the match object is returned), a callable is a predicate (the line is returned
+        when it returns True, else what it returned)."""
         if isinstance(match, str):
-            test: Callable[[str], Any] = lambda ln: ln.startswith(match)  # noqa: E731
+            test: Callable[[str], object] = lambda ln: ln.startswith(match)  # noqa: E731
         elif isinstance(match, re.Pattern):
             test = match.search
         else:
@@ -107,8 +117,8 @@ class LineProcess:
             self.proc.stdout.close()
 
 
-def wait_until(cond: Callable[[], Any], timeout: float, what: str, *, error: type[Exception] = AssertionError,
-               poll_s: float = 0.02) -> Any:
+def wait_until(cond: Callable[[], T], timeout: float, what: str, *, error: type[Exception] = AssertionError,
+               poll_s: float = 0.02) -> T:
     """Poll cond() until it is truthy (and return it); `error` naming `what` at the
     deadline. The poll interval is a re-check, never a guess at how long things take."""
     deadline = time.monotonic() + timeout

@@ -14,6 +14,8 @@ from __future__ import annotations
 import json
 import math
 import random
+from collections.abc import Iterator
+from typing import TypedDict
 
 from protocol.auth import telemetry_key
 from protocol.channels import (
@@ -42,7 +44,22 @@ SECRET = bytes(32)
 ATT_HEADER = ATT_OVERHEAD  # opcode + handle in every notification, outside our payload
 
 
-def _drive(t_s: float) -> dict:
+class WireCost(TypedDict):
+    records: int
+    record_bytes: int
+    notifications: int
+    wire_bytes: int
+    mtu: int
+    seconds: int
+    samples: int
+    bytes_per_sample: float
+    att_bytes_per_sample: float
+    json_bytes: int
+    json_bytes_per_sample: float
+    json_ratio: float
+
+
+def _drive(t_s: float) -> dict[int, float]:
     """A 90-second urban cycle: idle, pull away, cruise, brake, idle; warming engine."""
     c = t_s % 90
     if c < 10:
@@ -96,7 +113,7 @@ def _value(ch: int, d: bytes) -> float:
     return round(a * 100 / 255, 2)
 
 
-def _requests(seconds: int, rng: random.Random):
+def _requests(seconds: int, rng: random.Random) -> Iterator[tuple[int, list[tuple[int, bytes]]]]:
     """(t_ms, [(channel, data)]) per request answered, in time order, with the
     irregular timing of a real bus (adapter and ECU latency vary)."""
     step = min(iv for _, iv in PLAN)
@@ -117,7 +134,7 @@ def _requests(seconds: int, rng: random.Random):
         t += step
 
 
-def wire_cost(mtu: int, seconds: int = 600, seed: int = 1) -> dict:
+def wire_cost(mtu: int, seconds: int = 600, seed: int = 1) -> WireCost:
     """Bytes per sample for `seconds` of the typical plan at this ATT MTU, on the BLE
     link and as JSON lines. The link bytes are reassembled and decoded back, so the
     figure is that of a lossless encoding (ValueError if it were not)."""
@@ -130,7 +147,7 @@ def wire_cost(mtu: int, seconds: int = 600, seed: int = 1) -> dict:
     back: list[tuple[int, int, bytes]] = []
     counts = {"records": 0, "record_bytes": 0, "notifications": 0, "wire_bytes": 0}
 
-    def seal_and_send():
+    def seal_and_send() -> None:
         n = writer.seal(counts["records"], 1)
         counts["records"] += 1
         counts["record_bytes"] += n
@@ -143,6 +160,8 @@ def wire_cost(mtu: int, seconds: int = 600, seed: int = 1) -> dict:
             off += k - 1
             if off >= n:
                 break
+        if msg is None:
+            raise ValueError(f"record {counts['records'] - 1}: its last fragment did not complete it")
         back.extend(decode_record(msg, key).samples)
 
     second = 0
@@ -164,8 +183,8 @@ def wire_cost(mtu: int, seconds: int = 600, seed: int = 1) -> dict:
                                     separators=(",", ":"))) + 1 for t, ch, d in sent)
     n = len(sent)
     att = counts["wire_bytes"] + ATT_HEADER * counts["notifications"]
-    return dict(counts, mtu=mtu, seconds=seconds, samples=n,
-                bytes_per_sample=counts["wire_bytes"] / n,
-                att_bytes_per_sample=att / n,
-                json_bytes=json_bytes, json_bytes_per_sample=json_bytes / n,
-                json_ratio=json_bytes / counts["wire_bytes"])
+    return {"records": counts["records"], "record_bytes": counts["record_bytes"],
+            "notifications": counts["notifications"], "wire_bytes": counts["wire_bytes"], "mtu": mtu,
+            "seconds": seconds, "samples": n, "bytes_per_sample": counts["wire_bytes"] / n,
+            "att_bytes_per_sample": att / n, "json_bytes": json_bytes, "json_bytes_per_sample": json_bytes / n,
+            "json_ratio": json_bytes / counts["wire_bytes"]}

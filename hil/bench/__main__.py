@@ -16,15 +16,26 @@ import tempfile
 import time
 import traceback
 from pathlib import Path
+from typing import TypedDict
 
-from hil.bench.common import Context, Row, machine
+from hil.bench.common import Context, MachineInfo, Row, machine
 
 # Order matters: heap reuses the firmware run of pids when both are asked for.
 FIGURES = ("pids", "heap", "wire", "ingest", "backlog", "latency", "idle", "board", "direct", "web")
 DEFAULT_OUT = Path(__file__).resolve().parent.parent.parent / "bench" / "results.json"
 
 
-def table(rows: list[Row], info: dict) -> str:
+class Results(TypedDict, total=False):
+    """bench/results.json."""
+    machine: MachineInfo
+    quick: bool
+    figures: dict[str, dict[str, object]]  # each figure's run(ctx), and how long it took (took_s)
+    failed: dict[str, str]  # figure -> traceback
+    elapsed_s: float
+    table: list[list[str]]
+
+
+def table(rows: list[Row], info: Results) -> str:
     head = ["figure", "measured", "baseline (same run)", "ratio", "goal", "met"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     lines += ["| " + " | ".join(c.replace("|", "/") for c in r.cells()) + " |" for r in rows]
@@ -51,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
 
     work = Path(tempfile.mkdtemp(prefix="obdsync-bench-"))
     ctx = Context(quick=args.quick, workdir=work)
-    info = {"machine": machine(), "quick": args.quick, "figures": {}, "failed": {}}
+    info: Results = {"machine": machine(), "quick": args.quick, "figures": {}, "failed": {}}
     rows: list[Row] = []
     t0 = time.monotonic()
     try:
@@ -65,11 +76,11 @@ def main(argv: list[str] | None = None) -> int:
                 info["failed"][name] = "".join(traceback.format_exception(e))[-4000:]
                 rows.append(Row(name, f"FAILED: {str(e).splitlines()[0][:120] if str(e) else type(e).__name__}"))
                 continue
-            res["took_s"] = time.monotonic() - t
+            took_s = time.monotonic() - t
             ctx.results[name] = res
-            info["figures"][name] = res
+            info["figures"][name] = {**res, "took_s": took_s}
             rows.extend(mod.rows(res))
-            ctx.log(f"{name}: done in {res['took_s']:.1f} s")
+            ctx.log(f"{name}: done in {took_s:.1f} s")
     finally:
         if args.keep:
             ctx.log(f"work directory kept: {work}")
@@ -83,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     tmp.replace(args.out)
     print(table(rows, info))
     prof = info["figures"].get("ingest", {}).get("profile")
-    if prof:
+    if isinstance(prof, dict):
         print("\nIngest profile (wall s by stage, one profiled run):")
         for k, v in prof["stages_s"].items():
             print(f"  {v:7.3f}  {k}")

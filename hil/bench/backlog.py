@@ -27,10 +27,14 @@ import secrets
 import subprocess
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING, TypedDict
 
 from hil import mpy
 from hil.bench.common import SCENARIO, BenchError, Context, Row, fmt
 from hil.build_firmware import sim_tree
+
+if TYPE_CHECKING:
+    from hil.rig import Rig
 
 MTU = 247
 TX_BUFFERS = 12
@@ -38,7 +42,48 @@ PKTS_PER_EVENT = 4
 CONN_INTERVAL_S = 0.030
 
 
-def fill(flash: Path, secret: bytes, seconds: int) -> dict:
+class Filled(TypedDict):
+    """What fill_log.py wrote into the flash directory."""
+    records: int
+    samples: int
+    first_seq: int
+    next_seq: int
+    boot: int
+    dropped: int
+
+
+class LinkBound(TypedDict):
+    notifications: int
+    notified_bytes: int
+    mtu: int
+    notifications_per_s: float
+    bound_s: float
+
+
+class Synced(TypedDict):
+    connect_s: float
+    sync_s: float
+    total_s: float
+    backlog_first: int
+    backlog_end: int
+    records_received: int
+    samples_received: int
+    rejected: int
+    broken_fragments: int
+
+
+class BacklogResult(Synced):
+    seconds_of_driving: int
+    filled: Filled
+    firmware_boot_s: float
+    ready_line: str
+    link: LinkBound
+    record_bytes: int
+    sink: str
+    ratio_to_bound: float
+
+
+def fill(flash: Path, secret: bytes, seconds: int) -> Filled:
     tree = sim_tree()
     script = mpy.ROOT / "hil" / "bench" / "mpy" / "fill_log.py"
     r = subprocess.run(mpy.argv(script, str(flash), secret.hex(), str(seconds), heapsize="2M"),
@@ -67,7 +112,7 @@ def record_sizes(log_dir: Path) -> list[int]:
     return sizes
 
 
-def link_bound(sizes: list[int], mtu: int = MTU) -> dict:
+def link_bound(sizes: list[int], mtu: int = MTU) -> LinkBound:
     room = mtu - 3 - 1  # ATT header, then our fragment header
     notes = sum(math.ceil(n / room) for n in sizes)
     rate = PKTS_PER_EVENT / CONN_INTERVAL_S
@@ -75,7 +120,7 @@ def link_bound(sizes: list[int], mtu: int = MTU) -> dict:
             "notifications_per_s": rate, "bound_s": max(0, notes - TX_BUFFERS) / rate}
 
 
-async def _sync(rig, db: Path, timeout: float) -> dict:
+async def _sync(rig: Rig, db: Path, timeout: float) -> Synced:
     from hil.blesim import SimClient
     from obdsync.link import DongleLink
     from obdsync.store import Store
@@ -100,7 +145,7 @@ async def _sync(rig, db: Path, timeout: float) -> dict:
             await asyncio.sleep(0.02)
         t_done = time.monotonic()
         st = link.stats
-        out = {"connect_s": (st.connected_since or t0) - t0, "sync_s": t_done - (st.connected_since or t0),
+        out: Synced = {"connect_s": (st.connected_since or t0) - t0, "sync_s": t_done - (st.connected_since or t0),
                "total_s": t_done - t0, "backlog_first": st.backlog_first, "backlog_end": st.backlog_end,
                "records_received": st.records, "samples_received": st.samples,
                "rejected": st.rejected_records, "broken_fragments": st.broken_fragments}
@@ -114,7 +159,7 @@ async def _sync(rig, db: Path, timeout: float) -> dict:
     return out
 
 
-def run(ctx: Context) -> dict:
+def run(ctx: Context) -> BacklogResult:
     from hil.rig import Rig
 
     seconds = ctx.pick(600, 3600)
@@ -139,14 +184,13 @@ def run(ctx: Context) -> dict:
         ready = next((ln for ln in rig.dongle.lines if ln.startswith("ready")), "")  # Rig.start waited for it
         boot_s = time.monotonic() - t
         ctx.log(f"backlog: firmware up in {boot_s:.1f} s ({ready}); daemon connecting …")
-        res = asyncio.run(_sync(rig, work / "daemon.db", timeout=ctx.pick(60, 300) + 2 * bound["bound_s"]))
-    res.update(seconds_of_driving=seconds, filled=filled, firmware_boot_s=boot_s, ready_line=ready,
-               link=bound, record_bytes=sum(sizes), sink="Store (obdsync.store.Store.ingest)",
-               ratio_to_bound=res["sync_s"] / bound["bound_s"] if bound["bound_s"] else float("nan"))
-    return res
+        synced = asyncio.run(_sync(rig, work / "daemon.db", timeout=ctx.pick(60, 300) + 2 * bound["bound_s"]))
+    return {**synced, "seconds_of_driving": seconds, "filled": filled, "firmware_boot_s": boot_s,
+            "ready_line": ready, "link": bound, "record_bytes": sum(sizes), "sink": "Store (obdsync.store.Store.ingest)",
+            "ratio_to_bound": synced["sync_s"] / bound["bound_s"] if bound["bound_s"] else float("nan")}
 
 
-def rows(r: dict) -> list[Row]:
+def rows(r: BacklogResult) -> list[Row]:
     b = r["link"]
     return [Row(f"Backlog sync: {r['seconds_of_driving'] // 60} min of driving "
                 f"({r['filled']['records']:,} records, {r['filled']['samples']:,} samples)",

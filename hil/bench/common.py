@@ -9,12 +9,18 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, TypedDict, TypeVar
 
 from hil import mpy
 from hil.proc import LineProcess
+
+if TYPE_CHECKING:
+    from hil.bench.pids import ClientResult
+
+T = TypeVar("T")
 
 BAUD = 38400
 LATENCY_S = 0.030
@@ -29,10 +35,12 @@ class BenchError(RuntimeError):
 class Context:
     quick: bool
     workdir: Path
-    results: dict = field(default_factory=dict)  # figures already measured in this invocation
+    results: dict[str, Mapping[str, object]] = field(default_factory=dict)  # figures measured in this invocation
     log: Callable[[str], None] = lambda s: print(s, file=sys.stderr, flush=True)
+    # The firmware's poll run of figure pids, which figure heap reads instead of running its own.
+    firmware_run: ClientResult | None = None
 
-    def pick(self, quick, full):
+    def pick(self, quick: T, full: T) -> T:
         return quick if self.quick else full
 
 
@@ -50,9 +58,9 @@ class Row:
         return [self.figure, self.measured, self.baseline, self.ratio, self.goal, met]
 
 
-def median(xs) -> float:
-    xs = [x for x in xs if x is not None]
-    return statistics.median(xs) if xs else float("nan")
+def median(xs: Iterable[float | None]) -> float:
+    got = [x for x in xs if x is not None]
+    return statistics.median(got) if got else float("nan")
 
 
 def fmt(x: float, digits: int = 1) -> str:
@@ -65,7 +73,7 @@ class LineProc(LineProcess):
     """A benchmark's subprocess (hil.proc.LineProcess): `expect` waits for a line,
     and as a context manager it is always stopped."""
 
-    def __init__(self, argv: list[str], *, env: dict | None = None, cwd: str | Path | None = None,
+    def __init__(self, argv: list[str], *, env: Mapping[str, str] | None = None, cwd: str | Path | None = None,
                  on_line: Callable[[str], None] | None = None) -> None:
         super().__init__(argv, env=env, cwd=cwd, on_line=on_line, error=BenchError,
                          name=Path(argv[1] if len(argv) > 1 else argv[0]).name)
@@ -76,7 +84,7 @@ class LineProc(LineProcess):
     def __enter__(self) -> LineProc:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.stop()
 
 
@@ -89,7 +97,16 @@ def micropython_version() -> str:
         return f"unknown ({e})"
 
 
-def machine() -> dict:
+class MachineInfo(TypedDict):
+    nproc: int | None
+    cpu: str
+    python: str
+    micropython: str
+    platform: str
+    when: str
+
+
+def machine() -> MachineInfo:
     model = platform.processor() or "unknown"
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():

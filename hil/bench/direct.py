@@ -19,33 +19,45 @@ from __future__ import annotations
 
 import sys
 from concurrent.futures import ThreadPoolExecutor
+from typing import TypedDict
 
-from hil.bench.common import Context, Row, fmt
-from hil.bench.pids import PIDS, WARP, _client, run_pyobd
+from hil.bench.common import Context, Row, fmt, median
+from hil.bench.pids import PIDS, WARP, ClientResult, _client, run_pyobd
 
 GOAL_RATIO = 4.0
 GOAL_BLE_EFFICIENCY = 0.90
 BLE_INTERVAL_MS = 30.0  # BlueZ's default minimum; phones use 15-30 ms
 
 
-def run_direct(ctx: Context, mode: str) -> dict:
+class DirectResult(TypedDict):
+    pids: list[str]
+    ble_interval_ms: float
+    ble_mtu: int
+    direct_pty: ClientResult
+    direct_ble: ClientResult
+    pyobd_sync: ClientResult
+    ratio_pty_vs_pyobd: float
+    ble_efficiency: float
+
+
+def run_direct(ctx: Context, mode: str) -> ClientResult:
     windows, window_ms = ctx.pick((3, 2000), (5, 6000))
     pids = ",".join(f"{p:02X}" for p in PIDS)
     argv = [sys.executable, "-m", "hil.bench.direct_client", "{PTY}", mode, str(WARP), "1500", str(windows),
             str(window_ms), pids, str(BLE_INTERVAL_MS)]
     res = _client(ctx, f"direct mode ({mode})", argv, None, timeout=90 + windows * window_ms / 1000)
     if mode == "ble":
+        limits = []
         for w in res["windows"]:
-            w["ble_limit_s"] = w["limit_s"] + w["obd_requests"] * 1.5 * BLE_INTERVAL_MS / 1000
-            w["ble_efficiency"] = w["ble_limit_s"] / (w["ms"] / 1000)
-        from hil.bench.common import median
-
-        res["ble_efficiency"] = median(w["ble_efficiency"] for w in res["windows"])
-        res["ble_limit_pids_per_s"] = median(w["values"] / w["ble_limit_s"] for w in res["windows"])
+            limit = w["limit_s"] + w["obd_requests"] * 1.5 * BLE_INTERVAL_MS / 1000
+            w["ble_limit_s"], w["ble_efficiency"] = limit, limit / (w["ms"] / 1000)
+            limits.append((w["values"], limit, w["ble_efficiency"]))
+        res["ble_efficiency"] = median(eff for _v, _limit, eff in limits)
+        res["ble_limit_pids_per_s"] = median(v / limit for v, limit, _eff in limits)
     return res
 
 
-def run(ctx: Context) -> dict:
+def run(ctx: Context) -> DirectResult:
     ctx.log("direct: direct mode over a pty and over simulated BLE, python-OBD on a pty …")
     if ctx.quick:
         with ThreadPoolExecutor(3) as ex:
@@ -62,7 +74,7 @@ def run(ctx: Context) -> dict:
             "ble_efficiency": ble["ble_efficiency"]}
 
 
-def rows(r: dict) -> list[Row]:
+def rows(r: DirectResult) -> list[Row]:
     pty, ble, s = r["direct_pty"], r["direct_ble"], r["pyobd_sync"]
     ratio = r["ratio_pty_vs_pyobd"]
     return [

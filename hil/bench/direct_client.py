@@ -16,9 +16,15 @@ garbage truncated given_up 0 records`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sys
 import tempfile
 import time
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from obdsync.direct.transports import Transport
 
 
 async def main(argv: list[str]) -> int:
@@ -28,31 +34,32 @@ async def main(argv: list[str]) -> int:
     from obdsync.direct import mpcompat
     from protocol.record import RecordWriter
 
-    pty, mode, warp, warm_ms, windows, window_ms, pids = argv[:7]
+    pty, mode, warp_arg, warm_ms, windows, window_ms, pid_list = argv[:7]
     interval = float(argv[7]) if len(argv) > 7 else 30.0
-    warp, nwin, win = int(warp), int(windows), int(window_ms) / 1000
-    pids = [int(p, 16) for p in pids.split(",")]
+    warp, nwin, win = int(warp_arg), int(windows), int(window_ms) / 1000
+    pids = [int(p, 16) for p in pid_list.split(",")]
     async with _transport(pty, mode, interval) as t:
         elm = E.ELM327(t)
         st = await elm.init()
         print("init", E.NAMES[st], elm.is_can, flush=True)
         t0 = mpcompat.ticks_ms()
         writer = RecordWriter(bytes(32))
-        count = {"samples": 0, "records": 0, "rec_t": time.monotonic()}
+        count = {"samples": 0, "records": 0}
+        sealed_at = [time.monotonic()]
 
-        def sink(t_ms, n, ch, off, ln, data):
+        def sink(t_ms: int, n: int, ch: bytearray, off: bytearray, ln: bytearray, data: bytearray) -> None:
             nbytes = sum(ln[i] for i in range(n))
-            if not writer.fits(n, nbytes) or time.monotonic() - count["rec_t"] >= 1.0:
+            if not writer.fits(n, nbytes) or time.monotonic() - sealed_at[0] >= 1.0:
                 if not writer.empty():
                     writer.seal(count["records"], 1)
                     count["records"] += 1
-                count["rec_t"] = time.monotonic()
+                sealed_at[0] = time.monotonic()
             writer.group(t_ms)
             for i in range(n):
                 writer.add(ch[i], data, off[i], ln[i])
             count["samples"] += n
 
-        def warped():
+        def warped() -> int:
             return mpcompat.ticks_add(t0, mpcompat.ticks_diff(mpcompat.ticks_ms(), t0) * warp)
 
         plan = Plan(tuple((p, MIN_INTERVAL, MIN_INTERVAL, 0) for p in pids))
@@ -73,38 +80,29 @@ async def main(argv: list[str]) -> int:
     return 0
 
 
-class _transport:
-    def __init__(self, pty: str, mode: str, interval: float) -> None:
-        self.pty, self.mode, self.interval = pty, mode, interval
-        self._tmp = None
-        self._adapter = None
-        self._t = None
+@contextlib.asynccontextmanager
+async def _transport(pty: str, mode: str, interval: float) -> AsyncIterator[Transport]:
+    """The opened transport of `mode`; what it stands on (the simulated adapter and its air)
+    is closed too, also when opening fails halfway."""
+    from obdsync.direct.transports import open_transport
 
-    async def __aenter__(self):
-        from obdsync.direct.transports import open_transport
-
-        if self.mode == "pty":
-            self._t = open_transport(self.pty)
-        elif self.mode == "ble":
+    async with contextlib.AsyncExitStack() as stack:
+        if mode == "pty":
+            t = open_transport(pty)
+        elif mode == "ble":
             from hil.adapter_links import BleAdapter
             from hil.blesim import SimClient
             from obdsync.direct.ble import BleTransport
 
-            self._tmp = tempfile.TemporaryDirectory(prefix="obdsync-bench-air-")
+            air = stack.enter_context(tempfile.TemporaryDirectory(prefix="obdsync-bench-air-"))
             mac = "0C:EE:E7:00:00:02"
-            self._adapter = await BleAdapter(self.pty, self._tmp.name, mac, "fff0", mtu=23,
-                                             conn_interval_ms=self.interval, per_event=4).start()
-            self._t = BleTransport(mac, backend=SimClient, backend_kwargs={"air": self._tmp.name})
+            adapter = await BleAdapter(pty, air, mac, "fff0", mtu=23, conn_interval_ms=interval, per_event=4).start()
+            stack.push_async_callback(adapter.close)
+            t = BleTransport(mac, backend=SimClient, backend_kwargs={"air": air})
         else:
-            raise SystemExit(f"unknown mode {self.mode!r}")
-        return await self._t.open()
-
-    async def __aexit__(self, *exc):
-        await self._t.close()
-        if self._adapter is not None:
-            await self._adapter.close()
-        if self._tmp is not None:
-            self._tmp.cleanup()
+            raise SystemExit(f"unknown mode {mode!r}")
+        stack.push_async_callback(t.close)
+        yield await t.open()
 
 
 if __name__ == "__main__":

@@ -17,12 +17,32 @@ Measured in the same firmware run as figure 1 when both are asked for.
 
 from __future__ import annotations
 
+from typing import TypedDict
+
 from hil.bench import pids
 from hil.bench.common import Context, Row, fmt
 
 
-def run(ctx: Context) -> dict:
-    fw = ctx.results.get("pids", {}).get("firmware")
+class HeapResult(TypedDict):
+    seal_alloc_bytes: int
+    records_sealed: int
+    seal_bytes_per_record: float
+    other_bytes_per_sample: float
+    samples: int
+    alloc_bytes: int
+    bytes_per_sample: float
+    per_window: list[tuple[int, int, int]]  # (values, bytes allocated, collections)
+    collections: int
+    peak_alloc: int
+    heap_total: int | None
+    heapsize: str
+    code_heap_kb: int
+    memory_error: bool
+    note: str
+
+
+def run(ctx: Context) -> HeapResult:
+    fw = ctx.firmware_run
     if fw is None:
         ctx.log("heap: firmware poll path on the unix port …")
         fw = pids.run_firmware(ctx)
@@ -47,7 +67,7 @@ def run(ctx: Context) -> dict:
     }
 
 
-def rows(r: dict) -> list[Row]:
+def rows(r: HeapResult) -> list[Row]:
     return [Row("Firmware heap per sample (steady state)",
                 f"{fmt(r['bytes_per_sample'], 2)} B/sample over {r['samples']:,} samples "
                 f"({fmt(r['seal_bytes_per_record'], 0)} B per sealed record, "

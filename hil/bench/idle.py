@@ -17,23 +17,38 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING, TypedDict
 
 from hil.bench.common import SCENARIO, BenchError, Context, LineProc, Row, fmt, rss_cpu
 
+if TYPE_CHECKING:
+    from hil.rig import Rig
+
 GOAL_RSS_MB = 60
 GOAL_CPU_PCT = 2.0
+
+
+class IdleResult(TypedDict):
+    daemon: str
+    window_s: float
+    samples_stored: int | None
+    rss_mb: float
+    rss_peak_mb: float
+    cpu_pct: float
+    cpu_s: float
+    daemon_output_tail: list[str]
 
 
 def _obdsync() -> Path:
     return Path(sys.executable).with_name("obdsync")
 
 
-def _env(work: Path, air: Path) -> dict:
+def _env(work: Path, air: Path) -> dict[str, str]:
     return dict(os.environ, XDG_CONFIG_HOME=str(work / "xdg-config"), XDG_DATA_HOME=str(work / "xdg-data"),
                 OBDSYNC_SIM_AIR=str(air), OBDSYNC_BLE_BACKEND="hil.blesim")
 
 
-def _daemon_argv(ctx: Context, rig, work: Path, env: dict) -> tuple[list[str], str]:
+def _daemon_argv(ctx: Context, rig: Rig, work: Path, env: dict[str, str]) -> tuple[list[str], str]:
     exe = _obdsync()
     if exe.exists():
         r = subprocess.run([str(exe), "pair", rig.dongle.mac], input=rig.dongle.label + "\n", env=env,
@@ -50,12 +65,13 @@ def _count(db: Path) -> int | None:
     """Samples the daemon stored: proof the dongle was streaming, not just connected."""
     try:
         with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as c:
-            return c.execute("SELECT COUNT(*) FROM samples").fetchone()[0]
+            n = c.execute("SELECT COUNT(*) FROM samples").fetchone()[0]
     except sqlite3.Error:
         return None
+    return n if isinstance(n, int) else None
 
 
-def run(ctx: Context) -> dict:
+def run(ctx: Context) -> IdleResult:
     from hil.rig import Rig
 
     window = ctx.pick(10.0, 60.0)
@@ -88,7 +104,7 @@ def run(ctx: Context) -> dict:
             "cpu_pct": 100 * (cpu1 - cpu0) / wall, "cpu_s": cpu1 - cpu0, "daemon_output_tail": out.splitlines()}
 
 
-def rows(r: dict) -> list[Row]:
+def rows(r: IdleResult) -> list[Row]:
     return [Row(f"Idle cost: daemon + 1 dongle streaming, {r['window_s']:.0f} s ({r['daemon'].split(' (')[0]})",
                 f"RSS {fmt(r['rss_mb'])} MB (peak {fmt(r['rss_peak_mb'])}), CPU {fmt(r['cpu_pct'], 2)} %; "
                 f"{r['samples_stored']} samples stored",

@@ -31,12 +31,17 @@ import math
 import pstats
 import sqlite3
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, NotRequired, TypedDict
 
 from hil.bench.common import Context, Row, fmt, median
 from protocol.auth import Hmac, telemetry_key
 from protocol.channels import CH_VOLTAGE
 from protocol.record import RecordWriter, Signer, decode_record
+
+if TYPE_CHECKING:
+    from obdsync.pipeline import Pipeline
 
 SECRET = bytes(range(32))
 DEVICE = "be0c000000000001"
@@ -44,6 +49,50 @@ BATCH_RECORDS = 512
 WALL_T0_MS = 1_732_500_000_000
 GOAL_RATE = 200_000
 GOAL_1M_S = 5.0
+
+
+class Fed(TypedDict):
+    """One run of the daemon's path over the backlog."""
+    elapsed_s: float
+    decode_record_s: float
+    events: int | None  # events the rules stored (with the pipeline)
+
+
+class Naive(TypedDict):
+    rows: int
+    elapsed_s: float
+    rate: float
+    extrapolated: bool
+
+
+class Variant(TypedDict):
+    runs_s: list[float]
+    elapsed_s: float
+    rate: float
+    decode_record_s: float
+    events: int | None
+    seconds_per_1m: float
+
+
+class Profile(TypedDict):
+    wall_s: float
+    stages_s: dict[str, float]
+    top_functions: list[str]
+    note: str
+
+
+class IngestResult(TypedDict):
+    samples: int
+    records: int
+    batch_records: int
+    pipeline_available: bool
+    parts: str
+    store: Variant
+    pipeline: NotRequired[Variant]
+    naive: Naive
+    headline: str  # "pipeline" or "store": the variant the figure is
+    ratio_vs_naive: float
+    profile: Profile
 
 # dongle.plan.DEFAULT, driving column (100 ms units); the firmware's own table.
 PLAN = ((0x0D, 2), (0x0C, 2), (0x04, 2), (0x11, 2), (0x05, 10), (0x0F, 10), (0x10, 10), (0x5E, 10),
@@ -123,28 +172,32 @@ class _Timed:
     def __init__(self) -> None:
         self.s: dict[str, float] = {}
 
-    def wrap(self, obj, name: str, label: str) -> None:
-        fn = getattr(obj, name)
+    def wrap(self, obj: object, name: str, label: str) -> None:
         s = self.s
         s.setdefault(label, 0.0)
-        if asyncio.iscoroutinefunction(fn):
-            async def timed(*a, **k):
+        if asyncio.iscoroutinefunction(getattr(obj, name)):
+            afn: Callable[..., Awaitable[object]] = getattr(obj, name)
+
+            async def timed_async(*a: object, **k: object) -> object:
                 t = time.perf_counter()
                 try:
-                    return await fn(*a, **k)
+                    return await afn(*a, **k)
                 finally:
                     s[label] += time.perf_counter() - t
+            setattr(obj, name, timed_async)
         else:
-            def timed(*a, **k):
+            fn: Callable[..., object] = getattr(obj, name)
+
+            def timed(*a: object, **k: object) -> object:
                 t = time.perf_counter()
                 try:
                     return fn(*a, **k)
                 finally:
                     s[label] += time.perf_counter() - t
-        setattr(obj, name, timed)
+            setattr(obj, name, timed)
 
 
-def _pipeline_cls():
+def _pipeline_cls() -> type[Pipeline] | None:
     try:
         from obdsync.pipeline import Pipeline
         return Pipeline
@@ -153,17 +206,21 @@ def _pipeline_cls():
 
 
 async def _feed(db: Path, raws: list[bytes], with_rules: bool, profile: cProfile.Profile | None = None,
-                stages: _Timed | None = None) -> dict:
+                stages: _Timed | None = None) -> Fed:
     from obdsync.daemon import tune_runtime
     from obdsync.store import Store
 
     tune_runtime()  # as the daemon's process runs
     _remove(db)
     store = await Store.open(db)
-    sink = store
+    pipe = None
     if with_rules:
         from obdsync.config import Config
-        sink = _pipeline_cls()(store, Config())
+        cls = _pipeline_cls()
+        if cls is None:
+            raise RuntimeError("with_rules asked, but obdsync.pipeline is missing")
+        pipe = cls(store, Config())
+    sink: Store | Pipeline = pipe or store
     hmac = Hmac(telemetry_key(SECRET))
     if stages is not None:
         stages.wrap(store, "_plan", "Store._plan (decode values, build rows, watermark)")
@@ -171,7 +228,7 @@ async def _feed(db: Path, raws: list[bytes], with_rules: bool, profile: cProfile
         stages.wrap(store, "_new_records", "Store._new_records (duplicate check)")
         stages.wrap(sink, "ingest", "ingest total")
     t_decode = 0.0
-    acked = -1
+    acked: int | None = -1
     try:
         t0 = time.perf_counter()
         if profile is not None:
@@ -181,14 +238,14 @@ async def _feed(db: Path, raws: list[bytes], with_rules: bool, profile: cProfile
             recs = [decode_record(r, hmac) for r in raws[i:i + BATCH_RECORDS]]
             t_decode += time.perf_counter() - td
             acked = await sink.ingest(DEVICE, recs)
-        if with_rules:
-            await sink.flush()  # derivation runs beside the commits: count it to the end
+        if pipe is not None:
+            await pipe.flush()  # derivation runs beside the commits: count it to the end
         if profile is not None:
             profile.disable()
         elapsed = time.perf_counter() - t0
-        events = getattr(sink, "events_stored", None)
-        if with_rules:
-            await sink.close()
+        events = pipe.events_stored if pipe is not None else None
+        if pipe is not None:
+            await pipe.close()
     finally:
         await store.close()
     if acked != len(raws) - 1:
@@ -203,7 +260,7 @@ def _remove(db: Path) -> None:
         p.unlink()
 
 
-def naive(db: Path, raws: list[bytes], rows_wanted: int) -> dict:
+def naive(db: Path, raws: list[bytes], rows_wanted: int) -> Naive:
     """Row per sample, COMMIT per sample, python-OBD decode per sample: the baseline."""
     from obdsync.decode import decode_with_obd
 
@@ -218,6 +275,7 @@ def naive(db: Path, raws: list[bytes], rows_wanted: int) -> dict:
     for raw in raws:
         rec = decode_record(raw, hmac)
         for t, ch, data in rec.samples:
+            value: float | None
             if ch == CH_VOLTAGE:
                 value = int.from_bytes(data, "big") / 1000
             else:
@@ -248,7 +306,7 @@ def _profile_text(prof: cProfile.Profile, n: int = 14) -> list[str]:
     return lines[start:start + n + 1]
 
 
-def run(ctx: Context) -> dict:
+def run(ctx: Context) -> IngestResult:
     samples = ctx.pick(200_000, 1_000_000)
     repeats = ctx.pick(2, 3)
     naive_rows = ctx.pick(2_000, 10_000)
@@ -257,11 +315,7 @@ def run(ctx: Context) -> dict:
     ctx.log(f"ingest: built {len(raws):,} records, {total:,} samples in {time.perf_counter() - t:.1f} s")
     has_pipeline = _pipeline_cls() is not None
     variants = [("store", False)] + ([("pipeline", True)] if has_pipeline else [])
-    res: dict = {"samples": total, "records": len(raws), "batch_records": BATCH_RECORDS,
-                 "pipeline_available": has_pipeline,
-                 "parts": ("decode_record + Store.ingest (python-OBD decode, SQLite)"
-                           + ("; and decode_record + Pipeline.ingest (store + rules + events)" if has_pipeline
-                              else "; rules not yet: obdsync.pipeline is missing"))}
+    measured: dict[str, Variant] = {}
     for name, rules in variants:
         runs = []
         for i in range(repeats):
@@ -271,16 +325,14 @@ def run(ctx: Context) -> dict:
             _remove(db)
             ctx.log(f"ingest: {name} run {i + 1}: {total / r['elapsed_s']:,.0f} samples/s")
         el = median(r["elapsed_s"] for r in runs)
-        res[name] = {"runs_s": [r["elapsed_s"] for r in runs], "elapsed_s": el, "rate": total / el,
-                     "decode_record_s": median(r["decode_record_s"] for r in runs),
-                     "events": runs[0]["events"], "seconds_per_1m": el * 1_000_000 / total}
+        measured[name] = {"runs_s": [r["elapsed_s"] for r in runs], "elapsed_s": el, "rate": total / el,
+                          "decode_record_s": median(r["decode_record_s"] for r in runs),
+                          "events": runs[0]["events"], "seconds_per_1m": el * 1_000_000 / total}
     db = ctx.workdir / "ingest-naive.db"
-    res["naive"] = naive(db, raws, naive_rows)
+    base = naive(db, raws, naive_rows)
     _remove(db)
-    ctx.log(f"ingest: naive {res['naive']['rate']:,.0f} samples/s over {res['naive']['rows']:,} rows")
+    ctx.log(f"ingest: naive {base['rate']:,.0f} samples/s over {base['rows']:,} rows")
     head = "pipeline" if has_pipeline else "store"
-    res["headline"] = head
-    res["ratio_vs_naive"] = res[head]["rate"] / res["naive"]["rate"]
 
     # Where the time goes: one more run of the headline path, stages timed and profiled.
     prof = cProfile.Profile()
@@ -293,17 +345,27 @@ def run(ctx: Context) -> dict:
     inner = sum(v for k, v in parts.items() if k.startswith("Store."))
     parts["rest of ingest (pipeline: rules, held records, events)" if has_pipeline else "rest of Store.ingest"] = \
         total_s - parts["decode_record (MAC + parse)"] - inner
-    res["profile"] = {
-        "wall_s": total_s,
-        "stages_s": dict(sorted(parts.items(), key=lambda kv: -kv[1])),
-        "top_functions": _profile_text(prof),
-        "note": "profiled run (cProfile on): slower than the timed runs; shares are what matter",
+    res: IngestResult = {
+        "samples": total, "records": len(raws), "batch_records": BATCH_RECORDS, "pipeline_available": has_pipeline,
+        "parts": ("decode_record + Store.ingest (python-OBD decode, SQLite)"
+                  + ("; and decode_record + Pipeline.ingest (store + rules + events)" if has_pipeline
+                     else "; rules not yet: obdsync.pipeline is missing")),
+        "store": measured["store"], "naive": base, "headline": head,
+        "ratio_vs_naive": measured[head]["rate"] / base["rate"],
+        "profile": {
+            "wall_s": total_s,
+            "stages_s": dict(sorted(parts.items(), key=lambda kv: -kv[1])),
+            "top_functions": _profile_text(prof),
+            "note": "profiled run (cProfile on): slower than the timed runs; shares are what matter",
+        },
     }
+    if "pipeline" in measured:
+        res["pipeline"] = measured["pipeline"]
     return res
 
 
-def rows(r: dict) -> list[Row]:
-    head = r[r["headline"]]
+def rows(r: IngestResult) -> list[Row]:
+    head = r["pipeline"] if r["headline"] == "pipeline" else r["store"]
     what = "decode + store + rules" if r["headline"] == "pipeline" else "decode + store (no rules yet)"
     out = [Row(f"Daemon ingest ({what}), {r['samples']:,} samples",
                f"{fmt(head['rate'], 0)} samples/s; 1 M in {fmt(head['seconds_per_1m'], 2)} s",

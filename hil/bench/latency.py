@@ -27,12 +27,18 @@ import socket
 import statistics
 import subprocess
 import time
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, NotRequired, TypedDict
 
 from hil.bench.common import BenchError, Context, Row
 from hil.bench.ingest import SECRET, WALL_T0_MS, _raw
 from protocol.auth import Hmac, telemetry_key
 from protocol.record import RecordWriter, Signer, decode_record
+
+if TYPE_CHECKING:
+    from obdsync.forward.outbox import Delivery
+    from obdsync.store import Event
 
 GOAL_P99_MS = 50
 DEVICE = "be0c000000000007"
@@ -41,8 +47,40 @@ MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 LIVE_CHANNELS = (0x0D, 0x0C, 0x04, 0x11, 0x05)
 
 
+class Measured(TypedDict):
+    lat_ms: list[float]
+    lat_sent_ms: list[float]
+    stored: int
+    stages: list[dict[str, float]]  # per event: stage -> ms after t0
+
+
+class Percentiles(TypedDict):
+    p50: float
+    p99: float
+
+
+# The functional form: "from" is a keyword.
+LatencyResult = TypedDict("LatencyResult", {
+    "measured": bool,
+    "why": NotRequired[str],  # when not measured
+    "events": NotRequired[int],
+    "p50_ms": NotRequired[float],
+    "p99_ms": NotRequired[float],
+    "sent_p50_ms": NotRequired[float],
+    "sent_p99_ms": NotRequired[float],
+    "lat_sent_ms": NotRequired[list[float]],
+    "max_ms": NotRequired[float],
+    "mean_ms": NotRequired[float],
+    "lat_ms": NotRequired[list[float]],
+    "stages_ms": NotRequired[dict[str, Percentiles]],
+    "slowest": NotRequired[list[dict[str, float]]],
+    "until": NotRequired[str],
+    "from": NotRequired[str],
+})
+
+
 @contextlib.contextmanager
-def _broker(workdir: Path):
+def _broker(workdir: Path) -> Iterator[int]:
     """Mosquitto on a free loopback port (the few lines of tests/mosquitto.py we need)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -102,7 +140,7 @@ def _records(events: int) -> list[tuple[bytes, bytes]]:
     return out
 
 
-async def _measure(workdir: Path, port: int, events: int) -> dict:
+async def _measure(workdir: Path, port: int, events: int) -> Measured:
     from obdsync.config import Config, ForwardConfig, MqttTarget
     from obdsync.forward import Forwarder
     from obdsync.pipeline import Pipeline
@@ -125,26 +163,26 @@ async def _measure(workdir: Path, port: int, events: int) -> dict:
         sent_at[entry_id] = time.perf_counter()
         sent.set()
 
-    async def timed_send(delivery) -> None:
+    async def timed_send(delivery: Delivery) -> None:
         await orig_send(delivery)
         if delivery.entry_id is not None:
             puback_at[delivery.entry_id] = time.perf_counter()
 
-    async def counted_put(event, outbox=()):
+    async def counted_put(event: Event, outbox: Sequence[tuple[str, bytes]] = ()) -> list[int]:
         ids = await orig_put(event, outbox)
         expected.extend(ids)
         return ids
 
-    sql.sent = timed_sent
-    fwd.workers[0].sender.send = timed_send
-    store.put_event = counted_put
+    setattr(sql, "sent", timed_sent)  # noqa: B010 - on this instance, not its class
+    setattr(fwd.workers[0].sender, "send", timed_send)  # noqa: B010
+    setattr(store, "put_event", counted_put)  # noqa: B010
     # Stage stamps of the event in flight, to say where a slow one spent its time.
     marks: dict[str, float] = {}
 
-    def stamp(obj, name: str, label: str) -> None:
-        fn = getattr(obj, name)
+    def stamp(obj: object, name: str, label: str) -> None:
+        fn: Callable[..., Awaitable[object]] = getattr(obj, name)
 
-        async def wrapped(*a, **k):
+        async def wrapped(*a: object, **k: object) -> object:
             marks.setdefault(label + ">", time.perf_counter())
             try:
                 return await fn(*a, **k)
@@ -202,7 +240,7 @@ def _pct(xs: list[float], p: float) -> float:
     return s[min(len(s) - 1, max(0, round(p / 100 * len(s) + 0.5) - 1))]  # nearest rank
 
 
-def run(ctx: Context) -> dict:
+def run(ctx: Context) -> LatencyResult:
     if not Path(MOSQUITTO).exists():
         return {"measured": False, "why": f"{MOSQUITTO} not found (apt-get install mosquitto)"}
     events = ctx.pick(60, 200)
@@ -225,7 +263,7 @@ def run(ctx: Context) -> dict:
             "from": "Pipeline.ingest called with the DTC record (decoded, signed)"}
 
 
-def rows(r: dict) -> list[Row]:
+def rows(r: LatencyResult) -> list[Row]:
     if not r.get("measured"):
         return [Row("Event latency (record in → PUBACK at Mosquitto)", f"not measured: {r.get('why', '?')}", "—",
                     "—", f"p99 < {GOAL_P99_MS} ms", None)]

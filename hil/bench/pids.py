@@ -25,7 +25,9 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
+from typing import NotRequired, TypedDict
 
 from hil import mpy
 from hil.adapter import Profile, load_profile
@@ -54,9 +56,105 @@ GOAL_RATIO = 4.5
 GOAL_EFFICIENCY = 0.90
 PROFILES = ("can29_500", "iso9141")  # CAN 11-bit 500k is the headline run (a genuine adapter, one ECU)
 
+# Link model counters (LinkModel.stats()) and a client's CPU seconds, read as a window's
+# lines arrive, keyed ("s" | "e", window): at its start and at its end.
+Snapshots = dict[tuple[str, int], dict[str, int]]
+CpuSnapshots = dict[tuple[str, int], float]
 
-def _windows(proc_lines: list[str], snaps: dict, baud: int = BAUD, latency_s: float = LATENCY_S) -> list[dict]:
-    out = []
+
+class Window(TypedDict):
+    """One measurement window of a client: its own line and the link's counters over it."""
+    values: int
+    requests: int
+    ms: int
+    bytes_to_elm: int
+    bytes_from_elm: int
+    obd_requests: int
+    at_commands: int
+    alloc_bytes: NotRequired[int]  # the firmware's windows only (gc.mem_alloc rises)
+    collections: NotRequired[int]
+    peak_alloc: NotRequired[int]
+    seal_alloc_bytes: NotRequired[int]
+    records_sealed: NotRequired[int]
+    cpu_s: NotRequired[float]
+    pids_per_s: float
+    bytes_to_per_value: float
+    bytes_from_per_value: float
+    limit_s: float
+    limit_pids_per_s: float
+    efficiency: float
+    pids_per_request: float
+    ble_limit_s: NotRequired[float]  # direct mode over BLE (hil.bench.direct)
+    ble_efficiency: NotRequired[float]
+
+
+class ClientErrors(TypedDict):
+    timeouts: int
+    errors: int
+    garbage: int
+    truncated: int
+    given_up: int
+
+
+class ClientResult(TypedDict):
+    """A client's run: its windows and their medians."""
+    windows: list[Window]
+    wall_s: float
+    output_tail: list[str]
+    pids_per_s: float
+    bytes_to_per_value: float
+    bytes_from_per_value: float
+    limit_pids_per_s: float
+    efficiency: float
+    pids_per_request: float
+    errors: NotRequired[ClientErrors]  # from the firmware's `end` line
+    heap_total: NotRequired[int]
+    records: NotRequired[int]
+    supported: NotRequired[int]
+    heapsize: NotRequired[str]  # the firmware's runs (run_firmware)
+    code_heap_kb: NotRequired[int]
+    warp: NotRequired[int]
+    plan: NotRequired[str]
+    ble_efficiency: NotRequired[float]  # direct mode over BLE (hil.bench.direct)
+    ble_limit_pids_per_s: NotRequired[float]
+
+
+class ProfileResult(TypedDict):
+    """Firmware and python-OBD side by side on one adapter profile, or why not."""
+    profile: str
+    error: NotRequired[str]
+    protocol: NotRequired[str]
+    baud: NotRequired[int]
+    latency_s: NotRequired[float]
+    multi_pid: NotRequired[bool]
+    firmware: NotRequired[ClientResult]
+    pyobd_sync: NotRequired[ClientResult]
+    ratio_vs_pyobd_sync: NotRequired[float]
+    efficiency: NotRequired[float]
+    pyobd_efficiency: NotRequired[float]
+
+
+class PidsResult(TypedDict):
+    pids: list[str]
+    concurrent_clients: bool
+    baud: int
+    latency_s: float
+    scenario: str
+    firmware: ClientResult
+    firmware_default_plan: ClientResult
+    pyobd_sync: ClientResult
+    pyobd_async: ClientResult
+    ratio_vs_pyobd_sync: float
+    ratio_vs_pyobd_async: float
+    ratio_vs_best_pyobd: float
+    efficiency: float
+    default_plan_ratio_vs_best_pyobd: float
+    profiles: dict[str, ProfileResult]
+
+
+def _windows(proc_lines: list[str], snaps: Snapshots, baud: int = BAUD, latency_s: float = LATENCY_S,
+             cpu: CpuSnapshots | None = None) -> list[Window]:
+    out: list[Window] = []
     for line in proc_lines:
         if not line.startswith("win "):
             continue
@@ -66,33 +164,35 @@ def _windows(proc_lines: list[str], snaps: dict, baud: int = BAUD, latency_s: fl
             continue
         s0, s1 = snaps[("s", i)], snaps[("e", i)]
         d = {k: s1.get(k, 0) - s0.get(k, 0) for k in ("bytes_to_elm", "bytes_from_elm", "obd_requests", "at_commands")}
-        w = {"values": int(f[2]), "requests": int(f[3]), "ms": int(f[4]), **d}
-        if len(f) >= 8:
-            w.update(alloc_bytes=int(f[5]), collections=int(f[6]), peak_alloc=int(f[7]))
-        if len(f) >= 10:
-            w.update(seal_alloc_bytes=int(f[8]), records_sealed=int(f[9]))
-        if ("cpu", "s", i) in snaps and ("cpu", "e", i) in snaps:  # the client's CPU seconds in the window
-            w["cpu_s"] = snaps[("cpu", "e", i)] - snaps[("cpu", "s", i)]
-        v = max(1, w["values"])
-        w["pids_per_s"] = w["values"] / (w["ms"] / 1000)
-        w["bytes_to_per_value"] = d["bytes_to_elm"] / v
-        w["bytes_from_per_value"] = d["bytes_from_elm"] / v
+        values, ms = int(f[2]), int(f[4])
+        v = max(1, values)
         line_s = (d["bytes_to_elm"] + d["bytes_from_elm"]) * BITS_PER_BYTE / baud + d["obd_requests"] * latency_s
-        w["limit_s"] = line_s
-        w["limit_pids_per_s"] = w["values"] / line_s if line_s else float("nan")
-        w["efficiency"] = line_s / (w["ms"] / 1000)
-        w["pids_per_request"] = w["values"] / max(1, d["obd_requests"])
+        w: Window = {
+            "values": values, "requests": int(f[3]), "ms": ms, "bytes_to_elm": d["bytes_to_elm"],
+            "bytes_from_elm": d["bytes_from_elm"], "obd_requests": d["obd_requests"], "at_commands": d["at_commands"],
+            "pids_per_s": values / (ms / 1000), "bytes_to_per_value": d["bytes_to_elm"] / v,
+            "bytes_from_per_value": d["bytes_from_elm"] / v, "limit_s": line_s,
+            "limit_pids_per_s": values / line_s if line_s else float("nan"), "efficiency": line_s / (ms / 1000),
+            "pids_per_request": values / max(1, d["obd_requests"]),
+        }
+        if len(f) >= 8:
+            w["alloc_bytes"], w["collections"], w["peak_alloc"] = int(f[5]), int(f[6]), int(f[7])
+        if len(f) >= 10:
+            w["seal_alloc_bytes"], w["records_sealed"] = int(f[8]), int(f[9])
+        if cpu and ("s", i) in cpu and ("e", i) in cpu:  # the client's CPU seconds in the window
+            w["cpu_s"] = cpu[("e", i)] - cpu[("s", i)]
         out.append(w)
     return out
 
 
-def _client(ctx: Context, name: str, argv: list[str], env: dict | None, timeout: float,
-            profile: Profile | None = None) -> dict:
+def _client(ctx: Context, name: str, argv: list[str], env: Mapping[str, str] | None, timeout: float,
+            profile: Profile | None = None) -> ClientResult:
     baud = profile.baud if profile else BAUD
     latency_s = profile.latency_s if profile else LATENCY_S
     with Emulator(SCENARIO, adapter=profile) as emu, LinkModel(emu.pty, baud=baud, latency_s=latency_s,
                                                                adapter=profile) as link:
-        snaps: dict = {}
+        snaps: Snapshots = {}
+        cpus: CpuSnapshots = {}
         pid: list[int] = []
 
         def cpu() -> float | None:
@@ -106,12 +206,12 @@ def _client(ctx: Context, name: str, argv: list[str], env: dict | None, timeout:
                 i = int(line.split()[1])
                 snaps[("s", i)] = link.stats()
                 if (c := cpu()) is not None:
-                    snaps[("cpu", "s", i)] = c
+                    cpus[("s", i)] = c
             elif line.startswith("win "):
                 i = int(line.split()[1])
                 snaps[("e", i)] = link.stats()
                 if (c := cpu()) is not None:
-                    snaps[("cpu", "e", i)] = c
+                    cpus[("e", i)] = c
 
         argv = [a.replace("{PTY}", link.pty) for a in argv]
         t0 = time.monotonic()
@@ -119,19 +219,25 @@ def _client(ctx: Context, name: str, argv: list[str], env: dict | None, timeout:
             pid.append(p.proc.pid)
             p.expect("end", timeout)
             lines = list(p.lines)
-        ws = _windows(lines, snaps, baud, latency_s)
+        ws = _windows(lines, snaps, baud, latency_s, cpus)
         if not ws:
             raise BenchError(f"{name}: no complete window; output:\n" + "\n".join(lines[-30:]))
-        res = {"windows": ws, "wall_s": time.monotonic() - t0, "output_tail": [ln for ln in lines
-                                                                               if not ln.startswith("win")][-5:]}
-        for k in ("pids_per_s", "bytes_to_per_value", "bytes_from_per_value", "limit_pids_per_s", "efficiency",
-                  "pids_per_request"):
-            res[k] = median(w[k] for w in ws)
+        res: ClientResult = {
+            "windows": ws, "wall_s": time.monotonic() - t0,
+            "output_tail": [ln for ln in lines if not ln.startswith("win")][-5:],
+            "pids_per_s": median(w["pids_per_s"] for w in ws),
+            "bytes_to_per_value": median(w["bytes_to_per_value"] for w in ws),
+            "bytes_from_per_value": median(w["bytes_from_per_value"] for w in ws),
+            "limit_pids_per_s": median(w["limit_pids_per_s"] for w in ws),
+            "efficiency": median(w["efficiency"] for w in ws),
+            "pids_per_request": median(w["pids_per_request"] for w in ws),
+        }
         for line in lines:
             if line.startswith("end ") and len(line.split()) >= 8:
                 f = line.split()
-                res["errors"] = dict(zip(("timeouts", "errors", "garbage", "truncated", "given_up"),
-                                         map(int, f[1:6]), strict=True))
+                timeouts, errors, garbage, truncated, given_up = map(int, f[1:6])
+                res["errors"] = {"timeouts": timeouts, "errors": errors, "garbage": garbage, "truncated": truncated,
+                                 "given_up": given_up}
                 res["heap_total"] = int(f[6])
                 res["records"] = int(f[7])
             if line.startswith("connected "):
@@ -139,7 +245,7 @@ def _client(ctx: Context, name: str, argv: list[str], env: dict | None, timeout:
         return res
 
 
-def run_firmware(ctx: Context, plan: str = "flat", profile: Profile | None = None) -> dict:
+def run_firmware(ctx: Context, plan: str = "flat", profile: Profile | None = None) -> ClientResult:
     tree = sim_tree()
     heap = heapsize(tree)
     # the quick run has both plans (and the profiles) at once
@@ -152,11 +258,11 @@ def run_firmware(ctx: Context, plan: str = "flat", profile: Profile | None = Non
     env = mpy.env(simulated_ble=False, extra=[tree])
     res = _client(ctx, f"firmware ({plan} plan{', ' + profile.name if profile else ''})", argv, env,
                   timeout=60 + windows * window_ms / 1000, profile=profile)
-    res.update(heapsize=heap, code_heap_kb=code_heap_kb(tree), warp=WARP, plan=plan)
+    res["heapsize"], res["code_heap_kb"], res["warp"], res["plan"] = heap, code_heap_kb(tree), WARP, plan
     return res
 
 
-def run_pyobd(ctx: Context, mode: str, profile: Profile | None = None) -> dict:
+def run_pyobd(ctx: Context, mode: str, profile: Profile | None = None) -> ClientResult:
     windows, window_ms = ctx.pick((3, 1500), (5, 6000))
     pids = ",".join(f"{p:02X}" for p in PIDS)
     argv = [sys.executable, "-m", "hil.bench.pyobd_client", "{PTY}", mode, "1000", str(windows), str(window_ms), pids]
@@ -164,7 +270,7 @@ def run_pyobd(ctx: Context, mode: str, profile: Profile | None = None) -> dict:
                    timeout=90 + windows * window_ms / 1000, profile=profile)
 
 
-def run_profile(ctx: Context, name: str) -> dict:
+def run_profile(ctx: Context, name: str) -> ProfileResult:
     """Firmware (flat plan) and python-OBD OBD side by side on one profile."""
     prof = load_profile(name)
     with ThreadPoolExecutor(2) as ex:
@@ -177,7 +283,7 @@ def run_profile(ctx: Context, name: str) -> dict:
             "pyobd_efficiency": py["efficiency"]}
 
 
-def run(ctx: Context) -> dict:
+def run(ctx: Context) -> PidsResult:
     if ctx.quick:
         # Quick: the three clients at once, each on its own emulator and link (they wait on
         # the line, not the CPU); the full run measures them one after the other.
@@ -195,6 +301,7 @@ def run(ctx: Context) -> dict:
         sync = run_pyobd(ctx, "sync")
         ctx.log(f"pids: python-OBD {sync['pids_per_s']:.1f} PIDs/s; python-OBD Async …")
         asy = run_pyobd(ctx, "async")
+    ctx.firmware_run = fw  # figure heap reads the same run
     best = max(sync["pids_per_s"], asy["pids_per_s"])
     return {
         "pids": [f"0x{p:02X}" for p in PIDS], "concurrent_clients": ctx.quick, "baud": BAUD, "latency_s": LATENCY_S, "scenario": SCENARIO,
@@ -208,8 +315,8 @@ def run(ctx: Context) -> dict:
     }
 
 
-def _profiles(ctx: Context) -> dict:
-    out = {}
+def _profiles(ctx: Context) -> dict[str, ProfileResult]:
+    out: dict[str, ProfileResult] = {}
     for name in PROFILES:
         ctx.log(f"pids: firmware and python-OBD side by side on the {name} profile …")
         try:
@@ -219,7 +326,7 @@ def _profiles(ctx: Context) -> dict:
     return out
 
 
-def rows(r: dict) -> list[Row]:
+def rows(r: PidsResult) -> list[Row]:
     fw, s, a = r["firmware"], r["pyobd_sync"], r["pyobd_async"]
     fd = r.get("firmware_default_plan")
     ratio = r["ratio_vs_best_pyobd"]
@@ -245,7 +352,7 @@ def rows(r: dict) -> list[Row]:
     ]
 
 
-def _profile_rows(p: dict) -> list[Row]:
+def _profile_rows(p: ProfileResult) -> list[Row]:
     name = p["profile"]
     if "error" in p:
         return [Row(f"PIDs/s on {name}", f"FAILED: {p['error']}")]

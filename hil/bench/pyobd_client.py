@@ -15,6 +15,12 @@ import logging
 import sys
 import threading
 import time
+from typing import Protocol
+
+
+class _Response(Protocol):
+    """What we read of python-OBD's obd.OBDResponse (the package has no type information)."""
+    def is_null(self) -> bool: ...
 
 
 def main(argv: list[str]) -> int:
@@ -40,7 +46,7 @@ def main(argv: list[str]) -> int:
     print("connected", sum(1 for c in cmds if conn.supports(c)), flush=True)
 
     if mode == "async":
-        def seen(r):
+        def seen(r: _Response) -> None:
             with lock:
                 count["queries"] += 1
                 if not r.is_null():
@@ -61,10 +67,10 @@ def main(argv: list[str]) -> int:
             print("win", w, v, q, round((time.monotonic() - t0) * 1000), flush=True)
         conn.stop()
     else:
-        def poll_until(deadline):
+        def poll_until(deadline: float) -> None:
             while time.monotonic() < deadline:
                 for c in cmds:
-                    r = conn.query(c)
+                    r: _Response = conn.query(c)
                     count["queries"] += 1
                     if not r.is_null():
                         count["values"] += 1

@@ -14,6 +14,7 @@ import statistics
 import subprocess
 import sys
 import time
+from typing import TypedDict
 
 import httpx
 
@@ -23,17 +24,29 @@ GOAL_TRIP_MS = 300
 GOAL_RSS_MB = 60 + 20  # the idle goal (hil/bench/idle.py) + 20 MB
 
 
+class WebResult(TypedDict):
+    first_load_bytes: int
+    first_load_ms: float
+    trip_page_2h_ms: float
+    chart_36k_points_ms: float
+    live_p50_ms: float
+    live_p99_ms: float
+    live_n: int
+    rss_mb: float
+
+
 def _pct(xs: list[float], p: float) -> float:
     xs = sorted(xs)
     return xs[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))]
 
 
-def run(ctx: Context) -> dict:
+def run(ctx: Context) -> WebResult:
     from obdsync.web import charts
 
     n_feeds = ctx.pick(30, 200)
     child = subprocess.Popen([sys.executable, "-m", "hil.bench.web_child", str(ctx.workdir / "web.db")],
                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert child.stdin is not None and child.stdout is not None  # both are PIPE
     try:
         ready = child.stdout.readline().split()
         if not ready or ready[0] != "READY":
@@ -85,7 +98,7 @@ def run(ctx: Context) -> dict:
             "rss_mb": rss / 2**20}
 
 
-def rows(r: dict) -> list[Row]:
+def rows(r: WebResult) -> list[Row]:
     return [
         Row("web first load", f"{r['first_load_bytes']} B (HTML+CSS+JS) in {fmt(r['first_load_ms'])} ms on loopback"),
         Row("web sample → live event", f"p50 {fmt(r['live_p50_ms'])} ms, p99 {fmt(r['live_p99_ms'])} ms"

@@ -9,20 +9,28 @@ from __future__ import annotations
 import asyncio
 import sys
 from pathlib import Path
-from types import SimpleNamespace
 
 from obdsync.config import Config
 from obdsync.pipeline import Pipeline
-from obdsync.store import KIND_ANCHOR, KIND_SAMPLES, Store
+from obdsync.store import Store
 from obdsync.web.server import Dashboard
+from protocol.record import KIND_ANCHOR, KIND_SAMPLES, Record
 
 DEVICE = "bbbbbbbbbbbbbbbb"
 EPOCH_MS = 1_700_000_000_000
 TRIP_S = 2 * 3600
 
 
-def drive() -> list:
-    recs = [SimpleNamespace(kind=KIND_ANCHOR, seq=0, boot=1, t0=0, wall_ms=EPOCH_MS)]
+def _samples(seq: int, t0: int, samples: list[tuple[int, int, bytes]]) -> Record:
+    rec = Record(KIND_SAMPLES, seq, 1, t0)
+    rec.samples = samples
+    return rec
+
+
+def drive() -> list[Record]:
+    anchor = Record(KIND_ANCHOR, 0, 1, 0)
+    anchor.wall_ms = EPOCH_MS
+    recs = [anchor]
     for s in range(TRIP_S + 600):  # the trip, then 10 minutes parked-idle to end it
         on = s < TRIP_S
         kmh = (60 + (s % 600) // 10) if on and s > 30 else 0
@@ -32,7 +40,7 @@ def drive() -> list:
         samples = [(ms, 0x0D, bytes([kmh])), (ms, 0x2F, bytes([fuel]))]
         if rpm:
             samples.append((ms, 0x0C, (rpm * 4).to_bytes(2, "big")))
-        recs.append(SimpleNamespace(kind=KIND_SAMPLES, seq=len(recs), boot=1, t0=ms, samples=samples))
+        recs.append(_samples(len(recs), ms, samples))
     return recs
 
 
@@ -55,8 +63,7 @@ async def main(db: Path) -> None:
     while line := await reader.readline():
         kmh = int(line.split()[1])
         last = recs[-1]
-        rec = SimpleNamespace(kind=KIND_SAMPLES, seq=last.seq + 1, boot=1, t0=last.t0 + 1000,
-                              samples=[(last.t0 + 1000, 0x0D, bytes([kmh]))])
+        rec = _samples(last.seq + 1, last.t0 + 1000, [(last.t0 + 1000, 0x0D, bytes([kmh]))])
         recs.append(rec)
         await pipe.ingest(DEVICE, [rec])
     await dash.stop()

@@ -4,17 +4,17 @@ lines (hil.wirecost: seeded, so the same on every run)."""
 from __future__ import annotations
 
 from hil.bench.common import Context, Row, fmt
-from hil.wirecost import wire_cost
+from hil.wirecost import WireCost, wire_cost
 
 GOAL = 3.0
 
 
-def run(ctx: Context) -> dict:
+def run(ctx: Context) -> dict[str, WireCost]:
     seconds = ctx.pick(300, 1800)
     return {str(mtu): wire_cost(mtu, seconds=seconds) for mtu in (23, 247)}
 
 
-def rows(r: dict) -> list[Row]:
+def rows(r: dict[str, WireCost]) -> list[Row]:
     out = []
     for mtu in ("23", "247"):
         c = r[mtu]
