@@ -165,6 +165,16 @@ async def wait_for(predicate, what: str, timeout: float = WAIT) -> None:
 # -- the wire ---------------------------------------------------------------------------------------
 
 
+def test_the_central_side_names_every_wire_number():
+    # hil/mpy/blewire.py defines the numbers once; hil.blesim.wire names each for CPython.
+    import re
+
+    defined = dict(re.findall(r"^([A-Z_]+) = const\((0x[0-9A-F]+|\d+)\)", (ROOT / "hil" / "mpy" / "blewire.py")
+                              .read_text(), re.M))
+    assert len(defined) >= 30
+    assert {name: getattr(wire, name, None) for name in defined} == {n: int(v, 0) for n, v in defined.items()}
+
+
 def test_the_shim_compiles_with_mpy_cross(tmp_path):
     out = tmp_path / "bluetooth.mpy"
     cross_compile(ROOT / "hil" / "mpy" / "bluetooth.py", out)
@@ -491,6 +501,27 @@ async def test_a_wrong_passkey_fails_pairing(air, dongles):
         assert await d.expect("irq enc") == "irq enc 1 0 0 0 0"
         with pytest.raises(BleakGATTProtocolError):
             await c.read_gatt_char(SECRET)
+
+
+async def test_a_link_lost_while_the_passkey_is_asked_fails_pairing_as_a_bleak_error(air, dongles):
+    # The passkey source may take its time (a person types it): the link can drop meanwhile.
+    # Pairing then fails as every other call on a lost link does, with BleakError, which
+    # callers handle (an AssertionError escaped before).
+    d = await dongles(DONGLE_PASSKEY="123456")
+    await d.advertise()
+    gone = asyncio.Event()
+    c = client(air, disconnected_callback=lambda _: gone.set())
+    await c.connect()
+    await d.expect("irq connect 1")
+
+    async def typed_after_the_dongle_died() -> int:
+        d.proc.send_signal(signal.SIGKILL)
+        async with asyncio.timeout(WAIT):
+            await gone.wait()
+        return 123456
+
+    with pytest.raises(BleakError, match="Not connected"):
+        await c.pair(passkey=typed_after_the_dongle_died)
 
 
 async def test_the_dongle_can_ask_for_pairing(air, dongles):

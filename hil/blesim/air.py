@@ -15,7 +15,7 @@ ENV = "OBDSYNC_SIM_AIR"
 _MAC = re.compile(r"^[0-9A-F]{2}(:[0-9A-F]{2}){5}$")
 
 
-def air_dir(air: str | os.PathLike | None = None) -> Path:
+def air_dir(air: str | os.PathLike[str] | None = None) -> Path:
     """The air given to a backend (its `air=` keyword), else $OBDSYNC_SIM_AIR."""
     chosen = air if air is not None else os.environ.get(ENV)
     if not chosen:

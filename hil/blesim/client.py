@@ -11,9 +11,10 @@ import os
 import struct
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 from bleak.args import SizedBuffer
+from bleak.assigned_numbers import CHARACTERISTIC_PROPERTIES
 from bleak.backends.characteristic import BleakGATTCharacteristic
 from bleak.backends.client import BaseBleakClient, NotifyCallback
 from bleak.backends.descriptor import BleakGATTDescriptor
@@ -29,21 +30,17 @@ logger = logging.getLogger(__name__)
 PasskeySource = int | str | Callable[[], int | str | Awaitable[int | str]] | None
 
 CCCD_UUID = "00002902-0000-1000-8000-00805f9b34fb"
-_PROPERTY_NAMES = {
-    0x01: "broadcast",
-    0x02: "read",
-    0x04: "write-without-response",
-    0x08: "write",
-    0x10: "notify",
-    0x20: "indicate",
-    0x40: "authenticated-signed-writes",
-    0x80: "extended-properties",
-}
 BLUEZ_MTU = 517  # what BlueZ offers in its MTU exchange
 ATT_TIMEOUT = 30.0  # Core Spec: an ATT transaction times out after 30 s
 SMP_TIMEOUT = 30.0
 MAX_ATTR_LEN = 512
 DEFAULT_CENTRAL = "02:0B:D5:00:00:01"
+
+
+class Bond(TypedDict):
+    """A bond as the central keeps it (<air>/bonds/<central>-<dongle>.json)."""
+    ltk: str  # hex
+    authenticated: bool
 
 
 class SimClient(BaseBleakClient):
@@ -74,7 +71,7 @@ class SimClient(BaseBleakClient):
         disconnected_callback: Callable[[], None] | None = None,
         services: set[str] | None = None,
         timeout: float = 10.0,
-        air: str | os.PathLike | None = None,
+        air: str | os.PathLike[str] | None = None,
         passkey: PasskeySource = None,
         central_address: str | None = None,
         mtu: int = BLUEZ_MTU,
@@ -196,17 +193,19 @@ class SimClient(BaseBleakClient):
 
     async def update_connection(self, interval_ms: int, latency: int = 0, timeout_ms: int = 4000) -> None:
         """Simulation only: new connection parameters (the dongle sees IRQ 27, its send rate follows)."""
-        self._require_connected()
-        self._send(wire.CONN_UPDATE, struct.pack("<HHH", interval_ms, latency, timeout_ms))
-        await self._writer.drain()
+        await self._send(wire.CONN_UPDATE, struct.pack("<HHH", interval_ms, latency, timeout_ms)).drain()
 
-    def _require_connected(self) -> None:
+    def _require_connected(self) -> asyncio.StreamWriter:
         if not self._connected or self._writer is None:
             raise BleakError("Not connected")
+        return self._writer
 
-    def _send(self, kind: int, payload: bytes = b"") -> None:
-        assert self._writer is not None
-        self._writer.write(wire.frame(kind, payload))
+    def _send(self, kind: int, payload: bytes = b"") -> asyncio.StreamWriter:
+        """Queue one message (BleakError when the link is gone, as it may be after any await);
+        the writer, to drain."""
+        writer = self._require_connected()
+        writer.write(wire.frame(kind, payload))
+        return writer
 
     async def _att(self, kind: int, payload: bytes, reply: int) -> bytes:
         """One ATT transaction: one request outstanding at a time, as on the bearer."""
@@ -216,8 +215,7 @@ class SimClient(BaseBleakClient):
             fut: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
             self._att_pending = (reply, fut)
             try:
-                self._send(kind, payload)
-                await self._writer.drain()
+                await self._send(kind, payload).drain()
                 return await asyncio.wait_for(fut, ATT_TIMEOUT)
             except (ConnectionError, OSError) as e:
                 raise BleakError(f"simulated BLE: link to {self.address} lost") from e
@@ -298,7 +296,7 @@ class SimClient(BaseBleakClient):
             elif service is None:
                 continue
             elif kind == wire.KIND_CHR:
-                props = [name for bit, name in _PROPERTY_NAMES.items() if extra & bit]
+                props = [name for bit, name in CHARACTERISTIC_PROPERTIES.items() if extra & bit]
                 char = BleakGATTCharacteristic(None, handle, uuid, props, lambda: self._mtu - 3, service)
                 collection.add_characteristic(char)
             elif kind == wire.KIND_DSC and char is not None:
@@ -325,8 +323,7 @@ class SimClient(BaseBleakClient):
         self._require_connected()
         if len(value) > self._mtu - 3:
             raise BleakError(f"write without response of {len(value)} bytes exceeds MTU-3 ({self._mtu - 3})")
-        self._send(wire.WRITE_CMD, struct.pack("<H", handle) + value)
-        await self._writer.drain()
+        await self._send(wire.WRITE_CMD, struct.pack("<H", handle) + value).drain()
 
     async def read_gatt_char(
         self, characteristic: BleakGATTCharacteristic, *, use_cached: bool = False, **kwargs: Any
@@ -410,8 +407,7 @@ class SimClient(BaseBleakClient):
         fut: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
         self._smp_pending = fut
         try:
-            self._send(kind, payload)
-            await self._writer.drain()
+            await self._send(kind, payload).drain()
             return await asyncio.wait_for(fut, SMP_TIMEOUT)
         except TimeoutError as e:
             raise BleakError(
@@ -420,7 +416,7 @@ class SimClient(BaseBleakClient):
         finally:
             self._smp_pending = None
 
-    async def _reencrypt(self, bond: dict[str, Any]) -> None:
+    async def _reencrypt(self, bond: Bond) -> None:
         rsp = await self._smp(wire.ENCRYPT, bytes.fromhex(bond["ltk"]))
         if rsp[0]:
             # The dongle lost its keys: BlueZ reports "PIN or key missing"; pair again to recover.
@@ -432,11 +428,15 @@ class SimClient(BaseBleakClient):
     def _bond_path(self) -> Path:
         return self._air / "bonds" / f"{self._central.replace(':', '')}-{self.address.replace(':', '')}.json"
 
-    def _load_bond(self) -> dict[str, Any] | None:
+    def _load_bond(self) -> Bond | None:
+        """The bond with this dongle; None when there is none or it is unreadable (pair again)."""
         try:
-            return json.loads(self._bond_path().read_text())
+            got = json.loads(self._bond_path().read_text())
         except (FileNotFoundError, ValueError):
             return None
+        if not (isinstance(got, dict) and isinstance(got.get("ltk"), str)):
+            return None
+        return {"ltk": got["ltk"], "authenticated": bool(got.get("authenticated"))}
 
     def _save_bond(self, ltk: bytes, authenticated: bool) -> None:
         path = self._bond_path()

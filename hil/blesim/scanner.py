@@ -29,7 +29,7 @@ class SimScanner(BaseBleakScanner):
         service_uuids: list[str] | None,
         scanning_mode: Literal["active", "passive"] = "active",
         *,
-        air: str | os.PathLike | None = None,
+        air: str | os.PathLike[str] | None = None,
         interval: float = 0.1,
         **kwargs: Any,  # bluez=, cb=: other backends' options
     ) -> None:

@@ -14,10 +14,33 @@ from pathlib import Path
 # The numbers are defined once, in hil/mpy/blewire.py, which the MicroPython shim imports
 # as `blewire`. It is loaded from its file: `hil.mpy` is the module hil/mpy.py, not that
 # directory, so it cannot be imported by package name.
-_spec = importlib.util.spec_from_file_location("hil_blewire", Path(__file__).resolve().parents[1] / "mpy" / "blewire.py")
+_BLEWIRE = Path(__file__).resolve().parents[1] / "mpy" / "blewire.py"
+_spec = importlib.util.spec_from_file_location("hil_blewire", _BLEWIRE)
+if _spec is None or _spec.loader is None:
+    raise ImportError(f"cannot load the simulated air's wire numbers from {_BLEWIRE}")
 _blewire = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(_blewire)
-globals().update({k: v for k, v in vars(_blewire).items() if k.isupper()})
+
+
+def _number(name: str) -> int:
+    """blewire's constant `name`: named here so the checker knows each one (an unknown
+    name fails at import, not at the first message that uses it)."""
+    v = getattr(_blewire, name)
+    if not isinstance(v, int):
+        raise ImportError(f"{_BLEWIRE.name}: {name} is not a number: {v!r}")
+    return v
+
+
+SCAN, CONNECT, MTU, DISCOVER = _number("SCAN"), _number("CONNECT"), _number("MTU"), _number("DISCOVER")
+READ, WRITE, WRITE_CMD, CONFIRM = _number("READ"), _number("WRITE"), _number("WRITE_CMD"), _number("CONFIRM")
+PAIR, ENCRYPT, CONN_UPDATE = _number("PAIR"), _number("ENCRYPT"), _number("CONN_UPDATE")
+ADV, CONNECTED, MTU_RSP, SERVICES = _number("ADV"), _number("CONNECTED"), _number("MTU_RSP"), _number("SERVICES")
+READ_RSP, WRITE_RSP, NOTIFY, INDICATE = _number("READ_RSP"), _number("WRITE_RSP"), _number("NOTIFY"), _number("INDICATE")
+PAIR_RSP, SECURITY_REQ, DISCONNECT = _number("PAIR_RSP"), _number("SECURITY_REQ"), _number("DISCONNECT")
+REJECT = _number("REJECT")
+KIND_SVC, KIND_CHR, KIND_DSC = _number("KIND_SVC"), _number("KIND_CHR"), _number("KIND_DSC")
+AUTH_BOND, AUTH_MITM, AUTH_SC = _number("AUTH_BOND"), _number("AUTH_MITM"), _number("AUTH_SC")
+NO_PASSKEY = _number("NO_PASSKEY")
 
 IO_KEYBOARD_DISPLAY = 4  # BlueZ's default agent capability
 
@@ -54,7 +77,7 @@ def uuid_str(le: bytes) -> str:
 
 def parse_services(payload: bytes) -> list[tuple[int, int, int, str]]:
     """(kind, handle, extra, uuid) entries of a SERVICES message."""
-    out = []
+    out: list[tuple[int, int, int, str]] = []
     i = 0
     while i < len(payload):
         if i + 6 > len(payload):
