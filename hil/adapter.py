@@ -21,6 +21,7 @@ Each layer applies its part:
 from __future__ import annotations
 
 import tomllib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -76,7 +77,7 @@ class Profile:
     ecus: tuple[ExtraEcu, ...] = field(default_factory=tuple)
     soak_only: bool = False  # the full matrix (make soak) only, not make test's slice
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if self.protocol not in PROTOCOLS:
             raise ProfileError(f"{self.name}: protocol must be one of {sorted(PROTOCOLS)}, got {self.protocol!r}")
         for key, allowed in (("headers", ("honoured", "always")), ("echo", ("honoured", "always")),
@@ -127,11 +128,11 @@ def load_profile(name_or_path: str | Path) -> Profile:
     except tomllib.TOMLDecodeError as e:
         raise ProfileError(f"{path}: {e}") from None
     ecus = []
-    for e in doc.pop("ecu", []):
+    for ecu in doc.pop("ecu", []):
         try:
-            ecus.append(ExtraEcu(name=e["name"], pids=tuple(e.get("pids", (0x01,))),
-                                 stored_dtcs=tuple(e.get("stored_dtcs", ())),
-                                 pending_dtcs=tuple(e.get("pending_dtcs", ()))))
+            ecus.append(ExtraEcu(name=ecu["name"], pids=tuple(ecu.get("pids", (0x01,))),
+                                 stored_dtcs=tuple(ecu.get("stored_dtcs", ())),
+                                 pending_dtcs=tuple(ecu.get("pending_dtcs", ()))))
         except (KeyError, TypeError) as err:
             raise ProfileError(f"{path}: [[ecu]] needs a name and lists: {err}") from None
     doc.setdefault("name", path.stem)
@@ -194,16 +195,16 @@ def format_lines(profile: Profile, ecu: int, msg: bytes, headers: bool, spaces: 
         return [hx(msg)]
     src = profile.ecu_address(ecu)
     if fam == "j1850":
-        head = bytes((0x41 if profile.protocol == "J1850_PWM" else 0x48, 0x6B, src))
+        header = bytes((0x41 if profile.protocol == "J1850_PWM" else 0x48, 0x6B, src))
     elif profile.protocol == "ISO9141":
-        head = bytes((0x48, 0x6B, src))
+        header = bytes((0x48, 0x6B, src))
     else:
-        head = bytes((0x80 | len(msg), 0xF1, src))  # KWP: format byte = 0x80 | length
-    frame = head + msg
+        header = bytes((0x80 | len(msg), 0xF1, src))  # KWP: format byte = 0x80 | length
+    frame = header + msg
     return [hx(frame + bytes((_check_byte(fam, frame),)))]
 
 
-def reply_lines(profile: Profile, reply, headers: bool, spaces: bool) -> list[str]:
+def reply_lines(profile: Profile, reply: Sequence[tuple[int, bytes]], headers: bool, spaces: bool) -> list[str]:
     """The lines an ELM327 prints for the ECUs' messages [(ecu, msg), ...] of one request. With
     `interleave` (CAN, headers on) the ECUs answered at once: their frames alternate, as the
     adapter receives them from the bus; without headers that could not be read, so a profile's

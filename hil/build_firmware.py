@@ -110,8 +110,8 @@ def frozen_tree() -> Path:
         tmp = Path(tempfile.mkdtemp(prefix=".frozen.", suffix=".tmp", dir=out.parent))
         try:
             tmp.chmod(0o755)
-            for f in KEEP_SOURCE:
-                shutil.copy2(ROOT / f, tmp / Path(f).name)
+            for src in KEEP_SOURCE:
+                shutil.copy2(ROOT / src, tmp / Path(src).name)
             for m in SIM_MODULES:
                 cross_compile(ROOT / m, tmp / (Path(m).stem + ".mpy"))
             try:

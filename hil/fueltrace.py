@@ -32,10 +32,14 @@ from __future__ import annotations
 import math
 import random
 from dataclasses import dataclass, field
+from typing import Literal
 
 EPOCH_MS = 1_700_000_000_000
 SPEED, RPM, LEVEL, RATE, MAF, ATRV = 0x0D, 0x0C, 0x2F, 0x5E, 0x10, 0xFF
 EV_ON, EV_OFF = 2, 3
+Row = tuple[int, int, float]  # (wall_ms, signal, value)
+# ("s", one record's rows) or ("e", wall_ms, dongle EVENT code)
+Item = tuple[Literal["s"], list[Row]] | tuple[Literal["e"], int, int]
 AFR, DENSITY = 14.7, 740.0  # petrol: MAF g/s -> L/h as the rules compute it
 
 
@@ -79,7 +83,7 @@ class FuelTrace:
         self.gauge = self.level         # what a damped sender shows
         self.slosh = 0.0
         self.on = False
-        self.items: list = []
+        self.items: list[Item] = []
         self.truth: list[Planted] = []
         self.burnt = 0.0                # true litres burnt by the engine
         self.km = 0.0
@@ -101,7 +105,7 @@ class FuelTrace:
         pct = min(100.0, max(0.0, pct))
         return round(pct * 255 / 100) * 100 / 255 if self.noise.quantise else round(pct, 1)
 
-    def _level_row(self, w: int, moving: bool) -> tuple | None:
+    def _level_row(self, w: int, moving: bool) -> Row | None:
         n, rng = self.noise, self.rng
         if n.dropout and rng.random() < n.dropout:
             return None
@@ -150,7 +154,7 @@ class FuelTrace:
             self.km += v / 3600.0
             self._gauge_step(1.0)
             w = self.wall()
-            rows: list[tuple] = [(w, RPM, 800.0 + 30 * v + rng.uniform(-20, 20))]
+            rows: list[Row] = [(w, RPM, 800.0 + 30 * v + rng.uniform(-20, 20))]
             if n.speed_pid:
                 vs = v + (rng.uniform(-n.speed_noise_kmh, n.speed_noise_kmh) if n.speed_noise_kmh and v > 0 else 0.0)
                 rows.append((w, SPEED, float(max(0, round(vs)))))
@@ -168,8 +172,8 @@ class FuelTrace:
         self.t = t0 + secs
         return self
 
-    def idle(self, secs: int, **kw) -> FuelTrace:
-        return self.drive(secs, idle=True, **kw)
+    def idle(self, secs: int, *, leak_lph: float = 0.0, fill_lph: float = 0.0) -> FuelTrace:
+        return self.drive(secs, idle=True, leak_lph=leak_lph, fill_lph=fill_lph)
 
     def park(self, secs: int, *, lose_l: float = 0.0, add_l: float = 0.0, ignition: bool | None = None) -> FuelTrace:
         """Engine off for ``secs``; ``lose_l``/``add_l`` change the tank evenly over the
@@ -185,7 +189,7 @@ class FuelTrace:
             self.t = t0 + k
             dt = min(step, secs - k)
             w = self.wall()
-            rows: list[tuple] = []
+            rows: list[Row] = []
             if answering:
                 rows.append((w, RPM, 0.0))
                 if self.noise.speed_pid:

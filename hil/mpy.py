@@ -17,6 +17,7 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -49,7 +50,7 @@ def pypi_interpreter() -> str:
     return found
 
 
-def module_path(simulated_ble: bool = True, extra: list[str | Path] = (), sources: bool = True) -> str:
+def module_path(simulated_ble: bool = True, extra: Sequence[str | Path] = (), sources: bool = True) -> str:
     """MICROPYPATH as on the board: protocol/ and the firmware package side by side (with
     `sources` False only `extra` and the frozen modules: the frozen firmware of MPY32)."""
     parts = [str(p) for p in extra] + ([str(FIRMWARE), str(ROOT)] if sources else [])
@@ -58,7 +59,7 @@ def module_path(simulated_ble: bool = True, extra: list[str | Path] = (), source
     return ":".join(parts + [".frozen"])
 
 
-def env(simulated_ble: bool = True, extra: list[str | Path] = (), sources: bool = True,
+def env(simulated_ble: bool = True, extra: Sequence[str | Path] = (), sources: bool = True,
         **more: str) -> dict[str, str]:
     e = dict(os.environ)
     e["MICROPYPATH"] = module_path(simulated_ble, extra, sources)
@@ -92,7 +93,9 @@ def argv(script: str | Path, *args: str, heapsize: str | None = HEAPSIZE, exe: s
 
 def run(script: str | Path, *args: str, heapsize: str | None = HEAPSIZE, timeout: float = 120,
         input: bytes | None = None, simulated_ble: bool = True, cwd: str | Path | None = None,
-        **more_env: str) -> subprocess.CompletedProcess:
-    """Run a script to completion on MicroPython; output captured as text."""
+        **more_env: str) -> subprocess.CompletedProcess[bytes]:
+    """Run a script to completion on MicroPython; output captured as bytes."""
+    e = env(simulated_ble)
+    e.update(more_env)  # environment variables only, whatever their names (not env()'s own arguments)
     return subprocess.run(argv(script, *args, heapsize=heapsize), input=input, capture_output=True,
-                          timeout=timeout, env=env(simulated_ble, **more_env), cwd=cwd)
+                          timeout=timeout, env=e, cwd=cwd)

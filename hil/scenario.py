@@ -38,10 +38,15 @@ import time
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from hil.simclock import Schedule
 from hil.vehicle import Phase, Vehicle, VehicleError, VehicleParams
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+    from hil.adapter import Profile
 
 SCENARIO_DIR = Path(__file__).resolve().parent / "scenarios"
 EVENT_TYPES = ("low_fuel", "refuel", "fuel_drop", "fuel_leak_suspected", "overheat", "dtc_new",
@@ -93,7 +98,7 @@ class Scenario:
         return dataclasses.replace(self, phases=tuple(dataclasses.replace(p, speedup=min(p.speedup, speedup))
                                                       for p in self.phases))
 
-    def make_vehicle(self, adapter=None) -> Vehicle:
+    def make_vehicle(self, adapter: Profile | None = None) -> Vehicle:
         """A fresh vehicle (it carries state: mode 04 clears, integration cache); adapter: a
         hil.adapter.Profile (the bus and its ECUs), else CAN 11/500 with the engine alone."""
         return Vehicle(self.vehicle, self.phases, adapter)
@@ -136,7 +141,11 @@ def load(name_or_path: str | Path) -> Scenario:
     return parse(data, source=p)
 
 
-def _build(cls, table: dict[str, Any], where: str):
+_D = TypeVar("_D", bound="DataclassInstance")
+
+
+def _build(cls: type[_D], table: dict[str, Any], where: str) -> _D:
+    """A TOML table as the dataclass `cls` (VehicleParams, Phase), or a ScenarioError naming the table."""
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(table) - known)
     if unknown:

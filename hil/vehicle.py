@@ -71,6 +71,8 @@ class EcuMessage(bytes):
     """One ECU message (service|0x40 first) and the index of the ECU that sent it (0 the
     engine): bytes wherever bytes are expected, and the emulator prints its header from .ecu."""
 
+    ecu: int
+
     def __new__(cls, data: bytes, ecu: int = 0) -> EcuMessage:
         m = super().__new__(cls, data)
         m.ecu = ecu
@@ -107,7 +109,7 @@ class VehicleParams:
     crank_v: float | None = None          # volts while cranking (None: not modelled, no dip)
     seed: int = 1
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if not re.fullmatch(r"[A-HJ-NPR-Z0-9]{17}", self.vin):
             raise VehicleError(f"vin must be 17 characters A-Z/0-9 without I, O, Q: {self.vin!r}")
         if self.fuel_type not in FUELS:
@@ -153,7 +155,7 @@ class Phase:
     charging_v: float | None = None  # engine-on phases: a weak alternator charges only to this
     drive: str = "city"            # overheat, dtc: the speed profile to drive
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if self.kind not in PHASE_KINDS:
             raise VehicleError(f"phase kind must be one of {list(PHASE_KINDS)}, got {self.kind!r}")
         if not self.duration_s > 0:
@@ -178,6 +180,20 @@ class Phase:
     @property
     def label(self) -> str:
         return self.name or self.kind
+
+    @property
+    def dtc_code(self) -> str:
+        """dtc: the code, upper case (__post_init__ made sure a dtc phase has one)."""
+        if self.code is None:
+            raise VehicleError(f"phase {self.label}: a {self.kind} phase has no code")
+        return self.code.upper()
+
+    @property
+    def theft_litres(self) -> float:
+        """theft: the litres taken (__post_init__ made sure a theft phase has them)."""
+        if self.litres is None:
+            raise VehicleError(f"phase {self.label}: a {self.kind} phase takes no litres")
+        return self.litres
 
     @property
     def engine_on(self) -> bool:
@@ -373,8 +389,8 @@ class Vehicle:
         for i, p in enumerate(self.phases):
             if p.kind == "dtc":
                 at = p.at_s if p.at_s is not None else p.duration_s / 3
-                self._dtc_events.append((self.starts[i] + at, "pending" if p.pending else "stored", p.code.upper()))
-                self._ecu_of[p.code.upper()] = p.ecu
+                self._dtc_events.append((self.starts[i] + at, "pending" if p.pending else "stored", p.dtc_code))
+                self._ecu_of[p.dtc_code] = p.ecu
         self._dtc_events.sort(key=lambda e: e[0])
         self._clear_odo: list[tuple[float, float]] = []  # (t, odometer at the clear)
         p0 = self.params
@@ -532,13 +548,15 @@ class Vehicle:
             if p.kind == "refuel":
                 s.fuel_l = min(self.params.tank_l, s.fuel_l + self._refuel_litres(p, s.phase_fuel0) * dt / p.duration_s)
             elif p.kind == "theft":
-                s.fuel_l = max(0.0, s.fuel_l - p.litres * dt / p.duration_s)
+                s.fuel_l = max(0.0, s.fuel_l - p.theft_litres * dt / p.duration_s)
         s.coolant_c += (target - s.coolant_c) * (1.0 - math.exp(-dt / tau))
         s.t = t1
 
     def _refuel_litres(self, p: Phase, fuel0: float) -> float:
         if p.litres is not None:
             return p.litres
+        if p.to_pct is None:  # __post_init__ asks a refuel phase for one of them
+            raise VehicleError(f"phase {p.label}: a refuel needs litres or to_pct")
         return max(0.0, self.params.tank_l * p.to_pct / 100.0 - fuel0)
 
     def _grid(self, i: int, k: int) -> float:
@@ -840,11 +858,11 @@ class Vehicle:
             ff = self._freeze(t)
             if ff is None or pids[1] != 0:
                 return "NO DATA"
-            ecu, code, data = ff
+            ff_ecu, code, frame = ff
             if pids[0] == 0x02:
-                return [(ecu, b"\x42\x02\x00" + dtc_bytes(code))]
-            if pids[0] in data:
-                return [(ecu, b"\x42" + bytes((pids[0], 0)) + data[pids[0]])]
+                return [(ff_ecu, b"\x42\x02\x00" + dtc_bytes(code))]
+            if pids[0] in frame:
+                return [(ff_ecu, b"\x42" + bytes((pids[0], 0)) + frame[pids[0]])]
             return "NO DATA"
         if mode == 0x04 and not pids:
             self.clear_codes(t)
