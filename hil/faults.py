@@ -42,7 +42,8 @@ from hil.proc import LineProcess
 from hil.scenario import Scenario, parse
 from protocol.auth import telemetry_key
 from protocol.errors import ProtocolError
-from protocol.record import MAX_RECORD, MIN_RECORD, decode_record
+from protocol.record import MAX_RECORD, MIN_RECORD
+from protocol.record_decode import decode_record
 
 FRAME = 6  # a flash log entry: len u16 | crc32 u32 | record
 STATE_MAGIC = b"OBS1"

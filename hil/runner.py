@@ -154,12 +154,12 @@ async def _drain(daemon: Daemon, task: asyncio.Task) -> None:
     await asyncio.sleep(2.5)  # let the last record be sealed and flushed on the dongle
     deadline = time.monotonic() + DRAIN_TIMEOUT
     link = daemon.runners[0].link
-    from protocol import control
+    from protocol import control, control_central
 
     while time.monotonic() < deadline and not task.done():
         if link.connected:
             try:
-                st = control.parse_status(await link.command(control.STATUS))
+                st = control_central.parse_status(await link.command(control.STATUS))
             except Exception:  # noqa: BLE001 - the link may be reconnecting; try again
                 st = None
             if st and st["first_unacked"] >= st["next_seq"] - 1 and link.stats.acked >= st["next_seq"] - 2:

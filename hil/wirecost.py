@@ -29,7 +29,8 @@ from protocol.channels import (
     PID_THROTTLE,
 )
 from protocol.frames import ATT_OVERHEAD, Fragmenter, Reassembler, payload_size
-from protocol.record import RecordWriter, decode_record
+from protocol.record import RecordWriter
+from protocol.record_decode import decode_record
 
 # (channel, interval in ms): the typical plan. A request carries at most 6 PIDs
 # (ELM327 multi-PID, CAN); ATRV is an AT command of its own.

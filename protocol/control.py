@@ -7,6 +7,11 @@ HELLO and AUTH travel before a session exists: ctr 0 and no MAC. Everything
 else is MACed with the session key and carries a strictly increasing counter.
 There is deliberately no command that carries text for the adapter: each command
 maps to one whitelisted request the dongle builds itself.
+
+This module is what both sides need: the dongle imports it. What only the daemon (the
+central) does, packing commands and reading replies, is protocol.control_central, so
+the firmware does not carry that code in the board's RAM (a .mpy module's bytecode
+lives there).
 """
 
 import struct
@@ -17,7 +22,7 @@ except ImportError:  # CPython
     def const(x):
         return x
 
-from protocol.auth import CONTROL_MAC_LEN, NONCE_LEN, PROOF_LEN
+from protocol.auth import CONTROL_MAC_LEN, NONCE_LEN
 from protocol.errors import ProtocolError
 
 HELLO = const(0x01)
@@ -46,15 +51,11 @@ UNSUPPORTED = const(5)
 RATE_LIMITED = const(6)
 ADAPTER_ERROR = const(7)
 AUTH_FAILED = const(8)
-STATUS_NAMES = {0: "ok", 1: "bad request", 2: "not authenticated", 3: "refused: vehicle is moving",
-                4: "busy", 5: "unsupported", 6: "rate limited", 7: "adapter error",
-                8: "authentication failed"}
 
 POWER_DRIVING = const(0)
 POWER_IDLE = const(1)
 POWER_PARKED = const(2)
 POWER_SLEEPING = const(3)
-POWER_NAMES = {0: "driving", 1: "idle", 2: "parked", 3: "sleeping"}
 
 _HEAD = const(6)  # type, req, ctr
 MAX_PLAN = const(32)
@@ -78,7 +79,7 @@ class Message:
         name = COMMAND_NAMES.get(self.type & 0x7F, "?")
         if self.status is None:
             return "Command(%s req=%d)" % (name, self.req)
-        return "Reply(%s req=%d status=%s)" % (name, self.req, STATUS_NAMES.get(self.status, "?"))
+        return "Reply(%s req=%d status=%d)" % (name, self.req, self.status)
 
 
 def encode(type_, req, payload=b"", session=None, status=None):
@@ -125,7 +126,7 @@ def decode(data, session=None):
             raise ProtocolError("reply without a status")
         status = data[o]
         o += 1
-        if status not in STATUS_NAMES:
+        if status > AUTH_FAILED:  # the highest status code
             raise ProtocolError("unknown reply status %d" % status)
     end = len(data)
     if kind in UNAUTHENTICATED:
@@ -165,30 +166,10 @@ def parse_hello(payload):
     return bytes(payload)
 
 
-def parse_hello_reply(payload):
-    if len(payload) != 8 + NONCE_LEN:
-        raise ProtocolError("hello reply must be a device id and a nonce")
-    return bytes(payload[:8]), bytes(payload[8:])
-
-
-def parse_proof(payload):
-    if len(payload) != PROOF_LEN:
-        raise ProtocolError("proof must be %d bytes" % PROOF_LEN)
-    return bytes(payload)
-
-
-def pack_u64(v):
-    return struct.pack(">Q", v)
-
-
 def parse_u64(payload):
     if len(payload) != 8:
         raise ProtocolError("expected 8 bytes")
     return struct.unpack(">Q", payload)[0]
-
-
-def pack_u32(v):
-    return struct.pack(">I", v)
 
 
 def parse_u32(payload):
@@ -201,31 +182,8 @@ def pack_stream(first_unacked, next_seq, epoch):
     return struct.pack(">III", first_unacked, next_seq, epoch)
 
 
-def parse_stream(payload):
-    """(first_unacked, next_seq, epoch) of a STREAM reply."""
-    if len(payload) != 12:
-        raise ProtocolError("stream reply must be three u32")
-    return struct.unpack(">III", payload)
-
-
 def pack_pair(a, b):
     return struct.pack(">II", a, b)
-
-
-def parse_pair(payload):
-    if len(payload) != 8:
-        raise ProtocolError("expected two u32")
-    return struct.unpack(">II", payload)
-
-
-def pack_plan(entries):
-    """entries: (channel, driving, idle, parked), intervals in 100 ms, 0 = off."""
-    if len(entries) > MAX_PLAN:
-        raise ProtocolError("a plan has at most %d entries" % MAX_PLAN)
-    out = bytearray([len(entries)])
-    for ch, d, i, p in entries:
-        out += struct.pack(">BHHH", ch, d, i, p)
-    return bytes(out)
 
 
 def parse_plan(payload):
@@ -258,26 +216,8 @@ def pack_dtcs(mode, codes, ecus=None):
     return bytes(out)
 
 
-def parse_dtcs(payload, with_ecus=False):
-    """(mode, codes), or with_ecus (mode, codes, ecus): ecus empty when the reply has none."""
-    if len(payload) < 1:
-        raise ProtocolError("DTC list must be a mode and 2 bytes a code")
-    mode = payload[0] & 0x7F
-    if mode not in (0x03, 0x07, 0x0A):
-        raise ProtocolError("DTC mode 0x%02X" % payload[0])
-    size = 3 if payload[0] & 0x80 else 2
-    if (len(payload) - 1) % size:
-        raise ProtocolError("DTC list must be a mode and %d bytes a code" % size)
-    codes = [bytes(payload[i + size - 2:i + size]) for i in range(1, len(payload), size)]
-    if not with_ecus:
-        return mode, codes
-    return mode, codes, [payload[i] for i in range(1, len(payload), 3)] if size == 3 else []
-
-
-_STATUS = ">HBBIIIIIHHB"
-_STATUS_LEN = struct.calcsize(_STATUS)
-STATUS_FIELDS = ("millivolts", "elm_protocol", "power_state", "uptime_s", "log_used", "log_capacity",
-                 "first_unacked", "next_seq", "boot", "auth_failures")
+# STATUS reply: the fields protocol.control_central.STATUS_FIELDS names, then n u8 (rates).
+STATUS_FORMAT = ">HBBIIIIIHHB"
 
 
 def pack_freeze(entries):
@@ -293,45 +233,9 @@ def pack_freeze(entries):
     return bytes(out)
 
 
-def parse_freeze(payload):
-    """[(ecu, pid, data), ...] of a READ_FREEZE reply. A reply without the code that stored
-    the frame (PID 02), or with an entry cut short, is an error: never an empty frame."""
-    out = []
-    i = 0
-    n = len(payload)
-    while i < n:
-        if n - i < 3 or n - i - 3 < payload[i + 2]:
-            raise ProtocolError("freeze frame entry cut short")
-        ln = payload[i + 2]
-        out.append((payload[i], payload[i + 1], bytes(payload[i + 3:i + 3 + ln])))
-        i += 3 + ln
-    if not any(pid == 2 and len(d) == 2 for _e, pid, d in out):
-        raise ProtocolError("freeze frame reply without its code (PID 02)")
-    return out
-
-
 def pack_status(values, rates):
-    """values: the STATUS_FIELDS in order; rates: (channel, centihertz) pairs."""
-    out = bytearray(struct.pack(_STATUS, *(tuple(values) + (len(rates),))))
+    """values: protocol.control_central.STATUS_FIELDS in order; rates: (channel, centihertz) pairs."""
+    out = bytearray(struct.pack(STATUS_FORMAT, *(tuple(values) + (len(rates),))))
     for ch, chz in rates:
         out += struct.pack(">BH", ch, chz)
     return bytes(out)
-
-
-def parse_status(payload):
-    """A dict of STATUS_FIELDS plus `rates`: {channel: hertz}."""
-    if len(payload) < _STATUS_LEN:
-        raise ProtocolError("status reply shorter than %d bytes" % _STATUS_LEN)
-    v = struct.unpack_from(_STATUS, payload, 0)
-    n = v[-1]
-    if len(payload) != _STATUS_LEN + 3 * n:
-        raise ProtocolError("status reply length does not match its %d rates" % n)
-    d = {}
-    for i in range(len(STATUS_FIELDS)):
-        d[STATUS_FIELDS[i]] = v[i]
-    rates = {}
-    for k in range(n):
-        ch, chz = struct.unpack_from(">BH", payload, _STATUS_LEN + 3 * k)
-        rates[ch] = chz / 100
-    d["rates"] = rates
-    return d

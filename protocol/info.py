@@ -1,4 +1,8 @@
-"""The `info` characteristic: readable before authentication, nothing secret."""
+"""The `info` characteristic: readable before authentication, nothing secret.
+
+The dongle encodes it (encode_info); the daemon's reading is protocol.info_decode, apart
+so that the firmware does not load it (a .mpy module's bytecode lives in the board's RAM).
+"""
 
 import struct
 
@@ -11,28 +15,6 @@ DEVICE_ID_LEN = 8
 BITMAP_LEN = 32
 
 
-class Info:
-    def __init__(self, proto, caps, device_id, firmware, supported, vin, epoch=0):
-        self.proto = proto
-        self.caps = caps
-        self.device_id = device_id
-        self.epoch = epoch  # the flash log's (protocol.auth.telemetry_key)
-        self.firmware = firmware
-        self.supported = supported
-        self.vin = vin
-
-    def supports(self, pid):
-        """As the ECU reports it: the bitmap of PID 0x00 lists 0x01-0x20 (bit 7
-        of its first byte is PID 0x01), that of 0x20 lists 0x21-0x40, and so on."""
-        if pid == 0:
-            return True
-        i = pid - 1
-        return bool(self.supported[i >> 3] & (0x80 >> (i & 7)))
-
-    def __repr__(self):
-        return "Info(device=%s firmware=%s)" % (self.device_id.hex(), self.firmware)
-
-
 def encode_info(device_id, firmware, supported, vin=b"", caps=0, epoch=0):
     if len(device_id) != DEVICE_ID_LEN:
         raise ProtocolError("device id must be 8 bytes")
@@ -43,44 +25,3 @@ def encode_info(device_id, firmware, supported, vin=b"", caps=0, epoch=0):
         raise ProtocolError("epoch must be a u32")
     return (bytes((VERSION, caps)) + bytes(device_id) + struct.pack(">I", epoch) + bytes((len(fw),)) + fw
             + bytes(supported) + bytes((len(vin),)) + bytes(vin))
-
-
-class VersionError(ProtocolError):
-    """The dongle speaks another version of the protocol (`proto` is its version)."""
-
-    def __init__(self, proto):
-        self.proto = proto
-        ProtocolError.__init__(self, "dongle speaks protocol %d, we speak %d" % (proto, VERSION))
-
-
-def decode_info(data):
-    data = bytes(data)
-    if len(data) < 1:
-        raise ProtocolError("info is empty")
-    if data[0] != VERSION:
-        # First: another version's layout may differ anywhere after this byte.
-        raise VersionError(data[0])
-    if len(data) < 2 + DEVICE_ID_LEN + 4 + 1:
-        raise ProtocolError("info shorter than its fixed part")
-    proto, caps = data[0], data[1]
-    o = 2
-    device_id = data[o:o + DEVICE_ID_LEN]
-    o += DEVICE_ID_LEN
-    epoch = struct.unpack_from(">I", data, o)[0]
-    o += 4
-    n = data[o]
-    o += 1
-    if o + n + BITMAP_LEN + 1 > len(data):
-        raise ProtocolError("info truncated")
-    try:
-        fw = data[o:o + n].decode()
-    except UnicodeError:
-        raise ProtocolError("firmware version is not UTF-8")
-    o += n
-    supported = data[o:o + BITMAP_LEN]
-    o += BITMAP_LEN
-    n = data[o]
-    o += 1
-    if o + n != len(data):
-        raise ProtocolError("info length does not match its VIN")
-    return Info(proto, caps, device_id, fw, supported, data[o:o + n], epoch)

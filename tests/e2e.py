@@ -36,7 +36,7 @@ from obdsync.config import Config, parse_config
 from obdsync.daemon import Daemon
 from obdsync.devices import Paired
 from obdsync.link import DongleLink
-from protocol import control
+from protocol import control, control_central
 from protocol.channels import DATA_LEN
 
 OBDSYNC = str(Path(sys.executable).with_name("obdsync"))
@@ -179,7 +179,7 @@ async def synced(daemon: Daemon, timeout: float = 30.0) -> list[dict[str, Any]]:
     for r in daemon.runners:
         link = r.link
         await until(lambda link=link: link.connected, timeout, f"{link.address} to connect", task=task)
-        st = control.parse_status(await link.command(control.STATUS))
+        st = control_central.parse_status(await link.command(control.STATUS))
         await until(lambda link=link, st=st: link.stats.acked >= st["next_seq"] - 1, timeout,
                     f"{link.address} to ack up to {st['next_seq'] - 1} (acked {link.stats.acked})", task=task)
         out.append(st)
@@ -193,7 +193,7 @@ async def dongle_status(rig: Rig, dongle: SimDongle, timeout: float = 20.0) -> d
     async def visit() -> dict[str, Any]:
         async with DongleLink(dongle.mac, dongle.secret, backend=SimClient,
                               backend_kwargs={"air": str(rig.air)}) as link:
-            return control.parse_status(await link.command(control.STATUS))
+            return control_central.parse_status(await link.command(control.STATUS))
 
     return await asyncio.wait_for(visit(), timeout)
 

@@ -52,7 +52,7 @@ async def main() -> None:
     if WHAT == "grow-wal":  # ingest with checkpoints off, then die: a WAL of every page for the next start
         from hil.bench.ingest import DEVICE, SECRET, backlog
         from protocol.auth import telemetry_key
-        from protocol.record import decode_record
+        from protocol.record_decode import decode_record
 
         raws, _ = backlog(STEPS)
         store = await Store.open(DB)

@@ -14,7 +14,7 @@ from hil.bench.ingest import DEVICE, SECRET, backlog
 from obdsync import devices
 from obdsync.store import Store
 from protocol.auth import telemetry_key
-from protocol.record import decode_record
+from protocol.record_decode import decode_record
 
 # `make test` tries three readers; `make soak` every one.
 _MORE = pytest.mark.soak

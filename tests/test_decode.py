@@ -218,12 +218,12 @@ def test_a_freeze_frame_decodes_per_code_with_python_obd_and_bad_bytes_are_named
     import obd
 
     from obdsync.decode import decode_freeze, decode_with_obd
-    from protocol import control
+    from protocol import control, control_central
     from protocol.errors import ProtocolError
 
     entries = [(0xE8, 2, b"\x01\x33"), (0xE8, 0x0C, b"\x1a\xf8"), (0xE8, 0x0D, b"\x32"),
                (0xE9, 2, b"\x07\x30"), (0xE9, 0x05, b"\x7b"), (0x10, 2, b"\x00\x00")]
-    got = decode_freeze(control.parse_freeze(control.pack_freeze(entries)))
+    got = decode_freeze(control_central.parse_freeze(control.pack_freeze(entries)))
     assert set(got) == {"P0133", "P0730"}  # 00 00: that ECU holds no frame
     assert got["P0133"]["ecu"] == "engine (7E8)" and got["P0730"]["ecu"] == "transmission (7E9)"
     for code, ecu in (("P0133", 0xE8), ("P0730", 0xE9)):
@@ -231,9 +231,9 @@ def test_a_freeze_frame_decodes_per_code_with_python_obd_and_bad_bytes_are_named
         assert {k: v[0] for k, v in got[code]["values"].items()} == want
     assert got["P0133"]["values"]["RPM"] == [1726.0, "rpm"]
     with pytest.raises(ProtocolError, match="without its code"):
-        control.parse_freeze(b"")  # never an empty frame presented as data
+        control_central.parse_freeze(b"")  # never an empty frame presented as data
     with pytest.raises(ProtocolError, match="cut short"):
-        control.parse_freeze(control.pack_freeze(entries)[:-1])
+        control_central.parse_freeze(control.pack_freeze(entries)[:-1])
     with pytest.raises(DecodeError, match="PID 0C"):
         decode_freeze([(0xE8, 2, b"\x01\x33"), (0xE8, 0x0C, b"\x1a")])
     with pytest.raises(DecodeError, match="PID 02"):

@@ -18,7 +18,7 @@ from hil.blesim import SimClient, shim
 from hil.build_firmware import code_heap_kb, frozen_tree, sim_tree
 from hil.rig import Rig
 from obdsync.link import DongleLink
-from protocol import control
+from protocol import control, control_central
 
 pytestmark = pytest.mark.slow
 
@@ -63,7 +63,7 @@ async def stream_and_watch(tmp_path, monkeypatch, frozen=False):
                 assert loop.time() < deadline, rig.dongle.output()
                 assert rig.dongle.alive, rig.dongle.output()
                 await asyncio.sleep(0.05)
-            st = control.parse_status(await link.command(control.STATUS))
+            st = control_central.parse_status(await link.command(control.STATUS))
         finally:
             link.stop()
             await asyncio.wait_for(task, 15)

@@ -19,7 +19,7 @@ from e2e import RecordingSink, until
 from hil.blesim import SimClient
 from hil.rig import Rig
 from obdsync.link import DongleLink
-from protocol import control
+from protocol import control, control_central
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("micropython")]
 
@@ -39,7 +39,7 @@ def link_for(rig: Rig, sink, **client_kw) -> DongleLink:
 
 
 async def status(link: DongleLink) -> dict:
-    return control.parse_status(await link.command(control.STATUS))
+    return control_central.parse_status(await link.command(control.STATUS))
 
 
 @pytest.mark.parametrize("mtu,expect", [(23, 23), (517, 247)], ids=["mtu23", "mtu247"])

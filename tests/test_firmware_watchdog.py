@@ -11,7 +11,7 @@ import pytest
 
 from hil import mpy
 from hil.build_firmware import cross_compile, sim_tree
-from protocol.record import decode_record
+from protocol.record_decode import decode_record
 
 HERE = Path(__file__).parent / "mpy"
 KEY = bytes(range(32))

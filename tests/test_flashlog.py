@@ -23,7 +23,8 @@ import pytest
 
 from hil import mpy
 from hil.build_firmware import cross_compile
-from protocol.record import KIND_GAP, KIND_SAMPLES, decode_record
+from protocol.record import KIND_GAP, KIND_SAMPLES
+from protocol.record_decode import decode_record
 
 HERE = Path(__file__).parent / "mpy"
 DRIVER = HERE / "flashlog_driver.py"

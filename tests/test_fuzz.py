@@ -22,12 +22,13 @@ from hypothesis import strategies as st
 
 from hil import mpy
 from hil.build_firmware import mpy_cross
-from protocol import auth, control
+from protocol import auth, control, control_central
 from protocol.channels import DATA_LEN
 from protocol.errors import ProtocolError
 from protocol.frames import Reassembler
-from protocol.info import decode_info
-from protocol.record import RecordWriter, decode_record
+from protocol.info_decode import decode_info
+from protocol.record import RecordWriter
+from protocol.record_decode import decode_record
 
 TESTS = Path(__file__).resolve().parent
 SECRET = bytes(range(0x20, 0x40))  # the differential corpus's key, as tests/test_protocol_differential.py
@@ -103,8 +104,8 @@ def decode_everything(data: bytes) -> None:
             control.decode(data, s)
         except ProtocolError:
             pass
-    for parse in (decode_info, control.parse_status, control.parse_plan, control.parse_dtcs, control.parse_pair,
-                  control.parse_hello_reply, control.parse_u32, control.parse_u64):
+    for parse in (decode_info, control_central.parse_status, control.parse_plan, control_central.parse_dtcs, control_central.parse_pair,
+                  control_central.parse_hello_reply, control.parse_u32, control.parse_u64):
         try:
             parse(data)
         except ProtocolError:

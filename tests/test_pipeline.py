@@ -11,7 +11,8 @@ from obdsync.config import Config
 from obdsync.pipeline import Pipeline, replay
 from obdsync.store import Store
 from protocol.auth import telemetry_key
-from protocol.record import KIND_ANCHOR, RecordWriter, Signer, decode_record
+from protocol.record import KIND_ANCHOR, RecordWriter, Signer
+from protocol.record_decode import decode_record
 
 KEY = telemetry_key(SECRET)
 

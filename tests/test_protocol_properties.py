@@ -9,22 +9,15 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from protocol import control
+from protocol import control, control_central
 from protocol.auth import DIR_CENTRAL, DIR_DONGLE, Session, session_key, telemetry_key
 from protocol.channels import DATA_LEN, MAX_DATA
 from protocol.errors import ProtocolError
 from protocol.frames import MAX_MESSAGE, Fragmenter, Reassembler, payload_size
-from protocol.info import decode_info, encode_info
-from protocol.record import (
-    DTC_MODES,
-    EVENT_NAMES,
-    MAX_RECORD,
-    MAX_TABLE,
-    RecordWriter,
-    Signer,
-    decode_record,
-    peek_seq,
-)
+from protocol.info import encode_info
+from protocol.info_decode import decode_info
+from protocol.record import DTC_MODES, EVENT_NAMES, MAX_RECORD, MAX_TABLE, RecordWriter, Signer
+from protocol.record_decode import decode_record, peek_seq
 
 SECRET = bytes(range(0x20, 0x40))
 TKEY = telemetry_key(SECRET)
@@ -230,9 +223,9 @@ def test_control_decode_and_payload_parsers_give_a_value_or_protocol_error(data)
     protocol_error_or(control.decode, data)
     protocol_error_or(control.decode, data, Session(SKEY, DIR_DONGLE))
     protocol_error_or(decode_info, data)
-    for parse in (control.parse_hello, control.parse_hello_reply, control.parse_proof, control.parse_u64,
-                  control.parse_u32, control.parse_pair, control.parse_plan, control.parse_dtcs,
-                  control.parse_status):
+    for parse in (control.parse_hello, control_central.parse_hello_reply, control_central.parse_proof, control.parse_u64,
+                  control.parse_u32, control_central.parse_pair, control.parse_plan, control_central.parse_dtcs,
+                  control_central.parse_status):
         protocol_error_or(parse, data)
         protocol_error_or(parse, memoryview(data))
 
@@ -326,7 +319,7 @@ def test_an_oversized_message_is_refused_on_both_ends():
 
 COMMAND_TYPES = st.sampled_from(sorted(control.COMMAND_NAMES))
 AUTHED_TYPES = st.sampled_from([t for t in sorted(control.COMMAND_NAMES) if t not in control.UNAUTHENTICATED])
-STATUSES = st.one_of(st.none(), st.sampled_from(sorted(control.STATUS_NAMES)))
+STATUSES = st.one_of(st.none(), st.sampled_from(sorted(control_central.STATUS_NAMES)))
 
 
 @FAST
@@ -390,16 +383,16 @@ def test_a_message_cannot_be_reflected_or_used_in_another_session():
        st.lists(U32, min_size=8, max_size=8), U16, st.integers(0, 255), st.integers(0, 3), U16, U16,
        st.lists(st.tuples(st.integers(0, 255), U16), max_size=30, unique_by=lambda e: e[0]))
 def test_payloads_round_trip(plan, mode, codes, u32s, mv, proto, power, boot, fails, rates):
-    assert control.parse_plan(control.pack_plan(plan)) == plan
-    assert control.parse_dtcs(control.pack_dtcs(mode, codes)) == (mode, codes)
+    assert control.parse_plan(control_central.pack_plan(plan)) == plan
+    assert control_central.parse_dtcs(control.pack_dtcs(mode, codes)) == (mode, codes)
     ecus = [c[0] for c in codes]
-    assert control.parse_dtcs(control.pack_dtcs(mode, codes, ecus), True) == (mode, codes, ecus if codes else [])
-    assert control.parse_u32(control.pack_u32(u32s[0])) == u32s[0]
-    assert control.parse_u64(control.pack_u64(u32s[0] << 32 | u32s[1])) == u32s[0] << 32 | u32s[1]
-    assert control.parse_pair(control.pack_pair(u32s[2], u32s[3])) == (u32s[2], u32s[3])
+    assert control_central.parse_dtcs(control.pack_dtcs(mode, codes, ecus), True) == (mode, codes, ecus if codes else [])
+    assert control.parse_u32(control_central.pack_u32(u32s[0])) == u32s[0]
+    assert control.parse_u64(control_central.pack_u64(u32s[0] << 32 | u32s[1])) == u32s[0] << 32 | u32s[1]
+    assert control_central.parse_pair(control.pack_pair(u32s[2], u32s[3])) == (u32s[2], u32s[3])
     values = [mv, proto, power] + u32s[3:] + [boot, fails]
-    d = control.parse_status(control.pack_status(values, rates))
-    assert [d[k] for k in control.STATUS_FIELDS] == values
+    d = control_central.parse_status(control.pack_status(values, rates))
+    assert [d[k] for k in control_central.STATUS_FIELDS] == values
     assert {ch: round(hz * 100) for ch, hz in d["rates"].items()} == dict(rates)
 
 

@@ -14,7 +14,7 @@ import pytest
 
 from hil import mpy
 from protocol.errors import ProtocolError
-from protocol.record import decode_record
+from protocol.record_decode import decode_record
 
 
 @pytest.fixture(scope="module")

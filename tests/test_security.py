@@ -21,16 +21,17 @@ from hil.blesim import SimClient
 from hil.rig import Rig
 from hil.scenario import parse
 from obdsync.link import CommandError, DongleLink, LinkError
-from protocol import auth, control, uuids
+from protocol import auth, control, control_central, uuids
 from protocol.frames import Fragmenter, Reassembler
-from protocol.info import CAP_PAIRING, decode_info
+from protocol.info import CAP_PAIRING
+from protocol.info_decode import decode_info
 
 pytestmark = pytest.mark.slow
 
 INSUFFICIENT_AUTHENTICATION = 0x05
 READ_NOT_PERMITTED = 0x02
-GOOD = {control.TIME: control.pack_u64(1_700_000_000_000), control.ACK: control.pack_u32(0),
-        control.STREAM: b"", control.SET_PLAN: control.pack_plan([(0x0D, 1, 1, 1)]),
+GOOD = {control.TIME: control_central.pack_u64(1_700_000_000_000), control.ACK: control_central.pack_u32(0),
+        control.STREAM: b"", control.SET_PLAN: control_central.pack_plan([(0x0D, 1, 1, 1)]),
         control.READ_DTC: b"\x03", control.CLEAR_DTC: b"", control.READ_VIN: b"", control.STATUS: b""}
 
 # What may reach the car: the adapter's setup and ATRV, mode 01 (1-6 PIDs, optional count
@@ -214,7 +215,7 @@ async def test_clear_dtc_is_refused_while_moving_by_the_dongle_and_only_whitelis
             await until(lambda: link.connected, 15, "the daemon's session")
 
             async def status() -> dict:
-                return control.parse_status(await link.command(control.STATUS))
+                return control_central.parse_status(await link.command(control.STATUS))
 
             async def wait_state(state: int, what: str) -> None:
                 loop = asyncio.get_running_loop()
@@ -235,10 +236,10 @@ async def test_clear_dtc_is_refused_while_moving_by_the_dongle_and_only_whitelis
                     continue
                 await link.command(t, payload)
             for mode in (0x03, 0x07, 0x0A):
-                mode_back, *_ = control.parse_dtcs(await link.command(control.READ_DTC, bytes((mode,))))
+                mode_back, *_ = control_central.parse_dtcs(await link.command(control.READ_DTC, bytes((mode,))))
                 assert mode_back == mode
-            assert control.parse_dtcs(await link.command(control.READ_DTC, b"\x03"))[1] == [b"\x03\x01"]
-            await link.command(control.SET_PLAN, control.pack_plan(
+            assert control_central.parse_dtcs(await link.command(control.READ_DTC, b"\x03"))[1] == [b"\x03\x01"]
+            await link.command(control.SET_PLAN, control_central.pack_plan(
                 [(0x00, 1, 1, 1), (0x20, 1, 1, 1), (0xC3, 1, 1, 1), (0xFE, 1, 1, 1), (0x0C, 1, 1, 1)]))
             for bad in (b"ATSH7E0", b"0104", b"\x04", b"ATZ\r04\r"):
                 with pytest.raises(CommandError):
@@ -250,7 +251,7 @@ async def test_clear_dtc_is_refused_while_moving_by_the_dongle_and_only_whitelis
             await wait_state(control.POWER_IDLE, "standing still")
             await link.command(control.CLEAR_DTC)
             assert requests_to_car.count("04") == 1
-            assert control.parse_dtcs(await link.command(control.READ_DTC, b"\x03"))[1] == []
+            assert control_central.parse_dtcs(await link.command(control.READ_DTC, b"\x03"))[1] == []
 
             st = await status()
             assert rig.dongle.secret not in await link.command(control.STATUS)
@@ -310,7 +311,7 @@ async def test_a_plan_cannot_switch_off_what_the_stationary_rule_relies_on(tmp_p
                 assert speed() > 90, what
 
             # Path 1: speed off while standing (the last reading stays 0), then drive off.
-            await link.command(control.SET_PLAN, control.pack_plan([(0x0D, 0, 0, 0)]))
+            await link.command(control.SET_PLAN, control_central.pack_plan([(0x0D, 0, 0, 0)]))
             await until(lambda: speed() > 100, 60, "highway speed")
             mark = len(requests_to_car)
             await polls_pass(rig, 10)
@@ -319,7 +320,7 @@ async def test_a_plan_cannot_switch_off_what_the_stationary_rule_relies_on(tmp_p
 
             # Path 2: every mode 01 PID off; after the silence timeout (5 s of the dongle's clock)
             # the engine looked off and the speed 0.
-            await link.command(control.SET_PLAN, control.pack_plan(ALL_PIDS_OFF))
+            await link.command(control.SET_PLAN, control_central.pack_plan(ALL_PIDS_OFF))
             t0 = rig.sim_s()
             await until(lambda: rig.sim_s() > t0 + 12, 30, "12 s of the dongle's time without a PID polled")
             mark = len(requests_to_car)
@@ -327,7 +328,7 @@ async def test_a_plan_cannot_switch_off_what_the_stationary_rule_relies_on(tmp_p
             assert not any(r.startswith("01") for r in requests_to_car[mark:])  # nothing polled from the car
             await refused_at_speed("every PID switched off")
             # The fresh answer reached the power rules too: the dongle knows it is driving.
-            assert control.parse_status(await link.command(control.STATUS))["power_state"] == control.POWER_DRIVING
+            assert control_central.parse_status(await link.command(control.STATUS))["power_state"] == control.POWER_DRIVING
         finally:
             link.stop()
             await asyncio.wait_for(task, 15)
@@ -356,6 +357,6 @@ async def test_a_flood_of_bare_auth_writes_shows_in_status(city):
 
     async with DongleLink(rig.dongle.mac, rig.dongle.secret, backend=SimClient,
                           backend_kwargs={"air": str(rig.air)}) as link:
-        seen = control.parse_status(await link.command(control.STATUS))
+        seen = control_central.parse_status(await link.command(control.STATUS))
     assert seen["auth_failures"] == flood
     assert_no_firmware_errors(rig)

@@ -304,7 +304,9 @@ async def test_records_off_the_wire_are_stored(store):
     wire = [bytes(w.out[:w.seal(7, 1)])]
     buf = bytearray(64)
     wire.append(bytes(buf[:record.Signer(key).anchor(buf, 6, 1, 500, WALL)]))
-    recs = [record.decode_record(data, key) for data in wire]
+    from protocol.record_decode import decode_record
+
+    recs = [decode_record(data, key) for data in wire]
     assert await store.ingest(DEV, recs) == 7
     rows = await store.samples(DEV, 0x0C)
     assert [(r.time_ms, r.value) for r in rows] == [(WALL + 500 + 250 * i, 1726.0) for i in range(3)]
@@ -391,6 +393,7 @@ def _wrapping_boot():
     """One boot's records off the wire across the dongle's ticks wrap (2**30 ms, 12.4 days):
     the anchor 1 s before it, a record whose groups cross it, an event and a record after it."""
     from protocol import record
+    from protocol.record_decode import decode_record
 
     period = 1 << 30
     key = bytes(range(32))
@@ -406,7 +409,7 @@ def _wrapping_boot():
     w.group(5000)
     w.add(0x0D, bytes([0]), 0, 1)
     wire.append(bytes(w.out[:w.seal(4, 4)]))
-    return [record.decode_record(data, key) for data in wire]
+    return [decode_record(data, key) for data in wire]
 
 
 async def test_a_boot_whose_ticks_wrap_keeps_its_times_in_order(store):

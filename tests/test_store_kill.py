@@ -21,7 +21,7 @@ from hil.bench.ingest import DEVICE, SECRET, WALL_T0_MS, backlog
 from obdsync import schema
 from obdsync.store import Store
 from protocol.auth import telemetry_key
-from protocol.record import decode_record
+from protocol.record_decode import decode_record
 
 CHILD = Path(__file__).with_name("store_kill_child.py")
 KEY = telemetry_key(SECRET)

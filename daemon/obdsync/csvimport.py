@@ -33,7 +33,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from protocol.record import KIND_ANCHOR, KIND_SAMPLES, Record
+from protocol.record import KIND_ANCHOR, KIND_SAMPLES
+from protocol.record_decode import Record
 
 from .decode import CH_VOLTAGE, PID_ODOMETER, DecodeError, signal_by_name
 

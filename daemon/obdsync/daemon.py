@@ -26,7 +26,7 @@ from obdsync.devices import Paired, secret_of
 from obdsync.link import DeviceLink, DongleLink, LinkError
 from obdsync.pipeline import Pipeline
 from obdsync.service import Backoff, DeviceRunner, run_service
-from protocol import control
+from protocol import control_central
 
 log = logging.getLogger("obdsync.daemon")
 
@@ -352,7 +352,7 @@ class Daemon:
                 "backlog": max(0, st.backlog_end - st.acked - 1) if st.connected_since else None,
                 "volts": round(s["millivolts"] / 1000, 2) if s.get("millivolts") else None,
                 "log_fill": f"{100 * st.log_used / st.log_capacity:.1f}%" if st.log_capacity else None,
-                "power": control.POWER_NAMES.get(s.get("power_state")) if s else None,
+                "power": control_central.POWER_NAMES.get(s.get("power_state")) if s else None,
                 "rates": s.get("rates", {}),
                 "elm_protocol": s.get("elm_protocol") if s else None,  # for `obdsync check`
                 "supported": link.info.supported.hex() if link.info is not None else None,

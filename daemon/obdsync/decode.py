@@ -304,7 +304,7 @@ def ecu_name(addr: int) -> str:
 
 
 def decode_freeze(entries: list[tuple[int, int, bytes]]) -> dict[str, dict]:
-    """A READ_FREEZE reply (`protocol.control.parse_freeze`) as code -> its freeze frame:
+    """A READ_FREEZE reply (`protocol.control_central.parse_freeze`) as code -> its freeze frame:
     {"ecu": name, "values": {python-OBD command name: [value, unit]}}. Mode 02 values are
     scaled as mode 01's (SAE J1979), so python-OBD's mode 01 decoders read them (its own mode
     02 commands leave the frame-number byte in the data). An ECU whose PID 02 is 00 00 holds no

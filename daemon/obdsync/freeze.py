@@ -53,7 +53,7 @@ async def ask_if_missing(link: Any, store: Any, device: str, asked: frozenset[st
     since ``asked``; returns the stored codes now considered asked."""
     from obdsync.decode import DecodeError, decode_freeze
     from obdsync.link import LinkError
-    from protocol import control
+    from protocol import control, control_central
     from protocol.errors import ProtocolError
 
     stored = next((codes for _t, mode, codes, _a in await store.dtcs(device, limit=20) if mode == 0x03), [])
@@ -61,7 +61,7 @@ async def ask_if_missing(link: Any, store: Any, device: str, asked: frozenset[st
     if frozenset(stored) == asked or all(c in kept for c in stored):
         return asked
     try:
-        frames = decode_freeze(control.parse_freeze(await link.command(control.READ_FREEZE)))
+        frames = decode_freeze(control_central.parse_freeze(await link.command(control.READ_FREEZE)))
     except (LinkError, DecodeError, ProtocolError) as e:  # the next look tries again
         log.info("dongle %s: no freeze frame: %s", device, e)
         return asked

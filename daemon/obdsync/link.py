@@ -23,12 +23,13 @@ from bleak import BleakClient
 from bleak.exc import BleakError
 
 from protocol import VERSION as PROTOCOL_VERSION
-from protocol import auth, control, uuids
+from protocol import auth, control, control_central, uuids
 from protocol.auth import Hmac
 from protocol.errors import ProtocolError
 from protocol.frames import Fragmenter, Reassembler
-from protocol.info import CAP_PAIRING, Info, VersionError, decode_info
-from protocol.record import Record, decode_record
+from protocol.info import CAP_PAIRING
+from protocol.info_decode import Info, VersionError, decode_info
+from protocol.record_decode import Record, decode_record
 
 log = logging.getLogger("obdsync.link")
 T = TypeVar("T")
@@ -62,7 +63,7 @@ class CommandError(LinkError):
         # An ADAPTER_ERROR carries the driver's reason (e.g. MALFORMED, NO_DATA) as ASCII.
         self.reason = reason.decode() if reason and all(chr(c) in _REASON_CHARS for c in reason) else ""
         why = f" ({self.reason})" if self.reason else ""
-        super().__init__(f"{control.COMMAND_NAMES.get(command, command)}: {control.STATUS_NAMES.get(status, status)}{why}")
+        super().__init__(f"{control.COMMAND_NAMES.get(command, command)}: {control_central.STATUS_NAMES.get(status, status)}{why}")
 
 
 class Sink(Protocol):
@@ -331,21 +332,21 @@ class DongleLink:
         reply = await self._request(control.HELLO, nonce_c)
         if reply.status != control.OK:
             raise CommandError(control.HELLO, reply.status)
-        device_id, nonce_d = control.parse_hello_reply(reply.payload)
+        device_id, nonce_d = control_central.parse_hello_reply(reply.payload)
         if device_id != self.info.device_id:
             raise AuthError("dongle changed its device id between info and hello")
         reply = await self._request(control.AUTH, auth.proof_central(self._secret, nonce_c, nonce_d))
         if reply.status != control.OK:
-            raise AuthError(f"dongle refused authentication: {control.STATUS_NAMES.get(reply.status)}")
+            raise AuthError(f"dongle refused authentication: {control_central.STATUS_NAMES.get(reply.status)}")
         if not auth.equal(reply.payload, auth.proof_dongle(self._secret, nonce_c, nonce_d)):
             raise AuthError("dongle could not prove it holds the secret (impostor?)")
         # Whatever arrived on telemetry before this point came from a peer that had not proved
         # anything (a genuine dongle sends only after STREAM): dropped, fragments included.
         self._tel_rx.reset()
         self._session = auth.Session(auth.session_key(self._secret, nonce_c, nonce_d), auth.DIR_CENTRAL)
-        await self.command(control.TIME, control.pack_u64(int(self._wall() * 1000)))
+        await self.command(control.TIME, control_central.pack_u64(int(self._wall() * 1000)))
         if self.plan:
-            await self.command(control.SET_PLAN, control.pack_plan(self.plan))
+            await self.command(control.SET_PLAN, control_central.pack_plan(self.plan))
         self.stats.connected_since = time.monotonic()
         if self.on_ready is not None:
             r = self.on_ready(self.info)
@@ -353,7 +354,7 @@ class DongleLink:
                 await r
 
     async def _start_stream(self) -> None:
-        first, end, epoch = control.parse_stream(await self.command(control.STREAM))
+        first, end, epoch = control_central.parse_stream(await self.command(control.STREAM))
         if epoch != self.stats.epoch:
             # The log was created anew since the info was read (the dongle rebooted into an
             # empty log between the two): reconnect, read the new epoch and its key.
@@ -387,7 +388,7 @@ class DongleLink:
 
     async def _refresh_status(self) -> None:
         try:
-            self.stats.status = control.parse_status(await self.command(control.STATUS))
+            self.stats.status = control_central.parse_status(await self.command(control.STATUS))
         except (TimeoutError, CommandError, ProtocolError) as e:
             log.debug("%s: status not available: %s", self.device, e)
 
@@ -418,7 +419,7 @@ class DongleLink:
             self.stats.acked = contiguous
             if self._session is not None and not self._gone.is_set():
                 try:
-                    used, cap = control.parse_pair(await self.command(control.ACK, control.pack_u32(contiguous)))
+                    used, cap = control_central.parse_pair(await self.command(control.ACK, control_central.pack_u32(contiguous)))
                     self.stats.log_used, self.stats.log_capacity = used, cap
                 except (TimeoutError, LinkError, ProtocolError, BleakError, OSError) as e:
                     log.debug("%s: ack %d not delivered: %s", self.device, contiguous, e)

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from protocol import control
+from protocol import control, control_central
 from protocol.errors import ProtocolError
 
 Op = Callable[..., Awaitable[Any]]
@@ -39,7 +39,7 @@ async def read_dtcs(link: Any) -> list[list[Any]]:
 
     out = []
     for mode in DTC_MODES:
-        m, codes, ecus = control.parse_dtcs(await link.command(control.READ_DTC, bytes((mode,))), True)
+        m, codes, ecus = control_central.parse_dtcs(await link.command(control.READ_DTC, bytes((mode,))), True)
         out.append([m, *dtcs_with_ecus(codes, ecus)])
     return out
 
@@ -52,7 +52,7 @@ async def clear_dtcs(link: Any) -> None:
 @op("status")
 async def dongle_status(link: Any) -> dict[str, Any]:
     """The dongle's STATUS (supply, log fill, power state, poll rates...)."""
-    st = control.parse_status(await link.command(control.STATUS))
+    st = control_central.parse_status(await link.command(control.STATUS))
     st["rates"] = {str(ch): hz for ch, hz in st["rates"].items()}  # JSON keys are strings either way
     return st
 
@@ -62,7 +62,7 @@ async def set_plan(link: Any, rows: list[list[int]]) -> int:
     """Send SET_PLAN rows (channel, driving, idle, parked in 100 ms units). The link keeps
     them, so a daemon's next connection sends them again instead of its start-up plan."""
     plan = [(int(ch), int(d), int(i), int(p)) for ch, d, i, p in rows]
-    await link.command(control.SET_PLAN, control.pack_plan(plan))
+    await link.command(control.SET_PLAN, control_central.pack_plan(plan))
     link.plan = plan
     return len(plan)
 
@@ -81,7 +81,7 @@ async def read_freeze(link: Any) -> dict[str, dict]:
     "values": {name: [value, unit]}}}, {} when no code holds one."""
     from obdsync.decode import decode_freeze
 
-    return decode_freeze(control.parse_freeze(await link.command(control.READ_FREEZE)))
+    return decode_freeze(control_central.parse_freeze(await link.command(control.READ_FREEZE)))
 
 
 @op("check.live")
@@ -92,7 +92,7 @@ async def check_live(link: Any) -> dict[str, Any]:
     from obdsync.decode import DecodeError
     from obdsync.link import CommandError
 
-    st = control.parse_status(await link.command(control.STATUS))
+    st = control_central.parse_status(await link.command(control.STATUS))
     dtcs = await read_dtcs(link)
     try:
         freeze: dict[str, Any] = await read_freeze(link) if any(codes for _m, codes, _e in dtcs) else {}

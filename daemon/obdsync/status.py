@@ -43,13 +43,13 @@ async def daemon_view() -> tuple[bool | None, dict[str, Any]]:
 def live_fields(st: dict[str, Any]) -> dict[str, Any]:
     """A dongle's STATUS (`ops.dongle_status`) as `status` shows it (the same keys as
     `Daemon.live`)."""
-    from protocol import control
+    from protocol import control_central
 
     cap = st.get("log_capacity")
     return {
         "volts": round(st["millivolts"] / 1000, 2) if st.get("millivolts") else None,
         "log_fill": f"{100 * st['log_used'] / cap:.1f}%" if cap else None,
-        "power": control.POWER_NAMES.get(st.get("power_state")),
+        "power": control_central.POWER_NAMES.get(st.get("power_state")),
         "rates": st.get("rates", {}),
         "backlog": max(0, st["next_seq"] - st["first_unacked"]),
     }

@@ -93,7 +93,7 @@ def corrupt_advice(path: str | os.PathLike[str]) -> str:
 
 
 class Record(Protocol):
-    """What :meth:`Store.ingest` reads from a ``protocol.record.Record``."""
+    """What :meth:`Store.ingest` reads from a ``protocol.record_decode.Record``."""
 
     kind: int
     seq: int
@@ -472,7 +472,7 @@ class Store:
     async def ingest(self, device_id: str, records: Sequence[Any], *, epoch: int = 0,
                      first_unacked: int | None = None, received_ms: int | None = None,
                      sink: Callable[[str, list[Any], list[tuple]], None] | None = None) -> int | None:
-        """Store ``records`` (``protocol.record.Record`` objects) of one log epoch of a device
+        """Store ``records`` (``protocol.record_decode.Record`` objects) of one log epoch of a device
         durably.
 
         Returns the epoch's contiguous watermark after the batch, as a wire seq (the seq to

@@ -37,6 +37,9 @@ FROZEN_DATA_KB = 40
 SEAL_BOARD_MS = 5.0
 STALL_MS = 20.0
 CHURN_B_PER_S = 1024
+# protocol/'s daemon side: the firmware never imports these (tests/test_protocol_split.py),
+# so they are neither in its heap nor in its code size.
+DAEMON_ONLY = ("protocol.record_decode", "protocol.info_decode", "protocol.control_central")
 
 
 @contextmanager
@@ -220,7 +223,8 @@ def run(ctx: Context) -> dict:
         first = ["protocol.errors", "protocol.channels", "protocol.uuids", "protocol.auth", "protocol.record",
                  "protocol.control", "protocol.info", "protocol.frames", "dongle.persist", "dongle.clock",
                  "dongle.power", "dongle.plan", "dongle.elm327", "dongle.scheduler", "dongle.flashlog"]
-        rest = [n for n in sizes if n not in first and not n.endswith(("__init__", ".app", ".sha256"))]
+        rest = [n for n in sizes if n not in first and n not in DAEMON_ONLY
+                and not n.endswith(("__init__", ".app", ".sha256"))]
         names = [n for n in first if n in sizes] + rest + ["dongle.app"]
         res["modules"] = {"xtensawin_bytes": sizes, "heap_mpy": _module_heap(ctx, names, False),
                           "heap_frozen": _module_heap(ctx, names, True)}
@@ -236,7 +240,7 @@ def rows(r: dict) -> list[Row]:
     sp, lm, lf, cal = r["sample_path"], r["live_mpy"], r["live_frozen"], r["calibration"]
     seal = {(s["impl"], s["kind"]): s for s in r["seal"]}
     c_full, b_full = seal[("c", "full")], seal[("bytecode", "full")]
-    sizes = r["modules"]["xtensawin_bytes"]
+    sizes = {n: b for n, b in r["modules"]["xtensawin_bytes"].items() if n not in DAEMON_ONLY}
     top = sorted(sizes.items(), key=lambda kv: -kv[1])[:4]
     cal_note = (f"×{cal['factor']:.0f} ({cal['range'][0]:.0f}–{cal['range'][1]:.0f} over "
                 f"{len(cal['per_bench'])} perf_bench benchmarks, this run, against published ESP32 240 MHz scores)")
@@ -264,7 +268,7 @@ def rows(r: dict) -> list[Row]:
         Row("ESP32 CPU per ELM request (poll path all in, the wait for the reply included)",
             f"{fmt(sp['cpu_ms_per_request_board'], 1)} ms ({fmt(sp['cpu_ms_per_request_unix'], 3)} ms unix); "
             f"a request takes {fmt(sp['ms_per_request'], 1)} ms on the line", cal_note, "—", "—", None),
-        Row("code size, -march=xtensawin .mpy",
+        Row("code size, -march=xtensawin .mpy (the firmware's modules; protocol's daemon side apart)",
             f"{sum(sizes.values()) / 1024:.1f} KB in {len(sizes)} modules; largest "
             + ", ".join(f"{n} {b / 1024:.1f}" for n, b in top), "—", "—", "—", None),
     ]

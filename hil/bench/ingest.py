@@ -38,7 +38,8 @@ from typing import TYPE_CHECKING, NotRequired, TypedDict
 from hil.bench.common import Context, Row, fmt, median
 from protocol.auth import Hmac, telemetry_key
 from protocol.channels import CH_VOLTAGE
-from protocol.record import RecordWriter, Signer, decode_record
+from protocol.record import RecordWriter, Signer
+from protocol.record_decode import decode_record
 
 if TYPE_CHECKING:
     from obdsync.pipeline import Pipeline

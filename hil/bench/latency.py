@@ -34,7 +34,8 @@ from typing import TYPE_CHECKING, NotRequired, TypedDict
 from hil.bench.common import BenchError, Context, Row
 from hil.bench.ingest import SECRET, WALL_T0_MS, _raw
 from protocol.auth import Hmac, telemetry_key
-from protocol.record import RecordWriter, Signer, decode_record
+from protocol.record import RecordWriter, Signer
+from protocol.record_decode import decode_record
 
 if TYPE_CHECKING:
     from obdsync.forward.outbox import Delivery

@@ -11,7 +11,7 @@ import random
 import sys
 
 from dongle.commands import Actions, CommandHandler
-from protocol import auth, control
+from protocol import auth, control, control_central
 
 SECRET = bytes(range(32))
 DEVICE = b"\x01\x02\x03\x04\x05\x06\x07\x08"
@@ -75,9 +75,9 @@ def rbytes(n):
 
 def well_formed(typ):
     if typ == control.TIME:
-        return control.pack_u64(random.getrandbits(30) << random.getrandbits(4))
+        return control_central.pack_u64(random.getrandbits(30) << random.getrandbits(4))
     if typ == control.ACK:
-        return control.pack_u32(random.getrandbits(32) >> random.getrandbits(5))
+        return control_central.pack_u32(random.getrandbits(32) >> random.getrandbits(5))
     if typ == control.SET_PLAN:
         n = random.getrandbits(6)
         return bytes([n]) + rbytes(7 * (n if random.getrandbits(1) else random.getrandbits(6)))
@@ -89,7 +89,7 @@ def well_formed(typ):
 async def login(h):
     nonce_c = rbytes(16)
     r = control.decode(await h.handle(control.encode(control.HELLO, 1, nonce_c)), None)
-    _dev, nonce_d = control.parse_hello_reply(r.payload)
+    _dev, nonce_d = control_central.parse_hello_reply(r.payload)
     proof = auth.proof_central(SECRET, nonce_c, nonce_d)
     r = control.decode(await h.handle(control.encode(control.AUTH, 2, proof)), None)
     if r.status != control.OK:

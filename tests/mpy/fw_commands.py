@@ -8,7 +8,7 @@ import random
 import time
 
 from dongle.commands import Actions, CommandHandler
-from protocol import auth, control
+from protocol import auth, control, control_central
 from protocol.errors import ProtocolError
 
 SECRET = bytes(range(32))
@@ -17,8 +17,8 @@ NONCE_D = bytes(range(100, 116))
 AUTHED = (control.TIME, control.ACK, control.STREAM, control.SET_PLAN, control.READ_DTC,
           control.CLEAR_DTC, control.READ_VIN, control.STATUS, control.READ_FREEZE)
 # A well-formed payload for every authenticated command.
-GOOD = {control.TIME: control.pack_u64(1700000000000), control.ACK: control.pack_u32(5),
-        control.STREAM: b"", control.SET_PLAN: control.pack_plan([(0x0D, 2, 10, 0)]),
+GOOD = {control.TIME: control_central.pack_u64(1700000000000), control.ACK: control_central.pack_u32(5),
+        control.STREAM: b"", control.SET_PLAN: control_central.pack_plan([(0x0D, 2, 10, 0)]),
         control.READ_DTC: b"\x03", control.CLEAR_DTC: b"", control.READ_VIN: b"", control.STATUS: b"",
         control.READ_FREEZE: b""}
 
@@ -108,7 +108,7 @@ def auth_with(h, proof, req=2):
 def login(h, nonce_c=bytes(range(16))):
     """A full handshake; the central's session."""
     m = hello(h, 1, nonce_c)
-    _, nonce_d = control.parse_hello_reply(m.payload)
+    _, nonce_d = control_central.parse_hello_reply(m.payload)
     r = auth_with(h, auth.proof_central(SECRET, nonce_c, nonce_d))
     assert r.status == control.OK, r
     return auth.Session(auth.session_key(SECRET, nonce_c, nonce_d), auth.DIR_CENTRAL)
@@ -122,7 +122,7 @@ def case_happy():
     h, acts, _ = new()
     nonce_c = bytes(range(16))
     m = hello(h, 7, nonce_c)
-    dev, nonce_d = control.parse_hello_reply(m.payload)
+    dev, nonce_d = control_central.parse_hello_reply(m.payload)
     r = auth_with(h, auth.proof_central(SECRET, nonce_c, nonce_d), 8)
     central = auth.Session(auth.session_key(SECRET, nonce_c, nonce_d), auth.DIR_CENTRAL)
     s = control.decode(run(h.handle(control.encode(control.STATUS, 9, b"", central))), central)
@@ -143,7 +143,7 @@ def attempt(h, good):
     """HELLO then AUTH (right or wrong proof): the AUTH status."""
     nonce_c = bytes(16)
     m = hello(h, 1, nonce_c)
-    _, nonce_d = control.parse_hello_reply(m.payload)
+    _, nonce_d = control_central.parse_hello_reply(m.payload)
     proof = auth.proof_central(SECRET, nonce_c, nonce_d) if good else b"\x55" * 16
     return auth_with(h, proof).status
 
@@ -191,7 +191,7 @@ def case_one_guess_per_hello():
     h, acts, _ = new()
     nonce_c = bytes(16)
     m = hello(h, 1, nonce_c)
-    _, nonce_d = control.parse_hello_reply(m.payload)
+    _, nonce_d = control_central.parse_hello_reply(m.payload)
     first = auth_with(h, b"\x00" * 16).status
     # the right proof for that HELLO, too late: its nonce is spent
     second = auth_with(h, auth.proof_central(SECRET, nonce_c, nonce_d)).status
@@ -222,8 +222,8 @@ def case_replay_reorder():
     h, acts, _ = new()
     c = login(h)
     m1 = control.encode(control.STATUS, 1, b"", c)
-    m2 = control.encode(control.ACK, 2, control.pack_u32(1), c)
-    m3 = control.encode(control.TIME, 3, control.pack_u64(5), c)
+    m2 = control.encode(control.ACK, 2, control_central.pack_u32(1), c)
+    m3 = control.encode(control.TIME, 3, control_central.pack_u64(5), c)
     seq = [status_of(run(h.handle(m1)), c)]
     seq.append(status_of(run(h.handle(m1))))  # replay
     seq.append(status_of(run(h.handle(m3)), c))  # skips 2: allowed (counters only grow)
@@ -255,7 +255,7 @@ def case_reflected():
     h, acts, _ = new()
     nonce_c = bytes(range(16))
     m = hello(h, 1, nonce_c)
-    _, nonce_d = control.parse_hello_reply(m.payload)
+    _, nonce_d = control_central.parse_hello_reply(m.payload)
     auth_with(h, auth.proof_central(SECRET, nonce_c, nonce_d))
     key = auth.session_key(SECRET, nonce_c, nonce_d)
     central = auth.Session(key, auth.DIR_CENTRAL)

@@ -47,7 +47,7 @@ def info_fields(info):
 
 
 def decoded_record(data, key=None):
-    from protocol.record import decode_record
+    from protocol.record_decode import decode_record
 
     return record_fields(decode_record(data, key))
 

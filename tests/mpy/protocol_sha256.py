@@ -2,7 +2,7 @@
 # up to MAX_LEN, and records sealed and signed with them.
 #
 # Prints JSON lines [check, ...]. tests/test_protocol_sha256.py holds them against
-# CPython's hashlib and hmac and protocol.record.decode_record, and imports pattern()
+# CPython's hashlib and hmac and protocol.record_decode.decode_record, and imports pattern()
 # and records() from here, so both interpreters build the very same inputs.
 
 import json

@@ -10,7 +10,7 @@ import sys
 
 from protocol_canon import decoded_message, decoded_record, hx, info_fields, unhx, verdict
 
-from protocol import control
+from protocol import control, control_central
 from protocol.auth import (
     DIR_CENTRAL,
     DIR_DONGLE,
@@ -22,8 +22,10 @@ from protocol.auth import (
     telemetry_key,
 )
 from protocol.frames import Fragmenter, Reassembler, payload_size
-from protocol.info import decode_info, encode_info
-from protocol.record import RecordWriter, Signer, peek_seq
+from protocol.info import encode_info
+from protocol.info_decode import decode_info
+from protocol.record import RecordWriter, Signer
+from protocol.record_decode import peek_seq
 
 
 def _encode_record(vec, key):
@@ -90,51 +92,53 @@ def _fragments(vec):
 def parse_payload(type_, reply, payload):
     """A payload as the JSON value the vector file gives it, through the parse_* functions."""
     c = control
+    cc = control_central
     if type_ == c.HELLO:
         if reply:
-            d, n = c.parse_hello_reply(payload)
+            d, n = cc.parse_hello_reply(payload)
             return [hx(d), hx(n)]
         return hx(c.parse_hello(payload))
     if type_ == c.AUTH:
-        return hx(c.parse_proof(payload))
+        return hx(cc.parse_proof(payload))
     if type_ == c.TIME and not reply:
         return c.parse_u64(payload)
     if type_ == c.ACK and not reply:
         return c.parse_u32(payload)
     if type_ == c.ACK and reply:
-        return list(c.parse_pair(payload))
+        return list(cc.parse_pair(payload))
     if type_ == c.STREAM and reply:
-        return list(c.parse_stream(payload))
+        return list(cc.parse_stream(payload))
     if type_ == c.SET_PLAN and not reply:
         return [list(e) for e in c.parse_plan(payload)]
     if type_ == c.READ_DTC and reply:
-        mode, codes, ecus = c.parse_dtcs(payload, True)
+        mode, codes, ecus = cc.parse_dtcs(payload, True)
         return [mode, [hx(x) for x in codes]] + ([ecus] if ecus else [])
     if type_ == c.READ_FREEZE and reply:
-        return [[e, p, hx(d)] for e, p, d in c.parse_freeze(payload)]
+        return [[e, p, hx(d)] for e, p, d in cc.parse_freeze(payload)]
     if type_ == c.STATUS and reply:
-        d = c.parse_status(payload)
+        d = cc.parse_status(payload)
         rates = [[ch, int(round(d["rates"][ch] * 100))] for ch in sorted(d["rates"])]
-        return {"values": [d[k] for k in c.STATUS_FIELDS], "rates": rates}
+        return {"values": [d[k] for k in cc.STATUS_FIELDS], "rates": rates}
     return None
 
 
 def pack_payload(type_, reply, v):
     c = control
+    cc = control_central
     if type_ == c.HELLO:
         return c.hello_reply(unhx(v[0]), unhx(v[1])) if reply else unhx(v)
     if type_ == c.AUTH:
         return unhx(v)
     if type_ == c.TIME:
-        return c.pack_u64(v)
+        return cc.pack_u64(v)
     if type_ == c.ACK and not reply:
-        return c.pack_u32(v)
+        return cc.pack_u32(v)
     if type_ == c.ACK:
         return c.pack_pair(v[0], v[1])
     if type_ == c.STREAM:
         return c.pack_stream(v[0], v[1], v[2])
     if type_ == c.SET_PLAN:
-        return c.pack_plan([tuple(e) for e in v])
+        return cc.pack_plan([tuple(e) for e in v])
     if type_ == c.READ_DTC:
         return c.pack_dtcs(v[0], [unhx(x) for x in v[1]], v[2] if len(v) > 2 else None)
     if type_ == c.READ_FREEZE:

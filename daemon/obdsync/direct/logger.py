@@ -49,14 +49,8 @@ from protocol import control
 from protocol.auth import Hmac
 from protocol.channels import CH_VOLTAGE, PID_MODULE_VOLTAGE, PID_RPM, PID_SPEED, PID_STATUS
 from protocol.control import POWER_SLEEPING
-from protocol.record import (
-    EVENT_ADAPTER_RESET,
-    EVENT_BOOT,
-    MAX_RECORD,
-    RecordWriter,
-    Signer,
-    decode_record,
-)
+from protocol.record import EVENT_ADAPTER_RESET, EVENT_BOOT, MAX_RECORD, RecordWriter, Signer
+from protocol.record_decode import decode_record
 
 log = logging.getLogger("obdsync.direct")
 T = TypeVar("T")
