@@ -216,8 +216,10 @@ def pack_dtcs(mode, codes, ecus=None):
     return bytes(out)
 
 
-# STATUS reply: the fields protocol.control_central.STATUS_FIELDS names, then n u8 (rates).
+# STATUS reply: these fields, then n u8 and n rates.
 STATUS_FORMAT = ">HBBIIIIIHHB"
+STATUS_FIELDS = ("millivolts", "elm_protocol", "power_state", "uptime_s", "log_used", "log_capacity",
+                 "first_unacked", "next_seq", "boot", "auth_failures")
 
 
 def pack_freeze(entries):
@@ -234,7 +236,7 @@ def pack_freeze(entries):
 
 
 def pack_status(values, rates):
-    """values: protocol.control_central.STATUS_FIELDS in order; rates: (channel, centihertz) pairs."""
+    """values: the STATUS_FIELDS in order; rates: (channel, centihertz) pairs."""
     out = bytearray(struct.pack(STATUS_FORMAT, *(tuple(values) + (len(rates),))))
     for ch, chz in rates:
         out += struct.pack(">BH", ch, chz)

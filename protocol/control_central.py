@@ -8,15 +8,13 @@ keeps its bytecode in the board's RAM. Plain Python for both interpreters all th
 import struct
 
 from protocol.auth import NONCE_LEN, PROOF_LEN
-from protocol.control import MAX_PLAN, STATUS_FORMAT
+from protocol.control import MAX_PLAN, STATUS_FIELDS, STATUS_FORMAT
 from protocol.errors import ProtocolError
 
 STATUS_NAMES = {0: "ok", 1: "bad request", 2: "not authenticated", 3: "refused: vehicle is moving",
                 4: "busy", 5: "unsupported", 6: "rate limited", 7: "adapter error",
                 8: "authentication failed"}
 POWER_NAMES = {0: "driving", 1: "idle", 2: "parked", 3: "sleeping"}
-STATUS_FIELDS = ("millivolts", "elm_protocol", "power_state", "uptime_s", "log_used", "log_capacity",
-                 "first_unacked", "next_seq", "boot", "auth_failures")
 STATUS_LEN = struct.calcsize(STATUS_FORMAT)
 
 

@@ -392,7 +392,7 @@ def test_payloads_round_trip(plan, mode, codes, u32s, mv, proto, power, boot, fa
     assert control_central.parse_pair(control.pack_pair(u32s[2], u32s[3])) == (u32s[2], u32s[3])
     values = [mv, proto, power] + u32s[3:] + [boot, fails]
     d = control_central.parse_status(control.pack_status(values, rates))
-    assert [d[k] for k in control_central.STATUS_FIELDS] == values
+    assert [d[k] for k in control.STATUS_FIELDS] == values
     assert {ch: round(hz * 100) for ch, hz in d["rates"].items()} == dict(rates)
 
 

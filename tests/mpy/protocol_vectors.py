@@ -118,7 +118,7 @@ def parse_payload(type_, reply, payload):
     if type_ == c.STATUS and reply:
         d = cc.parse_status(payload)
         rates = [[ch, int(round(d["rates"][ch] * 100))] for ch in sorted(d["rates"])]
-        return {"values": [d[k] for k in cc.STATUS_FIELDS], "rates": rates}
+        return {"values": [d[k] for k in c.STATUS_FIELDS], "rates": rates}
     return None
 
 
