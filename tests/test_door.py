@@ -186,6 +186,17 @@ def test_something_else_at_the_socket_path_is_left_alone(sock_path):
     assert sock_path.read_text() == "mine"
 
 
+@pytest.mark.parametrize("err", [
+    {"kind": ["link"], "message": "m"},  # an unhashable kind: was a TypeError from the lookup
+    {"kind": {"x": 1}, "message": "m"},
+    {"kind": "command", "message": "m"},  # no command/status: was a KeyError
+    {"kind": "command", "command": "READ_VIN", "status": 2},  # was a ValueError
+])
+def test_a_malformed_error_from_the_daemon_is_a_door_error(err):
+    with pytest.raises(door.DoorError):
+        door.raise_error(err)
+
+
 def test_a_too_long_socket_path_is_a_named_error(tmp_path):
     long = tmp_path / ("d" * 120) / "control.sock"
     with pytest.raises(door.DoorError, match="set XDG_RUNTIME_DIR to a shorter directory"):

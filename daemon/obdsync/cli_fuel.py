@@ -47,7 +47,7 @@ def import_csv(ctx: Ctx, csv_file: Path, device: str | None) -> None:
     """Store a recorded drive from a CSV log as a device of its own (then `obdsync
     replay --device ID`). Columns: a time (ISO 8601 or Unix s/ms), signals by
     python-OBD name (SPEED, RPM, FUEL_LEVEL, …) or PID (0x2F); or Torque Pro's CSV."""
-    from obdsync.csvimport import CsvFormatError, load
+    from obdsync.csvimport import CsvFormatError, Parsed, load
     from obdsync.csvimport import import_csv as do_import
     from obdsync.paths import normalize_device_id
 
@@ -62,7 +62,7 @@ def import_csv(ctx: Ctx, csv_file: Path, device: str | None) -> None:
     except CsvFormatError as e:
         raise click.ClickException(f"{csv_file}: {e}") from None
 
-    async def go(store: Any) -> tuple:
+    async def go(store: Any) -> tuple[str, int, Parsed]:
         try:
             return await do_import(store, csv_file, device, loaded)
         except CsvFormatError as e:

@@ -64,10 +64,7 @@ class Secret:
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Secret) or type(self._value) is not type(other._value):
             return NotImplemented
-        a, b = self._value, other._value
-        if isinstance(a, str):
-            a, b = a.encode(), b.encode()
-        return hmac.compare_digest(a, b)
+        return hmac.compare_digest(_as_bytes(self._value), _as_bytes(other._value))
 
     __hash__ = None  # type: ignore[assignment]
 
@@ -75,7 +72,11 @@ class Secret:
         raise TypeError("Secret cannot be pickled")
 
 
-def opt(default: Any, lo: float | None = None, hi: float | None = None, *, choices: tuple = (),
+def _as_bytes(value: bytes | str) -> bytes:
+    return value.encode() if isinstance(value, str) else value
+
+
+def opt(default: Any, lo: float | None = None, hi: float | None = None, *, choices: tuple[object, ...] = (),
         kind: type | None = None, help: str = "") -> Any:
     """A config option: default, allowed range or choices, type (inferred from the default)."""
     return field(default=default, metadata={"lo": lo, "hi": hi, "choices": choices,
@@ -266,10 +267,10 @@ SEVERITY_ORDER = ("info", "warning", "critical")
 class NotifyTable:
     """One ``[[notify]]`` table as written; each of its URLs becomes a :class:`NotifyTarget`."""
 
-    urls: tuple = opt((), kind=tuple, help="Apprise URLs (ntfy://, tgram://, mailto://, json://, ...)")
+    urls: tuple[str, ...] = opt((), kind=tuple, help="Apprise URLs (ntfy://, tgram://, mailto://, json://, ...)")
     urls_file: str | None = opt(None, kind=str, help="a 0600 file with one Apprise URL a line")
     name: str = opt("", kind=str, help="outbox target id; default notify (notify2, ... for more tables)")
-    events: tuple = opt((), kind=tuple, help="event types to send; default all but trip")
+    events: tuple[str, ...] = opt((), kind=tuple, help="event types to send; default all but trip")
     min_severity: str = opt("info", choices=SEVERITY_ORDER)
     quiet_hours: str | None = opt(None, kind=str, help="HH:MM-HH:MM local time; only critical ones then")
     on_clear: bool = opt(False, help="also notify when a low fuel, overheat, ... situation is over")
@@ -299,7 +300,8 @@ class ForwardConfig:
 
     @property
     def target_names(self) -> list[str]:
-        return [t.name for t in (*self.mqtt, *self.webhook, *self.notify)]
+        targets: list[MqttTarget | WebhookTarget | NotifyTarget] = [*self.mqtt, *self.webhook, *self.notify]
+        return [t.name for t in targets]
 
 
 @dataclass(frozen=True)
@@ -472,7 +474,7 @@ def _targets(forward: Any, base: Path | None, errors: list[str], exposed: str | 
     if not isinstance(forward, dict):
         errors.append("forward must hold [[forward.mqtt]] / [[forward.webhook]] tables")
         return ForwardConfig()
-    out: dict[str, list] = {"mqtt": [], "webhook": []}
+    out: dict[str, list[Any]] = {"mqtt": [], "webhook": []}
     for kind, value in forward.items():
         if kind not in out:
             errors.append(f"unknown key forward.{kind}" + _hint(kind, list(out), "forward."))
@@ -755,7 +757,7 @@ def load_config(path: str | os.PathLike[str] | None = None) -> Config:
     """Load the config file (``path`` or the XDG default). A missing default file means
     all defaults; a missing file named explicitly is an error."""
     explicit = path is not None
-    p = Path(path).expanduser() if explicit else paths.config_path()
+    p = Path(path).expanduser() if path is not None else paths.config_path()
     try:
         with open(p, "rb") as f:
             mode = os.fstat(f.fileno()).st_mode  # of the file read, not of one swapped in after

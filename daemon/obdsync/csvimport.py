@@ -29,14 +29,16 @@ import datetime as dt
 import hashlib
 import io
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
+from protocol.channels import CH_VOLTAGE, PID_ODOMETER
 from protocol.record import KIND_ANCHOR, KIND_SAMPLES
 from protocol.record_decode import Record
 
-from .decode import CH_VOLTAGE, PID_ODOMETER, DecodeError, signal_by_name
+from .decode import DecodeError, signal_by_name
 
 TIME_COLUMNS = ("time", "timestamp", "device time", "gps time")
 
@@ -174,12 +176,12 @@ def parse(text: str) -> Parsed:
             continue
         if lower[i] in TIME_COLUMNS:
             continue
-        sig = _signal_of(h)
-        if sig is None:
+        found = _signal_of(h)
+        if found is None:
             out.ignored.append(h)
         else:
-            cols.append((i, sig[0], sig[1]))
-            out.columns[h] = sig[0]
+            cols.append((i, found[0], found[1]))
+            out.columns[h] = found[0]
     if not cols:
         raise CsvFormatError("no column names a signal this import knows (python-OBD names like SPEED, RPM,"
                            " FUEL_LEVEL; PIDs like 0x2F; or Torque Pro's)")
@@ -247,7 +249,22 @@ def load(path: Path) -> tuple[bytes, Parsed]:
     return data, parse(text)
 
 
-async def import_csv(store, path: Path, device: str | None = None,
+class _DeviceRecords(Protocol):
+    @property
+    def device(self) -> str: ...
+    @property
+    def records(self) -> int: ...
+
+
+class ImportStore(Protocol):
+    """What an import needs of the store (obdsync.store.Store)."""
+
+    async def status(self) -> Sequence[_DeviceRecords]: ...
+    async def ingest(self, device_id: str, records: Sequence[Record], /) -> int | None: ...
+    async def set_device_info(self, device_id: str, /, *, name: str | None = None) -> None: ...
+
+
+async def import_csv(store: ImportStore, path: Path, device: str | None = None,
                      loaded: tuple[bytes, Parsed] | None = None) -> tuple[str, int, Parsed]:
     """Store the log at ``path`` (``loaded``: already :func:`load` ed) as ``device``
     (default: :func:`device_for` its bytes). Returns (device, records stored, what was

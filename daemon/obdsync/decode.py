@@ -24,9 +24,10 @@ from __future__ import annotations
 
 import logging
 import re
-from typing import NamedTuple
+from typing import NamedTuple, TypedDict
 
 import obd
+import pint
 from obd.OBDResponse import Status
 from obd.protocols.protocol import ECU, Frame, Message
 from obd.utils import BitArray
@@ -75,7 +76,7 @@ _UNITS = {
 }
 
 # Names for signals python-OBD has no command for, or that are ours.
-_OWN_NAMES = {
+_OWN_NAMES: dict[int, str] = {
     SIG_MIL: "MIL",
     SIG_DTC_COUNT: "DTC_COUNT",
     PID_ODOMETER: "ODOMETER",
@@ -112,7 +113,7 @@ def signal_name(signal: int) -> str:
     if name is not None:
         return name
     if signal <= 0xFF and obd.commands.has_pid(1, signal):
-        return obd.commands[1][signal].name
+        return str(obd.commands[1][signal].name)
     return f"PID_{signal:02X}" if signal <= 0xFF else f"SIG_{signal:X}"
 
 
@@ -135,7 +136,7 @@ def signal_by_name(name: str) -> int:
     if obd.commands.has_name(key):
         cmd = obd.commands[key]
         if cmd.mode == 1:
-            return cmd.pid
+            return int(cmd.pid)
     raise DecodeError(f"unknown channel {name!r} (a python-OBD mode 01 name like RPM, or hex like 0x0C)")
 
 
@@ -196,7 +197,8 @@ def decode_with_obd(pid: int, data: bytes) -> object | None:
     msg = Message([frame])
     msg.data = bytearray(frame.data)
     msg.ecu = ECU.ENGINE
-    return cmd([msg]).value
+    value: object | None = cmd([msg]).value
+    return value
 
 
 def _decode_uncached(channel: int, data: bytes) -> tuple[Reading, ...]:
@@ -222,10 +224,9 @@ def _decode_uncached(channel: int, data: bytes) -> tuple[Reading, ...]:
         return _raw(channel, data, "empty")
     if value is None:  # python-OBD's "drop" decoders and invalid bit patterns
         return _raw(channel, data, "empty")
-    magnitude = getattr(value, "magnitude", None)
-    if magnitude is not None:
+    if isinstance(value, pint.Quantity):  # python-OBD's units are pint's
         units = str(value.units)
-        return (Reading(channel, float(magnitude), _UNITS.get(units, units)),)
+        return (Reading(channel, float(value.magnitude), _UNITS.get(units, units)),)
     if isinstance(value, bool):
         return (Reading(channel, float(value), "bool", "on" if value else "off"),)
     return (Reading(channel, None, "", _describe(value)),)
@@ -303,7 +304,14 @@ def ecu_name(addr: int) -> str:
     return f"{role} ({ident})" if role else f"ECU {ident}"
 
 
-def decode_freeze(entries: list[tuple[int, int, bytes]]) -> dict[str, dict]:
+class FreezeFrame(TypedDict):
+    """One code's freeze frame: the ECU that stored it, and python-OBD command name -> [value, unit]."""
+
+    ecu: str
+    values: dict[str, list[float | str]]
+
+
+def decode_freeze(entries: list[tuple[int, int, bytes]]) -> dict[str, FreezeFrame]:
     """A READ_FREEZE reply (`protocol.control_central.parse_freeze`) as code -> its freeze frame:
     {"ecu": name, "values": {python-OBD command name: [value, unit]}}. Mode 02 values are
     scaled as mode 01's (SAE J1979), so python-OBD's mode 01 decoders read them (its own mode
@@ -316,19 +324,18 @@ def decode_freeze(entries: list[tuple[int, int, bytes]]) -> dict[str, dict]:
                 raise DecodeError(f"freeze frame PID 02 is 2 bytes, got {data.hex()}")
             if data != b"\x00\x00":
                 codes[ecu] = dtc_from_raw(data)
-    out: dict[str, dict] = {}
+    out: dict[str, FreezeFrame] = {}
     for ecu, code in codes.items():
-        values: dict[str, list] = {}
+        values: dict[str, list[float | str]] = {}
         for e, pid, data in entries:
             if e != ecu or pid == 2:
                 continue
             if not obd.commands.has_pid(1, pid) or len(data) != obd.commands[1][pid].bytes - 2:
                 raise DecodeError(f"freeze frame PID {pid:02X}: {data.hex()} is not its value")
             v = decode_with_obd(pid, data)
-            mag = getattr(v, "magnitude", None)
-            if mag is None:
+            if not isinstance(v, pint.Quantity):
                 raise DecodeError(f"freeze frame PID {pid:02X}: python-OBD read {data.hex()} as {v!r}")
-            values[obd.commands[1][pid].name] = [float(mag), f"{v.units:~}" if str(v.units) else ""]
+            values[obd.commands[1][pid].name] = [float(v.magnitude), f"{v.units:~}" if str(v.units) else ""]
         out[code] = {"ecu": ecu_name(ecu), "values": values}
     return out
 

@@ -110,10 +110,12 @@ def _kinds() -> dict[str, type[BaseException]]:
 
 
 def error_reply(rid: int | None, e: BaseException) -> bytes:
+    from obdsync.link import CommandError
+
     kind = next((k for k, cls in _kinds().items() if isinstance(e, cls)), "internal")
     err: dict[str, Any] = {"kind": kind, "message": str(e) or type(e).__name__}
-    if kind == "command":
-        err.update(command=e.command, status=e.status)  # type: ignore[attr-defined]
+    if isinstance(e, CommandError):
+        err.update(command=e.command, status=e.status)
     return _line({"v": VERSION, "id": rid, "ok": False, "error": err})
 
 
@@ -124,8 +126,12 @@ def raise_error(err: Any) -> None:
     if kind == "command":
         from obdsync.link import CommandError
 
-        raise CommandError(int(err["command"]), int(err["status"]))
-    cls = _kinds().get(kind)
+        try:
+            command, status = int(err["command"]), int(err["status"])
+        except (KeyError, TypeError, ValueError):
+            raise DoorError(f"the daemon's command error lacks its command and status: {err!r}") from None
+        raise CommandError(command, status)
+    cls = _kinds().get(kind) if isinstance(kind, str) else None
     if cls is None:
         raise DoorError(f"the running daemon failed: {message}")
     raise cls(message)
@@ -164,7 +170,7 @@ def _peer_uid(sock: socket.socket) -> int | None:
         return None
     creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
     _pid, uid, _gid = struct.unpack("3i", creds)
-    return uid
+    return int(uid)
 
 
 # ---- the daemon's side --------------------------------------------------------------------
@@ -181,7 +187,7 @@ class Server:
         self._handle = handle
         self._server: asyncio.base_events.Server | None = None
         self._inode: int | None = None
-        self._clients: set[asyncio.Task] = set()
+        self._clients: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
         _check_length(self.path)
@@ -227,7 +233,9 @@ class Server:
                 self.path.unlink()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self._clients.add(asyncio.current_task())  # type: ignore[arg-type]
+        me = asyncio.current_task()  # the server runs each client in a task of its own
+        if me is not None:
+            self._clients.add(me)
         try:
             sock = writer.get_extra_info("socket")
             uid = _peer_uid(sock) if sock is not None else None
@@ -250,7 +258,8 @@ class Server:
         except (ConnectionError, asyncio.CancelledError):
             pass
         finally:
-            self._clients.discard(asyncio.current_task())  # type: ignore[arg-type]
+            if me is not None:
+                self._clients.discard(me)
             writer.close()
             with contextlib.suppress(ConnectionError, asyncio.CancelledError):
                 await writer.wait_closed()

@@ -51,7 +51,7 @@ def tip(t: dict[str, Any], units: Units, config: Any) -> str:
             s=f"{v:g}", rpm=config.driving.cold_rpm)
     if n == "over_revving":
         return _("{s} s above {rpm} rpm: shift up earlier").format(s=f"{v:g}", rpm=over_rev_rpm(config))
-    return n
+    return str(n)
 
 
 def score_lines(ev: dict[str, Any], units: Units, config: Any) -> list[str]:

@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 FIRST_S = 3.0
 EVERY_S = 30.0
 
-_following: set[asyncio.Task] = set()  # referenced until done (the loop keeps only weak references)
+_following: set[asyncio.Task[None]] = set()  # referenced until done (the loop keeps only weak references)
 
 
 def watch(link: Any, store: Any) -> None:
@@ -56,7 +56,7 @@ async def ask_if_missing(link: Any, store: Any, device: str, asked: frozenset[st
     from protocol import control, control_central
     from protocol.errors import ProtocolError
 
-    stored = next((codes for _t, mode, codes, _a in await store.dtcs(device, limit=20) if mode == 0x03), [])
+    stored: list[str] = next((codes for _t, mode, codes, _a in await store.dtcs(device, limit=20) if mode == 0x03), [])
     kept = await store.freeze_frames(device)
     if frozenset(stored) == asked or all(c in kept for c in stored):
         return asked

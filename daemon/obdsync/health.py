@@ -27,11 +27,11 @@ from __future__ import annotations
 
 import statistics
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Protocol, TypedDict
 
 from obdsync.decode import (
-    CH_VOLTAGE,
     SIG_MIL,
     DecodeError,
     decode_with_obd,
@@ -40,6 +40,7 @@ from obdsync.decode import (
 )
 from obdsync.i18n import N_, _
 from obdsync.messages import Units
+from protocol.channels import CH_VOLTAGE
 
 OK, INFO, WARNING, CRITICAL = "ok", "info", "warning", "critical"
 SEVERITIES = (OK, INFO, WARNING, CRITICAL)
@@ -136,6 +137,15 @@ class Live:
         return [i + 1 for i in range(len(bitmap) * 8) if bitmap[i >> 3] & (0x80 >> (i & 7)) and (i + 1) & 0x1F]
 
 
+class StoredSample(Protocol):
+    """A stored sample as a check reads it (obdsync.store's rows)."""
+
+    @property
+    def time_ms(self) -> int: ...
+    @property
+    def value(self) -> float | None: ...
+
+
 class Data:
     """The store's view of one device over the window (fetched once per check)."""
 
@@ -144,7 +154,7 @@ class Data:
         self.device = device
         self.since = 0
         self.until = 1 << 62
-        self._cache: dict[int, list] = {}
+        self._cache: dict[int, Sequence[StoredSample]] = {}
 
     async def load(self) -> None:
         (st,) = await self.store.status(self.device)
@@ -154,7 +164,7 @@ class Data:
             self.since = newest - WINDOW_MS
         self.channels = sorted(st.last_values)
 
-    async def samples(self, signal: int) -> list:
+    async def samples(self, signal: int) -> Sequence[StoredSample]:
         if signal not in self._cache:
             self._cache[signal] = await self.store.samples(self.device, signal, since_ms=self.since,
                                                            limit=2_000_000)
@@ -369,26 +379,39 @@ async def _fuel_trims(d: Data, u: Units, live: Live | None) -> list[Finding]:
 # ---- cooling -------------------------------------------------------------------------------------
 
 
-def warmups(samples: list[tuple[int, float]]) -> list[dict[str, Any]]:
+class Warmup(TypedDict):
+    start_ms: int
+    from_c: float
+    cold: bool
+    warmup_s: float | None
+    span_s: float
+    max_c: float
+
+
+def _warmup(seg: list[tuple[int, float]]) -> Warmup:
+    cold = seg[0][1] <= COLD_START_C
+    warm = next((x for x, c in seg if c >= WARM_C), None) if cold else None
+    return {"start_ms": seg[0][0], "from_c": seg[0][1], "cold": cold,
+            "warmup_s": None if warm is None else (warm - seg[0][0]) / 1000.0,
+            "span_s": (seg[-1][0] - seg[0][0]) / 1000.0, "max_c": max(c for _x, c in seg)}
+
+
+def warmups(samples: list[tuple[int, float]]) -> list[Warmup]:
     """The drives in coolant samples: ``from_c`` (the first sample), ``warmup_s`` from a
     cold first sample (≤ 40 °C) to the first ≥ 80 °C (None: not from cold, or never got
     there), ``span_s``, ``max_c``. A drive ends at a gap in the samples after which the
     engine had cooled (or a gap of hours): a gap with the coolant no cooler after it is
     missed samples, not a new start."""
-    out = []
+    out: list[Warmup] = []
     seg: list[tuple[int, float]] = []
-    for t, v in [*samples, (None, None)]:
-        if t is None or (seg and t - seg[-1][0] > SEGMENT_GAP_MS
-                         and (v < seg[-1][1] - COOLED_C or t - seg[-1][0] > SEGMENT_MAX_GAP_MS)):
-            if seg:
-                cold = seg[0][1] <= COLD_START_C
-                warm = next((x for x, c in seg if c >= WARM_C), None) if cold else None
-                out.append({"start_ms": seg[0][0], "from_c": seg[0][1], "cold": cold,
-                            "warmup_s": None if warm is None else (warm - seg[0][0]) / 1000.0,
-                            "span_s": (seg[-1][0] - seg[0][0]) / 1000.0, "max_c": max(c for _x, c in seg)})
+    for t, v in samples:
+        if seg and t - seg[-1][0] > SEGMENT_GAP_MS and (v < seg[-1][1] - COOLED_C
+                                                        or t - seg[-1][0] > SEGMENT_MAX_GAP_MS):
+            out.append(_warmup(seg))
             seg = []
-        if t is not None:
-            seg.append((t, v))
+        seg.append((t, v))
+    if seg:
+        out.append(_warmup(seg))
     return out
 
 
@@ -410,7 +433,7 @@ async def _cooling(d: Data, u: Units, live: Live | None) -> list[Finding]:
                 min=f"{med / 60:.0f}", warm=u.temperature(WARM_C))
             if never:
                 title += _(" (not reached on drives: {n}; at most {temp})").format(
-                    n=len(never), temp=u.temperature(values["max_c_when_never_warm"]))
+                    n=len(never), temp=u.temperature(max(w["max_c"] for w in never)))
             out.append(Finding("cooling.warmup", "cooling", WARNING, title,
                                _("A thermostat stuck open is the usual cause: more fuel, less heating, "
                                  "more engine wear. Have it checked"), values))
@@ -458,8 +481,11 @@ async def _battery(d: Data, u: Units, live: Live | None) -> list[Finding]:
         k = bisect.bisect_right(running, t)
         return running[k - 1] if k else None
 
-    resting = [(t, v) for t, v in volts if not near_running(t)
-               and (last_run_before(t) is None or t - last_run_before(t) >= RESTING_AFTER_MS)]
+    def resting_at(t: int) -> bool:
+        before = last_run_before(t)
+        return not near_running(t) and (before is None or t - before >= RESTING_AFTER_MS)
+
+    resting = [(t, v) for t, v in volts if resting_at(t)]
     if resting:
         rest = statistics.median(v for _t, v in resting[-10:])
         sev = CRITICAL if rest < RESTING_CRIT_V else WARNING if rest < RESTING_LOW_V else \

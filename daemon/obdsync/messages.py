@@ -217,7 +217,7 @@ def line(msg: dict[str, Any], units: Units = Units(), lang: str | None = "en") -
     return f"{title}: {body}" if body else title
 
 
-def _render(t: str, msg: dict[str, Any], v: dict[str, Any], u: Units, lang: str) -> tuple[str, str]:
+def _render(t: str, msg: dict[str, Any], v: dict[str, Any], u: Units, lang: str | None) -> tuple[str, str]:
     def tx(key: str, **kw: Any) -> str:
         return text(lang, key, **kw)
 
@@ -283,6 +283,6 @@ def _render(t: str, msg: dict[str, Any], v: dict[str, Any], u: Units, lang: str)
     raise KeyError(t)
 
 
-def _duration(seconds: float, lang: str) -> str:
+def _duration(seconds: float, lang: str | None) -> str:
     m = int(round(seconds / 60))
     return text(lang, "duration.h_min", h=m // 60, m=m % 60) if m >= 60 else text(lang, "duration.min", m=m)

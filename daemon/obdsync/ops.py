@@ -10,10 +10,14 @@ command (the health check) adds its own the same way.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from protocol import control, control_central
 from protocol.errors import ProtocolError
+
+if TYPE_CHECKING:  # types only: obdsync.link imports bleak, decode python-OBD
+    from obdsync.decode import FreezeFrame
+    from obdsync.link import DeviceLink
 
 Op = Callable[..., Awaitable[Any]]
 OPS: dict[str, Op] = {}
@@ -32,7 +36,7 @@ def op(name: str) -> Callable[[Op], Op]:
 
 
 @op("dtc.read")
-async def read_dtcs(link: Any) -> list[list[Any]]:
+async def read_dtcs(link: DeviceLink) -> list[list[Any]]:
     """[[mode, [code, ...], [ecu, ...]], ...] for stored, pending and permanent codes; beside
     each code the name of the ECU that holds it ("" where the adapter printed no header)."""
     from obdsync.decode import dtcs_with_ecus
@@ -45,30 +49,34 @@ async def read_dtcs(link: Any) -> list[list[Any]]:
 
 
 @op("dtc.clear")
-async def clear_dtcs(link: Any) -> None:
+async def clear_dtcs(link: DeviceLink) -> None:
     await link.command(control.CLEAR_DTC)
 
 
 @op("status")
-async def dongle_status(link: Any) -> dict[str, Any]:
+async def dongle_status(link: DeviceLink) -> dict[str, Any]:
     """The dongle's STATUS (supply, log fill, power state, poll rates...)."""
-    st = control_central.parse_status(await link.command(control.STATUS))
+    st: dict[str, Any] = control_central.parse_status(await link.command(control.STATUS))
     st["rates"] = {str(ch): hz for ch, hz in st["rates"].items()}  # JSON keys are strings either way
     return st
 
 
 @op("plan.set")
-async def set_plan(link: Any, rows: list[list[int]]) -> int:
-    """Send SET_PLAN rows (channel, driving, idle, parked in 100 ms units). The link keeps
-    them, so a daemon's next connection sends them again instead of its start-up plan."""
+async def set_plan(link: DeviceLink, rows: list[list[int]]) -> int:
+    """Send SET_PLAN rows (channel, driving, idle, parked in 100 ms units). A dongle's link keeps
+    them, so a daemon's next connection sends them again instead of its start-up plan (a direct
+    adapter's refuses SET_PLAN by name)."""
+    from obdsync.link import DongleLink
+
     plan = [(int(ch), int(d), int(i), int(p)) for ch, d, i, p in rows]
     await link.command(control.SET_PLAN, control_central.pack_plan(plan))
-    link.plan = plan
+    if isinstance(link, DongleLink):
+        link.plan = plan
     return len(plan)
 
 
 @op("vin.read")
-async def read_vin(link: Any) -> str:
+async def read_vin(link: DeviceLink) -> str:
     """The VIN as the car reports it now (mode 09 PID 02 through the dongle)."""
     from obdsync.vin import parse_vin
 
@@ -76,7 +84,7 @@ async def read_vin(link: Any) -> str:
 
 
 @op("freeze.read")
-async def read_freeze(link: Any) -> dict[str, dict]:
+async def read_freeze(link: DeviceLink) -> dict[str, FreezeFrame]:
     """The freeze frame (mode 02 frame 0) by the code that stored it: {code: {"ecu": name,
     "values": {name: [value, unit]}}}, {} when no code holds one."""
     from obdsync.decode import decode_freeze
@@ -85,7 +93,7 @@ async def read_freeze(link: Any) -> dict[str, dict]:
 
 
 @op("check.live")
-async def check_live(link: Any) -> dict[str, Any]:
+async def check_live(link: DeviceLink) -> dict[str, Any]:
     """What `obdsync check --live` needs of the dongle: its codes now, their freeze frame, the
     protocol the adapter found, and the PIDs the car supports (from the dongle's info). A
     freeze frame that cannot be read is {"error": why}: the codes stand without it."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import sys
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -44,7 +45,9 @@ def table(columns: Sequence[str], rows: Iterable[Sequence[Any]], *, right: Seque
     from rich.console import Console
     from rich.table import Table
 
-    out = click.get_text_stream("stdout")
+    # sys.stdout (where click.echo writes, and what CliRunner swaps): click.get_text_stream is
+    # deprecated since click 8.5 and goes in 9.0 (mypy saw it through click's module __getattr__).
+    out = sys.stdout
     # Not a terminal (a pipe, a test): wide enough that no cell wraps, and no colours.
     console = Console(file=out, highlight=False, width=None if out.isatty() else 200,
                       no_color=not out.isatty(), soft_wrap=False)

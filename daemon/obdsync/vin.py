@@ -178,7 +178,7 @@ def watch(link: Any, store: Any) -> None:
     after_ready(link, ready)
 
 
-_asking: set[asyncio.Task] = set()  # referenced until done (the loop keeps only weak references)
+_asking: set[asyncio.Task[None]] = set()  # referenced until done (the loop keeps only weak references)
 
 
 async def _ask(link: Any, store: Any, device: str) -> None:

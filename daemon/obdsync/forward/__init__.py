@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -118,6 +118,12 @@ async def outbox_purge(store: Store, target: str | None = None, *, states: Seque
     return await OutboxSql(store).purge(target, tuple(states), before_ms, tuple(ids))
 
 
+def _takes(sender: Sender, event: Event) -> bool:
+    """Whether ``sender`` takes ``event``: all do, but those with a ``wants`` filter (notify)."""
+    wants: Callable[[Event], bool] | None = getattr(sender, "wants", None)
+    return wants is None or wants(event)
+
+
 class Forwarder:
     """Runs one delivery worker per configured target. Start once, stop once."""
 
@@ -139,7 +145,7 @@ class Forwarder:
         if len(set(names)) != len(names):
             raise ValueError(f"forward target names must be distinct, got {names}")
         self.workers = [TargetWorker(self._sql, s, backoff=backoff, idle_poll_s=idle_poll_s) for s in self.senders]
-        self._tasks: list[asyncio.Task] = []
+        self._tasks: list[asyncio.Task[None]] = []
 
     @property
     def targets(self) -> list[str]:
@@ -151,7 +157,7 @@ class Forwarder:
         if not self.senders:
             return []
         body = payloads.event_payload(event)
-        return [(s.name, body) for s in self.senders if getattr(s, "wants", None) is None or s.wants(event)]
+        return [(s.name, body) for s in self.senders if _takes(s, event)]
 
     async def put_event(self, event: Event) -> list[int]:
         """Store ``event`` with its deliveries (one transaction) and wake the workers."""

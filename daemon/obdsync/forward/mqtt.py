@@ -103,7 +103,7 @@ class MqttSender:
         self._info: dict[str, dict[str, Any]] = {}
         self._forgotten: set[str] = set()
         self._state_wake: asyncio.Event | None = None
-        self._state_task: asyncio.Task | None = None
+        self._state_task: asyncio.Task[None] | None = None
         self._closed = False
 
     # ---- connections -------------------------------------------------------
@@ -172,7 +172,7 @@ class MqttSender:
             raise
         if pub not in done:
             pub.cancel()
-            cause = lost.exception() if not lost.cancelled() else None
+            cause = lost.exception() if lost is not None and not lost.cancelled() else None
             raise TargetDown(f"connection lost before PUBACK: {cause or 'disconnected'}")
         try:
             pub.result()
@@ -227,16 +227,16 @@ class MqttSender:
         self._retained[(device, topic)] = body
         if self._state_task is None and not self._closed:
             self._state_wake = asyncio.Event()
-            self._state_task = asyncio.get_running_loop().create_task(self._state_loop(),
+            self._state_task = asyncio.get_running_loop().create_task(self._state_loop(self._state_wake),
                                                                       name=f"mqtt-state {self.name}")
         if self._state_wake is not None:
             self._state_wake.set()
 
-    async def _state_loop(self) -> None:
+    async def _state_loop(self, wake: asyncio.Event) -> None:
         failures = 0
         while True:
-            await self._state_wake.wait()
-            self._state_wake.clear()
+            await wake.wait()
+            wake.clear()
             for key, body in list(self._retained.items()):
                 device, topic = key
                 try:
@@ -244,7 +244,7 @@ class MqttSender:
                 except TargetDown as e:
                     failures += 1
                     log.debug("mqtt %s: %s not published: %s", self.name, topic, e)
-                    self._state_wake.set()  # try again after the backoff
+                    wake.set()  # try again after the backoff
                     await asyncio.sleep(self.backoff.delay_s(failures, self.rnd))
                     break
                 failures = 0

@@ -116,8 +116,8 @@ def _why(e: BaseException) -> str:
     """What went wrong, from the innermost cause: httpx says "All connection attempts
     failed" where the socket said "Connection refused"."""
     inner = e
-    while inner.__cause__ is not None or inner.__context__ is not None:
-        inner = inner.__cause__ or inner.__context__
+    while (deeper := inner.__cause__ or inner.__context__) is not None:
+        inner = deeper
     text = f"{type(e).__name__}: {e}"
     if inner is not e and str(inner):
         text += f" ({type(inner).__name__}: {inner})"

@@ -90,7 +90,7 @@ def line_chart(points: Sequence[tuple[int, float]], *, title: str, unit: str, co
         anchor = "start" if i == 0 else "end" if i == 4 else "middle"
         out.append(f'<text x="{x(t):.1f}" y="{H - 8}" text-anchor="{anchor}" class="tick">{label}</text>')
     env = _envelope(points, t0, t1, pw)
-    path = []
+    path: list[str] = []
     for c, vmin, vmax in env:
         xx = LEFT + c + 0.5
         path.append(f"{'M' if not path else 'L'}{xx:.1f},{y(vmax):.1f}")

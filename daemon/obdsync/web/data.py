@@ -11,6 +11,7 @@ from typing import Any
 from obdsync.decode import describe_dtc
 from obdsync.rules.smoothing import accel_ms2
 from obdsync.rules.trips import hard_episode
+from obdsync.web.live import Gauge
 
 SPEED, RPM, COOLANT, FUEL, VOLTAGE = 0x0D, 0x0C, 0x05, 0x2F, 0xFF
 #: The Now page's gauges: signal id -> key (and unit in the store).
@@ -24,7 +25,7 @@ async def devices(store: Any) -> list[str]:
 
 
 async def now(store: Any, config: Any, device: str, live: dict[str, Any] | None,
-              latest: dict[str, dict[str, Any]] | None) -> dict[str, Any]:
+              latest: dict[str, Gauge] | None) -> dict[str, Any]:
     """The gauges: each signal's newest stored value (the hub's, if newer), range left."""
     (st,) = await store.status(device) or [None]
     gauges: dict[str, Any] = {}
@@ -74,7 +75,10 @@ async def find_trip(store: Any, trip_id: str) -> Any:
     return None
 
 
-async def series(store: Any, device: str, signal: int, since_ms: int, until_ms: int) -> list[tuple[int, float]]:
+Series = list[tuple[int, float]]  # (Unix ms, value) of one signal, oldest first
+
+
+async def series(store: Any, device: str, signal: int, since_ms: int, until_ms: int) -> Series:
     rows = await store.samples(device, signal, since_ms=since_ms, until_ms=until_ms + 1, limit=CHART_LIMIT)
     return [(r.time_ms, r.value) for r in rows if r.value is not None]
 
@@ -85,16 +89,16 @@ def hard_moments(speed: list[tuple[int, float]], config: Any) -> list[tuple[int,
     trip keeps only counts)."""
     tc = config.trip
     out: list[tuple[int, str]] = []
-    recent: list[list] = []
-    state = {"brake": [None, True], "accel": [None, True]}  # [since, armed]
+    recent: list[list[float]] = []
+    state: dict[str, tuple[int | None, bool]] = {"brake": (None, True), "accel": (None, True)}  # (since, armed)
     for t, v in speed:
         a = accel_ms2(recent, t, v)
         if a is None:
-            state["brake"][0] = state["accel"][0] = None
+            state = {kind: (None, armed) for kind, (_since, armed) in state.items()}
             continue
         for kind, val, threshold in (("brake", -a, tc.hard_brake_ms2), ("accel", a, tc.hard_accel_ms2)):
-            since, armed, n = hard_episode(state[kind][0], state[kind][1], t, val, threshold)
-            state[kind] = [since, armed]
+            since, armed, n = hard_episode(*state[kind], t, val, threshold)
+            state[kind] = (since, armed)
             if n:
                 out.append((t, kind))
     return out
@@ -132,7 +136,7 @@ async def health(store: Any, config: Any, device: str) -> dict[str, Any]:
 
     report = await check.check(store, config.for_device(device), device)
     out = report.json()
-    codes = []
+    codes: list[dict[str, Any]] = []
     for t, mode, cs, _approx, ecus in await store.dtcs(device, limit=50, with_ecus=True):
         if any(c["mode"] == mode for c in codes):
             continue  # the newest read of each mode
@@ -162,7 +166,8 @@ async def mark_done(store: Any, config: Any, device: str, items: list[str] | Non
     engine.service.check_entry(now, km, now)
     if km is None and engine.service.odo is None:
         raise ValueError("the odometer is not known yet: give the odometer reading")
-    return await store.add_service(device, now, km, service_note(items))
+    entry: int = await store.add_service(device, now, km, service_note(items))
+    return entry
 
 
 async def events(store: Any, device: str | None, *, severity: str | None, type_: str | None,

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, TypedDict
 
 from obdsync.store import SAMPLE_ROW
 
@@ -18,15 +19,28 @@ _CH, _T, _V = SAMPLE_ROW.index("channel"), SAMPLE_ROW.index("time_ms"), SAMPLE_R
 QUEUE = 64
 
 
+class Gauge(TypedDict):
+    v: float  # the value
+    t: int  # its time, Unix ms
+
+
+class LiveMessage(TypedDict):
+    """What a Now page receives (as JSON, on its event stream)."""
+
+    device: str
+    values: dict[str, Gauge]  # gauge key -> newest value
+    sent_ms: int
+
+
 class LiveHub:
     def __init__(self, signals: dict[int, str]) -> None:
         self.signals = signals  # signal id -> gauge key
-        self.latest: dict[str, dict[str, dict[str, Any]]] = {}  # device -> key -> {"v", "t"}
-        self._subs: set[asyncio.Queue] = set()
+        self.latest: dict[str, dict[str, Gauge]] = {}  # device -> key -> newest
+        self._subs: set[asyncio.Queue[LiveMessage]] = set()
 
-    def feed(self, device: str, rows: list[tuple]) -> None:
+    def feed(self, device: str, rows: Sequence[tuple[Any, ...]]) -> None:
         """A stored batch's sample rows (`store.SAMPLE_ROW`): the newest value per gauge."""
-        new: dict[str, dict[str, Any]] = {}
+        new: dict[str, Gauge] = {}
         for r in rows:
             key = self.signals.get(r[_CH])
             if key is None or r[_V] is None:
@@ -37,18 +51,18 @@ class LiveHub:
         if not new:
             return
         self.latest.setdefault(device, {}).update(new)
-        msg = {"device": device, "values": new, "sent_ms": int(time.time() * 1000)}
+        msg: LiveMessage = {"device": device, "values": new, "sent_ms": int(time.time() * 1000)}
         for q in list(self._subs):
             if q.full():
                 q.get_nowait()  # drop the oldest: gauges show the newest
             q.put_nowait(msg)
 
-    def subscribe(self) -> asyncio.Queue:
-        q: asyncio.Queue = asyncio.Queue(QUEUE)
+    def subscribe(self) -> asyncio.Queue[LiveMessage]:
+        q: asyncio.Queue[LiveMessage] = asyncio.Queue(QUEUE)
         self._subs.add(q)
         return q
 
-    def unsubscribe(self, q: asyncio.Queue) -> None:
+    def unsubscribe(self, q: asyncio.Queue[LiveMessage]) -> None:
         self._subs.discard(q)
 
     @property

@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import datetime as dt
 from html import escape
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
 from obdsync.i18n import N_, _
 from obdsync.messages import Units
 from obdsync.web import charts
+
+if TYPE_CHECKING:
+    from obdsync.web.data import Series
 
 PAGES = (("now", "/", "Now"), ("trips", "/trips", "Trips"), ("fuel", "/fuel", "Fuel"),
          ("health", "/health", "Health"), ("service", "/service", "Service"), ("events", "/events", "Events"))
@@ -128,13 +131,15 @@ def _cost(c: float | None, currency: str) -> str:
     return "-" if c is None else f"{c:.2f} {currency}".strip()
 
 
-def trip_page(t: dict[str, Any], speed: list, rpm: list, fuel: list, moments: list, u: Units, lang: str,
-              currency: str) -> str:
+def trip_page(t: dict[str, Any], speed: Series, rpm: Series, fuel: Series, moments: list[tuple[int, str]],
+              u: Units, lang: str, currency: str) -> str:
     from obdsync.driving import component_name, measure
 
     marks = [(tm, _("hard brake", lang) if k == "brake" else _("hard acceleration", lang),
               "#c62828" if k == "brake" else "#ef6c00") for tm, k in moments]
-    to_user_speed = (lambda v: v / 1.609344) if u.miles else (lambda v: v)
+    def to_user_speed(kmh: float) -> float:
+        return kmh / 1.609344 if u.miles else kmh
+
     speed_unit = "mph" if u.miles else "km/h"
     facts = [(_("Distance", lang), _km(t["distance_km"], u), "distance"),
              (_("Duration", lang), f"{(t['duration_s'] or 0) / 60:.0f} min", "duration"),

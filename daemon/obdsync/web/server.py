@@ -23,7 +23,7 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable
 from importlib import resources
-from typing import Any
+from typing import Any, TypedDict
 
 from aiohttp import web
 
@@ -42,7 +42,12 @@ CLEAR_EVERY_S = 60.0
 STATIC_TYPES = {".css": "text/css", ".js": "text/javascript"}
 
 # What the guard learnt of a request, for the handlers.
-SESSION = web.RequestKey("session", object)
+class Session(TypedDict):
+    csrf: str  # what the session's pages send back with every action
+    expires: float  # time.monotonic()
+
+
+SESSION: web.RequestKey[Session | None] = web.RequestKey("session")
 BEARER = web.RequestKey("bearer", bool)
 LOCAL = web.RequestKey("local", bool)
 
@@ -78,10 +83,10 @@ class Dashboard:
         self._dongle_op = dongle_op
         self._token = token or secrets.token_urlsafe(32)
         self._logins: dict[str, float] = {}  # one-time code -> expiry (monotonic)
-        self._sessions: dict[str, dict[str, Any]] = {}  # session id -> {"csrf", "expires", "local"}
+        self._sessions: dict[str, Session] = {}  # session id -> its CSRF token and expiry
         self._last_clear = -1e9
         self._runner: web.AppRunner | None = None
-        self._streams: set[asyncio.Task] = set()  # open live streams: ended first at stop
+        self._streams: set[asyncio.Task[Any]] = set()  # open live streams: ended first at stop
         self.units = Units.of_display(config.display)
         self.lang = i18n.resolve(config.display.language)
         self.app = self._make_app()
@@ -127,7 +132,7 @@ class Dashboard:
 
     # ---- security ----------------------------------------------------------------
 
-    def _session(self, request: web.Request) -> dict[str, Any] | None:
+    def _session(self, request: web.Request) -> Session | None:
         sid = request.cookies.get(COOKIE)
         s = self._sessions.get(sid or "")
         if s is None or s["expires"] < time.monotonic():
@@ -139,7 +144,8 @@ class Dashboard:
         return auth.startswith("Bearer ") and hmac.compare_digest(auth[7:].strip(), self._token)
 
     @web.middleware
-    async def _guard(self, request: web.Request, handler: Callable) -> web.StreamResponse:
+    async def _guard(self, request: web.Request,
+                     handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
         peer_local = is_loopback(request.remote)
         if is_loopback(self.host) and not is_loopback(_host_only(request.host)):
             # A page elsewhere resolving its name to 127.0.0.1 (DNS rebinding) reaches us with its own Host.
@@ -271,7 +277,8 @@ class Dashboard:
     def _currency(self, dev: str | None) -> str:
         return self.config.for_device(dev).fuel.currency if dev else ""
 
-    async def _trip_detail(self, trip_id: str) -> tuple[Any, dict[str, Any], list, list, list, list]:
+    async def _trip_detail(self, trip_id: str) -> tuple[Any, dict[str, Any], data.Series, data.Series, data.Series,
+                                                        list[tuple[int, str]]]:
         t = await data.find_trip(self.store, trip_id)
         if t is None:
             raise web.HTTPNotFound(text=f"no trip {trip_id}")
@@ -342,7 +349,8 @@ class Dashboard:
         await resp.prepare(request)
         q = self.hub.subscribe()
         task = asyncio.current_task()
-        self._streams.add(task)
+        if task is not None:  # aiohttp runs each request in a task of its own
+            self._streams.add(task)
         try:
             await resp.write(b": hello\n\n")
             while True:
