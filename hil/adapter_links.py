@@ -25,6 +25,7 @@ import random
 import struct
 import termios
 import tty
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -72,7 +73,7 @@ def _raw_pty(path: str) -> int:
 class _Upstream:
     """The chip's serial line (a pty), read by the event loop."""
 
-    def __init__(self, path: str, on_data) -> None:
+    def __init__(self, path: str, on_data: Callable[[bytes], None]) -> None:
         self.fd = _raw_pty(path)
         self._on_data = on_data
         asyncio.get_running_loop().add_reader(self.fd, self._readable)
@@ -103,6 +104,14 @@ class _Upstream:
             asyncio.get_running_loop().remove_reader(self.fd)
         with contextlib.suppress(OSError):
             os.close(self.fd)
+
+
+def _chip(up: _Upstream | None) -> _Upstream:
+    """The chip behind an adapter; ConnectionError (an OSError: the link's handlers end the
+    connection on it) when the adapter is not started or already closed."""
+    if up is None:
+        raise ConnectionError("the adapter is not running: no ELM327 behind it")
+    return up
 
 
 class TcpAdapter:
@@ -138,7 +147,7 @@ class TcpAdapter:
         self.connections += 1
         try:
             while data := await reader.read(4096):
-                self._up.write(data)
+                _chip(self._up).write(data)
         except OSError:
             pass
         finally:
@@ -171,7 +180,7 @@ class TcpAdapter:
 class BleAdapter:
     """An ELM327 BLE adapter at `address` on the simulated `air` (see the module doc)."""
 
-    def __init__(self, upstream: str, air: str | os.PathLike, address: str, layout: str = "fff0", *,
+    def __init__(self, upstream: str, air: str | os.PathLike[str], address: str, layout: str = "fff0", *,
                  mtu: int = 23, dup_rate: float = 0.0, seed: int = 1, bond_required: bool = False,
                  conn_interval_ms: float = 0.0, per_event: int = 4, rssi: int = -60) -> None:
         self.upstream = upstream
@@ -195,7 +204,7 @@ class BleAdapter:
         self._central = ""
         self._buf = bytearray()  # the chip's output waiting for a connection event
         self._in: list[bytes] = []  # writes waiting for a connection event
-        self._ticker: asyncio.Task | None = None
+        self._ticker: asyncio.Task[None] | None = None
         self._kick = asyncio.Event()
         self.notifications = 0
         self.duplicated = 0
@@ -362,7 +371,7 @@ class BleAdapter:
                 self._in.append(bytes(data))
                 self._kick.set()
             else:
-                self._up.write(bytes(data))
+                _chip(self._up).write(bytes(data))
             return 0
         return 0x03  # WRITE_NOT_PERMITTED
 
@@ -409,5 +418,5 @@ class BleAdapter:
             await asyncio.sleep(max(0.0, t - loop.time()))
             ins, self._in = self._in[:self.per_event], self._in[self.per_event:]
             for data in ins:
-                self._up.write(data)
+                _chip(self._up).write(data)
             self._flush(self.per_event)

@@ -6,8 +6,13 @@ from __future__ import annotations
 import asyncio
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
+
+if TYPE_CHECKING:  # imported where used: `obdsync --help` loads none of the simulation
+    from hil.scenario import Scenario
+    from obdsync.config import Config
 
 
 @click.group()
@@ -26,7 +31,7 @@ def list_scenarios() -> None:
         click.echo(f"{n:<16} {sc.total_real_s:6.0f} s real  {first}")
 
 
-def _scenario(name: str):
+def _scenario(name: str) -> Scenario:
     from hil.scenario import ScenarioError, load
 
     try:
@@ -35,7 +40,7 @@ def _scenario(name: str):
         raise click.ClickException(str(e)) from None
 
 
-def _config(sc, config: Path | None):
+def _config(sc: Scenario, config: Path | None) -> Config:
     """The daemon's config for a simulated drive: the file's (forwarding, notifications,
     rules) with the simulated car's tank and fuel type."""
     import dataclasses

@@ -22,6 +22,7 @@ from hil.emulator import Emulator
 from hil.linkmodel import LinkModel
 from hil.runner import Report, _collect, _drive, scenario_config
 from hil.scenario import Scenario, load
+from hil.simclock import Schedule
 from obdsync.config import Config
 from obdsync.daemon import Daemon
 from obdsync.direct.registry import Adapter
@@ -35,7 +36,7 @@ class _Bench:
     """What hil.runner._drive reads from a rig."""
 
     emulator: Emulator
-    schedule: object
+    schedule: Schedule
 
     def sim_s(self) -> float:
         return self.schedule.sim_s()
@@ -65,15 +66,15 @@ async def run_direct_scenario(scenario: Scenario | str, *, transport: str = "ble
             await stack.enter_async_context(BleAdapter(link.pty, air, ADAPTER_MAC, layout, dup_rate=dup_rate,
                                                        bond_required=bond_required,
                                                        conn_interval_ms=conn_interval_ms))
-            adapter = Adapter(ADAPTER_MAC, "ble", "sim adapter")
+            registered = Adapter(ADAPTER_MAC, "ble", "sim adapter")
         elif transport == "tcp":
             tcp = await stack.enter_async_context(TcpAdapter(link.pty))
-            adapter = Adapter(tcp.address, "tcp", "sim adapter")
+            registered = Adapter(tcp.address, "tcp", "sim adapter")
         else:
-            adapter = Adapter(link.pty, "serial", "sim adapter")
+            registered = Adapter(link.pty, "serial", "sim adapter")
         cfg = config or scenario_config(sc)
         daemon = Daemon(cfg, workdir / "obdsync.db", [], backend=SimClient, backend_kwargs={"air": str(air)},
-                        live_file=workdir / "live.json", adapters=[adapter])
+                        live_file=workdir / "live.json", adapters=[registered])
         # Poll intervals, power timers and record times run on the scenario's clock, as the
         # firmware's do in the rig; the driver's serial timeouts stay real (physics).
         daemon.direct_options = {"clock": lambda: int(schedule.sim_s() * 1000),

@@ -35,7 +35,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from hil import proc
 from hil.proc import LineProcess
@@ -44,6 +44,27 @@ from protocol.auth import telemetry_key
 from protocol.errors import ProtocolError
 from protocol.record import MAX_RECORD, MIN_RECORD
 from protocol.record_decode import decode_record
+
+if TYPE_CHECKING:
+    import asyncio
+    import subprocess
+
+    from hil.bench.backlog import Filled
+    from hil.rig import Rig, SimDongle
+    from obdsync.daemon import Daemon
+
+
+T = TypeVar("T")
+
+
+class Broker(Protocol):
+    """The MQTT broker a run may freeze, stop and restart (tests/mosquitto.py's Mosquitto)."""
+    port: int
+
+    def start(self, deadline_s: float = ...) -> None: ...
+    def stop(self) -> None: ...
+    def pause(self) -> None: ...
+    def resume(self) -> None: ...
 
 FRAME = 6  # a flash log entry: len u16 | crc32 u32 | record
 STATE_MAGIC = b"OBS1"
@@ -114,7 +135,7 @@ class DaemonProc:
             text += "\n[web]\nport = 0\n"
         self.config_path.write_text(text)
 
-    def pair(self, dongle: Any, timeout: float = 60.0) -> None:
+    def pair(self, dongle: SimDongle, timeout: float = 60.0) -> None:
         r = subprocess.run([self.exe, "pair", dongle.mac], input=dongle.label + "\n", env=self.env,
                            capture_output=True, text=True, timeout=timeout)
         if r.returncode != 0:
@@ -131,9 +152,19 @@ class DaemonProc:
         self.runs += 1
         return self
 
+    def _running(self) -> LineProcess:
+        if self.process is None:
+            raise FaultError("obdsync run was never started")
+        return self.process
+
     @property
-    def proc(self):
-        return None if self.process is None else self.process.proc
+    def proc(self) -> subprocess.Popen[str]:
+        """The process of the current (or last) run."""
+        return self._running().proc
+
+    def wait_exit(self, timeout: float) -> int:
+        """Until this run exits by itself; its exit code."""
+        return self._running().proc.wait(timeout)
 
     @property
     def lines(self) -> list[str]:
@@ -143,7 +174,7 @@ class DaemonProc:
     def wait_line(self, pred: Callable[[str], bool] | str, timeout: float = 30.0) -> str:
         """The next output line of this run for which pred is true (a string: contained)."""
         test = (lambda ln: pred in ln) if isinstance(pred, str) else pred
-        return self.process.wait_line(test, timeout)
+        return self._running().wait_line(test, timeout)
 
     def backlog_pct(self) -> int | None:
         """The last backlog progress this run logged (None: none yet)."""
@@ -170,11 +201,13 @@ class DaemonProc:
         return None if self.process is None else self.process.stop(signal.SIGTERM, timeout)
 
     def live(self) -> dict[str, Any]:
-        """What the last run left in live.json (its link counters), {} if nothing."""
+        """What the last run left in live.json (its link counters, per device), {} if nothing."""
         try:
-            return json.loads(self.live_file.read_text()).get("devices", {})
+            got = json.loads(self.live_file.read_text())
         except (OSError, ValueError):
             return {}
+        devices = got.get("devices") if isinstance(got, dict) else None
+        return devices if isinstance(devices, dict) else {}
 
 
 # -- the dongle's flash, read on CPython ---------------------------------------------------
@@ -222,7 +255,8 @@ def read_epoch(flash: Path) -> int:
             continue
         if len(buf) != 12 or buf[:4] != STATE_MAGIC or binascii.crc32(buf[:-4]) != struct.unpack_from(">I", buf, 8)[0]:
             continue
-        return struct.unpack_from(">I", buf, 4)[0]
+        epoch: int = struct.unpack_from(">I", buf, 4)[0]
+        return epoch
     return 0
 
 
@@ -271,7 +305,7 @@ def read_flash(flash: Path, secret: bytes) -> FlashTruth:
     return FlashTruth(st["boot"], st["first_unacked"], nxt, st["dropped"], held, corrupt, bad)
 
 
-def stop_dongle_cleanly(dongle: Any, secret: bytes | None = None) -> FlashTruth:
+def stop_dongle_cleanly(dongle: SimDongle, secret: bytes | None = None) -> FlashTruth:
     """Switch the dongle off and read its flash: what is on it is what it produced (records
     still in RAM were never flushed, so never sent). A SIGKILL: MicroPython's SIGINT
     (KeyboardInterrupt) leaves asyncio.run without running the app's finally either, and
@@ -314,7 +348,7 @@ def tear_newest_segment(flash: Path, rng: random.Random, keep_below_seq: int) ->
 
 # -- the daemon's database -----------------------------------------------------------------
 
-def db_rows(db: Path, sql: str, args: tuple = ()) -> list[tuple]:
+def db_rows(db: Path, sql: str, args: tuple[object, ...] = ()) -> list[tuple[Any, ...]]:
     """Read the database as another process would (it is in WAL mode: no lock taken)."""
     if not Path(db).exists():
         return []
@@ -339,7 +373,7 @@ def max_stored_seq(db: Path, device: str) -> int:
     return rows[0][0] if rows and rows[0][0] is not None else -1
 
 
-def wait_until(cond: Callable[[], Any], timeout: float, what: str, poll_s: float = 0.1) -> Any:
+def wait_until(cond: Callable[[], T], timeout: float, what: str, poll_s: float = 0.1) -> T:
     """Poll cond until truthy; FaultError naming `what` after `timeout`."""
     return proc.wait_until(cond, timeout, what, error=FaultError, poll_s=poll_s)
 
@@ -360,7 +394,7 @@ class Figures:
     """What a fault run did and what survived it (added up over runs)."""
 
     runs: int = 0
-    faults: Counter = field(default_factory=Counter)
+    faults: Counter[str] = field(default_factory=Counter)
     produced: int = 0  # seqs the dongle assigned
     stored: int = 0  # distinct records in SQLite
     duplicated: int = 0  # records or samples stored more than once: must be 0
@@ -504,21 +538,21 @@ class BrokerWatch:
         self.keys: set[str] = set()
         self.messages = 0
         self._lock = threading.Lock()
-        self._loop: Any = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._subscribed = threading.Event()
-        self._stop: Any = None
+        self._stop: asyncio.Event | None = None
 
     def __enter__(self) -> BrokerWatch:
         import asyncio
 
         def run() -> None:
-            self._loop = asyncio.new_event_loop()
-            self._stop = asyncio.Event()
+            self._loop = loop = asyncio.new_event_loop()
+            self._stop = stop = asyncio.Event()
             try:
-                self._loop.run_until_complete(self._run())
+                loop.run_until_complete(self._run(stop))
             finally:
-                self._loop.close()
+                loop.close()
 
         self._thread = threading.Thread(target=run, daemon=True, name="broker-watch")
         self._thread.start()
@@ -527,7 +561,7 @@ class BrokerWatch:
             raise FaultError(f"could not subscribe to the broker on port {self.port}")
         return self
 
-    async def _run(self) -> None:
+    async def _run(self, stop: asyncio.Event) -> None:
         import asyncio
 
         import aiomqtt
@@ -545,7 +579,7 @@ class BrokerWatch:
                     await asyncio.sleep(0.1)  # reconnect interval while the broker is away
 
         task = asyncio.create_task(consume())
-        await self._stop.wait()
+        await stop.wait()
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
@@ -596,7 +630,7 @@ def deliveries(fig: Figures, db: Path, watch: BrokerWatch | None, timeout: float
 
 
 def prefill(flash: Path, seconds: int, *, device_id: bytes | None = None, secret: bytes | None = None,
-            log_capacity: int = 1 << 20) -> dict:
+            log_capacity: int = 1 << 20) -> Filled:
     """A dongle's flash directory holding `seconds` of driving logged while no daemon was
     in reach (hil/bench's fill_log, the firmware's own FlashLog), before the rig boots
     the dongle on it: a backlog that takes seconds, not milliseconds, to sync."""
@@ -606,15 +640,16 @@ def prefill(flash: Path, seconds: int, *, device_id: bytes | None = None, secret
 
     flash = Path(flash)
     flash.mkdir(parents=True, exist_ok=True)
-    cfg = {"device_id": (device_id or _secrets.token_bytes(8)).hex(),
-           "secret": (secret or _secrets.token_bytes(32)).hex(), "pairing": True, "log_capacity": log_capacity}
+    key = secret or _secrets.token_bytes(32)
+    cfg = {"device_id": (device_id or _secrets.token_bytes(8)).hex(), "secret": key.hex(), "pairing": True,
+           "log_capacity": log_capacity}
     (flash / "config.json").write_text(json.dumps(cfg))
-    return fill(flash, bytes.fromhex(cfg["secret"]), seconds)
+    return fill(flash, key, seconds)
 
 
 # -- the runs ------------------------------------------------------------------------------
 
-def _final_sync(rig: Any, d: DaemonProc, timeout: float) -> tuple[FlashTruth, Figures]:
+def _final_sync(rig: Rig, d: DaemonProc, timeout: float) -> tuple[FlashTruth, Figures]:
     """The end of a run: stop the dongle cleanly (its flash then says what it produced),
     boot it again and let the daemon sync; check the database against the flash."""
     truth = stop_dongle_cleanly(rig.dongle)
@@ -650,9 +685,13 @@ def run_daemon_kills(workdir: Path, kills: int, seed: int, *, mqtt_port: int | N
             phase = "live" if rng.random() < 0.4 else "backlog"
             try:
                 first = d.wait_line(lambda ln: "backlog" in ln, 5)
-                total = int(re.search(r"of (\d+) records", first).group(1))
-            except (FaultError, AttributeError):
+            except FaultError:
+                first = ""
+            m = re.search(r"of (\d+) records", first)
+            if m is None:
                 phase, total = "live", 0  # nothing was waiting: it streams live at once
+            else:
+                total = int(m.group(1))
             if phase == "backlog":
                 time.sleep(rng.uniform(0, total / SYNC_RECORDS_PER_S))
             else:
@@ -695,7 +734,7 @@ def run_power_cuts(workdir: Path, cuts: int, seed: int, *, tear_rate: float = 0.
         d = DaemonProc(workdir / "daemon", rig.air, config=daemon_config())
         stack.callback(d.stop)
         d.pair(rig.dongle)
-        faults: Counter = Counter()
+        faults: Counter[str] = Counter()
         torn_total = 0
         d.start()
         d.wait_line("connected", 60)
@@ -731,17 +770,23 @@ def run_power_cuts(workdir: Path, cuts: int, seed: int, *, tear_rate: float = 0.
         return f
 
 
-async def _drop_link(daemon: Any, how: str) -> bool:
+async def _drop_link(daemon: Daemon, how: str) -> bool:
     """End the daemon's BLE connection from the central's side: a clean disconnect, or
     the simulated radio's socket aborted under it (the link gone without a word)."""
+    from hil.blesim import SimClient
+    from obdsync.link import DongleLink
+
     link = daemon.runners[0].link
+    if not isinstance(link, DongleLink):
+        raise FaultError(f"BLE drops need a dongle's link, not {type(link).__name__}")
     client = link.client  # the live BleakClient of the session (None between sessions)
     if client is None or not client.is_connected:
         return False
     if how == "disconnect":
         await client.disconnect()
     else:
-        writer = getattr(client._backend, "_writer", None)  # SimClient's socket to the dongle
+        backend = client._backend
+        writer = backend._writer if isinstance(backend, SimClient) else None  # its socket to the dongle
         if writer is None:
             return False
         writer.transport.abort()
@@ -751,12 +796,14 @@ async def _drop_link(daemon: Any, how: str) -> bool:
 PLANTED_PER_OUTAGE = 3
 
 
-async def plant(daemon: Any, device: str, outage: int) -> None:
+async def plant(daemon: Daemon, device: str, outage: int) -> None:
     """Events made while the broker is out (as the rules would store them: with their
     deliveries, through the daemon's pipeline), so every outage leaves a backlog that
     at-least-once delivery must carry through it."""
     from obdsync.rules.events import INFO, Event, EventChange, event_id
 
+    if daemon.pipeline is None:
+        raise FaultError("the daemon has no pipeline yet: plant events once it has started")
     now = int(time.time() * 1000)
     await daemon.pipeline.apply([
         EventChange("instant", Event(event_id(device, "refuel", f"outage {outage}/{k}", now + k), device, "refuel",
@@ -765,7 +812,7 @@ async def plant(daemon: Any, device: str, outage: int) -> None:
         for k in range(PLANTED_PER_OUTAGE)])
 
 
-async def run_ble_drops(workdir: Path, seed: int, *, backlog_s: int = 600, broker: Any = None,
+async def run_ble_drops(workdir: Path, seed: int, *, backlog_s: int = 600, broker: Broker | None = None,
                         outage_s: float = 3.0, say: Callable[[str], None] = lambda s: None) -> Figures:
     """The daemon (in this process, as the scenario runner builds it) syncs a prefilled
     backlog while its BLE link is dropped every 0.5–2 s (seeded), from the central's side;
@@ -795,10 +842,10 @@ async def run_ble_drops(workdir: Path, seed: int, *, backlog_s: int = 600, broke
     old_level = root.level
     root.addHandler(handler)
     root.setLevel(logging.INFO)
-    cfg: dict[str, Any] = {"link": {"backoff_base_s": 0.2, "backoff_cap_s": 1.0}}
+    cfg: dict[str, object] = {"link": {"backoff_base_s": 0.2, "backoff_cap_s": 1.0}}
     if broker is not None:
         cfg["forward"] = {"mqtt": [{"host": "127.0.0.1", "port": broker.port, "name": "broker"}]}
-    faults: Counter = Counter()
+    faults: Counter[str] = Counter()
     down: list[int] = []  # wall ms: the broker's termination and its restart
     windows: list[tuple[int, int]] = []  # wall ms: every outage (frozen or terminated)
     try:
@@ -822,44 +869,44 @@ async def run_ble_drops(workdir: Path, seed: int, *, backlog_s: int = 600, broke
                             await asyncio.sleep(0.05)  # re-check interval; the deadline bounds it
                 await until(lambda: link.connected and link.stats.backlog_end > 0, 30, "the first connection")
                 target = link.stats.backlog_end - 1
-                outages = ["pause", "stop"] if broker is not None else []
+                outages = [("pause", broker), ("stop", broker)] if broker is not None else []
                 t_sync = time.monotonic()
-                while stored_watermark(db, dg.device_id) is None or stored_watermark(db, dg.device_id) < target:
+                while (mark := stored_watermark(db, dg.device_id)) is None or mark < target:
                     if time.monotonic() - t_sync > 120:
                         raise FaultError(f"backlog not synced in 120 s; watermark {stored_watermark(db, dg.device_id)}")
                     await asyncio.sleep(rng.uniform(0.5, 2.0))  # the moment of the next drop
                     if outages:  # early, while the backlog's events are being forwarded
-                        kind = outages.pop(0)
+                        kind, b = outages.pop(0)
                         t_out = int(time.time() * 1000)
                         if kind == "pause":
-                            broker.pause()
+                            b.pause()
                             faults["broker frozen (SIGSTOP)"] += 1
                         else:
-                            broker.stop()
+                            b.stop()
                             down.append(t_out)
                             faults["broker terminated"] += 1
                         say(f"broker {kind} for {outage_s} s")
                         await plant(daemon, dg.device_id, len(windows))
                         await asyncio.sleep(outage_s)  # the outage's length
                         if kind == "pause":
-                            broker.resume()
+                            b.resume()
                         else:
                             down.append(int(time.time() * 1000))
-                            await asyncio.to_thread(broker.start)
+                            await asyncio.to_thread(b.start)
                         windows.append((t_out, int(time.time() * 1000)))
                     how = rng.choice(["disconnect", "abort"])
                     if await _drop_link(daemon, how):
                         faults[f"BLE drop ({how})"] += 1
                         say(f"BLE {how} at watermark {stored_watermark(db, dg.device_id)} of {target}")
-                for _kind in outages:  # the sync won the race: the broker still gets its outages
-                    broker.stop()
+                for _kind, b in outages:  # the sync won the race: the broker still gets its outages
+                    b.stop()
                     t_out = int(time.time() * 1000)
                     down.append(t_out)
                     faults["broker terminated"] += 1
                     await plant(daemon, dg.device_id, len(windows))
                     await asyncio.sleep(outage_s)
                     down.append(int(time.time() * 1000))
-                    await asyncio.to_thread(broker.start)
+                    await asyncio.to_thread(b.start)
                     windows.append((t_out, int(time.time() * 1000)))
                 truth = await asyncio.to_thread(stop_dongle_cleanly, dg)
                 dg.start()
@@ -1053,10 +1100,10 @@ def run_two_daemons(workdir: Path, *, backlog_s: int = 300, say: Callable[[str],
         # Paired as the first one is (the dongle is busy with the first daemon: no pairing visit).
         devices.add(rig.dongle.device_id, rig.dongle.mac, rig.dongle.secret, base=other.dir / "config" / "obdsync")
         other.start()
-        other.process.proc.wait(60)
+        code = other.wait_exit(60)
         said = other.tail(5)
-        refused = other.process.proc.returncode == 1 and f"PID {d.proc.pid}" in said and "in use" in said
-        say(f"second daemon: exit {other.process.proc.returncode}: {said.splitlines()[-1] if said else ''}")
+        refused = code == 1 and f"PID {d.proc.pid}" in said and "in use" in said
+        say(f"second daemon: exit {code}: {said.splitlines()[-1] if said else ''}")
         truth, fig = _final_sync(rig, d, 120)
         d.stop()
         fig.faults["second obdsync run on the database"] += 1

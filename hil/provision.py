@@ -23,6 +23,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import TypedDict
 
 import click
 
@@ -38,7 +39,16 @@ def new_identity() -> tuple[str, str]:
     return secrets.token_hex(8), secrets.token_hex(32)
 
 
-def board_config(device_id: str, secret: str, uart: int = 2, tx: int = 17, rx: int = 16) -> dict:
+class BoardConfig(TypedDict):
+    """config.json on the board (firmware/main.py reads it)."""
+    device_id: str  # 16 hex digits
+    secret: str  # 64 hex digits
+    uart: int
+    tx: int
+    rx: int
+
+
+def board_config(device_id: str, secret: str, uart: int = 2, tx: int = 17, rx: int = 16) -> BoardConfig:
     """config.json as firmware/main.py reads it on the board."""
     return {"device_id": device_id, "secret": secret, "uart": uart, "tx": tx, "rx": rx}
 
@@ -75,7 +85,7 @@ def mpremote() -> str:
     return found
 
 
-def stage(out: Path, cfg: dict, config_only: bool) -> Path:
+def stage(out: Path, cfg: BoardConfig, config_only: bool) -> Path:
     """What goes on the board's filesystem, in `out`."""
     if not config_only:
         build(out)
@@ -118,26 +128,29 @@ def to_directory(target: Path, tree: Path) -> None:
 def provision(port: str | None, target: Path | None, force: bool, config_only: bool, uart: int, tx: int,
               rx: int) -> None:
     """Give a board its identity and the firmware, and print the label for `obdsync pair`."""
-    if (port is None) == (target is None):
-        raise click.UsageError("give either a serial PORT or --target DIR")
-    if target is not None:
+    if target is not None and port is None:
         if (target / "config.json").exists() and not force:
             raise ProvisionError(f"{target} already has a config.json (its dongle is paired with it): --force "
                                  "to replace it")
-    elif _has_config_on_board(port) and not force:
-        raise ProvisionError(f"the board at {port} already has a config.json (its dongle is paired with it): "
-                             "--force to replace it")
+        where = f"in {target}"
+    elif port is not None and target is None:
+        if _has_config_on_board(port) and not force:
+            raise ProvisionError(f"the board at {port} already has a config.json (its dongle is paired with it): "
+                                 "--force to replace it")
+        where = f"on {port}"
+    else:
+        raise click.UsageError("give either a serial PORT or --target DIR")
     device_id, secret = new_identity()
     with tempfile.TemporaryDirectory(prefix="obdsync-provision-") as tmp:  # 0700
         tree = stage(Path(tmp) / "board", board_config(device_id, secret, uart, tx, rx), config_only)
         if target is not None:
             to_directory(target, tree)
-        else:
+        elif port is not None:
             to_board(port, tree)
     from protocol.auth import passkey
 
     label = label_text(device_id, secret)
-    click.echo(f"dongle {device_id} provisioned {'in ' + str(target) if target else 'on ' + port}")
+    click.echo(f"dongle {device_id} provisioned {where}")
     click.echo(f"label:   {label}")
     click.echo(f"passkey: {passkey(bytes.fromhex(secret)):06d}  (BLE pairing; the dongle derives it from the secret)")
     click.echo(qr_text(label))

@@ -17,7 +17,8 @@ import json
 import os
 import secrets
 import signal
-from collections.abc import Callable
+import subprocess
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from hil import mpy
@@ -50,11 +51,12 @@ class SimDongle:
     def __init__(self, flash: Path, uart: str, air: Path, *, clock: Schedule | None = None,
                  device_id: bytes | None = None, secret: bytes | None = None, mac: str | None = None,
                  pairing: bool = True, log_capacity: int = 1 << 20, heap: str = mpy.HEAPSIZE,
-                 echo: Callable[[str], None] | None = None, config: dict | None = None,
+                 echo: Callable[[str], None] | None = None, config: Mapping[str, object] | None = None,
                  frozen: bool = False) -> None:
         self.flash = Path(flash)
         self.flash.mkdir(parents=True, exist_ok=True)
         cfg_path = self.flash / "config.json"
+        cfg: dict[str, object]
         if cfg_path.exists():  # a restart: the board keeps its identity
             cfg = json.loads(cfg_path.read_text())
         else:
@@ -63,8 +65,11 @@ class SimDongle:
                    "pairing": pairing, "log_capacity": log_capacity}
             cfg.update(config or {})  # e.g. "power": PowerConfig's keywords, "segment_bytes"
             cfg_path.write_text(json.dumps(cfg))
-        self.device_id = cfg["device_id"]
-        self.secret = bytes.fromhex(cfg["secret"])
+        dev, sec = cfg.get("device_id"), cfg.get("secret")
+        if not isinstance(dev, str) or not isinstance(sec, str):
+            raise RigError(f"{cfg_path}: device_id and secret must be hex strings, got {dev!r}, {sec!r}")
+        self.device_id = dev
+        self.secret = bytes.fromhex(sec)
         self.mac = mac or ":".join(self.device_id[i:i + 2] for i in range(4, 16, 2)).upper()
         self.uart = uart
         self.air = Path(air)
@@ -106,7 +111,7 @@ class SimDongle:
         return self
 
     @property
-    def proc(self):
+    def proc(self) -> subprocess.Popen[str] | None:
         return None if self.process is None else self.process.proc
 
     @property
@@ -143,10 +148,10 @@ class SimDongle:
 class Rig:
     """Vehicle, link model and dongles for one scenario."""
 
-    def __init__(self, scenario: Scenario | str, workdir: str | os.PathLike, *, baud: int | None = None,
+    def __init__(self, scenario: Scenario | str, workdir: str | os.PathLike[str], *, baud: int | None = None,
                  latency_s: float | None = None, faults: FaultPlan | None = None, pairing: bool = True,
                  dongles: int = 1, log_capacity: int = 1 << 20, echo: Callable[[str], None] | None = None,
-                 epoch: float | None = None, dongle_config: dict | None = None, frozen: bool = False,
+                 epoch: float | None = None, dongle_config: Mapping[str, object] | None = None, frozen: bool = False,
                  adapter: Profile | str | None = None) -> None:
         """baud and latency_s default to the adapter profile's (hil.adapter), else 38400 Bd
         and 30 ms; the profile is applied by the emulator (vehicle) and the link model."""

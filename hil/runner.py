@@ -15,9 +15,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from hil.blesim import SimClient
+from hil.emulator import Emulator
 from hil.rig import Rig
 from hil.scenario import Expect, Scenario, load
 from obdsync.config import Config, parse_config
@@ -110,7 +111,7 @@ async def run_scenario(scenario: Scenario | str, *, workdir: Path | None = None,
         return report
 
 
-async def _say_dashboard(daemon: Daemon, task: asyncio.Task, say: Callable[[str], None]) -> None:
+async def _say_dashboard(daemon: Daemon, task: asyncio.Task[None], say: Callable[[str], None]) -> None:
     """The dashboard's address once it is up (live gauges while the drive runs)."""
     started = asyncio.create_task(daemon.web_tried.wait())
     await asyncio.wait([started, task], return_when=asyncio.FIRST_COMPLETED)
@@ -119,7 +120,16 @@ async def _say_dashboard(daemon: Daemon, task: asyncio.Task, say: Callable[[str]
         say(f"dashboard: {daemon.dashboard.url} (live while the drive runs; to act: {daemon.dashboard.login_url()})")
 
 
-async def _drive(sc: Scenario, rig: Rig, daemon: Daemon, task: asyncio.Task, say: Callable[[str], None],
+class Drivable(Protocol):
+    """What _drive reads of a rig (hil.rig.Rig, direct mode's bench, a board's bench)."""
+
+    @property
+    def emulator(self) -> Emulator: ...
+
+    def sim_s(self) -> float: ...
+
+
+async def _drive(sc: Scenario, rig: Drivable, daemon: Daemon, task: asyncio.Task[None], say: Callable[[str], None],
                  extra_sim_s: float) -> None:
     end = sc.total_sim_s + extra_sim_s
     last_phase = -1
@@ -148,7 +158,7 @@ async def _drive(sc: Scenario, rig: Rig, daemon: Daemon, task: asyncio.Task, say
         await asyncio.sleep(0.25)
 
 
-async def _drain(daemon: Daemon, task: asyncio.Task) -> None:
+async def _drain(daemon: Daemon, task: asyncio.Task[None]) -> None:
     """Wait until the daemon has acked everything the dongle logged up to now: the
     dongle seals a record each second and flushes each second."""
     await asyncio.sleep(2.5)  # let the last record be sealed and flushed on the dongle
