@@ -14,7 +14,8 @@ from obdsync.config import Config
 from obdsync.pipeline import Pipeline
 from obdsync.store import Store
 from obdsync.web.server import Dashboard
-from protocol.record import KIND_ANCHOR, KIND_SAMPLES, Record
+from protocol.record import KIND_ANCHOR, KIND_SAMPLES
+from protocol.record_decode import Record
 
 DEVICE = "bbbbbbbbbbbbbbbb"
 EPOCH_MS = 1_700_000_000_000
