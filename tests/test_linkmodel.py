@@ -12,7 +12,7 @@ from test_emulator import Port, gone, lines, start_cli, stop
 
 from hil import scenario
 from hil.emulator import Emulator
-from hil.linkmodel import BITS_PER_BYTE, FAULT_KINDS, FaultPlan, LinkControl, LinkModel
+from hil.linkmodel import BITS_PER_BYTE, FAULT_KINDS, FaultPlan, LinkControl, LinkError, LinkModel
 
 
 @pytest.fixture
@@ -140,6 +140,16 @@ def test_a_reset_mid_reply_prints_the_banner_and_forgets_the_settings(link, clie
     assert head and clean.startswith(head) and len(head) < len(clean) - 3
     # ATE0 is gone: the next command is echoed; the protocol is searched for again
     assert lines(client.cmd("0100"))[:2] == ["0100", "SEARCHING..."]
+
+
+def test_the_ptys_are_asked_for_only_once_they_exist():
+    # A pty path of None handed on would open as a confusing error somewhere else.
+    emu = Emulator("demo")
+    with pytest.raises(RuntimeError, match="not started"):
+        emu.pty  # noqa: B018
+    link = LinkModel("/nonexistent-upstream")
+    with pytest.raises(LinkError, match="not started"):
+        link.pty  # noqa: B018
 
 
 def test_a_seeded_fault_plan_repeats_itself():
