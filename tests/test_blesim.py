@@ -492,6 +492,17 @@ async def test_an_authenticated_value_is_refused_before_pairing_and_readable_aft
     assert sum(line.startswith("irq passkey") for line in d.lines) == 1
 
 
+async def test_an_unreadable_bond_file_is_no_bond_not_a_failed_connect(air, dongles):
+    # BlueZ ignores a bond it cannot read; a KeyError from connect() is not a BleakError.
+    d = await dongles()
+    await d.advertise()
+    bonds = air / "bonds"
+    bonds.mkdir()
+    (bonds / f"{CENTRAL.replace(':', '')}-{MAC1.replace(':', '')}.json").write_text("{}")
+    async with client(air) as c:
+        assert await c.read_gatt_char(INFO)
+
+
 async def test_a_wrong_passkey_fails_pairing(air, dongles):
     d = await dongles(DONGLE_PASSKEY="123456")
     await d.advertise()
