@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TypedDict
 
 from hil import mpy
-from hil.bench.common import SCENARIO, BenchError, Context, Row, fmt
+from hil.bench.common import SCENARIO, BenchError, Context, Row, StoreSink, fmt
 from hil.build_firmware import sim_tree
 
 if TYPE_CHECKING:
@@ -126,7 +126,7 @@ async def _sync(rig: Rig, db: Path, timeout: float) -> Synced:
     from obdsync.store import Store
 
     store = await Store.open(db)
-    link = DongleLink(rig.dongle.mac, rig.dongle.secret, store, backend=SimClient,
+    link = DongleLink(rig.dongle.mac, rig.dongle.secret, StoreSink(store), backend=SimClient,
                       backend_kwargs={"air": str(rig.air)})
     t0 = time.monotonic()
     task = asyncio.create_task(link.session())

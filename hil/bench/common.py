@@ -19,6 +19,8 @@ from hil.proc import LineProcess
 
 if TYPE_CHECKING:
     from hil.bench.pids import ClientResult
+    from obdsync.store import Store
+    from protocol.record_decode import Record
 
 T = TypeVar("T")
 
@@ -29,6 +31,21 @@ SCENARIO = "long_drive"  # 45 minutes of engine-on driving at real speed: the EC
 
 class BenchError(RuntimeError):
     """A figure could not be measured (a process died, a deadline passed)."""
+
+
+class StoreSink:
+    """The Store alone as a DongleLink's sink (no rules), as obdsync.pipeline.Pipeline is in
+    the daemon: Store.ingest answers None while nothing of the epoch is stored (a batch of
+    duplicates above a hole), the link's Sink answers -1 then, which the link compares
+    with what it acked."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    async def ingest(self, device: str, records: list[Record], *, epoch: int = 0,
+                     first_unacked: int | None = None) -> int:
+        got = await self.store.ingest(device, records, epoch=epoch, first_unacked=first_unacked)
+        return -1 if got is None else got
 
 
 @dataclass

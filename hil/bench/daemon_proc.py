@@ -12,6 +12,7 @@ import sys
 
 
 async def main(address: str, secret: bytes, db: str) -> None:
+    from hil.bench.common import StoreSink
     from hil.blesim import SimClient
     from obdsync.link import DongleLink, LinkError
     from obdsync.store import Store
@@ -21,7 +22,7 @@ async def main(address: str, secret: bytes, db: str) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     store = await Store.open(db)
-    link = DongleLink(address, secret, store, backend=SimClient)
+    link = DongleLink(address, secret, StoreSink(store), backend=SimClient)
     try:
         while not stop.is_set():
             task = asyncio.create_task(link.session())
