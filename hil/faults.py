@@ -439,7 +439,7 @@ def reconcile(db: Path, device: str, truth: FlashTruth, *, upto: int | None = No
     fig = Figures(runs=1)
     end = truth.next_seq if upto is None else upto
     fig.produced = end
-    base = epoch_idx << 32  # obdsync.store.EPOCH_SEQ_SHIFT
+    base = epoch_idx << 32  # obdsync.ingest.EPOCH_SEQ_SHIFT
     num = db_rows(db, "SELECT num, first_seq FROM devices WHERE id=?", (device,))
     if not num:
         fig.problems.append("the device never reached the database")

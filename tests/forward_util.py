@@ -8,7 +8,7 @@ import sqlite3
 from pathlib import Path
 
 from obdsync.forward import Backoff, Delivery
-from obdsync.store import Event
+from obdsync.model import Event
 
 DEV_A = "00112233aabbccdd"
 DEV_B = "ffeeddccbbaa9988"

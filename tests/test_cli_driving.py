@@ -13,7 +13,8 @@ from e2e import Home
 from test_rules_score import ramp
 from test_rules_synth import DEVICE, Car, run
 
-from obdsync.store import Store, Trip
+from obdsync.model import Trip
+from obdsync.store import Store
 
 WEEK = 7 * 86_400_000
 

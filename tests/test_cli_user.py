@@ -17,7 +17,8 @@ from click.testing import CliRunner
 from obdsync import devices
 from obdsync.cli import cli
 from obdsync.config import parse_config
-from obdsync.store import Event, Store, Trip
+from obdsync.model import Event, Trip
+from obdsync.store import Store
 from protocol.record import KIND_ANCHOR, KIND_DTC, KIND_SAMPLES
 
 DEV = "0011223344556677"

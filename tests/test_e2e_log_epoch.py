@@ -15,9 +15,10 @@ from e2e import dongle_status, query, running_daemon, short_city, synced, until
 from hil.blesim import SimClient
 from hil.rig import Rig
 from obdsync.config import Config
+from obdsync.ingest import EPOCH_SEQ_SHIFT
 from obdsync.link import DongleLink, IncompatibleError
 from obdsync.status import gather
-from obdsync.store import EPOCH_SEQ_SHIFT, Store
+from obdsync.store import Store
 from protocol import uuids
 
 pytestmark = pytest.mark.slow

@@ -19,8 +19,9 @@ from hil import scenario as hil_scenario
 from obdsync import health
 from obdsync.config import Config
 from obdsync.pipeline import replay
-from obdsync.store import KIND_ANCHOR, KIND_DTC, KIND_SAMPLES, Store
+from obdsync.store import Store
 from protocol.channels import CH_VOLTAGE, DATA_LEN
+from protocol.record import KIND_ANCHOR, KIND_DTC, KIND_SAMPLES
 
 EPOCH_MS = 1_700_000_000_000
 DEVICE = "00112233aabbccdd"

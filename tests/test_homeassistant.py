@@ -29,8 +29,9 @@ from obdsync.forward.homeassistant import (
     event_types,
 )
 from obdsync.forward.payloads import STATE_KEYS, encode, event_message
+from obdsync.model import Event
 from obdsync.rules.events import EVENT_TYPES, PERSISTENT_TYPES
-from obdsync.store import Event, Store
+from obdsync.store import Store
 
 _JINJA = ImmutableSandboxedEnvironment()
 

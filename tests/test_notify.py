@@ -23,8 +23,9 @@ from obdsync.forward.notify import NotifySender, quiet_until
 from obdsync.forward.outbox import Delivery
 from obdsync.forward.payloads import event_message
 from obdsync.messages import Units, line, notification
+from obdsync.model import Event
 from obdsync.rules.events import EVENT_TYPES
-from obdsync.store import Event, Store
+from obdsync.store import Store
 
 
 class Receiver(http.server.ThreadingHTTPServer):

@@ -9,18 +9,10 @@ from types import SimpleNamespace
 import pytest
 
 from obdsync import schema
-from obdsync.store import (
-    KIND_ANCHOR,
-    KIND_DTC,
-    KIND_EVENT,
-    KIND_GAP,
-    KIND_SAMPLES,
-    Event,
-    Store,
-    StoreBusyError,
-    StoreFullError,
-    Trip,
-)
+from obdsync.forward.outbox_sql import OutboxSql
+from obdsync.model import Event, HeldDongleEvent, HeldDtc, HeldSamples, Trip
+from obdsync.store import Store, StoreBusyError, StoreFullError
+from protocol.record import KIND_ANCHOR, KIND_DTC, KIND_EVENT, KIND_GAP, KIND_SAMPLES
 
 DEV = "00112233aabbccdd"
 WALL = 1_700_000_000_000  # Unix ms of the anchor
@@ -106,13 +98,20 @@ async def test_samples_are_decoded_and_mapped_to_wall_time(store):
     assert speed[0].value == 11.0
 
 
-async def test_duplicates_are_dropped_and_reach_the_sink_once(store):
+async def test_duplicates_are_dropped_and_are_handed_on_once(store):
     seen = []
-    sink = lambda dev, recs, rows: seen.extend((r.seq, len(rows)) for r in recs[:1]) or seen.append(len(rows))  # noqa: E731
+
+    async def ingest(batch):
+        got = await store.ingester.ingest(DEV, batch)
+        if got.held:  # what the pipeline derives from: each new record once, with its rows
+            seen.append((got.held[0].seq, len(got.rows)))
+            seen.append(len(got.rows))
+        return got.acked
+
     batch = [anchor(1), samples(2), samples(3)]
-    assert await store.ingest(DEV, batch, sink=sink) == 3
-    assert await store.ingest(DEV, batch, sink=sink) == 3  # all duplicates
-    assert await store.ingest(DEV, [samples(3), samples(3), samples(4)], sink=sink) == 4
+    assert await ingest(batch) == 3
+    assert await ingest(batch) == 3  # all duplicates
+    assert await ingest([samples(3), samples(3), samples(4)]) == 4
     assert await count(store, "samples") == 18
     assert await count(store, "records") == 4
     assert seen == [(1, 12), 12, (4, 6), 6]
@@ -266,16 +265,17 @@ async def test_event_and_its_outbox_entries_are_stored_together(tmp_path):
     await st.put_event(Event("e1", DEV, "fuel_low", "warning", NOW, cleared_ms=NOW + 5, values={"pct": 25.0}))
     (ev,) = await st.events(DEV)
     assert (ev.cleared_ms, ev.values) == (NOW + 5, {"pct": 25.0})
-    (due,) = await st.outbox_due("mqtt")
+    outbox = OutboxSql(st.db)
+    (due,) = await outbox.due("mqtt")
     assert (due.event_id, due.payload, due.attempts) == ("e1", b"a", 0)
-    await st.outbox_failed(due.id, "connection refused", NOW + 1000)
-    assert await st.outbox_due("mqtt") == []
-    (due,) = await st.outbox_due("mqtt", now_ms=NOW + 1000)
+    await outbox.failed(due.id, "connection refused", NOW + 1000)
+    assert await outbox.due("mqtt") == []
+    (due,) = await outbox.due("mqtt", now_ms=NOW + 1000)
     assert (due.attempts, due.last_error) == (1, "connection refused")
-    await st.outbox_sent(due.id)
+    await outbox.sent(due.id, NOW + 1000)
     await st.put_event(Event("e2", DEV, "dtc", "critical", NOW), [("mqtt", b"c"), ("mqtt", b"d")])
     # max 2 pending: the oldest pending (webhook "b") is dropped, visibly
-    assert await st.outbox_counts() == {("mqtt", "sent"): 1, ("mqtt", "pending"): 2, ("webhook", "dropped"): 1}
+    assert await outbox.by_state() == {("mqtt", "sent"): 1, ("mqtt", "pending"): 2, ("webhook", "dropped"): 1}
     await st.close()
 
 
@@ -341,9 +341,9 @@ async def test_a_version_2_database_keeps_its_samples_through_the_split_of_value
 
 
 async def test_values_stay_right_when_the_value_cache_restarts_or_a_batch_fails(tmp_path, monkeypatch):
-    import obdsync.store as store_mod
+    import obdsync.ingest as ingest_mod
 
-    monkeypatch.setattr(store_mod, "VALUE_CACHE_LIMIT", 3)
+    monkeypatch.setattr(ingest_mod, "VALUE_CACHE_LIMIT", 3)
     path = tmp_path / "obdsync.db"
     st = await Store.open(path, clock=lambda: NOW / 1000)
     await st.ingest(DEV, [anchor(1)] + [samples(s) for s in range(2, 8)])
@@ -374,7 +374,7 @@ async def test_dtc_records_keep_each_codes_ecu(store):
                           codes=[b"\x01\x33", b"\x00\x00", b"\xc1\x23"], ecus=[0xE8, 0xE8, 0x18])
     assert await store.ingest(DEV, [anchor(1), dtc]) == 2
     items = [i async for i in store.replay_items(DEV, 0)]
-    assert items[-1] == ("dtc", 2, WALL + 200, 3, ["P0133", "U0123"], ["engine (7E8)", "transmission (18)"])
+    assert items[-1] == HeldDtc(2, None, WALL + 200, 3, ["P0133", "U0123"], ["engine (7E8)", "transmission (18)"])
 
 
 async def test_freeze_frames_are_kept_per_code_the_last_read_replacing_the_one_before(store):
@@ -415,14 +415,15 @@ def _wrapping_boot():
 async def test_a_boot_whose_ticks_wrap_keeps_its_times_in_order(store):
     recs = _wrapping_boot()
     assert recs[1].samples[-1][0] == 200  # on the wire: wrapped
-    seen = []
-    await store.ingest(DEV, recs, sink=lambda dev, batch, rows: seen.extend((r.kind, r.t0) for r in batch))
+    got = await store.ingester.ingest(DEV, recs)
+    seen = [(KIND_EVENT, h.t_ms) if type(h) is HeldDongleEvent else (KIND_SAMPLES, h.rows[0][6])
+            for h in got.held if type(h) in (HeldDongleEvent, HeldSamples)]
     rows = await store.samples(DEV, 0x0D)
     assert [(r.time_ms, r.approx) for r in rows] == [
         (WALL + 700, False), (WALL + 950, False), (WALL + 1200, False), (WALL + 6000, False)]
     assert await store.device_events(DEV) == [(WALL + 1700, 3, 12400, False)]
-    # The pipeline (the sink) gets the ticks on the boot's scale too; the link's records stay as sent.
-    assert seen[2:] == [(KIND_EVENT, (1 << 30) + 700), (KIND_SAMPLES, (1 << 30) + 5000)]
+    # The pipeline (Ingested.held) gets the ticks on the boot's scale too; the link's records stay as sent.
+    assert seen[1:] == [(KIND_EVENT, (1 << 30) + 700), (KIND_SAMPLES, (1 << 30) + 5000)]
     assert recs[2].t0 == 700
 
 

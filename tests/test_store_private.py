@@ -10,7 +10,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from obdsync.store import KIND_SAMPLES, Store
+from obdsync.store import Store
+from protocol.record import KIND_SAMPLES
 
 
 def mode(p) -> int:

@@ -17,8 +17,9 @@ from test_health import DEVICE, records_of
 from hil import scenario as hil_scenario
 from obdsync.config import parse_config
 from obdsync.pipeline import Pipeline
-from obdsync.store import KIND_SAMPLES, Store
+from obdsync.store import Store
 from obdsync.web.server import Dashboard
+from protocol.record import KIND_SAMPLES
 
 
 class Rig:

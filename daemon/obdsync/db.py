@@ -9,7 +9,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
-from collections.abc import AsyncIterator, Iterable
+import time
+from collections.abc import AsyncIterator, Callable, Iterable
+from typing import Any
 
 import aiosqlite
 
@@ -50,14 +52,36 @@ def map_error(e: sqlite3.Error, what: str) -> StoreError:
     return StoreError(f"{what}: {e}")
 
 
+#: SQL parameters, as sqlite3 takes them.
+Params = tuple[Any, ...]
+
+
 class Db:
     """`conn` (aiosqlite) and `raw`, the same connection for bulk writes on the loop's
-    thread (ingest's plan); `lock` serialises every use of it."""
+    thread (ingest's plan); `lock` serialises every use of it; `clock` (Unix seconds) is
+    the one every part stamps its rows with (receive times, outbox attempts, retention)."""
 
-    def __init__(self, conn: aiosqlite.Connection, raw: sqlite3.Connection | None = None) -> None:
+    def __init__(self, conn: aiosqlite.Connection, raw: sqlite3.Connection | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
         self.conn = conn
         self.raw = raw
         self.lock = asyncio.Lock()
+        self.clock = clock
+        self.closed = False
+
+    def now_ms(self) -> int:
+        return int(self.clock() * 1000)
+
+    async def close(self) -> None:
+        """Close the connection; idempotent."""
+        if not self.closed:
+            self.closed = True
+            await self.conn.close()
+
+    async def fetch_one(self, sql: str, args: Params = (), what: str = "query") -> Any:
+        """The first column of the first row of a read that always gives one (COUNT, MAX, a PRAGMA)."""
+        rows = await self.fetch(sql, args, what)
+        return rows[0][0]
 
     @contextlib.asynccontextmanager
     async def transaction(self, what: str, *, locked: bool = False) -> AsyncIterator[aiosqlite.Connection]:
@@ -88,7 +112,7 @@ class Db:
         except sqlite3.Error:  # SQLite may already have rolled back (SQLITE_FULL can do that)
             pass
 
-    async def write(self, what: str, statements: Iterable[tuple[str, tuple]], *, locked: bool = False) -> int:
+    async def write(self, what: str, statements: Iterable[tuple[str, Params]], *, locked: bool = False) -> int:
         """Run `statements` in one transaction; the rows the last one changed."""
         n = 0
         async with self.transaction(what, locked=locked) as c:
@@ -97,10 +121,11 @@ class Db:
                 n = cur.rowcount
         return n
 
-    async def fetch(self, sql: str, args: tuple = (), what: str = "query") -> list[tuple]:
+    async def fetch(self, sql: str, args: Params = (), what: str = "query") -> list[Any]:
+        """The rows of one read (sqlite3.Row-free tuples: index them)."""
         async with self.lock:
             try:
                 async with self.conn.execute(sql, args) as cur:
-                    return await cur.fetchall()
+                    return list(await cur.fetchall())
             except sqlite3.Error as e:
                 raise map_error(e, what) from e

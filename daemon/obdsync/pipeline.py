@@ -2,46 +2,67 @@
 
     contiguous = await pipeline.ingest(device, records)   # the link acks this
 
-1. The store commits the batch durably (duplicates dropped) and returns the
-   contiguous watermark.
-2. The rules engine is fed records strictly in sequence order, up to the
-   watermark — records beyond a hole wait until it fills. Records of a boot whose
-   time anchor has not arrived yet wait for it too (the dongle logs the anchor
-   when the daemon connects, after the backlog it then replays), unless a later
-   boot shows that anchor will never come. So live derivation sees exactly what a
-   replay from the store sees, in the same order, with the same times.
-3. Each event change is stored with its outbox entries in one transaction; the
-   forwarder is woken.
-4. The engine's state is saved with the last sequence number fed, so a restart
-   (kill -9 included) resumes from there and re-derives only what came after:
-   the same ids, stored once; deliveries queued again only if an event changed.
+The walk of one record, call by call, one way (nothing goes back to the store to ask
+about what it was just given):
+
+1. ``DongleLink._on_telemetry`` (a BLE notification) → ``Reassembler.feed`` (the record's
+   fragments joined) → ``protocol.record_decode.decode_record`` (MAC checked, parsed into a
+   ``Record``); ``DongleLink._flush`` hands a batch (``BATCH_RECORDS``, or what came
+   within a moment) to
+2. :meth:`Pipeline.ingest` → ``Ingester.ingest`` (``obdsync.ingest``): duplicates
+   dropped, the samples' values decoded (through the value table they are stored
+   with), rows mapped to wall time, the watermark moved, one transaction committed
+   durably. It returns an ``Ingested``: the watermark, the sample rows, the new records
+   as derivation takes them (``model.Held``), the anchors of the batch's boots and the
+   latest value per signal.
+3. The live listeners (the dashboard's gauges) get the rows; :meth:`Pipeline._hold`
+   keeps the records, anchors and latest values in the device's state; ``ingest``
+   returns the watermark and ``DongleLink._flush`` acks it: storage, then the ack.
+4. :meth:`Pipeline._work` → :meth:`_advance`: the rules engine is fed the held records
+   strictly in sequence order, up to the watermark — records beyond a hole wait until it
+   fills. Records of a boot whose time anchor has not arrived yet wait for it too (the
+   dongle logs the anchor when the daemon connects, after the backlog it then replays),
+   unless a later boot shows that anchor will never come. So live derivation sees
+   exactly what a replay from the store sees, in the same order, with the same times.
+5. :meth:`apply` → ``Store.put_event`` (``obdsync.derived``): each event change stored
+   with its outbox entries (``Forwarder.outbox_entries``) in one transaction, a trip
+   with it (``Store.put_trip``: the rules' ``TripSummary`` as emitted); then
+   ``Forwarder.notify`` wakes the target workers, which read the outbox
+   (``forward.outbox_sql``) and deliver: ``MqttSender``/``WebhookSender`` to the broker
+   or endpoint. The retained state (:meth:`_publish_state`) is built from what the
+   pipeline holds (the latest values, the engine) and goes to ``Forwarder.publish_state``.
+6. The engine's state is saved with the last sequence number fed
+   (``Store.save_rules_state``), so a restart (kill -9 included) resumes from there and
+   re-derives only what came after (``Store.replay_items``: the same ``Held`` records,
+   on wall time): the same ids, stored once; deliveries queued again only if an event
+   changed.
+
+Reads of the store besides: the device's saved state when it is first met (rules
+state, latest values, newest trip), the log epochs when a new one is met, and the user's
+service records (entered by other processes) every ``SERVICE_POLL_SECONDS``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import itertools
 import json
 import logging
-import operator
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from obdsync.config import Config
 from obdsync.db import StoreError
 from obdsync.decode import SIG_DTC_COUNT, SIG_MIL, display_value
+from obdsync.ingest import EPOCH_SEQ_SHIFT, Ingested, Record
+from obdsync.model import Held, HeldDongleEvent, HeldDtc, HeldSamples, TripRecord
 from obdsync.rules import WARNING, Event, EventChange, RuleEngine, event_id
-from obdsync.store import EPOCH_SEQ_SHIFT, Store, Trip
-from protocol.record import KIND_DTC, KIND_EVENT, KIND_SAMPLES
+from obdsync.store import Store
 
 log = logging.getLogger("obdsync.pipeline")
 
-_SEQ = operator.itemgetter(3)
-ROW_FIELDS = (6, 1, 7)  # t_ms, signal, value in a store row (SAMPLE_ROW)
-WALL_FIELDS = (0, 1, 2)  # (wall_ms, signal, value), as Store.replay_items gives them
 SNAPSHOT_SECONDS = 10.0
 SERVICE_POLL_SECONDS = 10.0
 NOTE_BASELINE = "baseline"  # a service_records row that is the user's odometer reading, not a service
@@ -58,7 +79,9 @@ STATE_KEYS = {0x2F: "fuel_pct", 0xFF: "battery_v", 0x05: "coolant_c", 0xA6: "odo
 class _DeviceState:
     engine: RuleEngine
     fed: int  # last seq given to the engine
-    held: dict[int, tuple] = field(default_factory=dict)  # seq -> (kind, boot, payload)
+    held: dict[int, Held] = field(default_factory=dict)  # seq -> record, until fed
+    anchors: dict[int, tuple[int, bool]] = field(default_factory=dict)  # boot -> (base, provisional?)
+    last_values: dict[int, tuple[int, float | None, str]] = field(default_factory=dict)  # signal -> (t, v, unit)
     max_boot: int = -1
     snapshot_at: float = 0.0
     dirty: bool = False
@@ -69,9 +92,9 @@ class _DeviceState:
     contiguous: int = -1  # the store's watermark: derive up to here
     unsaved: list[EventChange] = field(default_factory=list)  # derived, not stored yet
     pending: bool = False
-    worker: asyncio.Task | None = None
+    worker: asyncio.Task[None] | None = None
     failing: str | None = None  # the kind of error derivation last failed with
-    last_trip: Any = None  # the newest stored Trip; False: none yet (None: not looked up)
+    last_trip: TripRecord | None = None  # the newest trip stored
     epoch: int | None = None  # the log epoch of the last batch (a new one may be an event)
 
 
@@ -84,7 +107,7 @@ class Pipeline:
         self.events_stored = 0
         # Called with (device, sample rows) after each stored batch: the dashboard's live
         # gauges (`obdsync.web.live`). A listener must not block: it runs on the ingest path.
-        self.listeners: list[Callable[[str, list[tuple]], None]] = []
+        self.listeners: list[Callable[[str, list[tuple[Any, ...]]], None]] = []
 
     async def close(self) -> None:
         await self.flush()
@@ -135,12 +158,13 @@ class Pipeline:
             # Stored after the snapshot but not derived yet (a restart, kill -9
             # included): take them from the store, already on wall time.
             async for item in self.store.replay_items(device, seq):
-                if item[0] == "samples":
-                    st.held[item[1]] = ("samples", None, item[2])
-                elif item[0] == "dtc":
-                    st.held[item[1]] = ("dtc", None, (item[2], item[3], item[4], item[5]))
-                else:
-                    st.held[item[1]] = ("event", None, (item[2], item[3]))
+                st.held[item.seq] = item
+        # What the retained state starts from: the latest values and trip stored so far
+        # (each batch's own come with it, Ingested.last_values and apply's trips).
+        for status in await self.store.status(device):
+            st.last_values.update(status.last_values)
+        trips = await self.store.trips(device, limit=1)
+        st.last_trip = trips[0] if trips else None
         self._devices[device] = st
         return st
 
@@ -153,7 +177,7 @@ class Pipeline:
         engine = st.engine
         async for item in self.store.replay_items(device, -1, upto):
             services = _feed_due_services(engine, services, item)
-            _feed_item(engine, item)
+            feed(engine, item)
             st.unsaved.extend(engine.drain())
         for _sid, done_ms, km, note in services:  # entered after the last record: counted as fed below
             feed_service(engine, done_ms, km, note)
@@ -161,25 +185,20 @@ class Pipeline:
         st.services_fed = max((r[0] for r in saved_services), default=0)
         st.dirty = True
 
-    async def ingest(self, device: str, records: list[Any], *, epoch: int = 0,
+    async def ingest(self, device: str, records: Sequence[Record], *, epoch: int = 0,
                      first_unacked: int | None = None) -> int:
         """Store first, derive after: only the store decides what may be acked (returned:
         the epoch's watermark as a wire seq). Whatever derivation runs into (an unreadable
         snapshot, a bug in a rule) is logged and retried from the stored samples; it never
         holds back the ack."""
-        staged: list[Any] = []
-
-        def stored(_dev: str, batch: list[Any], rows: list[tuple]) -> None:
-            staged.append((batch, rows))
-
-        contiguous = await self.store.ingest(device, records, epoch=epoch, first_unacked=first_unacked,
-                                             sink=stored)
-        if contiguous is None:
+        got = await self.store.ingester.ingest(device, records, epoch=epoch, first_unacked=first_unacked)
+        if got.acked is None:
             return -1
-        for listener in self.listeners:
-            for _batch, rows in staged:
+        contiguous = got.acked
+        if got.held:
+            for listener in self.listeners:
                 try:
-                    listener(device, rows)
+                    listener(device, got.rows)
                 except Exception:  # noqa: BLE001 - a screen's trouble never holds up the ack
                     log.exception("live listener failed")
         try:
@@ -189,9 +208,8 @@ class Pipeline:
         except Exception as e:  # noqa: BLE001 - the batch is durable: ack it, derive from the store later
             log.error("%s: cannot load the rules state, events wait for the next batch: %s", device, e)
             return contiguous
-        top = (self.store.seq_base(device, epoch) or 0) + contiguous  # in the store's numbering
-        for batch, rows in staged:
-            self._hold(st, batch, rows)
+        top = got.seq_base + contiguous  # in the store's numbering
+        self._hold(st, got)
         if st.fed < 0 and not st.held:
             st.fed = top  # nothing new here (all duplicates of a fresh engine's past)
         if top > st.contiguous:
@@ -235,25 +253,23 @@ class Pipeline:
                 log.warning("%s: deriving events again", device)
                 st.failing = None
 
-    def _hold(self, st: _DeviceState, batch: list[Any], rows: list[tuple]) -> None:
-        # The store's rows (SAMPLE_ROW: device, signal, time_ms, seq, n, boot, t_ms, value, ...)
-        # come record by record: group them by seq without a tuple per sample.
-        by_seq = {seq: list(group) for seq, group in itertools.groupby(rows, key=_SEQ)}
-        for rec in batch:
-            if rec.seq <= st.fed:
+    @staticmethod
+    def _hold(st: _DeviceState, got: Ingested) -> None:
+        """What a stored batch brought, kept for derivation: its records (those not fed
+        yet), its boots' anchors, its latest values (as the channels table keeps them:
+        a later time wins)."""
+        st.anchors.update(got.anchors)
+        last = st.last_values
+        for sig, v in got.last_values.items():
+            old = last.get(sig)
+            if old is None or v[0] >= old[0]:
+                last[sig] = v
+        for h in got.held:
+            if h.seq <= st.fed:
                 continue
-            if rec.boot > st.max_boot:
-                st.max_boot = rec.boot
-            if rec.kind == KIND_SAMPLES:
-                st.held[rec.seq] = ("samples", rec.boot, by_seq.get(rec.seq, []))
-            elif rec.kind == KIND_DTC:
-                from obdsync.decode import dtcs_with_ecus
-
-                st.held[rec.seq] = ("dtc", rec.boot, (rec.t0, rec.mode, *dtcs_with_ecus(rec.codes, getattr(rec, "ecus", ()))))
-            elif rec.kind == KIND_EVENT:
-                st.held[rec.seq] = ("event", rec.boot, (rec.t0, rec.code))
-            else:
-                st.held[rec.seq] = ("none", rec.boot, None)  # anchors and gaps move the watermark only
+            if h.boot is not None and h.boot > st.max_boot:
+                st.max_boot = h.boot
+            st.held[h.seq] = h
 
     async def _services(self, device: str, st: _DeviceState, force: bool = False) -> None:
         """Service records the user entered (`obdsync service …`, maybe from another
@@ -276,7 +292,7 @@ class Pipeline:
             st.fed = min(st.held) - 1
         seq = st.fed
         held = st.held
-        bases: dict[int, tuple[int, bool] | None] = {}  # boot -> anchor_base, until the next yield
+        anchors = st.anchors  # kept current by _hold, also while this yields
         slice_left = YIELD_RECORDS
         while seq < contiguous:
             nxt = seq + 1
@@ -290,24 +306,15 @@ class Pipeline:
                     continue
                 seq = nxt  # a record the dongle lost (a GAP covers it), or one with nothing to derive
                 continue
-            kind, boot, payload = item
+            boot = item.boot
             if boot is None:
                 offset = 0  # loaded from the store: already wall time
             else:
-                base = bases.get(boot, False)
-                if base is False:
-                    base = bases[boot] = self.store.anchor_base(device, boot)
+                base = anchors.get(boot)
                 if base is None or (base[1] and boot >= st.max_boot):
                     break  # this boot's anchor is still to come
                 offset = base[0]
-            if kind == "samples":
-                engine.samples(payload, offset, ROW_FIELDS if boot is not None else WALL_FIELDS)
-            elif kind == "dtc":
-                t0, mode, codes, ecus = payload
-                engine.dtcs(offset + t0, mode, codes, ecus)
-            elif kind == "event":
-                t0, code = payload
-                engine.dongle_event(offset + t0, code)
+            feed(engine, item, offset)
             del held[nxt]
             seq = nxt
             slice_left -= 1
@@ -317,8 +324,7 @@ class Pipeline:
                 # waits beside derivation instead of after it).
                 st.fed = seq
                 st.dirty = True
-                await asyncio.sleep(0)
-                bases.clear()  # the next batch may have brought a boot's real anchor
+                await asyncio.sleep(0)  # the next batch may bring a boot's real anchor meanwhile
                 slice_left = YIELD_RECORDS
         if seq != st.fed:
             st.fed = seq
@@ -342,12 +348,11 @@ class Pipeline:
         their sensors resolve, and what the rules know (range, service, codes, last trip)."""
         state, engine = st.state, st.engine
         seen = state.get("time_ms") or 0
-        for status in await self.store.status(device):
-            for sig, (t, value, unit) in status.last_values.items():
-                key = STATE_KEYS.get(sig)
-                if key is not None and value is not None:
-                    state[key] = bool(value >= 0.5) if sig == SIG_MIL else display_value(sig, value, unit)
-                    seen = max(seen, t or 0)
+        for sig, (t, value, unit) in st.last_values.items():
+            key = STATE_KEYS.get(sig)
+            if key is not None and value is not None:
+                state[key] = bool(value >= 0.5) if sig == SIG_MIL else display_value(sig, value, unit)
+                seen = max(seen, t or 0)
         if not state:
             return
         level = engine.fuel.level()
@@ -360,16 +365,13 @@ class Pipeline:
                                    "days_to_due": it.get("days_to_due")} for it in svc.get("items", [])]
         state["dtc_codes"] = [{"code": code, "description": ev.values.get("description", "")}
                               for code, ev in sorted(engine.dtc.active.items())]
-        if st.last_trip is None:
-            trips = await self.store.trips(device, limit=1)
-            st.last_trip = trips[0] if trips else False
-        if st.last_trip:
-            t = st.last_trip
-            state["trip_distance_km"] = None if t.distance_km is None else round(t.distance_km, 1)
-            state["trip_fuel_l"] = None if t.fuel_l is None else round(t.fuel_l, 1)
-            l100 = t.values.get("l_per_100km")
+        if st.last_trip is not None:
+            trip = st.last_trip
+            state["trip_distance_km"] = None if trip.distance_km is None else round(trip.distance_km, 1)
+            state["trip_fuel_l"] = None if trip.fuel_l is None else round(trip.fuel_l, 1)
+            l100 = trip.values.get("l_per_100km")
             state["trip_l_per_100km"] = None if l100 is None else round(l100, 1)
-            score = t.values.get("score")
+            score = trip.values.get("score")
             state["trip_score"] = score.get("score") if isinstance(score, dict) else None
         if seen:
             state["time_ms"] = seen
@@ -391,11 +393,10 @@ class Pipeline:
             await self.store.put_event(event, outbox=outbox)
             self.events_stored += 1
             if ch.trip is not None:
-                t = ch.trip
-                trip = Trip(t.id, t.device, t.started_ms, t.ended_ms, t.distance_km, t.fuel_l, t.values)
+                trip = ch.trip
                 await self.store.put_trip(trip)
-                st = self._devices.get(t.device)
-                if st is not None and (not st.last_trip or st.last_trip.started_ms <= trip.started_ms):
+                st = self._devices.get(trip.device)
+                if st is not None and (st.last_trip is None or st.last_trip.started_ms <= trip.started_ms):
                     st.last_trip = trip
             log.info("%s %s: %s", ev.device, ev.type, ev.message)
         if self.forwarder is not None:
@@ -438,23 +439,27 @@ def feed_service(engine: RuleEngine, done_ms: int, km: float | None, note: str) 
             engine.service_done(done_ms, km, kept)
 
 
-def _feed_due_services(engine: RuleEngine, services: list[tuple], item: tuple) -> list[tuple]:
+Service = tuple[int, int, float | None, str]  # (id, done_ms, odometer_km, note), as Store.services gives
+
+
+def _feed_due_services(engine: RuleEngine, services: list[Service], item: Held) -> list[Service]:
     """Services (oldest first) done before a replayed item go to the engine before it."""
-    t = item[2][0][0] if item[0] == "samples" and item[2] else (item[2] if item[0] != "samples" else None)
+    t = item.first_ms
     while services and t is not None and services[0][1] <= t:
         _sid, done_ms, km, note = services.pop(0)
         feed_service(engine, done_ms, km, note)
     return services
 
 
-def _feed_item(engine: RuleEngine, item: tuple) -> None:
-    """One item of Store.replay_items (already on wall time) to the engine."""
-    if item[0] == "samples":
-        engine.samples(item[2])
-    elif item[0] == "dtc":
-        engine.dtcs(item[2], item[3], item[4], item[5])
-    elif item[0] == "event":
-        engine.dongle_event(item[2], item[3])
+def feed(engine: RuleEngine, item: Held, offset: int = 0) -> None:
+    """One record to the engine, its times + ``offset`` (a live record's boot anchor; a
+    replayed one is on wall time already)."""
+    if type(item) is HeldSamples:
+        engine.samples(item.rows, offset, item.fields)
+    elif type(item) is HeldDtc:
+        engine.dtcs(offset + item.t_ms, item.mode, item.codes, item.ecus)
+    elif type(item) is HeldDongleEvent:
+        engine.dongle_event(offset + item.t_ms, item.code)
 
 
 async def replay(store: Store, config: Config, device: str, *, since_seq: int = -1,
@@ -466,7 +471,7 @@ async def replay(store: Store, config: Config, device: str, *, since_seq: int = 
     services = sorted(await store.services(device), key=lambda r: (r[1], r[0]))
     async for item in store.replay_items(device, since_seq):
         services = _feed_due_services(engine, services, item)
-        _feed_item(engine, item)
+        feed(engine, item)
         out.extend(engine.drain())
     out.extend(engine.drain())
     if out:

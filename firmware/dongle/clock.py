@@ -6,7 +6,7 @@ allocates nothing, ever. Every comparison of two clock values therefore goes thr
 time.ticks_diff, every sum through time.ticks_add (valid for spans under half the
 period: 6.2 days on the board). Records carry the value as their u32 ms since boot: a
 boot lasting longer than 12.4 days starts the count again at 0, and the daemon unwraps
-it per boot by record order (obdsync.store.unwrap_tick).
+it per boot by record order (obdsync.ingest.unwrap_tick).
 """
 
 import time

@@ -6,7 +6,7 @@ anchor, each signed with the telemetry key. The path measured is the daemon's fr
 the radio on: decode_record with its MAC check (what DongleLink does per
 notification), then batches of 512 records (DongleLink.BATCH_RECORDS: a backlog
 arrives in full batches) into obdsync.pipeline.Pipeline.ingest — store + rules +
-event storage — when that module exists, else Store.ingest (decode + store). Both
+event storage — when that module exists, else Store.ingest (decode + store: obdsync.ingest). Both
 are measured when the pipeline exists, each on a fresh file; median of several runs.
 
 Baseline, same data, same durability (WAL, synchronous=FULL): a naive daemon that
@@ -14,10 +14,10 @@ decodes each sample with python-OBD and INSERTs it with a COMMIT per sample. It 
 measured on a sample of the rows and its rate extrapolated (at ~1 fsync per sample
 the full million would take minutes).
 
-Profile: a stage breakdown (wall time in decode_record, Store._plan, Store._commit_plan
+Profile: a stage breakdown (wall time in decode_record, Ingester._plan, Ingester._commit_plan
 and the rest of the pipeline, by wrapping those methods on the bench's own instances)
 and cProfile's top functions of the event-loop thread. The rows' INSERTs run on the
-loop's thread (Store._commit_plan, see there why), BEGIN/COMMIT on aiosqlite's; with
+loop's thread (Ingester._commit_plan in obdsync/ingest.py, see there why), BEGIN/COMMIT on aiosqlite's; with
 the pipeline, derivation runs during those awaits, so it shows partly inside
 _commit_plan's wall time.
 """
@@ -224,9 +224,10 @@ async def _feed(db: Path, raws: list[bytes], with_rules: bool, profile: cProfile
     sink: Store | Pipeline = pipe or store
     hmac = Hmac(telemetry_key(SECRET))
     if stages is not None:
-        stages.wrap(store, "_plan", "Store._plan (decode values, build rows, watermark)")
-        stages.wrap(store, "_commit_plan", "Store._commit_plan (SQLite; derivation runs beside its awaits)")
-        stages.wrap(store, "_new_records", "Store._new_records (duplicate check)")
+        part = store.ingester  # obdsync.ingest: the store's ingest part
+        stages.wrap(part, "_plan", "Ingester._plan (decode values, build rows, watermark)")
+        stages.wrap(part, "_commit_plan", "Ingester._commit_plan (SQLite; derivation runs beside its awaits)")
+        stages.wrap(part, "_new_records", "Ingester._new_records (duplicate check)")
         stages.wrap(sink, "ingest", "ingest total")
     t_decode = 0.0
     acked: int | None = -1
@@ -343,7 +344,7 @@ def run(ctx: Context) -> IngestResult:
     _remove(db)
     total_s = stages.s.pop("ingest total") + stages.s["decode_record (MAC + parse)"]
     parts = dict(stages.s)
-    inner = sum(v for k, v in parts.items() if k.startswith("Store."))
+    inner = sum(v for k, v in parts.items() if k.startswith("Ingester."))
     parts["rest of ingest (pipeline: rules, held records, events)" if has_pipeline else "rest of Store.ingest"] = \
         total_s - parts["decode_record (MAC + parse)"] - inner
     res: IngestResult = {

@@ -28,7 +28,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..config import DisplayConfig, ForwardConfig
-from ..store import Event, Store
+from ..model import Event
+from ..store import Store
 from . import payloads
 from .mqtt import MqttSender
 from .outbox import (
@@ -74,7 +75,7 @@ async def outbox_status(store: Store, targets: Iterable[str] = (), *,
                         live: dict[str, LiveStatus] | None = None) -> list[TargetStatus]:
     """Status of the configured ``targets`` and of every target that has outbox entries
     (a target removed from the config still shows its backlog, to be purged)."""
-    sql = OutboxSql(store)
+    sql = OutboxSql(store.db)
     configured = list(targets)
     names = configured + [t for t in await sql.targets() if t not in configured]
     out = []
@@ -96,13 +97,13 @@ async def outbox_status(store: Store, targets: Iterable[str] = (), *,
 
 async def dead_letters(store: Store, target: str | None = None, limit: int = 100) -> list[DeadLetter]:
     """Entries the targets refused, oldest first, with the reason."""
-    return await OutboxSql(store).dead_letters(target, limit)
+    return await OutboxSql(store.db).dead_letters(target, limit)
 
 
 async def outbox_retry(store: Store, target: str | None = None, ids: Sequence[int] = ()) -> int:
     """Make dead letters (and entries waiting in backoff) of ``target`` (all targets: None),
     or only ``ids``, due now. Returns how many entries were changed."""
-    sql = OutboxSql(store)
+    sql = OutboxSql(store.db)
     return await sql.retry(target, tuple(ids), sql.now_ms())
 
 
@@ -115,7 +116,7 @@ async def outbox_purge(store: Store, target: str | None = None, *, states: Seque
     bad = [s for s in states if s not in known]
     if bad or not states:
         raise ValueError(f"outbox states to purge must be among {sorted(known)}, got {list(states)}")
-    return await OutboxSql(store).purge(target, tuple(states), before_ms, tuple(ids))
+    return await OutboxSql(store.db).purge(target, tuple(states), before_ms, tuple(ids))
 
 
 def _takes(sender: Sender, event: Event) -> bool:
@@ -132,7 +133,7 @@ class Forwarder:
                  idle_poll_s: float = 30.0, mqtt_timeout_s: float = 10.0,
                  discovery_prefix: str | None = None, display: DisplayConfig | None = None):
         self.store = store
-        self._sql = OutboxSql(store)
+        self._sql = OutboxSql(store.db)
         built: list[Sender] = [MqttSender(t, timeout_s=mqtt_timeout_s, discovery_prefix=discovery_prefix)
                                for t in forward.mqtt]
         built += [WebhookSender(t) for t in forward.webhook]

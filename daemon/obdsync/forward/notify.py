@@ -29,7 +29,7 @@ from typing import Any
 
 from .. import SUPPORT_URL, messages
 from ..config import SEVERITY_ORDER, DisplayConfig, NotifyTarget
-from ..store import Event
+from ..model import Event
 from .outbox import Delivery, Hold, TargetDown
 
 log = logging.getLogger(__name__)

@@ -29,7 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from ..store import StoreError
+from ..db import StoreError
 from . import payloads
 from .outbox_sql import DroppedRun, OutboxSql, Pending
 

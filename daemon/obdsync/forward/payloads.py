@@ -31,7 +31,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from ..store import Event
+from ..model import Event
 
 VERSION = 2  # 2: the key carries the severity; instants have the state "instant"
 #: The JSON Schema of the event message of this VERSION (and of the ``dropped`` record).

@@ -56,7 +56,7 @@ from .events import (
     WARNING,
     Event,
     EventChange,
-    Trip,
+    TripSummary,
     event_id,
 )
 from .fuel import FuelRule
@@ -64,7 +64,7 @@ from .score import DrivingRule
 from .service import ServiceRule
 from .trips import TripRule
 
-__all__ = ["RuleEngine", "Event", "EventChange", "Trip", "event_id", "EVENT_TYPES", "PERSISTENT_TYPES",
+__all__ = ["RuleEngine", "Event", "EventChange", "TripSummary", "event_id", "EVENT_TYPES", "PERSISTENT_TYPES",
            "SEVERITIES", "INFO", "WARNING", "CRITICAL", "SNAPSHOT_VERSION"]
 
 SNAPSHOT_VERSION = 5  # 2: the service schedule's items; 3: the driving evaluation; 4: the DTC rule's mil_at;
@@ -263,7 +263,7 @@ class RuleEngine:
 
     def _set_on(self, on: bool, t: int) -> None:
         if self.ctx.set_on(on, t):
-            at = t if on else self.ctx.off_since
+            at = t if on or self.ctx.off_since is None else self.ctx.off_since  # set_on set it when off
             for r in self._rules.values():
                 r.engine(on, at)
 
@@ -285,10 +285,10 @@ class RuleEngine:
                *self.dtc.active.values()]
         return sorted((e for e in evs if e is not None), key=lambda e: (e.opened_ms, e.type))
 
-    def current_trip(self) -> dict | None:
+    def current_trip(self) -> dict[str, Any] | None:
         return self.trips.current()
 
-    def service_state(self, now_ms: int | None = None) -> dict:
+    def service_state(self, now_ms: int | None = None) -> dict[str, Any]:
         """Each service item's km and days to due (``now_ms`` default: the time of the
         last input), the odometer and its source, history (rules/service.py)."""
         return self.service.state(now_ms)

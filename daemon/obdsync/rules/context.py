@@ -25,7 +25,7 @@ from protocol.record import EVENT_BATTERY_LOW, EVENT_BOOT, EVENT_ENGINE_OFF, EVE
 
 from ..config import Config
 from ..decode import SIG_DTC_COUNT, SIG_MIL
-from .events import Event, EventChange, Trip, event_id
+from .events import Event, EventChange, TripSummary, event_id
 
 # Signal ids (decode.py): the wire's channels (mode 01 PIDs, the adapter's voltage); the
 # status PID splits into MIL and DTC count, which only the daemon has.
@@ -189,7 +189,7 @@ class Context:
         self.out.append(EventChange("cleared", ev.cleared(t, **values)))
 
     def instant(self, type_: str, key: str, severity: str, t: int, values: dict[str, Any], message: str,
-                trip: Trip | None = None) -> Event:
+                trip: TripSummary | None = None) -> Event:
         ev = self.make(type_, key, severity, t, values, message)
         self.out.append(EventChange("instant", ev, trip))
         return ev

@@ -149,7 +149,7 @@ def tips(components: dict[str, dict[str, Any]], city: bool, limit_kmh: float) ->
 
 
 def weekly(trips: Iterable[Any]) -> list[dict[str, Any]]:
-    """Trips (``store.Trip`` with ``values["score"]``) by ISO week, oldest first: the
+    """Trips (``model.Trip`` with ``values["score"]``) by ISO week, oldest first: the
     distance-weighted mean score, trips, km, and the change against the week before."""
     weeks: dict[tuple[int, int], dict[str, Any]] = {}
     for t in trips:

@@ -16,9 +16,10 @@ quantisation at 5 Hz and ±4 km/h of GPS-grade noise count nothing.
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Any
 
 from .context import FUEL_LEVEL, MOVING_KMH, ODOMETER, SPEED, Context, Rule
-from .events import INFO, Trip, event_id
+from .events import INFO, TripSummary, event_id
 from .fuel import FuelRule
 from .score import DrivingRule
 from .smoothing import accel_ms2
@@ -58,7 +59,7 @@ class TripRule(Rule):
         super().__init__(ctx)
         self.fuel = fuel
         self.driving = driving  # evaluates each trip as it ends (rules/score.py)
-        self.trip: dict | None = None
+        self.trip: dict[str, Any] | None = None  # the trip in progress (snapshotted as it is)
 
     def engine(self, on: bool, t: int) -> None:
         if on and self.trip is None:
@@ -92,7 +93,7 @@ class TripRule(Rule):
         tr["vmax"] = max(tr["vmax"], value)
         self._hard(tr, t, value)
 
-    def _hard(self, tr: dict, t: int, v: float) -> None:
+    def _hard(self, tr: dict[str, Any], t: int, v: float) -> None:
         a = accel_ms2(tr["recent"], t, v)
         if a is None:
             tr["brake_since"] = tr["accel_since"] = None
@@ -119,6 +120,7 @@ class TripRule(Rule):
 
     def _end(self, end: int) -> None:
         tr, ctx = self.trip, self.ctx
+        assert tr is not None  # tick ends only a trip in progress
         self.trip = None
         start = tr["start"]
         end = max(end, start)
@@ -138,7 +140,7 @@ class TripRule(Rule):
                 fuel, fsrc = (tr["level0"] - lvl) / 100.0 * self.fuel.tank, "level"
         dur = (end - start) / 1000.0
         l100 = round(fuel / km * 100.0, 2) if fuel is not None and km >= 0.1 else None
-        trip = Trip(
+        trip = TripSummary(
             id=event_id(ctx.device, "trip", "", start), device=ctx.device, started_ms=start, ended_ms=end,
             distance_km=round(km, 3), fuel_l=None if fuel is None else round(fuel, 3), duration_s=dur,
             idle_s=round(tr["idle_ms"] / 1000.0, 1), max_speed_kmh=tr["vmax"],
@@ -159,7 +161,7 @@ class TripRule(Rule):
                                                    if k not in ("id", "device")}, msg, trip=trip)
         assert ev.id == trip.id
 
-    def current(self) -> dict | None:
+    def current(self) -> dict[str, Any] | None:
         """The trip in progress (start, km and litres so far), or None."""
         tr = self.trip
         if tr is None:

@@ -12,7 +12,7 @@ import time
 from collections.abc import Sequence
 from typing import Any, TypedDict
 
-from obdsync.store import SAMPLE_ROW
+from obdsync.model import SAMPLE_ROW
 
 _CH, _T, _V = SAMPLE_ROW.index("channel"), SAMPLE_ROW.index("time_ms"), SAMPLE_ROW.index("value")
 
@@ -39,7 +39,7 @@ class LiveHub:
         self._subs: set[asyncio.Queue[LiveMessage]] = set()
 
     def feed(self, device: str, rows: Sequence[tuple[Any, ...]]) -> None:
-        """A stored batch's sample rows (`store.SAMPLE_ROW`): the newest value per gauge."""
+        """A stored batch's sample rows (`model.SAMPLE_ROW`): the newest value per gauge."""
         new: dict[str, Gauge] = {}
         for r in rows:
             key = self.signals.get(r[_CH])
