@@ -62,6 +62,12 @@ def live_path() -> Path:
     return paths.data_dir() / "live.json"
 
 
+
+def _key(device: str) -> bytes:
+    """A paired dongle's secret (devices.secret_of: read and checked now)."""
+    value = secret_of(device).reveal()
+    return value if isinstance(value, bytes) else value.encode()
+
 class Daemon:
     def __init__(self, config: Config, db: Path, paired: list[Paired], *, backend: type | None = None,
                  backend_kwargs: dict[str, Any] | None = None, interactive: bool = False,
@@ -80,7 +86,7 @@ class Daemon:
         self._interactive = interactive
         self._wall = wall_clock
         # Secrets are read now: a bad secret file is an error at start, not at 3 a.m.
-        self._secrets = secrets or {p.device: secret_of(p.device).reveal() for p in paired}
+        self._secrets = secrets or {p.device: _key(p.device) for p in paired}
         self._live_file = live_file or live_path()
         # The control door (`obdsync run` passes paths.control_socket_path()); None: none,
         # as for the HIL runners, which start daemons side by side.
@@ -237,7 +243,8 @@ class Daemon:
                 self.dashboard = None
                 await dash.stop()
                 return
-            self.pipeline.listeners.append(dash.hub.feed)
+            if self.pipeline is not None:  # made before the dashboard starts
+                self.pipeline.listeners.append(dash.hub.feed)
         finally:
             self.web_tried.set()
 
@@ -246,8 +253,9 @@ class Daemon:
 
         def ready(info: Any) -> Any:
             self._tell_device(link)
-            self._connected[link.device] = True
-            self.forwarder.set_connected(link.device, True)
+            if link.device is not None:  # known once ready: the dongle's info names it
+                self._connected[link.device] = True
+                self.forwarder.set_connected(link.device, True)
             return then(info) if then is not None else None
 
         return ready
@@ -255,6 +263,8 @@ class Daemon:
     def _tell_device(self, link: DeviceLink) -> None:
         """Home Assistant's device block: firmware from the dongle's info, the VIN once
         learnt (at connect or later, `vin.watch`), the user's name for the dongle."""
+        if link.device is None:  # not connected yet: nothing to tell
+            return
         known = vin.known(link.device)
         self.forwarder.set_device_info(link.device, firmware=link.info.firmware if link.info else None,
                                        vin=known.vin if known else None, name=self._names.get(link.address) or None)
@@ -352,7 +362,7 @@ class Daemon:
                 "backlog": max(0, st.backlog_end - st.acked - 1) if st.connected_since else None,
                 "volts": round(s["millivolts"] / 1000, 2) if s.get("millivolts") else None,
                 "log_fill": f"{100 * st.log_used / st.log_capacity:.1f}%" if st.log_capacity else None,
-                "power": control_central.POWER_NAMES.get(s.get("power_state")) if s else None,
+                "power": control_central.POWER_NAMES.get(s.get("power_state", -1)) if s else None,
                 "rates": s.get("rates", {}),
                 "elm_protocol": s.get("elm_protocol") if s else None,  # for `obdsync check`
                 "supported": link.info.supported.hex() if link.info is not None else None,

@@ -49,7 +49,7 @@ def live_fields(st: dict[str, Any]) -> dict[str, Any]:
     return {
         "volts": round(st["millivolts"] / 1000, 2) if st.get("millivolts") else None,
         "log_fill": f"{100 * st['log_used'] / cap:.1f}%" if cap else None,
-        "power": control_central.POWER_NAMES.get(st.get("power_state")),
+        "power": control_central.POWER_NAMES.get(st.get("power_state", -1)),
         "rates": st.get("rates", {}),
         "backlog": max(0, st["next_seq"] - st["first_unacked"]),
     }
@@ -63,7 +63,7 @@ def read_live() -> dict[str, Any]:
         data = json.loads(live_path().read_text())
     except (OSError, ValueError):
         return {}
-    devs = data.get("devices", {})
+    devs: dict[str, Any] = data.get("devices", {})
     now = time.time()
     for d in devs.values():
         if now - d.get("updated", 0) > LIVE_STALE_SECONDS:
@@ -71,7 +71,7 @@ def read_live() -> dict[str, Any]:
     return devs
 
 
-def values(last_values: dict[int, tuple]) -> dict[str, dict[str, Any]]:
+def values(last_values: dict[int, tuple[int, float | None, str]]) -> dict[str, dict[str, Any]]:
     """The latest value of each signal, by name, rounded to what its sensor resolves."""
     from obdsync.decode import display_value, signal_name
     from obdsync.render import iso_ms

@@ -29,6 +29,7 @@ slower than that is the trend's job).
 from __future__ import annotations
 
 import math
+from typing import Any
 
 from .context import FUEL_LEVEL, MAX_RATE_GAP_MS, RATE_FRESH_MS, Context, Rule
 from .events import CRITICAL, INFO, WARNING, Event
@@ -104,19 +105,19 @@ class FuelRule(Rule):
         fc = ctx.config.fuel
         self.tank = ctx.config.vehicle.tank_litres
         self.kf = LevelFilter.new()          # the level filter's state
-        self.trend: list[list] = []          # driving: [t, reading + all burnt so far, %]
-        self.hf: dict = {}                   # the Hampel filter's state, moving readings
-        self.hs: dict = {}                   # ... standing readings
-        self.hist: list[list] = []           # recent estimates [t, level, sigma, level + burnt %, standing]
+        self.trend: list[list[Any]] = []          # driving: [t, reading + all burnt so far, %]
+        self.hf: dict[str, Any] = {}                   # the Hampel filter's state, moving readings
+        self.hs: dict[str, Any] = {}                   # ... standing readings
+        self.hist: list[list[Any]] = []           # recent estimates [t, level, sigma, level + burnt %, standing]
         self.ref: float | None = None        # reference level, %
         self.ref_ms: int | None = None
         self.ref_sigma = 0.0
         self.ref_km = 0.0                    # ctx.km_total at the reference
         self.ok_ms: int | None = None        # last estimate that agreed with the reference
         self.ref_before_stop = False         # the engine stopped since the reference was taken
-        self.cand: dict | None = None
+        self.cand: dict[str, Any] | None = None
         self.low: Event | None = None
-        self.last: list | None = None        # last estimate [t, level, stationary]
+        self.last: list[Any] | None = None        # last estimate [t, level, stationary]
         self.ctl_l = 0.0                     # ctx.litres_total / km_total at the last control step
         self.ctl_km = 0.0
         self.burnt = 0.0                     # litres the control assumed burnt, all time
@@ -275,7 +276,7 @@ class FuelRule(Rule):
         self.ref_before_stop = False
         self.blind = False
 
-    def _settled(self, t: int, dwell: int, since: int | None = None) -> float | None:
+    def _settled(self, t: int, dwell: int, since: int | None = None) -> int | None:
         """The start of the settled span when the estimates of the last ``dwell`` ms (or
         of two or four times that, for noisy ones), net of what was burnt meanwhile, lie
         within SPREAD_PCT (or two sigmas) of each other and surely no longer climb or fall
@@ -295,7 +296,8 @@ class FuelRule(Rule):
             fit = slope_per_h([[p[0], p[3]] for p in pts], SETTLE_MIN_N)
             if max(vals) - min(vals) <= max(SPREAD_PCT, 2.0 * pts[-1][2]) and fit is not None \
                     and abs(fit[0]) + fit[1] <= FLAT_PCT_PER_H:
-                return pts[0][0]
+                start: int = pts[0][0]
+                return start
             span *= 2
         return None
 
@@ -305,6 +307,7 @@ class FuelRule(Rule):
             if sigma <= ANCHOR_SIGMA * 2:
                 self._anchor(t, level, sigma)
             return
+        assert self.ref_ms is not None  # set with ref (_anchor)
         fc = self.config.fuel
         exp = self.expected()
         d = level - exp
@@ -348,6 +351,7 @@ class FuelRule(Rule):
     def _candidate(self, t: int, level: float, sigma: float, d: float) -> None:
         fc = self.config.fuel
         c = self.cand
+        assert c is not None  # called only while a candidate is open
         refuel = c["kind"] == "refuel"
         # The change faded: a wobble or a sensor glitch, not a refuel or a drop (hysteresis).
         if (refuel and d < fc.refuel_min_pct / 2.0) or (not refuel and -d - self._slack() < self._drop_min() / 2.0):

@@ -81,10 +81,10 @@ class ServiceRule(Rule):
         self.src = "speed"                  # "odometer", "distance_since_clear" or "speed"
         self.d31: float | None = None
         self.spd_km = 0.0                   # ctx.km_total already counted
-        self.baseline: list | None = None   # [wall_ms, km] the user entered
-        self.origin: list | None = None     # [wall_ms, km]: where items never serviced count from
+        self.baseline: list[Any] | None = None   # [wall_ms, km] the user entered
+        self.origin: list[Any] | None = None     # [wall_ms, km]: where items never serviced count from
         self.items: dict[str, dict[str, Any]] = {}  # name -> start and crossing counts
-        self.history: list[list] = []       # [wall_ms, km or None, [item names]] of services done
+        self.history: list[list[Any]] = []       # [wall_ms, km or None, [item names]] of services done
         self._checked_odo: object = _UNCHECKED  # the odometer _check last judged (not in STATE)
         self._next_ms: int | None = None    # the earliest date a warning or due falls on (not in STATE)
 
@@ -239,14 +239,15 @@ class ServiceRule(Rule):
     def _km_since(self, st: dict[str, Any]) -> float | None:
         if self.odo is None or st["start_km"] is None:
             return None
-        return max(0.0, self.odo - st["start_km"])
+        km: float = max(0.0, self.odo - st["start_km"])
+        return km
 
     def km_since(self) -> float | None:
         """km since the last service of the first item (oil), None when unknown."""
         st = self._item(self.schedule[0].name) if self.schedule else None
         return None if st is None else self._km_since(st)
 
-    def _values(self, item: ServiceItem, st: dict[str, Any], t: int, by: str) -> dict:
+    def _values(self, item: ServiceItem, st: dict[str, Any], t: int, by: str) -> dict[str, Any]:
         s = self._item_state(item, st, t)
         return {"by": by, "item": item.name, "km_since_service": s["km_since_service"], "km_to_due": s["km_to_due"],
                 "days_to_due": s["days_to_due"], "odometer_km": None if self.odo is None else round(self.odo, 1)}
@@ -272,7 +273,8 @@ class ServiceRule(Rule):
             sc = self.config.service
             warn_km = sc.warn_km if item.warn_km is None else item.warn_km
             warn_days = sc.warn_days if item.warn_days is None else item.warn_days
-            if (km_to_due is not None and km_to_due <= 0) or (days is not None and due_ms <= now):
+            if (km_to_due is not None and km_to_due <= 0) or (days is not None and due_ms is not None
+                                                             and now is not None and due_ms <= now):
                 status = "due"
             elif (km_to_due is not None and km_to_due <= warn_km) or (days is not None and days <= warn_days):
                 status = "soon"
@@ -287,7 +289,7 @@ class ServiceRule(Rule):
             "serviced": any(item.name in h[2] for h in self.history),  # else counted from the baseline
         }
 
-    def state(self, now_ms: int | None = None) -> dict:
+    def state(self, now_ms: int | None = None) -> dict[str, Any]:
         """The odometer and its source, every item's distance and days to due, history.
         The top-level ``km_*``/``days_to_due`` are those of the first item (oil)."""
         now = now_ms if now_ms is not None else self.ctx.now

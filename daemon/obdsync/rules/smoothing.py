@@ -8,6 +8,8 @@ consecutive values (Traccar's way, which fires on every corner).
 
 from __future__ import annotations
 
+from typing import Any
+
 STATIONARY_WINDOW_MS = 30_000
 STATIONARY_TAKE = 3
 MOVING_WINDOW_MS = 120_000
@@ -25,7 +27,7 @@ def median(xs: list[float]) -> float:
     return s[m] if n % 2 else (s[m - 1] + s[m]) / 2.0
 
 
-def trim(window: list[list], t: int, keep_ms: int = MOVING_WINDOW_MS) -> None:
+def trim(window: list[list[Any]], t: int, keep_ms: int = MOVING_WINDOW_MS) -> None:
     """Drop ``[t, ...]`` entries older than ``keep_ms`` (in place; oldest first)."""
     k = 0
     while k < len(window) and t - window[k][0] > keep_ms:
@@ -34,7 +36,7 @@ def trim(window: list[list], t: int, keep_ms: int = MOVING_WINDOW_MS) -> None:
         del window[:k]
 
 
-def judge_level(window: list[list], t: int) -> tuple[float, bool] | None:
+def judge_level(window: list[list[Any]], t: int) -> tuple[float, bool] | None:
     """``(level, from_stationary)`` from a window of ``[t, value, stationary]``, or None
     while there is too little to judge (right after the engine started moving)."""
     still = [v for (ts, v, s) in window if s and t - ts <= STATIONARY_WINDOW_MS]
@@ -46,7 +48,7 @@ def judge_level(window: list[list], t: int) -> tuple[float, bool] | None:
     return None
 
 
-def stable(points: list[list], span_ms: int, spread: float, n: int = 3) -> float | None:
+def stable(points: list[list[Any]], span_ms: int, spread: float, n: int = 3) -> float | None:
     """The median of the recent ``[t, value]`` points covering ``span_ms`` (at least ``n``
     of them) when they lie within ``spread`` of each other; else None."""
     if len(points) < n:
@@ -86,7 +88,7 @@ HAMPEL_FLOOR = 1.5
 HAMPEL_SHIFT = 3
 
 
-def hampel(state: dict, x: float, floor: float = HAMPEL_FLOOR) -> float | None:
+def hampel(state: dict[str, Any], x: float, floor: float = HAMPEL_FLOOR) -> float | None:
     """Hampel filter over the last HAMPEL_N readings: ``x`` if it is plausible, None
     if it is a spike (a cornering surge, a one-off glitch). ``state`` is plain JSON:
     ``{"w": [recent accepted], "out": [recent rejected, same side], "shifted": bool}``;
@@ -120,7 +122,7 @@ def hampel(state: dict, x: float, floor: float = HAMPEL_FLOOR) -> float | None:
 ROBUST_MIN = 10
 
 
-def robust_var(state: dict, lo: float, hi: float, default: float) -> float:
+def robust_var(state: dict[str, Any], lo: float, hi: float, default: float) -> float:
     """The variance a reading in a Hampel window carries, for a filter that treats the
     readings as independent: their spread (the MAD about the window's trend line: slosh
     measured, not assumed),
@@ -175,12 +177,12 @@ class LevelFilter:
 
     __slots__ = ("s",)
 
-    def __init__(self, state: dict):
+    def __init__(self, state: dict[str, Any]):
         # {"t": ms | None, "x": level, "P": variance, "out": outliers in a row, "bias": EWMA of innovations}
         self.s = state
 
     @staticmethod
-    def new() -> dict:
+    def new() -> dict[str, Any]:
         return {"t": None, "x": 0.0, "P": UNKNOWN_VAR, "out": [], "bias": 0.0}
 
     @property
@@ -189,11 +191,13 @@ class LevelFilter:
 
     @property
     def level(self) -> float:
-        return self.s["x"]
+        x: float = self.s["x"]
+        return x
 
     @property
     def sigma(self) -> float:
-        return self.s["P"] ** 0.5
+        sd: float = self.s["P"] ** 0.5
+        return sd
 
     def predict(self, t: int, control_pct: float, q: float) -> None:
         """Advance to ``t``: the level falls by ``control_pct`` (consumption since the
@@ -246,7 +250,7 @@ class LevelFilter:
         s["P"] *= 1 - k
 
 
-def slope_per_h(points: list[list], min_n: int = 8) -> tuple[float, float] | None:
+def slope_per_h(points: list[list[Any]], min_n: int = 8) -> tuple[float, float] | None:
     """Least-squares slope of ``[t_ms, y]`` points, per hour, and its standard error
     (from the points' own scatter, widened for their lag-one correlation); None for
     fewer than ``min_n`` points."""
@@ -272,7 +276,7 @@ ACCEL_MIN_SPAN_MS = 1_000
 ACCEL_MAX_GAP_MS = 3_000
 
 
-def accel_ms2(recent: list[list], t: int, kmh: float) -> float | None:
+def accel_ms2(recent: list[list[Any]], t: int, kmh: float) -> float | None:
     """Smoothed longitudinal acceleration, m/s²: the least-squares slope of the speed
     readings ``[t, km/h]`` of the last ACCEL_WINDOW_MS (``recent`` is updated in place,
     plain JSON). None until the window spans ACCEL_MIN_SPAN_MS with three readings, and
@@ -296,4 +300,5 @@ def accel_ms2(recent: list[list], t: int, kmh: float) -> float | None:
     if sxx <= 0:
         return None
     sxy = sum((p[0] - mt) * (p[1] - mv) for p in recent)
-    return sxy / sxx * 1000.0 / 3.6
+    a: float = sxy / sxx * 1000.0 / 3.6
+    return a
