@@ -34,7 +34,7 @@ class Derived:
         in one transaction, so an event is never stored without its deliveries.
 
         Returns the outbox ids. When more than ``outbox_max`` entries are pending, the
-        oldest are marked ``dropped`` (counted in ``outbox_counts``, logged).
+        oldest are marked ``dropped`` (counted in ``OutboxSql.by_state``, logged).
         """
         now = self.db.now_ms()
         device = normalize_device_id(event.device)

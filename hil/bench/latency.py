@@ -39,7 +39,7 @@ from protocol.record_decode import decode_record
 
 if TYPE_CHECKING:
     from obdsync.forward.outbox import Delivery
-    from obdsync.store import Event
+    from obdsync.model import Event
 
 GOAL_P99_MS = 50
 DEVICE = "be0c000000000007"
