@@ -161,8 +161,7 @@ class Pipeline:
                 st.held[item.seq] = item
         # What the retained state starts from: the latest values and trip stored so far
         # (each batch's own come with it, Ingested.last_values and apply's trips).
-        for status in await self.store.status(device):
-            st.last_values.update(status.last_values)
+        st.last_values = await self.store.last_values(device)
         trips = await self.store.trips(device, limit=1)
         st.last_trip = trips[0] if trips else None
         self._devices[device] = st

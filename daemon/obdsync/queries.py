@@ -160,8 +160,7 @@ class Queries:
                 (above,), = await self.db.fetch("SELECT COUNT(*) FROM records WHERE device=? AND seq>?",
                                                 (num, contiguous))
                 missing = top - contiguous - above
-            last = {r[0]: (r[1], r[2], r[3]) for r in await self.db.fetch(
-                "SELECT channel, last_ms, last_value, unit FROM channels WHERE device=?", (num,))}
+            last = await self._last_values(num)
             eps = await self.db.fetch("SELECT idx, epoch, first_seen FROM epochs WHERE device=? ORDER BY idx",
                                       (num,))
             epoch = since = None
@@ -177,6 +176,15 @@ class Queries:
             out.append(DeviceStatus(dev_id, name, address, vin, first_seen, last_seen, first_seq, contiguous,
                                     records, missing, gaps, lost, last, epoch, len(eps), since))
         return out
+
+    async def last_values(self, device: str) -> dict[int, tuple[int, float | None, str]]:
+        """signal -> (time_ms, value, unit) of a device's latest sample of each signal."""
+        num = await device_num(self.db, device)
+        return {} if num is None else await self._last_values(num)
+
+    async def _last_values(self, num: int) -> dict[int, tuple[int, float | None, str]]:
+        return {r[0]: (r[1], r[2], r[3]) for r in await self.db.fetch(
+            "SELECT channel, last_ms, last_value, unit FROM channels WHERE device=?", (num,))}
 
     async def events(self, device: str | None = None, *, since_ms: int | None = None,
                      open_only: bool = False, limit: int = 100) -> list[Event]:

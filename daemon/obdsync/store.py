@@ -236,6 +236,9 @@ class Store:
     async def status(self, device: str | None = None) -> list[DeviceStatus]:
         return await self.queries.status(device)
 
+    async def last_values(self, device: str) -> dict[int, tuple[int, float | None, str]]:
+        return await self.queries.last_values(device)
+
     async def events(self, device: str | None = None, *, since_ms: int | None = None,
                      open_only: bool = False, limit: int = 100) -> list[Event]:
         return await self.queries.events(device, since_ms=since_ms, open_only=open_only, limit=limit)
