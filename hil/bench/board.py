@@ -55,21 +55,18 @@ def _on_mpy32():
             os.environ[mpy.INTERPRETER_ENV] = old
 
 
-def _sample_path(ctx: Context) -> dict:
-    from hil.bench import pids
+def _sample_path(ctx: Context) -> dict[str, float]:
+    from hil.bench import heap, pids
 
     fw = pids.run_firmware(ctx)
-    ws = fw["windows"][1:] or fw["windows"]
-    samples = sum(w["values"] for w in ws)
-    alloc = sum(w["alloc_bytes"] for w in ws)
-    seal = sum(w.get("seal_alloc_bytes", 0) for w in ws)
-    sealed = sum(w.get("records_sealed", 0) for w in ws)
-    secs = sum(w["ms"] for w in ws) / 1000
+    st = heap.steady(fw)  # figure heap's windows and sums, on this interpreter
+    ws = st["windows"]
+    samples, alloc, seal, sealed, secs = st["samples"], st["alloc"], st["seal"], st["sealed"], st["secs"]
     cpu = [w["cpu_s"] for w in ws if "cpu_s" in w]
     requests = sum(w["requests"] for w in ws if "cpu_s" in w)
     all_requests = sum(w["requests"] for w in ws)
     return {"samples": samples, "bytes_per_sample_besides_sealing": (alloc - seal) / max(1, samples),
-            "bytes_per_record": seal / max(1, sealed), "records": sealed,
+            "bytes_per_record": seal / max(1, sealed), "records": sealed, "windows_left_out": st["left_out"],
             "churn_b_per_s": alloc / secs if secs else float("nan"),
             "cpu_ms_per_request_unix": 1000 * sum(cpu) / requests if requests else float("nan"),
             "pids_per_s": fw["pids_per_s"], "ms_per_request": 1000 * secs / max(1, all_requests)}

@@ -9,15 +9,21 @@
 # more than the bus carries and the figure is the bus-bound throughput (the plan's
 # 100 ms minimum interval would otherwise cap it). Serial timeouts stay real.
 #
-# Heap: the sink reads gc.mem_alloc() once per answered request; positive steps are
-# allocations since the last request, a drop is a collection. Their sum over the
-# samples of a window is the steady-state allocation per sample. Every reading is taken
-# inside the sink: MicroPython puts a call's frame on the heap when it is too big for
-# the C stack and frees it on return, so a reading there includes the sink's own frame
-# (448 B) and one taken elsewhere would not. What this harness's main() allocates
-# (its prints, its bookkeeping) is measured where it happens and taken out. Sealing and storing
-# a record is also counted apart (seal_alloc_bytes): the MAC's hashlib objects (protocol.auth).
-#
+# Heap: each window starts on a collected heap with automatic collection off
+# (gc.disable(): a window allocates a few KB, the heap has tens free; a heap that did fill
+# would end the run with MemoryError, never give a figure), so every rise of
+# gc.mem_alloc() is an allocation. The window's allocation is the rise from its start to
+# its end, both read here in main() (not inside a call of the sink: MicroPython puts a
+# call's frame on the heap when it is too big for the C stack, so a reading there would
+# include that frame and one here would not), minus what main() itself allocates
+# meanwhile (its prints and bookkeeping, measured where they happen). Sealing and
+# storing a record is also counted apart (seal_alloc_bytes, a part of the window's
+# figure): the MAC's hashlib objects (protocol.auth). The sink still reads gc.mem_alloc()
+# per answered request for the peak, and counts a drop as a collection (none can run:
+# a window that saw one is left out of the figures). Summing positive steps per request
+# with collections running, as this did before, could read below zero: a seal's bytes
+# counted apart while a collection hid them from the sum.
+
 # Output lines (read by hil.bench.pids at the moment they arrive):
 #   init STATUS is_can
 #   win_start I
@@ -58,11 +64,9 @@ clock = TicksClock()
 log = FlashLog(FLASH, telemetry_key(bytes(32)), 1 << 20, 16384, clock)
 writer = RecordWriter(telemetry_key(bytes(32)))
 samples = 0
-alloc_pos = 0
 collections = 0
 peak = 0
 last_alloc = 0
-harness = 0  # bytes main() allocated since the last sink call
 rec_t = time.ticks_ms()
 records = 0
 seal_alloc = 0
@@ -78,17 +82,13 @@ def seal():
 
 
 def sink(t, n, ch, off, ln, data):
-    global samples, alloc_pos, collections, peak, last_alloc, rec_t, seal_alloc, harness
+    global samples, collections, peak, last_alloc, rec_t, seal_alloc
     a = gc.mem_alloc()
-    d = a - last_alloc - harness
-    harness = 0
-    if d > 0:
-        alloc_pos += d
-    elif d < 0:
-        collections += 1
+    if a < last_alloc:
+        collections += 1  # the heap only shrinks when a collection runs
     if a > peak:
         peak = a
-    last_alloc = a  # this call's own work shows in the next step
+    last_alloc = a
     nbytes = 0
     for i in range(n):
         nbytes += ln[i]
@@ -97,7 +97,7 @@ def sink(t, n, ch, off, ln, data):
         seal()
         b = gc.mem_alloc() - b
         if b > 0:
-            seal_alloc += b  # also in alloc_pos: this says how much of it is sealing records
+            seal_alloc += b  # also in the window's figure: this says how much of it is sealing
         rec_t = time.ticks_ms()
     writer.group(t)
     for i in range(n):
@@ -114,7 +114,7 @@ async def housekeeping(stop):
 
 
 async def main():
-    global harness
+    global last_alloc
     elm = E.ELM327(open_pty(PTY))
     st = await elm.init()
     print("init", E.NAMES[st], elm.is_can)
@@ -127,19 +127,21 @@ async def main():
     task = asyncio.create_task(s.run())
     hk = asyncio.create_task(housekeeping(stop))
     await asyncio.sleep_ms(WARM_MS)
-    gc.collect()
     for w in range(WINDOWS):
-        h = gc.mem_alloc()
+        gc.collect()  # the garbage of before the window: no collection inside it
+        gc.disable()
+        start = gc.mem_alloc()
+        last_alloc = start
         print("win_start", w)
-        s0, r0, a0, c0, e0, k0 = samples, s.requests, alloc_pos, collections, seal_alloc, records
+        s0, r0, c0, e0, k0 = samples, s.requests, collections, seal_alloc, records
         t0 = time.ticks_ms()
-        harness += gc.mem_alloc() - h
+        harness = gc.mem_alloc() - start  # main()'s own: the print and the snapshot
         await asyncio.sleep_ms(WINDOW_MS)
-        h = gc.mem_alloc()
+        alloc = gc.mem_alloc() - start - harness
+        gc.enable()
         ms = time.ticks_diff(time.ticks_ms(), t0)
-        print("win", w, samples - s0, s.requests - r0, ms, alloc_pos - a0, collections - c0, peak,
+        print("win", w, samples - s0, s.requests - r0, ms, alloc, collections - c0, peak,
               seal_alloc - e0, records - k0)
-        harness += gc.mem_alloc() - h
     s.stop()
     stop[0] = True
     await task
