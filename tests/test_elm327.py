@@ -118,6 +118,19 @@ def test_scripted_replies_parse_to_defined_outcomes(dongle_mpy, micropython):
                               "'read_freeze', 'read_freeze_frame', 'read_vin', 'read_voltage', 'recover', 'start_pids', 'start_voltage']")
 
 
+def test_every_reply_shape_parses_without_allocating(dongle_mpy, micropython):
+    # The poll path runs per sample: under heap_lock, on both word sizes (32-bit: the ESP32's).
+    got = lines_by_key(run_module(dongle_mpy, "elm_heap"))
+    assert "end" in got
+    assert got["headers_off_frames"] == "OK 6 ok -"
+    assert got["headers_off_single"] == "OK 1 ok -"
+    assert got["can11_two_ecus_interleaved"] == "OK 6 ok gathered"
+    assert got["can29"] == "OK 2 ok -"
+    assert got["legacy"] == "OK 1 ok -"
+    assert got["volts"] == "OK 1 ok -"
+    assert got["no_data"] == "NO_DATA 0 ok -"
+
+
 def test_fuzzed_replies_never_raise_or_hang_and_reinit_after_banner(dongle_mpy, micropython):
     got = lines_by_key(run_module(dongle_mpy, "elm_fuzz", "3000", "20240611"))
     assert not any(k == "FAIL" for k in got), got

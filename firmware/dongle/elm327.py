@@ -178,6 +178,8 @@ class ELM327:
         self._nib = bytearray(NIB_MAX)  # one line's hex digits
         self._mecu = 0  # ECU address of the message being assembled
         self._at = 0  # where the line after the one being parsed starts in rx
+        self._ls = 0  # _line(): the line found is rx[_ls:_le]
+        self._le = 0
         self._used = bytearray(RX_MAX >> 3)  # bit per rx offset: a line already taken by _gather
         self._gathered = False  # some bit of _used is set
         self.flaws = 0  # lines or messages of the last reply that could not be used whole
@@ -535,7 +537,6 @@ class ELM327:
 
     def _finish(self):
         """Parse rx[:rx_n] (the reply without its prompt) by the request's kind."""
-        rx = self.rx
         end = self.rx_n
         kind = self._kind
         err = OK
@@ -555,16 +556,9 @@ class ELM327:
             self._gathered = False
         i = 0
         while i < end:
-            # one line: [s, e) without CR/LF and surrounding spaces
-            s = i
-            while i < end and rx[i] != _CR and rx[i] != _LF:
-                i += 1
-            e = i
-            i += 1
-            while s < e and rx[s] == _SP:
-                s += 1
-            while e > s and rx[e - 1] == _SP:
-                e -= 1
+            i = self._line(i, end)
+            s = self._ls
+            e = self._le
             if s == e or self._is_echo(s, e):
                 continue
             if self._gathered and self._used[s >> 3] & (1 << (s & 7)):
@@ -690,6 +684,23 @@ class ELM327:
         self.res_n = 1
         return OK
 
+    def _line(self, i, end):
+        """The line of rx that starts at i: its bytes without CR/LF and the spaces around
+        them are rx[_ls:_le]; returns where the next line starts. (Two small ints in
+        attributes rather than a returned tuple, which would be a heap object per line.)"""
+        rx = self.rx
+        s = i
+        while i < end and rx[i] != _CR and rx[i] != _LF:
+            i += 1
+        e = i
+        while s < e and rx[s] == _SP:
+            s += 1
+        while e > s and rx[e - 1] == _SP:
+            e -= 1
+        self._ls = s
+        self._le = e
+        return i + 1
+
     def _hexline(self, s, e):
         """Decode one data line and route it by its shape (see module doc); False if not hex."""
         rx = self.rx
@@ -775,15 +786,9 @@ class ELM327:
         end = self.rx_n
         i = self._at
         while i < end and not self._mbad and self.msg_n - self._m0 < self._mexp:
-            s = i
-            while i < end and rx[i] != _CR and rx[i] != _LF:
-                i += 1
-            e = i
-            i += 1
-            while s < e and rx[s] == _SP:
-                s += 1
-            while e > s and rx[e - 1] == _SP:
-                e -= 1
+            i = self._line(i, end)
+            s = self._ls
+            e = self._le
             if e - s < p + 2 or (e - s >= 2 and rx[s + 1] == _COLON):
                 continue
             if self._used[s >> 3] & (1 << (s & 7)):
