@@ -5,6 +5,7 @@ the first minutes (nothing paired, nothing running, no config file, bad input)."
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 import json
@@ -217,3 +218,28 @@ def test_scan_lists_a_dongle_as_a_table_and_as_json(tmp_path):
     assert dongles[0]["to_use"] == f"obdsync pair {d.mac}"
     assert table[0].split() == ["ADDRESS", "NAME", "RSSI", "KIND", "TO", "USE"]
     assert any(line.split()[0] == d.mac for line in table[1:])
+
+
+def test_trips_show_takes_a_trip_without_an_end(db):
+    """The store allows a trip with no end (the dashboard shows it up to now): `trips show`
+    reads its samples up to now instead of failing on None + 1."""
+    async def put() -> None:
+        store = await Store.open(db)
+        try:
+            await store.put_trip(Trip("open1", DEV, WALL + 1000, None, 1.5, None, {"duration_s": 60.0}))
+        finally:
+            await store.close()
+
+    asyncio.run(put())
+    r = run("--db", str(db), "trips", "show", "open1")
+    assert r.output.startswith("trip open1 ")
+    assert json.loads(run("--db", str(db), "trips", "show", "open1", "--json").output)["ended_ms"] is None
+
+
+@pytest.mark.parametrize("name, text", [("paired.json", '{"dongles": []}'), ("adapters.json", "[1]")])
+def test_a_damaged_registry_is_one_line_not_a_traceback(home, name, text):
+    (home / "c" / "obdsync").mkdir(parents=True)
+    (home / "c" / "obdsync" / name).write_text(text)
+    r = run("run", ok=False)
+    assert r.exit_code == 1 and "Traceback" not in r.output
+    assert f"{name}" in r.output and "not an object" in r.output.replace("is list", "not an object")

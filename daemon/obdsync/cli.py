@@ -17,14 +17,24 @@ import importlib
 import json
 import logging
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 from obdsync import __version__, devices, i18n, logs, paths, render
 from obdsync.config import Config, ConfigError, SecretError, load_config
+
+if TYPE_CHECKING:  # types only: the CLI imports bleak and the store when a command needs them
+    from bleak.backends.client import BaseBleakClient
+    from bleak.backends.device import BLEDevice
+    from bleak.backends.scanner import AdvertisementData, BaseBleakScanner
+
+    from obdsync.direct.registry import Adapter
+    from obdsync.store import DeviceStatus, SampleRow, Store
+    from obdsync.store import Event as StoredEvent
+    from obdsync.store import Trip as StoredTrip
 
 T = TypeVar("T")
 log = logging.getLogger("obdsync")
@@ -57,7 +67,7 @@ class Ctx:
     def db(self) -> Path:
         return self.db_override or self.config.store.db_path
 
-    def backends(self) -> tuple[type | None, type | None]:
+    def backends(self) -> tuple[type[BaseBleakClient] | None, type[BaseBleakScanner] | None]:
         """(client backend, scanner backend); (None, None) is bleak's own choice."""
         if not self.backend_spec:
             return None, None
@@ -68,8 +78,8 @@ class Ctx:
             raise click.ClickException(f"BLE backend {self.backend_spec!r} is not usable: {e}") from None
 
 
-def run_async(coro: Awaitable[T]) -> T:
-    return asyncio.run(coro)  # type: ignore[arg-type]
+def run_async(coro: Coroutine[Any, Any, T]) -> T:
+    return asyncio.run(coro)
 
 
 fmt_ms = render.local_ms
@@ -95,7 +105,8 @@ def parse_when(text: str | None) -> int | None:
 
 def store_failure(db: Path, e: Exception) -> click.ClickException:
     """One line for a store error: what is wrong, and for a damaged file what to do."""
-    from obdsync.store import StoreCorruptError, StoreMissingError, corrupt_advice
+    from obdsync.db import StoreCorruptError, StoreMissingError
+    from obdsync.store import corrupt_advice
 
     if isinstance(e, StoreCorruptError):
         return click.ClickException(f"{db}: {e}; {corrupt_advice(db)}")
@@ -105,10 +116,11 @@ def store_failure(db: Path, e: Exception) -> click.ClickException:
     return click.ClickException(str(e))
 
 
-async def open_store(ctx: Ctx, *, create: bool = False) -> Any:
+async def open_store(ctx: Ctx, *, create: bool = False) -> Store:
     """The database; only writers (create=True) make a new file, readers are told it is missing."""
+    from obdsync.db import StoreError
     from obdsync.schema import SchemaError
-    from obdsync.store import Store, StoreError
+    from obdsync.store import Store
 
     cfg = ctx.config
     try:
@@ -118,8 +130,8 @@ async def open_store(ctx: Ctx, *, create: bool = False) -> Any:
         raise store_failure(ctx.db, e) from None
 
 
-def with_store(ctx: Ctx, fn: Callable[[Any], Awaitable[T]], *, create: bool = False) -> T:
-    from obdsync.store import StoreError
+def with_store(ctx: Ctx, fn: Callable[[Store], Awaitable[T]], *, create: bool = False) -> T:
+    from obdsync.db import StoreError
 
     async def go() -> T:
         store = await open_store(ctx, create=create)
@@ -133,8 +145,8 @@ def with_store(ctx: Ctx, fn: Callable[[Any], Awaitable[T]], *, create: bool = Fa
     return run_async(go())
 
 
-def resolve_device(store_status: list[Any], device: str | None) -> str:
-    ids = [s.device for s in store_status]
+def resolve_device(store_status: Sequence[DeviceStatus], device: str | None) -> str:
+    ids: list[str] = [s.device for s in store_status]
     if device is None:
         if len(ids) == 1:
             return ids[0]
@@ -162,11 +174,20 @@ class LazyGroup(click.Group):
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(set(super().list_commands(ctx)) | set(self.lazy))
 
+    def invoke(self, ctx: click.Context) -> Any:
+        from obdsync import jsontable
+
+        try:
+            return super().invoke(ctx)
+        except (devices.PairingError, jsontable.TableError) as e:  # a damaged paired.json / adapters.json
+            raise click.ClickException(str(e)) from None
+
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
         if name in self.lazy:
             module, attr = self.lazy[name]
             try:
-                return getattr(importlib.import_module(module), attr)
+                command: click.Command = getattr(importlib.import_module(module), attr)
+                return command
             except ImportError as e:
                 raise click.ClickException(f"`obdsync {name}` needs the HIL kit: {e}") from None
         return super().get_command(ctx, name)
@@ -211,7 +232,7 @@ def run(ctx: Ctx, only: tuple[str, ...]) -> None:
         raise click.ClickException("no paired dongle: run `obdsync scan`, then `obdsync pair ADDRESS` (or, for an"
                                    " ELM327 adapter of your own, `obdsync add ADDRESS`)")
     if only:
-        def adapter_named(a: Any, o: str) -> bool:
+        def adapter_named(a: Adapter, o: str) -> bool:
             return a.address.lower() == o.strip().lower()
 
         paired = [p for p in every if any(_names(p, o) for o in only)]
@@ -227,10 +248,10 @@ def run(ctx: Ctx, only: tuple[str, ...]) -> None:
     interactive = sys.stderr.isatty()
     if not logging.getLogger().isEnabledFor(logging.INFO):
         logging.getLogger("obdsync").setLevel(logging.INFO)
+    from obdsync.db import StoreError
     from obdsync.dblock import DatabaseInUse
     from obdsync.door import DoorError
     from obdsync.schema import SchemaError
-    from obdsync.store import StoreError
 
     try:
         daemon = Daemon(ctx.config, ctx.db, paired, backend=client_backend, interactive=interactive,
@@ -310,10 +331,11 @@ def scan(ctx: Ctx, timeout: float, as_json: bool) -> None:
 
     _, scanner = ctx.backends()
 
-    async def go() -> dict:
-        kw = {"backend": scanner} if scanner else {}
+    async def go() -> dict[str, tuple[BLEDevice, AdvertisementData]]:
         # No service filter: ELM327 adapters advertise other services, or none.
-        return await BleakScanner.discover(timeout=timeout, return_adv=True, **kw)
+        if scanner is not None:
+            return await BleakScanner.discover(timeout=timeout, return_adv=True, backend=scanner)
+        return await BleakScanner.discover(timeout=timeout, return_adv=True)
 
     from bleak.exc import BleakError
 
@@ -327,23 +349,23 @@ def scan(ctx: Ctx, timeout: float, as_json: bool) -> None:
         why = e.strerror if isinstance(e, OSError) and e.strerror else str(e) or type(e).__name__
         raise click.ClickException(f"Bluetooth is not available here ({why}): is there an adapter, and is"
                                    " bluetoothd running (systemctl status bluetooth)?") from None
-    rows = []
+    rows: list[tuple[str, str, int | None, str, str]] = []  # RSSI: None for a serial port
     for d, a in found.values():
         name = a.local_name or d.name or ""
         if uuids.SERVICE in [u.lower() for u in a.service_uuids] or name.startswith(uuids.NAME_PREFIX):
             rows.append((d.address, name, a.rssi, "dongle", f"obdsync pair {d.address}"))
         elif looks_like_adapter(name, a.service_uuids):
             rows.append((d.address, name, a.rssi, "ELM327 BLE", f"obdsync add {d.address}"))
-    rows.sort(key=lambda r: -r[2])
-    rows += [(port, desc, "", "serial", f"obdsync add {port}") for port, desc in serial_ports()]
+    rows.sort(key=lambda r: -(r[2] or 0))
+    rows += [(port, desc, None, "serial", f"obdsync add {port}") for port, desc in serial_ports()]
     if as_json:
-        render.json_lines({"address": a, "name": n, "rssi": r if r != "" else None, "kind": k, "to_use": u}
-                          for a, n, r, k, u in rows)
+        render.json_lines({"address": a, "name": n, "rssi": r, "kind": k, "to_use": u} for a, n, r, k, u in rows)
         return
     if not rows:
         click.echo("no dongle or adapter found (is it powered, and not connected to another phone?)")
         return
-    render.table(["ADDRESS", "NAME", "RSSI", "KIND", "TO USE"], rows, right=["RSSI"])
+    render.table(["ADDRESS", "NAME", "RSSI", "KIND", "TO USE"],
+                 [(a, n, "" if r is None else r, k, u) for a, n, r, k, u in rows], right=["RSSI"])
 
 
 @cli.command()
@@ -512,8 +534,8 @@ def status(ctx: Ctx, as_json: bool, live: bool) -> None:
             click.echo(_("dongle {device} at {address}: paired, nothing received from it yet").format(
                 device=p["device"], address=p["address"]))
     for d in info["devices"]:
-        live = d.get("live") or {}
-        conn = _("connected") if live.get("connected") else _("not connected")
+        now: dict[str, Any] = d.get("live") or {}  # the running daemon's view of the dongle
+        conn = _("connected") if now.get("connected") else _("not connected")
         click.echo(_("dongle {device}  {name}  {state}  last seen {when}").format(
             device=d["device"], name=d.get("name") or "", state=conn, when=fmt_ms(d["last_seen_ms"])))
         if d.get("vin"):
@@ -528,16 +550,16 @@ def status(ctx: Ctx, as_json: bool, live: bool) -> None:
             click.echo("  " + _("the dongle's log started over {n} times (wiped, reflashed or replaced);"
                                 " the current one since {when}, every earlier record kept").format(
                 n=d["log_epochs"] - 1, when=fmt_ms(d.get("log_epoch_since_ms"))))
-        if live:
-            def shown(k: str, live: dict = live) -> Any:
-                v = live.get(k)
+        if now:
+            def shown(k: str, now: dict[str, Any] = now) -> Any:
+                v = now.get(k)
                 return "-" if v is None else v
 
             click.echo(f"  dongle: battery {shown('volts')} V  log {shown('log_fill')}"
                        f"  backlog {shown('backlog')}  power {shown('power')}")
-            if live.get("rates"):
+            if now.get("rates"):
                 click.echo("  poll rates: " + ", ".join(f"{signal_name(int(ch))} {hz:.1f} Hz"
-                                                        for ch, hz in sorted(live["rates"].items(),
+                                                        for ch, hz in sorted(now["rates"].items(),
                                                                              key=lambda kv: int(kv[0]))))
         for name, v in d["last_values"].items():
             if v["value"] is not None and v["unit"] in ("km/h", "°C", "km", "L"):
@@ -573,7 +595,7 @@ def samples(ctx: Ctx, device: str | None, signal: str, since: str | None, limit:
     except ValueError as e:
         raise click.BadParameter(str(e)) from None
 
-    async def go(store: Any) -> tuple[str, list, str]:
+    async def go(store: Store) -> tuple[str, list[SampleRow], str]:
         sts = await store.status()
         dev = resolve_device(sts, device)
         unit = next((u for s in sts if s.device == dev for k, (_t, _v, u) in s.last_values.items() if k == sig), "")
@@ -601,7 +623,7 @@ def samples(ctx: Ctx, device: str | None, signal: str, since: str | None, limit:
 def events(ctx: Ctx, device: str | None, since: str | None, as_json: bool) -> None:
     """Events: low fuel, refuel, fuel drop, trouble codes, overheating, battery, service."""
 
-    async def go(store: Any) -> list:
+    async def go(store: Store) -> list[StoredEvent]:
         return await store.events(None if device is None else resolve_device(await store.status(), device),
                                   since_ms=parse_when(since))
 
@@ -639,7 +661,7 @@ def export(ctx: Ctx, device: str | None, fmt: str, since: str | None, until: str
     """Export samples as CSV or JSON Lines (decoded values with units, times ISO 8601 with the zone)."""
     from obdsync.decode import display_value, signal_name
 
-    async def go(store: Any) -> int:
+    async def go(store: Store) -> int:
         sts = await store.status()
         dev = resolve_device(sts, device)
         # The unit each signal was stored with (a fresh Decoder knows none before it decodes).
@@ -682,7 +704,7 @@ def vacuum(ctx: Ctx, days: float | None) -> None:
     """Apply retention to raw samples (events and trips stay) and compact the file."""
     keep = ctx.config.store.retention_days if days is None else days
 
-    async def go(store: Any) -> int:
+    async def go(store: Store) -> int:
         n = await store.retain(keep)
         await store.vacuum()
         return n
@@ -708,7 +730,7 @@ def trips(click_ctx: click.Context, device: str | None, since: str | None, as_js
         return
     ctx: Ctx = click_ctx.obj
 
-    async def go(store: Any) -> list:
+    async def go(store: Store) -> list[StoredTrip]:
         dev = None if device is None else resolve_device(await store.status(), device)
         return await store.trips(dev, since_ms=parse_when(since))
 
@@ -731,7 +753,7 @@ def trips(click_ctx: click.Context, device: str | None, since: str | None, as_js
          for t in rows], right=[_("DISTANCE"), _("MIN"), _("FUEL"), _("ECONOMY"), _("HARD BRAKES"), _("SCORE")])
 
 
-def trip_json(t: Any) -> dict[str, Any]:
+def trip_json(t: StoredTrip) -> dict[str, Any]:
     return {"id": t.id, "device": t.device, "started": iso_ms(t.started_ms), "ended": iso_ms(t.ended_ms),
             "started_ms": t.started_ms, "ended_ms": t.ended_ms,
             "distance_km": None if t.distance_km is None else round(t.distance_km, 2),
@@ -747,13 +769,15 @@ def trips_show(ctx: Ctx, trip_id: str, plot: Path | None, as_json: bool) -> None
     """One trip with a sparkline of its speed and fuel level."""
     from obdsync import plot as plotting
 
-    async def go(store: Any) -> tuple:
+    async def go(store: Store) -> tuple[StoredTrip, list[float], list[float]]:
         found = [t for t in await store.trips(limit=100000) if t.id.startswith(trip_id)]
         if len(found) != 1:
             raise click.ClickException(f"no single trip matches {trip_id!r}")
         t = found[0]
-        speed = await store.samples(t.device, 0x0D, since_ms=t.started_ms, until_ms=t.ended_ms + 1, limit=1000000)
-        fuel = await store.samples(t.device, 0x2F, since_ms=t.started_ms, until_ms=t.ended_ms + 1, limit=1000000)
+        # A trip without an end (the store allows one; the dashboard shows it to now): up to now.
+        until = (t.ended_ms if t.ended_ms is not None else int(dt.datetime.now().timestamp() * 1000)) + 1
+        speed = await store.samples(t.device, 0x0D, since_ms=t.started_ms, until_ms=until, limit=1000000)
+        fuel = await store.samples(t.device, 0x2F, since_ms=t.started_ms, until_ms=until, limit=1000000)
         return t, [r.value for r in speed if r.value is not None], [r.value for r in fuel if r.value is not None]
 
     from obdsync.i18n import _
@@ -799,7 +823,7 @@ def trips_week(ctx: Ctx, device: str | None, weeks: int, as_json: bool) -> None:
     from obdsync.driving import week_lines
     from obdsync.rules.score import weekly
 
-    async def go(store: Any) -> list:
+    async def go(store: Store) -> list[StoredTrip]:
         dev = None if device is None else resolve_device(await store.status(), device)
         since = int((dt.datetime.now() - dt.timedelta(weeks=weeks)).timestamp() * 1000)
         return await store.trips(dev, since_ms=since, limit=100000)
@@ -820,7 +844,7 @@ def replay(ctx: Ctx, device: str | None, since_seq: int) -> None:
     """Re-derive events and trips from the stored samples (same ids as live)."""
     from obdsync.pipeline import replay as do_replay
 
-    async def go(store: Any) -> tuple[str, int]:
+    async def go(store: Store) -> tuple[str, int]:
         dev = resolve_device(await store.status(), device)
         changes = await do_replay(store, ctx.config, dev, since_seq=since_seq)
         return dev, len(changes)
@@ -840,7 +864,7 @@ def _add_service(ctx: Ctx, device: str | None, km: float | None, at: str | None,
     the future, no odometer reading below an earlier one (the odometer now included)."""
     from obdsync.pipeline import Pipeline
 
-    async def go(store: Any) -> tuple[str, int]:
+    async def go(store: Store) -> tuple[str, int]:
         dev = resolve_device(await store.status(), device)
         now = int(dt.datetime.now().timestamp() * 1000)
         when = parse_when(at) or now
@@ -902,7 +926,7 @@ def service_history(ctx: Ctx, device: str | None, as_json: bool) -> None:
     from obdsync.pipeline import NOTE_BASELINE, NOTE_FUEL_PRICE, NOTE_SERVICE
     from obdsync.rules.service import label
 
-    async def go(store: Any) -> list:
+    async def go(store: Store) -> list[tuple[int, int, float | None, str]]:
         return await store.services(resolve_device(await store.status(), device))
 
     rows = with_store(ctx, go)
@@ -937,7 +961,7 @@ def service_show(ctx: Ctx, device: str | None, as_json: bool) -> None:
     """Every item: when it was last done, km and days to due."""
     from obdsync.status import service_state
 
-    async def go(store: Any) -> dict:
+    async def go(store: Store) -> dict[str, Any]:
         return await service_state(store, ctx.config, resolve_device(await store.status(), device))
 
     svc = with_store(ctx, go)
@@ -1059,7 +1083,7 @@ def check(ctx: Ctx, device: str | None, as_json: bool, live: bool) -> None:
     if live:
         now = _live_check(ctx, device)
 
-    async def go(store: Any) -> Any:
+    async def go(store: Store) -> Any:
         dev = resolve_device(await store.status(), device)
         seen = now
         if seen is None:
@@ -1120,6 +1144,7 @@ def dtc_read(ctx: Ctx, device: str | None, live: bool, as_json: bool) -> None:
     from obdsync.decode import describe_dtc
 
     names = {3: "stored", 7: "pending", 10: "permanent"}
+    reads: list[tuple[int | None, int, list[str], list[str]]]  # (read at, mode, codes, their ECUs)
     if live:
         from obdsync.link import CommandError
 
@@ -1128,9 +1153,9 @@ def dtc_read(ctx: Ctx, device: str | None, live: bool, as_json: bool) -> None:
         except CommandError as e:
             raise click.ClickException(f"the dongle could not read the codes: {e}") from None
     else:
-        async def stored(store: Any) -> list:
+        async def stored(store: Store) -> list[tuple[int | None, int, list[str], list[str]]]:
             dev = resolve_device(await store.status(), device)
-            latest: dict[int, tuple] = {}
+            latest: dict[int, tuple[int | None, int, list[str], list[str]]] = {}
             for t, mode, codes, _ in await store.dtcs(dev, limit=50):
                 latest.setdefault(mode, (t, mode, codes, [""] * len(codes)))
             return list(latest.values())
@@ -1193,7 +1218,7 @@ def vin(ctx: Ctx, device: str | None, live: bool) -> None:
         except (CommandError, VinError) as e:
             raise click.ClickException(f"the car did not give its VIN: {e}") from None
     else:
-        async def stored(store: Any) -> str | None:
+        async def stored(store: Store) -> str | None:
             sts = await store.status()
             dev = resolve_device(sts, device)
             return next((s.vin for s in sts if s.device == dev), None)
@@ -1313,16 +1338,16 @@ def config_check(ctx: Ctx, file: Path | None) -> None:
     for t in cfg.forward.mqtt:
         click.echo(f"  forward {t.name}: MQTT {'TLS ' if t.tls else ''}{t.host}:{t.port}"
                    + (f", Home Assistant discovery under {t.discovery_prefix}/" if t.ha_discovery else ""))
-    for t in cfg.forward.webhook:
-        click.echo(f"  forward {t.name}: webhook {t.url}" + (", signed" if t.secret else ", NOT signed"))
+    for w in cfg.forward.webhook:
+        click.echo(f"  forward {w.name}: webhook {w.url}" + (", signed" if w.secret else ", NOT signed"))
     if cfg.forward.notify:
         from obdsync.forward.notify import describe
 
-        for t in cfg.forward.notify:
-            d = describe(t)
+        for n in cfg.forward.notify:
+            d = describe(n)
             click.echo(f"  notify {d['name']}: {d['service']}, {d['min_severity']} and up"
-                       + (f", quiet {t.quiet_hours[0] // 60:02d}:{t.quiet_hours[0] % 60:02d}-"
-                          f"{t.quiet_hours[1] // 60:02d}:{t.quiet_hours[1] % 60:02d}" if t.quiet_hours else ""))
+                       + (f", quiet {n.quiet_hours[0] // 60:02d}:{n.quiet_hours[0] % 60:02d}-"
+                          f"{n.quiet_hours[1] // 60:02d}:{n.quiet_hours[1] % 60:02d}" if n.quiet_hours else ""))
     for dev in sorted(cfg.per_device):
         click.echo(f"  dongle {dev}: its own vehicle settings ({cfg.per_device[dev].vehicle.tank_litres:g} L tank,"
                    f" {cfg.per_device[dev].vehicle.fuel_type})")

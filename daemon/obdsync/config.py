@@ -24,7 +24,7 @@ import stat
 import tomllib
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 from urllib.parse import urlsplit
 
 from . import paths
@@ -45,15 +45,19 @@ class SecretError(Exception):
     """A secret file is missing, unreadable or readable by others."""
 
 
-class Secret:
-    """A secret value that never appears in ``repr``, ``str`` or logs. ``reveal()`` gets it."""
+SecretValue = TypeVar("SecretValue", bytes, str)
+
+
+class Secret(Generic[SecretValue]):
+    """A secret value that never appears in ``repr``, ``str`` or logs. ``reveal()`` gets it:
+    text for the config's passwords, tokens and URLs, bytes for a dongle's key."""
 
     __slots__ = ("_value",)
 
-    def __init__(self, value: bytes | str):
-        self._value = value
+    def __init__(self, value: SecretValue):
+        self._value: SecretValue = value
 
-    def reveal(self) -> bytes | str:
+    def reveal(self) -> SecretValue:
         return self._value
 
     def __repr__(self) -> str:
@@ -210,7 +214,7 @@ class MqttTarget:
     cert: str | None = opt(None, kind=str)
     key: str | None = opt(None, kind=str)
     username: str | None = opt(None, kind=str)
-    password: Secret | None = opt(None, kind=Secret)
+    password: Secret[str] | None = opt(None, kind=Secret)
     password_file: str | None = opt(None, kind=str)
     topic_prefix: str = opt("obdsync")
     client_id: str | None = opt(None, kind=str)
@@ -225,9 +229,9 @@ class MqttTarget:
 class WebhookTarget:
     url: str = opt("", kind=str)
     name: str = opt("", kind=str, help="outbox target id; default webhook:HOST")
-    secret: Secret | None = opt(None, kind=Secret, help="signing secret (Standard Webhooks; whsec_<base64> or text)")
+    secret: Secret[str] | None = opt(None, kind=Secret, help="signing secret (Standard Webhooks; whsec_<base64> or text)")
     secret_file: str | None = opt(None, kind=str)
-    previous_secret: Secret | None = opt(None, kind=Secret,
+    previous_secret: Secret[str] | None = opt(None, kind=Secret,
                                          help="during a key rotation: the old secret, still signed with")
     previous_secret_file: str | None = opt(None, kind=str)
     timeout: float = opt(10.0, 0.1, 600)
@@ -281,7 +285,7 @@ class NotifyTable:
 class NotifyTarget:
     """One notification URL, an outbox target of its own (its own retries and status)."""
 
-    url: Secret
+    url: Secret[str]
     name: str
     events: tuple[str, ...] = ()
     min_severity: str = "info"
@@ -442,8 +446,8 @@ def _check_relations(cfg: dict[str, Any], errors: list[str]) -> None:
           link.backoff_base_s, link.backoff_cap_s)
 
 
-def _secret_from(key: str, inline: Secret | None, file: str | None, base: Path | None,
-                 errors: list[str]) -> Secret | None:
+def _secret_from(key: str, inline: Secret[str] | None, file: str | None, base: Path | None,
+                 errors: list[str]) -> Secret[str] | None:
     if file is None:
         return inline
     if inline is not None:
@@ -565,7 +569,7 @@ def _notify(tables: Any, base: Path | None, errors: list[str]) -> tuple[NotifyTa
         if t.urls_file is not None:
             secret = _secret_from(key + ".urls", None, t.urls_file, base, errors)
             if secret is not None:
-                text = str(secret.reveal())
+                text = secret.reveal()
                 urls += [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")]
         if not urls:
             errors.append(f"{key}.urls is required: at least one Apprise URL (or urls_file)")
@@ -828,7 +832,7 @@ def save_secret(device: str, secret: bytes, base: Path | None = None) -> Path:
     return p
 
 
-def load_secret(device: str, base: Path | None = None) -> Secret:
+def load_secret(device: str, base: Path | None = None) -> Secret[bytes]:
     """A dongle's secret as ``Secret(bytes)``. Raises :class:`SecretError` when the file is
     missing, not ours, group/world readable or not hex."""
     p = paths.secret_path(device, base)

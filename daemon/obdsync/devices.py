@@ -90,5 +90,5 @@ def _write(entries: dict[str, Paired], base: Path | None) -> None:
                    {d: {"address": e.address, "name": e.name} for d, e in entries.items()})
 
 
-def secret_of(device: str, base: Path | None = None) -> Secret:
+def secret_of(device: str, base: Path | None = None) -> Secret[bytes]:
     return load_secret(device, base)

@@ -120,8 +120,6 @@ class MqttSender:
         if cfg.tls:
             tls = aiomqtt.TLSParameters(ca_certs=cfg.ca, certfile=cfg.cert, keyfile=cfg.key)
         password = cfg.password.reveal() if cfg.password is not None else None
-        if isinstance(password, bytes):
-            password = password.decode()
         return aiomqtt.Client(
             cfg.host, cfg.port or (8883 if cfg.tls else 1883),
             username=cfg.username, password=password if cfg.username is not None else None,

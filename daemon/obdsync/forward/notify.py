@@ -74,8 +74,7 @@ class NotifySender:
         self.vehicles = vehicles or {}
         asset = apprise.AppriseAsset(app_id="obdsync", app_desc="obdsync car reminders", app_url=SUPPORT_URL)
         self._apprise = apprise.Apprise(asset=asset)
-        url = cfg.url.reveal()
-        if not self._apprise.add(url if isinstance(url, str) else url.decode()):
+        if not self._apprise.add(cfg.url.reveal()):
             # The config check refuses such URLs; this is a second line of defence.
             raise ValueError(f"notify {cfg.name}: not a URL Apprise can use")
 
@@ -117,8 +116,7 @@ def describe(cfg: NotifyTarget) -> dict[str, Any]:
     """What a target does, without its URL's secrets (for ``config check`` and status)."""
     import apprise
 
-    url = cfg.url.reveal()
-    plugin = apprise.Apprise.instantiate(url if isinstance(url, str) else url.decode())
+    plugin = apprise.Apprise.instantiate(cfg.url.reveal())
     return {"name": cfg.name, "service": plugin.service_name if plugin else "?",
             "url": plugin.url(privacy=True) if plugin else "?", "events": list(cfg.events),
             "min_severity": cfg.min_severity, "on_clear": cfg.on_clear}

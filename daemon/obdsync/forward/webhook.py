@@ -50,7 +50,11 @@ MAX_REPLY_BODY = 2048  # kept for the dead-letter reason only
 SECRET_PREFIX = "whsec_"
 
 
-def key_bytes(secret: Secret | str | bytes) -> bytes:
+# A signing key as configured (a Secret) or as a receiver holds it.
+SigningKey = Secret[str] | Secret[bytes] | str | bytes
+
+
+def key_bytes(secret: SigningKey) -> bytes:
     """The HMAC key of a configured secret (see the module docstring)."""
     if isinstance(secret, Secret):
         secret = secret.reveal()
@@ -61,13 +65,13 @@ def key_bytes(secret: Secret | str | bytes) -> bytes:
     return bytes(secret)
 
 
-def sign(secret: Secret | str | bytes, msg_id: str, timestamp: int | str, body: bytes) -> str:
+def sign(secret: SigningKey, msg_id: str, timestamp: int | str, body: bytes) -> str:
     """``v1,<base64>``: the Standard Webhooks signature of ``body``."""
     mac = hmac.new(key_bytes(secret), f"{msg_id}.{timestamp}.".encode() + body, hashlib.sha256)
     return "v1," + base64.b64encode(mac.digest()).decode("ascii")
 
 
-def verify_signature(secrets: Secret | str | bytes | Iterable[Secret | str | bytes], headers: Mapping[str, str],
+def verify_signature(secrets: SigningKey | Iterable[SigningKey], headers: Mapping[str, str],
                      body: bytes, tolerance_s: float = 300.0, *, now: float | None = None) -> bool:
     """True if the ``webhook-*`` ``headers`` sign ``body`` with one of ``secrets`` and the
     timestamp is within ``tolerance_s`` of ``now`` (default: the clock; an older one is a
@@ -138,7 +142,7 @@ class WebhookSender:
             log.warning("webhook %s: no secret configured, requests are not signed", self.name)
 
     @property
-    def secrets(self) -> list[Secret]:
+    def secrets(self) -> list[Secret[str]]:
         """The signing keys: the current one, and the previous one during a rotation."""
         return [s for s in (self.cfg.secret, self.cfg.previous_secret) if s is not None]
 
