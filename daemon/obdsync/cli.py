@@ -32,9 +32,10 @@ if TYPE_CHECKING:  # types only: the CLI imports bleak and the store when a comm
     from bleak.backends.scanner import AdvertisementData, BaseBleakScanner
 
     from obdsync.direct.registry import Adapter
-    from obdsync.store import DeviceStatus, SampleRow, Store
-    from obdsync.store import Event as StoredEvent
-    from obdsync.store import Trip as StoredTrip
+    from obdsync.model import DeviceStatus, SampleRow
+    from obdsync.model import Event as StoredEvent
+    from obdsync.model import Trip as StoredTrip
+    from obdsync.store import Store
 
 T = TypeVar("T")
 log = logging.getLogger("obdsync")

@@ -27,9 +27,8 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Protocol, TypedDict
+from typing import Any, TypedDict
 
 from obdsync.decode import (
     SIG_MIL,
@@ -40,6 +39,7 @@ from obdsync.decode import (
 )
 from obdsync.i18n import N_, _
 from obdsync.messages import Units
+from obdsync.model import SampleRow
 from protocol.channels import CH_VOLTAGE
 
 OK, INFO, WARNING, CRITICAL = "ok", "info", "warning", "critical"
@@ -137,15 +137,6 @@ class Live:
         return [i + 1 for i in range(len(bitmap) * 8) if bitmap[i >> 3] & (0x80 >> (i & 7)) and (i + 1) & 0x1F]
 
 
-class StoredSample(Protocol):
-    """A stored sample as a check reads it (obdsync.store's rows)."""
-
-    @property
-    def time_ms(self) -> int: ...
-    @property
-    def value(self) -> float | None: ...
-
-
 class Data:
     """The store's view of one device over the window (fetched once per check)."""
 
@@ -154,7 +145,7 @@ class Data:
         self.device = device
         self.since = 0
         self.until = 1 << 62
-        self._cache: dict[int, Sequence[StoredSample]] = {}
+        self._cache: dict[int, list[SampleRow]] = {}
 
     async def load(self) -> None:
         (st,) = await self.store.status(self.device)
@@ -164,7 +155,7 @@ class Data:
             self.since = newest - WINDOW_MS
         self.channels = sorted(st.last_values)
 
-    async def samples(self, signal: int) -> Sequence[StoredSample]:
+    async def samples(self, signal: int) -> list[SampleRow]:
         if signal not in self._cache:
             self._cache[signal] = await self.store.samples(self.device, signal, since_ms=self.since,
                                                            limit=2_000_000)
