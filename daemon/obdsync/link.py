@@ -17,7 +17,7 @@ import os
 import random
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol, TypeVar
+from typing import Any, NamedTuple, Protocol, TypeVar
 
 from bleak import BleakClient
 from bleak.exc import BleakError
@@ -91,6 +91,13 @@ class Stats:
         self.status: dict[str, Any] = {}
         self.log_used = 0
         self.log_capacity = 0
+
+
+class Reply(NamedTuple):
+    """The dongle's answer to a command: its status (control.OK or why not) and payload."""
+
+    status: int
+    payload: bytes
 
 
 class LinkInfo(Protocol):
@@ -171,7 +178,7 @@ class DongleLink:
         self.stats = Stats()
         self._client: BleakClient | None = None
         self._session: auth.Session | None = None
-        self._pending: dict[int, asyncio.Future[control.Message]] = {}
+        self._pending: dict[int, asyncio.Future[Reply]] = {}
         self._req = random.randrange(256)
         self._cmd_lock = asyncio.Lock()
         self._ctl_rx = Reassembler()
@@ -475,8 +482,8 @@ class DongleLink:
             log.warning("%s: dropped a control reply: %s", self.device, e)
             return
         fut = self._pending.pop(msg.req, None)
-        if fut is not None and not fut.done() and msg.is_reply:
-            fut.set_result(msg)
+        if fut is not None and not fut.done() and msg.status is not None:  # a reply, not a command
+            fut.set_result(Reply(msg.status, msg.payload))
 
     def _on_disconnect(self, _client: Any) -> None:
         self._gone.set()
@@ -487,7 +494,7 @@ class DongleLink:
 
     # -- requests ----------------------------------------------------------------
 
-    async def _request(self, type_: int, payload: bytes, timeout: float = COMMAND_TIMEOUT) -> control.Message:
+    async def _request(self, type_: int, payload: bytes, timeout: float = COMMAND_TIMEOUT) -> Reply:
         client = self._client
         if client is None or self._gone.is_set():
             raise LinkError("not connected")
