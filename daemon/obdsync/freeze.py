@@ -11,9 +11,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any
+from typing import TYPE_CHECKING
 
 from obdsync.hooks import after_ready
+
+if TYPE_CHECKING:  # types only: obdsync.link imports bleak
+    from obdsync.link import DeviceLink, LinkInfo
+    from obdsync.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -25,17 +29,17 @@ EVERY_S = 30.0
 _following: set[asyncio.Task[None]] = set()  # referenced until done (the loop keeps only weak references)
 
 
-def watch(link: Any, store: Any) -> None:
+def watch(link: DeviceLink, store: Store) -> None:
     """Follow ``link``'s stored codes each time it is ready (after whatever else it does then)."""
 
-    async def ready(info: Any) -> None:
+    async def ready(info: LinkInfo) -> None:
         device = info.device_id.hex()
         _following.add(asyncio.create_task(_follow(link, store, device), name=f"freeze {device}"))
 
     after_ready(link, ready)
 
 
-async def _follow(link: Any, store: Any, device: str) -> None:
+async def _follow(link: DeviceLink, store: Store, device: str) -> None:
     asked: frozenset[str] = frozenset()
     try:
         await asyncio.sleep(FIRST_S)
@@ -48,7 +52,7 @@ async def _follow(link: Any, store: Any, device: str) -> None:
         _following.discard(asyncio.current_task())
 
 
-async def ask_if_missing(link: Any, store: Any, device: str, asked: frozenset[str]) -> frozenset[str]:
+async def ask_if_missing(link: DeviceLink, store: Store, device: str, asked: frozenset[str]) -> frozenset[str]:
     """Ask for the freeze frame when a stored code has none kept and the stored codes changed
     since ``asked``; returns the stored codes now considered asked."""
     from obdsync.decode import DecodeError, decode_freeze
@@ -66,6 +70,8 @@ async def ask_if_missing(link: Any, store: Any, device: str, asked: frozenset[st
         log.info("dongle %s: no freeze frame: %s", device, e)
         return asked
     if frames:
-        await store.put_freeze_frames(device, frames, int(time.time() * 1000))
+        # As JSON objects: the store keeps them as they are shown (`dtc show`, the dashboard).
+        await store.put_freeze_frames(device, {code: {**frame} for code, frame in frames.items()},
+                                      int(time.time() * 1000))
         log.info("dongle %s: freeze frame of %s kept", device, ", ".join(sorted(frames)))
     return frozenset(stored)

@@ -14,10 +14,14 @@ import asyncio
 import datetime as dt
 import logging
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from obdsync.hooks import after_ready
 from obdsync.i18n import N_
+
+if TYPE_CHECKING:  # types only: obdsync.link imports bleak
+    from obdsync.link import DeviceLink, LinkInfo
+    from obdsync.store import Store
 
 log = logging.getLogger("obdsync.vin")
 
@@ -130,13 +134,13 @@ def learn(device: str, vin: str | None) -> Vehicle | None:
     return v
 
 
-async def load(store: Any) -> None:
+async def load(store: Store) -> None:
     """Learn every stored VIN (at start, before anything is forwarded)."""
     for s in await store.status():
         learn(s.device, s.vin)
 
 
-async def remember(store: Any, device: str, raw: bytes, address: str | None = None) -> Vehicle | None:
+async def remember(store: Store, device: str, raw: bytes, address: str | None = None) -> Vehicle | None:
     """Store the VIN the dongle's info carries, if it carries one and it is new."""
     if not raw:
         return None
@@ -162,10 +166,10 @@ async def remember(store: Any, device: str, raw: bytes, address: str | None = No
 ASK_AFTER_S = (2.0, 5.0, 15.0, 60.0, 300.0)
 
 
-def watch(link: Any, store: Any) -> None:
+def watch(link: DeviceLink, store: Store) -> None:
     """Store the VIN each time ``link`` is ready (after whatever else it does then)."""
 
-    async def ready(info: Any) -> None:
+    async def ready(info: LinkInfo) -> None:
         device = info.device_id.hex()
         try:
             got = await remember(store, device, bytes(info.vin or b""), address=link.address)
@@ -181,7 +185,7 @@ def watch(link: Any, store: Any) -> None:
 _asking: set[asyncio.Task[None]] = set()  # referenced until done (the loop keeps only weak references)
 
 
-async def _ask(link: Any, store: Any, device: str) -> None:
+async def _ask(link: DeviceLink, store: Store, device: str) -> None:
     from obdsync.link import LinkError
     from protocol import control
 

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from obdsync.devices import Paired
 from obdsync.direct.logger import DirectLink, _state_path
 from obdsync.service import Backoff, DeviceRunner
+
+if TYPE_CHECKING:
+    from obdsync.daemon import Daemon
+    from obdsync.link import LinkInfo, OnReady
 
 
 def known_devices(state_file: Path | None = None) -> set[str]:
@@ -20,7 +25,7 @@ def known_devices(state_file: Path | None = None) -> set[str]:
     return {d for entry in data.values() if isinstance(entry, dict) for d in entry.get("devices", {})}
 
 
-def direct_runners(daemon: Any, plan: list[tuple[int, int, int, int]]) -> list[DeviceRunner]:
+def direct_runners(daemon: Daemon, plan: list[tuple[int, int, int, int]]) -> list[DeviceRunner]:
     cfg = daemon.config
     extra = dict(daemon.direct_options)
     daemon.all_paired = daemon.all_paired | known_devices(extra.get("state_file"))
@@ -38,11 +43,12 @@ def direct_runners(daemon: Any, plan: list[tuple[int, int, int, int]]) -> list[D
     return out
 
 
-def _held(daemon: Any, runner: DeviceRunner, then: Any) -> Any:
+def _held(daemon: Daemon, runner: DeviceRunner, then: OnReady | None) -> OnReady:
     """Once the adapter's device is known (its car's VIN), the control door can name it."""
 
-    def ready(info: Any) -> Any:
-        daemon._runner_of[runner.link.device] = runner
+    def ready(info: LinkInfo) -> Awaitable[None] | None:
+        if runner.link.device is not None:  # known once ready: the VIN was read or remembered
+            daemon._runner_of[runner.link.device] = runner
         return then(info) if then is not None else None
 
     return ready
