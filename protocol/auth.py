@@ -15,8 +15,7 @@ Why a counter and not a timestamp: the dongle has no clock worth trusting, and a
 strictly increasing counter rejects replayed and reordered commands alike.
 """
 
-import sys
-
+from protocol import MICROPYTHON
 from protocol.errors import ProtocolError
 
 SECRET_LEN = 32
@@ -27,75 +26,81 @@ DIR_CENTRAL = 0x43  # 'C': daemon -> dongle
 DIR_DONGLE = 0x44  # 'D': dongle -> daemon
 
 
-if sys.implementation.name == "micropython":
+# Annotations: MicroPython has no `typing` and ignores them; CPython 3.11 evaluates
+# them at definition time, so they name only builtins.
+if MICROPYTHON:
+
+    class Hmac:
+        """HMAC-SHA256 with one key on MicroPython's C hashlib (mbedTLS on the ESP32).
+        The same methods as protocol.sha256.Hmac and the CPython class."""
+
+        def __init__(self, key: bytes | bytearray | memoryview) -> None:
+            k = bytes(key)
+            if len(k) > 64:
+                k = _sha256(k).digest()
+            k = k + bytes(64 - len(k))
+            self._ipad = bytes(b ^ 0x36 for b in k)
+            self._opad = bytes(b ^ 0x5C for b in k)
+
+        def _outer(self, inner: "_sha256") -> bytes:
+            h = _sha256(self._opad)
+            h.update(inner.digest())
+            return h.digest()
+
+        def digest(self, a: bytes | bytearray | memoryview, b: bytes | bytearray | memoryview | None = None,
+                   c: bytes | bytearray | memoryview | None = None) -> bytes:
+            """The MAC of a + b + c, as bytes."""
+            h = _sha256(self._ipad)
+            h.update(a)
+            if b is not None:
+                h.update(b)
+            if c is not None:
+                h.update(c)
+            return self._outer(h)
+
+        def mac_into(self, msg: bytes | bytearray | memoryview, length: int, out: bytearray | memoryview,
+                     offset: int, n: int) -> None:
+            """Write the first n bytes of the MAC of msg[:length] to out[offset:]."""
+            h = _sha256(self._ipad)
+            h.update(msg if length == len(msg) else memoryview(msg)[:length])
+            d = self._outer(h)
+            for i in range(n):
+                out[offset + i] = d[i]
+
     try:
         from hashlib import sha256 as _sha256
     except ImportError:
-        _sha256 = None
-    if _sha256 is None:
-        from protocol.sha256 import Hmac  # a build without hashlib.sha256
-    else:
-
-        class Hmac:
-            """HMAC-SHA256 with one key on MicroPython's C hashlib (mbedTLS on the ESP32).
-            The same methods as protocol.sha256.Hmac and the CPython class."""
-
-            def __init__(self, key):
-                key = bytes(key)
-                if len(key) > 64:
-                    key = _sha256(key).digest()
-                key = key + bytes(64 - len(key))
-                self._ipad = bytes(b ^ 0x36 for b in key)
-                self._opad = bytes(b ^ 0x5C for b in key)
-
-            def _outer(self, inner):
-                h = _sha256(self._opad)
-                h.update(inner.digest())
-                return h.digest()
-
-            def digest(self, a, b=None, c=None):
-                """The MAC of a + b + c, as bytes."""
-                h = _sha256(self._ipad)
-                h.update(a)
-                if b is not None:
-                    h.update(b)
-                if c is not None:
-                    h.update(c)
-                return self._outer(h)
-
-            def mac_into(self, msg, length, out, offset, n):
-                """Write the first n bytes of the MAC of msg[:length] to out[offset:]."""
-                h = _sha256(self._ipad)
-                h.update(msg if length == len(msg) else memoryview(msg)[:length])
-                d = self._outer(h)
-                for i in range(n):
-                    out[offset + i] = d[i]
+        # A build without hashlib.sha256: SHA-256 in bytecode, the same methods. The one
+        # name stands for either class; the checker knows the one the board has.
+        from protocol.sha256 import Hmac  # type: ignore[assignment]
 else:
     from hmac import digest as _c_hmac
 
-    class Hmac:
+    class Hmac:  # type: ignore[no-redef]  # never beside the MicroPython one: `if MICROPYTHON`
         """HMAC-SHA256 with one key, on the C implementation (the daemon checks a MAC
         per record). The same methods as protocol.sha256.Hmac."""
 
-        def __init__(self, key):
+        def __init__(self, key: bytes | bytearray | memoryview) -> None:
             self._key = bytes(key)
 
-        def digest(self, a, b=None, c=None):
+        def digest(self, a: bytes | bytearray | memoryview, b: bytes | bytearray | memoryview | None = None,
+                   c: bytes | bytearray | memoryview | None = None) -> bytes:
             """The MAC of a + b + c, as bytes."""
             if b is not None:
                 a = bytes(a) + bytes(b) + (bytes(c) if c is not None else b"")
             return _c_hmac(self._key, a, "sha256")
 
-        def mac_into(self, msg, length, out, offset, n):
+        def mac_into(self, msg: bytes | bytearray | memoryview, length: int, out: bytearray | memoryview,
+                     offset: int, n: int) -> None:
             """Write the first n bytes of the MAC of msg[:length] to out[offset:]."""
             out[offset:offset + n] = _c_hmac(self._key, memoryview(msg)[:length], "sha256")[:n]
 
 
-def hmac_sha256(key, msg):
+def hmac_sha256(key: bytes | bytearray | memoryview, msg: bytes | bytearray | memoryview) -> bytes:
     return Hmac(key).digest(msg)
 
 
-def equal(a, b):
+def equal(a: bytes | bytearray | memoryview, b: bytes | bytearray | memoryview) -> bool:
     """Constant-time comparison: a MAC check must not leak how many bytes matched."""
     if len(a) != len(b):
         return False
@@ -105,12 +110,12 @@ def equal(a, b):
     return diff == 0
 
 
-def check_secret(secret):
+def check_secret(secret: object) -> None:
     if not isinstance(secret, (bytes, bytearray)) or len(secret) != SECRET_LEN:
         raise ProtocolError("secret must be 32 bytes")
 
 
-def telemetry_key(secret, epoch=0):
+def telemetry_key(secret: bytes | bytearray, epoch: int = 0) -> bytes:
     """The key of a flash log's records. `epoch` (u32) is random at the log's creation
     and bound in here, so records of a wiped and re-created log can never pass for the
     old one's (same seqs, other MACs). Epoch 0 is the log a protocol-1 firmware wrote
@@ -124,21 +129,24 @@ def telemetry_key(secret, epoch=0):
                                                              (epoch >> 8) & 0xFF, epoch & 0xFF)))
 
 
-def session_key(secret, nonce_c, nonce_d):
+def session_key(secret: bytes | bytearray, nonce_c: bytes | bytearray | memoryview,
+                nonce_d: bytes | bytearray | memoryview) -> bytes:
     return Hmac(secret).digest(b"obdsync/session", nonce_c, nonce_d)
 
 
-def proof_central(secret, nonce_c, nonce_d):
+def proof_central(secret: bytes | bytearray, nonce_c: bytes | bytearray | memoryview,
+                  nonce_d: bytes | bytearray | memoryview) -> bytes:
     """What the daemon sends to prove it knows the secret (bound to both nonces)."""
     return Hmac(secret).digest(b"obdsync/auth/central", nonce_d, nonce_c)[:PROOF_LEN]
 
 
-def proof_dongle(secret, nonce_c, nonce_d):
+def proof_dongle(secret: bytes | bytearray, nonce_c: bytes | bytearray | memoryview,
+                 nonce_d: bytes | bytearray | memoryview) -> bytes:
     """What the dongle answers: the daemon learns it talks to the real dongle."""
     return Hmac(secret).digest(b"obdsync/auth/dongle", nonce_c, nonce_d)[:PROOF_LEN]
 
 
-def passkey(secret):
+def passkey(secret: bytes | bytearray) -> int:
     """The 6-digit BLE passkey (LE Secure Connections, MITM) printed on the label."""
     d = hmac_sha256(secret, b"obdsync/passkey")
     return ((d[0] << 24) | (d[1] << 16) | (d[2] << 8) | d[3]) % 1000000
@@ -151,7 +159,7 @@ class Session:
     reflected back to its sender. Counters start at 1 and must strictly increase.
     """
 
-    def __init__(self, key, tx_dir):
+    def __init__(self, key: bytes | bytearray | memoryview, tx_dir: int) -> None:
         self._hmac = Hmac(key)
         self.tx_dir = tx_dir
         self.rx_dir = DIR_DONGLE if tx_dir == DIR_CENTRAL else DIR_CENTRAL
@@ -159,15 +167,15 @@ class Session:
         self.tx_counter = 0
         self.rx_counter = 0
 
-    def next_counter(self):
+    def next_counter(self) -> int:
         self.tx_counter += 1
         return self.tx_counter
 
-    def mac(self, direction, msg):
+    def mac(self, direction: int, msg: bytes | bytearray | memoryview) -> bytes:
         self._dirbuf[0] = direction
         return self._hmac.digest(self._dirbuf, msg)[:CONTROL_MAC_LEN]
 
-    def verify(self, msg, counter, mac):
+    def verify(self, msg: bytes | bytearray | memoryview, counter: int, mac: bytes | bytearray | memoryview) -> None:
         """Accept a received message (its bytes without the MAC) or raise."""
         if not equal(self.mac(self.rx_dir, msg), mac):
             raise ProtocolError("control message MAC mismatch")

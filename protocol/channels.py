@@ -6,10 +6,12 @@ the daemon decodes it with the same rule. DATA_LEN gives the fixed data length
 of a channel; 0 means "variable or unknown": such a sample carries its length.
 """
 
-try:
+from protocol import MICROPYTHON
+
+if MICROPYTHON:
     from micropython import const
-except ImportError:  # CPython
-    def const(x):
+else:  # CPython: the same names, without the compiler's folding
+    def const(x: int) -> int:
         return x
 
 CH_VOLTAGE = const(0xFF)

@@ -16,10 +16,12 @@ lives there).
 
 import struct
 
-try:
+from protocol import MICROPYTHON
+
+if MICROPYTHON:
     from micropython import const
-except ImportError:  # CPython
-    def const(x):
+else:  # CPython: the same names, without the compiler's folding
+    def const(x: int) -> int:
         return x
 
 from protocol.auth import CONTROL_MAC_LEN, NONCE_LEN

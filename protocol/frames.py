@@ -6,10 +6,12 @@ counter jumps) or arriving without its start drops the partial message with a
 ProtocolError rather than gluing two messages together.
 """
 
-try:
+from protocol import MICROPYTHON
+
+if MICROPYTHON:
     from micropython import const
-except ImportError:  # CPython
-    def const(x):
+else:  # CPython: the same names, without the compiler's folding
+    def const(x: int) -> int:
         return x
 
 from protocol.errors import ProtocolError
@@ -22,7 +24,7 @@ MIN_MTU = const(23)
 ATT_OVERHEAD = const(3)
 
 
-def payload_size(mtu):
+def payload_size(mtu: int) -> int:
     """Message bytes per fragment at this ATT MTU (one byte goes to the header)."""
     if mtu < MIN_MTU:
         mtu = MIN_MTU
@@ -33,10 +35,11 @@ class Fragmenter:
     """The sending side. `fill` writes one fragment into a caller's buffer, so a
     dongle can notify from a preallocated buffer without allocating."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.counter = 0
 
-    def fill(self, out, msg, length, offset, mtu):
+    def fill(self, out: bytearray | memoryview, msg: bytes | bytearray | memoryview, length: int, offset: int,
+             mtu: int) -> int:
         """Write the fragment of msg[:length] that starts at `offset` into `out`;
         return its size (header included). The next offset is offset + size - 1."""
         room = payload_size(mtu)
@@ -54,11 +57,11 @@ class Fragmenter:
         self.counter = (self.counter + 1) & COUNTER_MASK
         return n + 1
 
-    def split(self, msg, mtu):
+    def split(self, msg: bytes | bytearray | memoryview, mtu: int) -> list[bytes]:
         """All fragments of `msg` as a list of bytes (the daemon's side)."""
         if len(msg) > MAX_MESSAGE:
             raise ProtocolError("message longer than %d bytes" % MAX_MESSAGE)
-        out = []
+        out: list[bytes] = []
         buf = bytearray(payload_size(mtu) + 1)
         offset = 0
         while True:
@@ -70,20 +73,20 @@ class Fragmenter:
 
 
 class Reassembler:
-    def __init__(self, limit=MAX_MESSAGE):
+    def __init__(self, limit: int = MAX_MESSAGE) -> None:
         self._buf = bytearray()
         self._limit = limit
         self._expect = -1  # next counter; -1: none yet (any counter may start)
         self._open = False
         self.dropped = 0  # partial messages discarded
 
-    def reset(self):
+    def reset(self) -> None:
         """Forget any partial message (a new connection starts clean)."""
         self._buf = bytearray()
         self._open = False
         self._expect = -1
 
-    def feed(self, fragment):
+    def feed(self, fragment: bytes | bytearray | memoryview) -> bytes | None:
         """Take one fragment; return a whole message (bytes) or None.
 
         Raises ProtocolError for an empty fragment, a lost fragment, a middle
@@ -116,13 +119,13 @@ class Reassembler:
             return self._take()
         return None
 
-    def _take(self):
+    def _take(self) -> bytes:
         msg = bytes(self._buf)
         self._buf = bytearray()
         self._open = False
         return msg
 
-    def _drop(self):
+    def _drop(self) -> None:
         self.dropped += 1
         self._buf = bytearray()
         self._open = False

@@ -10,10 +10,12 @@ its code does not take the board's heap (a .mpy module's bytecode lives in RAM).
 import struct
 from array import array
 
-try:
+from protocol import MICROPYTHON
+
+if MICROPYTHON:
     from micropython import const
-except ImportError:  # CPython
-    def const(x):
+else:  # CPython: the same names, without the compiler's folding
+    def const(x: int) -> int:
         return x
 
 from protocol.auth import Hmac

@@ -17,6 +17,12 @@ from array import array
 
 from micropython import const
 
+# Annotations are for the type check (firmware/mypy.ini): MicroPython compiles them away
+# and has no `typing`, so the names they use exist for the checker only.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from protocol._types import Bytes, WBytes
+
 # Half-word offsets in an instance's state array (word i: high half at 2i, low at 2i+1).
 _H = const(0)  # the running hash
 _IN = const(16)  # midstate after the key's inner pad
@@ -26,7 +32,7 @@ _HALVES = const(80)
 _BLOCK = const(64)
 
 
-def _halves(words):
+def _halves(words: tuple[int, ...]) -> array[int]:
     out = array("H", bytes(4 * len(words)))
     for i, x in enumerate(words):
         out[2 * i] = x >> 16
@@ -47,7 +53,7 @@ _K = _halves((
     0x748F82EE, 0x78A5636F, 0x84C87814, 0x8CC70208, 0x90BEFFFA, 0xA4506CEB, 0xBEF9A3F7, 0xC67178F2))
 
 
-def _compress(st, src, off):
+def _compress(st: array[int], src: Bytes, off: int) -> None:
     """One 64-byte block src[off:off+64] into the running hash st[_H:_H+16]."""
     k = _K
     for i in range(16):
@@ -140,18 +146,18 @@ def _compress(st, src, off):
     _add(st, 14, h_h, h_l)
 
 
-def _add(st, i, x_h, x_l):
+def _add(st: array[int], i: int, x_h: int, x_l: int) -> None:
     lo = st[_H + i + 1] + x_l
     st[_H + i + 1] = lo & 0xFFFF
     st[_H + i] = (st[_H + i] + x_h + (lo >> 16)) & 0xFFFF
 
 
-def _copy8(dst, d, src, s):
+def _copy8(dst: array[int], d: int, src: array[int], s: int) -> None:
     for i in range(16):
         dst[d + i] = src[s + i]
 
 
-def _tail(blk, src, off, total):
+def _tail(blk: bytearray, src: Bytes, off: int, total: int) -> int:
     """The last total % 64 bytes of a message, at src[off:], padded into blk for a
     message of `total` bytes in all; returns how many blocks that makes (1 or 2)."""
     n = total & 63
@@ -169,14 +175,14 @@ def _tail(blk, src, off, total):
     return end >> 6
 
 
-def _put(st, out, off, n):
+def _put(st: array[int], out: WBytes, off: int, n: int) -> None:
     """The first n bytes of the running hash, big-endian, into out[off:]."""
     for i in range(n):
         x = st[_H + (i >> 1)]
         out[off + i] = x >> 8 if not i & 1 else x & 0xFF
 
 
-def _absorb(st, blk, msg, length, prefix):
+def _absorb(st: array[int], blk: bytearray, msg: Bytes, length: int, prefix: int) -> None:
     """Hash msg[:length] on from the state in st[_H:], which has taken `prefix` bytes
     (0 or whole blocks), to the end of the message."""
     end = length - (length & 63)
@@ -190,7 +196,7 @@ def _absorb(st, blk, msg, length, prefix):
         _compress(st, blk, _BLOCK)
 
 
-def sha256(msg):
+def sha256(msg: Bytes) -> bytes:
     """The SHA-256 digest of msg (bytes-like), as bytes."""
     st = array("H", bytes(2 * _HALVES))
     blk = bytearray(2 * _BLOCK)
@@ -205,7 +211,7 @@ class Hmac:
     """HMAC-SHA256 with one key. mac_into allocates nothing: the per-MAC cost is the
     message's blocks and one outer block."""
 
-    def __init__(self, key):
+    def __init__(self, key: Bytes) -> None:
         if len(key) > _BLOCK:
             key = sha256(key)
         self._st = array("H", bytes(2 * _HALVES))
@@ -218,7 +224,8 @@ class Hmac:
             _compress(self._st, pad, 0)
             _copy8(self._st, mid, self._st, _H)
 
-    def mac_into(self, msg, length, out, offset, n):
+    def mac_into(self, msg: Bytes, length: int, out: WBytes, offset: int,
+                 n: int) -> None:
         """Write the first n (<= 32) bytes of the MAC of msg[:length] to out[offset:].
         out may be msg itself, past length."""
         st = self._st
@@ -230,7 +237,8 @@ class Hmac:
         _absorb(st, blk, blk, 32, _BLOCK)
         _put(st, out, offset, n)
 
-    def digest(self, a, b=None, c=None):
+    def digest(self, a: Bytes, b: Bytes | None = None,
+               c: Bytes | None = None) -> bytes:
         """The MAC of a + b + c, as bytes (allocates: for the control session)."""
         msg = bytearray(a)
         if b is not None:
