@@ -10,23 +10,31 @@ import json
 
 import micropython
 
+# Annotations are for the type check (firmware/mypy.ini): MicroPython compiles them away
+# and has no `typing`, so the names they use exist for the checker only.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any
+
 _MAX = 8
 
 
 class Bonds:
-    def __init__(self, path, schedule=micropython.schedule):
+    def __init__(self, path: str,
+                 schedule: Callable[[Callable[[Any], None], Any], None] = micropython.schedule) -> None:
         self._path = path
         self._schedule = schedule
         self._save_cb = self._save  # bound once: the IRQ allocates no bound method
         self._dirty = False
-        self._items = []  # [sec_type, key hex, value hex], oldest first
+        self._items: list[list[Any]] = []  # [sec_type, key hex, value hex], oldest first
         try:
             with open(path) as f:
                 self._items = json.load(f)
         except (OSError, ValueError):
             self._items = []
 
-    def get(self, sec_type, index, key):
+    def get(self, sec_type: int, index: int, key: bytes | memoryview | None) -> bytes | None:
         i = 0
         for t, k, v in self._items:
             if t != sec_type:
@@ -39,7 +47,7 @@ class Bonds:
                 return bytes.fromhex(v)
         return None
 
-    def set(self, sec_type, key, value):
+    def set(self, sec_type: int, key: bytes | memoryview, value: bytes | memoryview | None) -> bool:
         kh = key.hex()
         self._items = [e for e in self._items if not (e[0] == sec_type and e[1] == kh)]
         if value is not None:
@@ -53,12 +61,12 @@ class Bonds:
             pass  # the schedule queue is full: flush() writes it
         return True
 
-    def flush(self):
+    def flush(self) -> None:
         """Write the bonds if set() changed them (the housekeeping task calls this)."""
         if self._dirty:
             self._save(None)
 
-    def _save(self, _):
+    def _save(self, _: object) -> None:
         if not self._dirty:
             return
         self._dirty = False

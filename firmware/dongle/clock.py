@@ -11,14 +11,20 @@ it per boot by record order (obdsync.ingest.unwrap_tick).
 
 import time
 
+# Annotations are for the type check (firmware/mypy.ini): MicroPython compiles them away
+# and has no `typing`, so the names they use exist for the checker only.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
 
 class TicksClock:
-    def __init__(self, ticks_ms=time.ticks_ms):  # tests hand in ticks that wrap soon
+    def __init__(self, ticks_ms: Callable[[], int] = time.ticks_ms) -> None:  # tests hand in ticks that wrap soon
         self._ticks = ticks_ms
         self._last = ticks_ms()
         self._ms = 0
 
-    def ms(self):
+    def ms(self) -> int:
         now = self._ticks()
         # Both ticks: the sum stays a small int (a plain `+` would pass 2**30 at the wrap).
         self._ms = time.ticks_add(self._ms, time.ticks_diff(now, self._last))

@@ -22,6 +22,15 @@ from protocol import uuids
 from protocol.errors import ProtocolError
 from protocol.frames import Fragmenter, Reassembler
 
+# Annotations are for the type check (firmware/mypy.ini): MicroPython compiles them away
+# and has no `typing`, so the names they use exist for the checker only.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+    from dongle.bonds import Bonds
+    from protocol._types import Bytes
+
 _IRQ_CENTRAL_CONNECT = const(1)
 _IRQ_CENTRAL_DISCONNECT = const(2)
 _IRQ_GATTS_WRITE = const(3)
@@ -53,7 +62,7 @@ _AD_NAME_SHORT = const(0x08)
 _AD_NAME_COMPLETE = const(0x09)
 
 
-def _ad_name(n, room):
+def _ad_name(n: bytes, room: int) -> bytes:
     # The name as one AD structure in `room` bytes: complete if it fits, else the longest
     # prefix that ends on a whole UTF-8 character, marked shortened.
     if len(n) + 2 <= room:
@@ -64,7 +73,7 @@ def _ad_name(n, room):
     return bytes((k + 1, _AD_NAME_SHORT)) + n[:k] if k > 0 else b""
 
 
-def _adv_payloads(name, service_uuid):
+def _adv_payloads(name: str, service_uuid: bluetooth.UUID) -> tuple[bytes, bytes]:
     """(advertisement, scan response), each <= 31 bytes whatever the name: flags (general
     discoverable, BR/EDR unsupported) and the 128-bit service UUID (21 bytes), then as much of
     the name as fits; the scan response carries it complete (or as much as 31 bytes hold)."""
@@ -77,15 +86,15 @@ def _adv_payloads(name, service_uuid):
 
 
 class _Channel:
-    def __init__(self, handle):
+    def __init__(self, handle: int) -> None:
         self.handle = handle
         self.frag = Fragmenter()
         self.out = bytearray(_MAX_MTU)
         # memoryviews of `out` by length, each made once: a link uses two or three
         # sizes (full fragments at its MTU, and tails), so a dict stays small.
-        self._views = {}
+        self._views: dict[int, memoryview] = {}
 
-    def view(self, k):
+    def view(self, k: int) -> memoryview:
         v = self._views.get(k)
         if v is None:
             v = memoryview(self.out)[:k]
@@ -97,7 +106,8 @@ class Gatt:
     """The GATT server. `ble` is a bluetooth.BLE() (the hil shim on the unix
     port); `bonds` stores pairing keys (an object with get(key) / set(key, value))."""
 
-    def __init__(self, ble, name, info, pairing=True, passkey=0, bonds=None, mtu=_MAX_MTU):
+    def __init__(self, ble: bluetooth.BLE, name: str, info: Bytes, pairing: bool = True, passkey: int = 0,
+                 bonds: Bonds | None = None, mtu: int = _MAX_MTU) -> None:
         self._ble = ble
         self._name = name
         self._pairing = pairing
@@ -123,7 +133,7 @@ class Gatt:
         ble.gatts_set_buffer(self._h_ctl, _CONTROL_BUFFER)
         self.set_info(info)
         self._adv, self._resp = _adv_payloads(name, bluetooth.UUID(uuids.SERVICE))
-        self.conn = None
+        self.conn: int | None = None
         # Connections and disconnections so far. Connection handles are reused by NimBLE, so
         # these counts (not the handle) tell the application that the central changed, even
         # when a central came and went between two looks.
@@ -132,7 +142,7 @@ class Gatt:
         self.mtu = 23
         self.link_authenticated = False
         self.peer = b""
-        self._rx = deque((), _RX_QUEUE)
+        self._rx: deque[bytes] = deque((), _RX_QUEUE)
         # Control writes dropped unread: the queue was full (a flood), the fragments did not
         # make a message, or the central left before they were read. STATUS shows them.
         self.rx_dropped = 0
@@ -148,13 +158,13 @@ class Gatt:
         self.enomem = 0
         self.advertise()
 
-    def set_info(self, info):
+    def set_info(self, info: Bytes) -> None:
         self._ble.gatts_write(self._h_info, info)
 
-    def advertise(self):
+    def advertise(self) -> None:
         self._ble.gap_advertise(_ADV_INTERVAL_US, adv_data=self._adv, resp_data=self._resp)
 
-    def disconnect(self):
+    def disconnect(self) -> None:
         if self.conn is not None:
             try:
                 self._ble.gap_disconnect(self.conn)
@@ -163,7 +173,7 @@ class Gatt:
 
     # -- IRQ: copy, queue, wake; nothing slow ---------------------------------
 
-    def _irq(self, event, data):
+    def _irq(self, event: int, data: tuple[Any, ...]) -> Any:
         if event == _IRQ_CENTRAL_CONNECT:
             conn, _, addr = data
             if self.conn is not None:
@@ -226,7 +236,7 @@ class Gatt:
 
     # -- control ---------------------------------------------------------------
 
-    def next_command(self):
+    def next_command(self) -> bytes | None:
         """A whole control message from the central, or None. Broken fragment
         streams are dropped here (the central times out and retries)."""
         while self._rx:
@@ -241,26 +251,26 @@ class Gatt:
         return None
 
     @property
-    def dropped(self):
+    def dropped(self) -> int:
         """Control writes dropped unread, and partial messages abandoned (STATUS shows them)."""
         return self.rx_dropped + self._ctl_rx.dropped
 
-    async def reply(self, msg):
+    async def reply(self, msg: Bytes) -> None:
         await self._send(self._ctl, msg, len(msg))
 
     # -- telemetry -------------------------------------------------------------
 
-    async def send_record(self, buf, n):
+    async def send_record(self, buf: Bytes, n: int) -> bool:
         """Notify one record (buf[:n]) in fragments sized to the MTU. Returns
         False when the central went away before all of it was sent."""
         return await self._send(self._tel, buf, n)
 
     @property
-    def generation(self):
+    def generation(self) -> int:
         """Changes whenever the central does (see connects)."""
         return self.connects + self.disconnects
 
-    async def _send(self, ch, msg, n):
+    async def _send(self, ch: _Channel, msg: Bytes, n: int) -> bool:
         off = 0
         backoff = 2
         gen = self.generation

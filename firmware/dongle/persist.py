@@ -23,7 +23,7 @@ _HEAD = const(4)
 class Persist:
     """`values` (a list of n ints, 0 until loaded) mirrors the file."""
 
-    def __init__(self, path, n):
+    def __init__(self, path: str, n: int) -> None:
         self.path = path
         self._tmp = path + ".tmp"
         self.values = [0] * n
@@ -31,11 +31,11 @@ class Persist:
         self._buf = bytearray(_HEAD + 4 * n + 4)
         self._fmt = ">" + "I" * n
 
-    def load(self):
+    def load(self) -> bool:
         """Read the values; False (and values left as they were) when no intact file exists."""
         return self._load(self.path) or self._load(self._tmp)
 
-    def _load(self, path):
+    def _load(self, path: str) -> bool:
         buf = self._buf
         try:
             with open(path, "rb") as f:
@@ -53,7 +53,7 @@ class Persist:
             self.values[i] = vals[i]
         return True
 
-    def save(self):
+    def save(self) -> None:
         buf = self._buf
         buf[:_HEAD] = _MAGIC
         for i in range(self._n):

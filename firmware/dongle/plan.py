@@ -5,12 +5,19 @@ Intervals are in 100 ms units, 0 = off. Channels are mode 01 PIDs and CH_VOLTAGE
 
 from array import array
 
-try:
+from protocol import MICROPYTHON
+from protocol.channels import CH_VOLTAGE, DATA_LEN
+
+if MICROPYTHON:
     from micropython import const
-except ImportError:  # CPython: the daemon's direct mode
+else:  # CPython: the daemon's direct mode
     from obdsync.direct.mpcompat import const
 
-from protocol.channels import CH_VOLTAGE, DATA_LEN
+# Annotations are for the type checks: MicroPython compiles them away and has no `typing`;
+# CPython (the daemon's direct mode) evaluates them, so names from the block below are quoted.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable
 
 DRIVING = const(0)
 IDLE = const(1)
@@ -51,13 +58,13 @@ DEFAULT = (
 )
 
 
-def is_bitmap(ch):
+def is_bitmap(ch: int) -> bool:
     """PIDs 0x00, 0x20 … 0xE0 are the supported-PID bitmaps: discovery, not data."""
     return ch != CH_VOLTAGE and ch & 0x1F == 0
 
 
 class Plan:
-    def __init__(self, rows=DEFAULT):
+    def __init__(self, rows: "Iterable[tuple[int, int, int, int]]" = DEFAULT) -> None:
         self.iv = array("H", bytes(2 * 256 * STATES))  # [state * 256 + channel]
         self.chans = bytearray(MAX_CHANNELS)  # channels with any interval set, in plan order
         self.n = 0
@@ -65,13 +72,13 @@ class Plan:
         for ch, d, i, p in rows:
             self.set(ch, d, i, p)
 
-    def interval(self, ch, state):
+    def interval(self, ch: int, state: int) -> int:
         """Interval in 100 ms units (0 = off) of ch in state."""
         if state >= STATES:
             return 0
         return self.iv[state * 256 + ch]
 
-    def set(self, ch, driving, idle, parked):
+    def set(self, ch: int, driving: int, idle: int, parked: int) -> bool:
         """Set one row (intervals bounded). False when the table is full or ch is not pollable."""
         if not 0 <= ch <= 0xFF or is_bitmap(ch):
             return False
@@ -106,7 +113,8 @@ class Plan:
             self.n -= 1
         return True
 
-    def apply(self, payload, supported=None):
+    def apply(self, payload: bytes | bytearray | memoryview,
+              supported: "Callable[[int], bool] | None" = None) -> int:
         """SET_PLAN: `n u8`, n x (`channel u8, driving u16, idle u16, parked u16`), big-endian.
 
         Rows update the plan; channels not named keep their rows (0, 0, 0 turns one off).
@@ -128,7 +136,8 @@ class Plan:
                 applied += 1
         return applied
 
-    def apply_entries(self, entries, supported=None):
+    def apply_entries(self, entries: "Iterable[tuple[int, int, int, int]]",
+                      supported: "Callable[[int], bool] | None" = None) -> int:
         """The same, for rows already parsed (protocol.control.parse_plan's (ch, d, i, p))."""
         applied = 0
         for ch, d, i, p in entries:
@@ -138,6 +147,6 @@ class Plan:
                 applied += 1
         return applied
 
-    def batchable(self, ch):
+    def batchable(self, ch: int) -> bool:
         """Whether ch can share a multi-PID request (its reply length is known)."""
         return ch != CH_VOLTAGE and DATA_LEN[ch] != 0

@@ -11,14 +11,21 @@ Times are the clock's ticks (dongle.clock): compared with time.ticks_diff only, 
 timer running across the clock's wrap ends on time.
 """
 
-try:
-    from micropython import const
-except ImportError:  # CPython: the daemon's direct mode applies the same power rules
-    from obdsync.direct.mpcompat import const, time
-else:
+from protocol import MICROPYTHON
+from protocol.control import POWER_DRIVING, POWER_IDLE, POWER_PARKED, POWER_SLEEPING
+
+if MICROPYTHON:
     import time
 
-from protocol.control import POWER_DRIVING, POWER_IDLE, POWER_PARKED, POWER_SLEEPING
+    from micropython import const
+else:  # CPython: the daemon's direct mode applies the same power rules
+    from obdsync.direct.mpcompat import const, time
+
+# Annotations are for the type checks: MicroPython compiles them away and has no `typing`;
+# CPython (the daemon's direct mode) evaluates them, so names from the block below are quoted.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from dongle._types import Clock
 
 NONE = const(0)
 ENGINE_ON = const(2)  # the protocol.record EVENT codes
@@ -27,8 +34,8 @@ BATTERY_LOW = const(4)
 
 
 class PowerConfig:
-    def __init__(self, running_mv=13000, off_after_ms=60000, floor_mv=11800, floor_after_ms=300000,
-                 sleep_ms=900000, rise_mv=500):
+    def __init__(self, running_mv: int = 13000, off_after_ms: int = 60000, floor_mv: int = 11800,
+                 floor_after_ms: int = 300000, sleep_ms: int = 900000, rise_mv: int = 500) -> None:
         if floor_mv >= running_mv:
             raise ValueError("battery floor must be below the running voltage")
         self.running_mv = running_mv  # above: the alternator charges, the engine runs
@@ -42,7 +49,7 @@ class PowerConfig:
 
 
 class Power:
-    def __init__(self, clock, config=None):
+    def __init__(self, clock: "Clock", config: PowerConfig | None = None) -> None:
         self._clock = clock
         self.config = config or PowerConfig()
         self.state = POWER_IDLE
@@ -54,10 +61,10 @@ class Power:
         self._rest_mv = 0  # lowest supply reading since the engine stopped (0: none yet)
 
     @property
-    def polling(self):
+    def polling(self) -> bool:
         return self.state == POWER_DRIVING or self.state == POWER_IDLE
 
-    def ecu(self, rpm, speed):
+    def ecu(self, rpm: int, speed: int) -> int:
         """The ECU answered: its RPM and speed (-1 when not in this answer)."""
         if rpm >= 0:
             self.rpm = rpm
@@ -74,12 +81,12 @@ class Power:
             self._quiet_since = -1
         return NONE
 
-    def no_answer(self):
+    def no_answer(self) -> None:
         """The ECU didn't answer a poll (NO DATA, UNABLE TO CONNECT)."""
         self.rpm = 0
         self.speed = 0
 
-    def volts(self, millivolts):
+    def volts(self, millivolts: int) -> int:
         """A supply reading (ATRV). Returns an event code or NONE."""
         now = self._clock.ms()
         self.millivolts = millivolts
@@ -115,7 +122,7 @@ class Power:
                 self._rest_mv = millivolts
         return NONE
 
-    def woke(self):
+    def woke(self) -> None:
         """Back from a (simulated) deep sleep: judge the car afresh."""
         self.state = POWER_PARKED
         self._low_since = -1

@@ -19,6 +19,13 @@ import time
 
 from micropython import const
 
+# Annotations are for the type check (firmware/mypy.ini): MicroPython compiles them away
+# and has no `typing`, so the names they use exist for the checker only.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from dongle._types import RawIO
+    from protocol._types import Bytes, WBytes
+
 # Linux c_cc indices (the unix port's termios exports no names for them); defined before use,
 # as const() only replaces names the compiler has already seen.
 _VTIME = const(5)
@@ -28,12 +35,12 @@ _VMIN = const(6)
 class Stream:
     """Base: subclasses give `_raw`, an object with write(buf) and readinto(buf)."""
 
-    def __init__(self, raw, poll_ms=1):
+    def __init__(self, raw: RawIO, poll_ms: int = 1) -> None:
         self._raw = raw
         self.poll_ms = poll_ms
         self._junk = bytearray(32)
 
-    def write(self, buf):
+    def write(self, buf: Bytes) -> None:
         n = self._raw.write(buf)
         if n is None or n < len(buf):
             # A short write (non-blocking line congested): finish it; only this rare path allocates.
@@ -42,11 +49,11 @@ class Stream:
             while n < len(mv):
                 n += self._raw.write(mv[n:]) or 0
 
-    def readinto(self, buf):
+    def readinto(self, buf: WBytes) -> int:
         n = self._raw.readinto(buf)
         return n if n else 0  # UART gives None, FileIO 0 or None when empty
 
-    def drain(self):
+    def drain(self) -> int:
         total = 0
         while True:
             n = self.readinto(self._junk)
@@ -54,10 +61,10 @@ class Stream:
                 return total
             total += n
 
-    async def wait(self, ms):
+    async def wait(self, ms: int) -> None:
         await asyncio.sleep_ms(ms)
 
-    async def readinto_wait(self, buf, timeout_ms):
+    async def readinto_wait(self, buf: WBytes, timeout_ms: int) -> int:
         t0 = time.ticks_ms()
         while True:
             n = self.readinto(buf)
@@ -65,11 +72,10 @@ class Stream:
                 return n
             await asyncio.sleep_ms(self.poll_ms)
 
-    def close(self):
-        try:
-            self._raw.close()
-        except AttributeError:
-            pass
+    def close(self) -> None:
+        close = getattr(self._raw, "close", None)  # a pty's file has one, machine.UART not
+        if close is not None:
+            close()
 
 
 class UartStream(Stream):
@@ -84,7 +90,7 @@ class PtyStream(Stream):
     VMIN=0 and VTIME=0 a read returns what is waiting (0 when nothing) instead, which is the
     UART's timeout=0 behaviour. The unix `os` has no `open`, so the builtin one opens the path."""
 
-    def __init__(self, path, poll_ms=1):
+    def __init__(self, path: str, poll_ms: int = 1) -> None:
         import termios
 
         f = open(path, "r+b")
@@ -97,9 +103,9 @@ class PtyStream(Stream):
         Stream.__init__(self, f, poll_ms)
 
 
-def open_pty(path, poll_ms=1):
+def open_pty(path: str, poll_ms: int = 1) -> PtyStream:
     return PtyStream(path, poll_ms)
 
 
-def from_uart(uart, poll_ms=2):
+def from_uart(uart: RawIO, poll_ms: int = 2) -> UartStream:
     return UartStream(uart, poll_ms)

@@ -15,16 +15,22 @@ import time
 
 from micropython import const
 
+# Annotations are for the type check (firmware/mypy.ini): MicroPython compiles them away
+# and has no `typing`, so the names they use exist for the checker only.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from dongle._types import Wdt
+
 STUCK_MS = const(60000)  # longer than the poll loop's slowest honest turn (adapter init, backoff)
 
 
 class Watchdog:
-    def __init__(self, wdt, stuck_ms=STUCK_MS):
+    def __init__(self, wdt: Wdt, stuck_ms: int = STUCK_MS) -> None:
         self._wdt = wdt
         self._stuck_ms = stuck_ms
         self.fed = 0  # feeds so far (STATUS-style counter; tests watch it)
 
-    def check(self, beat):
+    def check(self, beat: int) -> bool:
         """Feed if the poll loop's last turn (time.ticks_ms() at `beat`) is recent."""
         if time.ticks_diff(time.ticks_ms(), beat) < self._stuck_ms:
             self._wdt.feed()

@@ -1,0 +1,21 @@
+# Interfaces the firmware's constructors take, for annotations only: a stub with no module
+# behind it, imported under `if TYPE_CHECKING:` (MicroPython has no `typing` and compiles
+# annotations away; the manifest and hil.build_firmware take *.py only). On the board
+# these are machine.WDT, machine.UART...; on the unix port hil/mpy's stand-ins.
+from typing import Protocol
+
+class Clock(Protocol):
+    """The dongle's clock: ms since boot as a small int, wrapping like ticks
+    (dongle.clock.TicksClock; hil/mpy/simclock.SimClock)."""
+    def ms(self) -> int: ...
+
+class Wdt(Protocol):
+    """machine.WDT once started (hil/mpy/simwdt.WDT on the unix port)."""
+    def feed(self) -> None: ...
+
+class RawIO(Protocol):
+    """What dongle.uart.Stream wraps: machine.UART (timeout=0) or the unix port's FileIO
+    on a pty. write returns None when nothing could be written; readinto None or 0 when
+    nothing waits."""
+    def write(self, buf: bytes | bytearray | memoryview, /) -> int | None: ...
+    def readinto(self, buf: bytearray | memoryview, /) -> int | None: ...
