@@ -32,15 +32,24 @@ replies are several frames (from one or two ECUs) and chips count them different
 emulator answers `?` there. A `?` to a request with the digit turns the digit off for good.
 """
 
-try:
-    from micropython import const
-except ImportError:  # CPython: the daemon's direct mode runs this driver unchanged
-    from obdsync.direct.mpcompat import asyncio, const, time
-else:
+from protocol import MICROPYTHON
+from protocol.channels import CH_VOLTAGE, DATA_LEN
+
+if MICROPYTHON:
     import asyncio
     import time
 
-from protocol.channels import CH_VOLTAGE, DATA_LEN
+    from micropython import const
+else:  # CPython: the daemon's direct mode runs this driver unchanged
+    from obdsync.direct.mpcompat import asyncio, const, time
+
+# Annotations are for the type checks: MicroPython compiles them away and has no `typing`;
+# CPython (the daemon's direct mode) evaluates them, so names from the block below are quoted.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from dongle._types import ElmStream
 
 # poll() and request statuses
 PENDING = const(-1)
@@ -137,7 +146,7 @@ _T_SEARCH = const(15000)  # ATSP0's search through every protocol on the first r
 _INIT = (b"ATE0", b"ATL0", b"ATS0", b"ATH0", b"ATSP0")
 
 
-def _hx(c):
+def _hx(c: int) -> int:
     if 48 <= c <= 57:
         return c - 48
     if 65 <= c <= 70:
@@ -148,7 +157,7 @@ def _hx(c):
 
 
 class ELM327:
-    def __init__(self, stream, clock=time.ticks_ms):
+    def __init__(self, stream: "ElmStream", clock: "Callable[[], int]" = time.ticks_ms) -> None:
         self.stream = stream
         self.clock = clock
         self.rx = bytearray(RX_MAX)
@@ -212,7 +221,7 @@ class ELM327:
 
     # ---- public: slow paths (allocate; not per sample) ------------------------------------
 
-    async def init(self):
+    async def init(self) -> int:
         """Reset and configure the chip, find the protocol, read ATRV and the supported PIDs.
         Returns OK, or the status that stopped it (UNABLE: no ECU; the chip is configured)."""
         self.ready = False
@@ -266,7 +275,7 @@ class ELM327:
         self.ready = True
         return OK
 
-    async def recover(self):
+    async def recover(self) -> int:
         """After TIMEOUT: get the chip back to a prompt without repeating the last command (a lone
         CR would). A character interrupts a busy chip (STOPPED) and ATE0 is harmless when idle.
         Returns OK when a prompt came back."""
@@ -281,7 +290,7 @@ class ELM327:
         self._state = _STUCK
         return TIMEOUT
 
-    async def query_pids(self, pids, n=-1):
+    async def query_pids(self, pids: bytes | bytearray | list[int], n: int = -1) -> int:
         """One mode 01 request (a list/bytes of up to 6 PIDs); results in res_*; returns a status."""
         st = self.start_pids(pids, len(pids) if n < 0 else n)
         while st == PENDING:
@@ -289,11 +298,11 @@ class ELM327:
             st = self.poll()
         return st
 
-    async def read_voltage(self):
+    async def read_voltage(self) -> int:
         """ATRV; returns millivolts (also in self.mv), or -1."""
         return self.mv if await self._voltage() == OK else -1
 
-    async def read_dtcs(self, mode):
+    async def read_dtcs(self, mode: int) -> int:
         """Mode 03 (stored), 07 (pending) or 0x0A (permanent): raw 2-byte codes in dtc[:2*dtc_n]."""
         if mode not in (0x03, 0x07, 0x0A):
             return BAD_ARG
@@ -301,12 +310,12 @@ class ELM327:
         self._dtc_mode = mode
         return await self._obd(b"03" if mode == 3 else (b"07" if mode == 7 else b"0A"), _K_DTC)
 
-    async def read_vin(self):
+    async def read_vin(self) -> int:
         """Mode 09 PID 02: VIN bytes as sent, in vin[:vin_n]."""
         self.vin_n = 0
         return await self._obd(b"0902", _K_VIN)
 
-    async def read_freeze(self, pid):
+    async def read_freeze(self, pid: int) -> int:
         """Mode 02 PID `pid` of frame 0 (`02 PP 00`): one result per answering ECU in res_*
         (channel = the PID, data after `42 PP 00`, the ECU where a header showed it). PID 02 is
         the code that stored the frame (2 bytes, 00 00: no frame). BAD_ARG outside FREEZE_PIDS;
@@ -329,7 +338,7 @@ class ELM327:
         self._start(6, _K_FREEZE, _T_OBD)
         return await self._wait()
 
-    async def read_freeze_frame(self):
+    async def read_freeze_frame(self) -> tuple[int, list[tuple[int, int, bytes]] | None]:
         """The whole frame 0: (status, [(ecu, pid, data bytes), ...]). First PID 02 (the code
         that stored it, per ECU), then each FREEZE_PIDS PID the car lists in mode 01 (NO DATA:
         an ECU that keeps no such value, skipped). Any other failure is the status, never a
@@ -350,23 +359,23 @@ class ELM327:
                 break  # 00 00: no code stored a frame
         return OK, out
 
-    async def clear_dtcs(self):
+    async def clear_dtcs(self) -> int:
         """Mode 04. The caller checks authentication and that the car stands still."""
         return await self._obd(b"04", _K_CLEAR)
 
     # ---- public: the hot path (allocation-free) -------------------------------------------
 
-    def is_legacy(self):
+    def is_legacy(self) -> bool:
         """J1850 / ISO 9141 / KWP: by ATDPN, else by a header's shape (one PID per request)."""
         return 1 <= self.protocol <= 5 or (not self.protocol and self.shape & SHAPE_LEGACY != 0)
 
-    def pid_supported(self, pid):
+    def pid_supported(self, pid: int) -> int:
         if pid == 0:
             return 1
         pid -= 1
         return (self.supported[pid >> 3] >> (7 - (pid & 7))) & 1
 
-    def start_pids(self, pids, n):
+    def start_pids(self, pids: bytes | bytearray | list[int], n: int) -> int:
         """Send one mode 01 request for pids[:n]; PENDING, or a refusal (BUSY, NOT_READY, BAD_ARG)."""
         if self._state != _IDLE:
             return BUSY if self._state == _BUSY else NOT_READY
@@ -391,7 +400,7 @@ class ELM327:
             k += 1
         return self._start(k, _K_PIDS, _T_OBD)
 
-    def start_voltage(self):
+    def start_voltage(self) -> int:
         """Send ATRV; its result is channel 0xFF in res_* (2 bytes, mV). BAD_ARG: the adapter
         has no ATRV (see has_volts)."""
         if self._state != _IDLE:
@@ -401,7 +410,7 @@ class ELM327:
         self.tx[0:4] = b"ATRV"
         return self._start(4, _K_VOLT, _T_AT)
 
-    def poll(self):
+    def poll(self) -> int:
         """Read what is waiting; PENDING until the reply is complete, then its status."""
         if self._state != _BUSY:
             return NOT_READY
@@ -438,7 +447,7 @@ class ELM327:
 
     # ---- internals --------------------------------------------------------------------------
 
-    def _start(self, k, kind, timeout):
+    def _start(self, k: int, kind: int, timeout: int) -> int:
         self.stale += self.stream.drain()
         self.tx[k] = _CR
         self._txn = k
@@ -452,14 +461,14 @@ class ELM327:
         self.stream.write(self._txv[k + 1])
         return PENDING
 
-    async def _wait(self):
+    async def _wait(self) -> int:
         st = self.poll()
         while st == PENDING:
             await asyncio.sleep_ms(self.stream.poll_ms)
             st = self.poll()
         return st
 
-    async def _cmd(self, text, kind, timeout):
+    async def _cmd(self, text: bytes, kind: int, timeout: int) -> int:
         if self._state != _IDLE:
             return BUSY if self._state == _BUSY else NOT_READY
         n = len(text)
@@ -467,18 +476,18 @@ class ELM327:
         self._start(n, kind, timeout)
         return await self._wait()
 
-    async def _obd(self, text, kind):
+    async def _obd(self, text: bytes, kind: int) -> int:
         if not self.ready:
             return NOT_READY
         return await self._cmd(text, kind, _T_OBD)
 
-    async def _voltage(self):
+    async def _voltage(self) -> int:
         st = self.start_voltage()
         if st == PENDING:
             st = await self._wait()
         return st
 
-    async def _bitmap(self, base, timeout):
+    async def _bitmap(self, base: int, timeout: int) -> int:
         self.req[0] = base
         self.req_n = 1
         self.tx[0] = 48
@@ -499,7 +508,7 @@ class ELM327:
             return NO_DATA
         return st
 
-    def _is_echo(self, s, e):
+    def _is_echo(self, s: int, e: int) -> bool:
         n = self._txn
         if e - s != n:
             return False
@@ -510,7 +519,7 @@ class ELM327:
                 return False
         return True
 
-    def _starts(self, s, e, lit):
+    def _starts(self, s: int, e: int, lit: bytes) -> bool:
         """rx[s:e] starts with lit (upper case), in any case: clones print `no data`."""
         n = len(lit)
         if e - s < n:
@@ -524,7 +533,7 @@ class ELM327:
                 return False
         return True
 
-    def _dpn(self):
+    def _dpn(self) -> int:
         """ATDPN's answer (`6`, `A6`: automatic) as a protocol number, 0 if not believable."""
         s = self.text_start
         e = self.text_end
@@ -535,7 +544,7 @@ class ELM327:
         p = _hx(self.rx[s])
         return p if 1 <= p <= 12 else 0
 
-    def _finish(self):
+    def _finish(self) -> int:
         """Parse rx[:rx_n] (the reply without its prompt) by the request's kind."""
         end = self.rx_n
         kind = self._kind
@@ -606,7 +615,7 @@ class ELM327:
         self.status = st
         return st
 
-    def _outcome(self, kind, err, data, text):
+    def _outcome(self, kind: int, err: int, data: bool, text: bool) -> int:
         if kind == _K_AT or kind == _K_RESET:
             if err != OK:
                 return err
@@ -647,7 +656,7 @@ class ELM327:
             return err
         return OK if data else GARBAGE
 
-    def _parse_volts(self):
+    def _parse_volts(self) -> int:
         # "12.6V" / "12.45V" / "13V" -> millivolts, without a float or a str
         rx = self.rx
         mv = 0
@@ -684,7 +693,7 @@ class ELM327:
         self.res_n = 1
         return OK
 
-    def _line(self, i, end):
+    def _line(self, i: int, end: int) -> int:
         """The line of rx that starts at i: its bytes without CR/LF and the spaces around
         them are rx[_ls:_le]; returns where the next line starts. (Two small ints in
         attributes rather than a returned tuple, which would be a heap object per line.)"""
@@ -701,7 +710,7 @@ class ELM327:
         self._le = e
         return i + 1
 
-    def _hexline(self, s, e):
+    def _hexline(self, s: int, e: int) -> bool:
         """Decode one data line and route it by its shape (see module doc); False if not hex."""
         rx = self.rx
         nb = self._nib
@@ -752,7 +761,7 @@ class ELM327:
         self._single(0, 0, n)
         return True
 
-    def _nibs(self, s, e):
+    def _nibs(self, s: int, e: int) -> int:
         """rx[s:e]'s hex digits into _nib (spaces skipped); their count, -1 if not hex."""
         rx = self.rx
         nb = self._nib
@@ -768,7 +777,7 @@ class ELM327:
                 h += 1
         return h
 
-    def _header_is(self, ecu, p, h):
+    def _header_is(self, ecu: int, p: int, h: int) -> bool:
         """_nib holds a CAN line with the header of ECU `ecu` (p: 3 nibbles 11-bit, 8 29-bit)."""
         if h > NIB_MAX or h < p + 2:
             return False
@@ -777,7 +786,7 @@ class ELM327:
         return (h & 1 == 0 and self._byte(0) == 0x18 and (self._byte(1) == 0xDA or self._byte(1) == 0xDB)
                 and self._byte(2) == 0xF1 and self._byte(3) == ecu)
 
-    def _gather(self, ecu, p):
+    def _gather(self, ecu: int, p: int) -> None:
         """After a first frame with a header: take this ECU's consecutive frames from the rest
         of the reply now, over other ECUs' lines between them. Two ECUs answering at once with
         multi-frame messages interleave their frames on the bus (and so in the adapter's output);
@@ -803,11 +812,11 @@ class ELM327:
             self._consecutive(ecu, self._nib[p + 1], p + 2, (h - p - 2) >> 1)
         self._end_message()
 
-    def _byte(self, k):
+    def _byte(self, k: int) -> int:
         nb = self._nib
         return (nb[2 * k] << 4) | nb[2 * k + 1]
 
-    def _legacy(self, b0, b1, n):
+    def _legacy(self, b0: int, b1: int, n: int) -> bool:
         """A J1850 / ISO 9141 / KWP line with its header and check byte (`48 6B 10 41 0C ..
         cs`): True when it is one (its check byte verified), its data taken as a message."""
         # Header forms: 48 6B (ISO 9141-2, J1850 VPW), 41 6B (J1850 PWM), 8x F1 (KWP, x = length).
@@ -842,18 +851,18 @@ class ELM327:
         self._single(self._byte(2), 2 * d, n - d - 1)
         return True
 
-    def _cut(self):
+    def _cut(self) -> bool:
         self.truncated += 1  # a cut line: its bytes cannot be trusted
         return self._flaw()
 
-    def _flaw(self):
+    def _flaw(self) -> bool:
         # Something of this reply was lost: a PID answer before it still stands (its length is
         # checked), a DTC list or a VIN with a hole in it does not.
         self.flaws += 1
         self._mbad = True
         return True
 
-    def _can_frame(self, ecu, p, h):
+    def _can_frame(self, ecu: int, p: int, h: int) -> bool:
         """One CAN frame with its header: PCI nibbles at _nib[p], data after them."""
         if h - p < 2:
             return self._cut()
@@ -882,7 +891,7 @@ class ELM327:
             return True  # flow control: not data
         return self._cut()
 
-    def _consecutive(self, ecu, frame, p, nbytes):
+    def _consecutive(self, ecu: int, frame: int, p: int, nbytes: int) -> bool:
         """Frame `frame` of the multi-frame message being assembled (bytes at _nib[p])."""
         if frame != self._mnext or ecu != self._mecu:
             # out of order, or a frame of no open message (with headers, _gather took every
@@ -895,13 +904,13 @@ class ELM327:
         self._mnext = (frame + 1) & 15
         return True
 
-    def _single(self, ecu, p, nbytes):
+    def _single(self, ecu: int, p: int, nbytes: int) -> None:
         self._end_message()
         self._mecu = ecu
         self._put(p, nbytes)
         self._end_message()
 
-    def _put(self, p, nbytes):
+    def _put(self, p: int, nbytes: int) -> None:
         m = self.msg
         nb = self._nib
         n = self.msg_n
@@ -915,7 +924,7 @@ class ELM327:
             p += 2
         self.msg_n = n
 
-    def _end_message(self):
+    def _end_message(self) -> None:
         m0 = self._m0
         n = self.msg_n - m0
         if self._mexp >= 0:
@@ -945,7 +954,7 @@ class ELM327:
         self._mnext = -1
         self._mbad = False
 
-    def _take_pids(self, o, n):
+    def _take_pids(self, o: int, n: int) -> None:
         m = self.msg
         end = o + n
         if m[o] != 0x41:
@@ -989,13 +998,13 @@ class ELM327:
                 self.res_n = r + 1
             i += 1 + ln
 
-    def _result(self, p):
+    def _result(self, p: int) -> int:
         for j in range(self.res_n):
             if self.res_ch[j] == p:
                 return j
         return -1
 
-    def _take_dtcs(self, o, n):
+    def _take_dtcs(self, o: int, n: int) -> None:
         m = self.msg
         if m[o] != self._dtc_mode | 0x40:
             self.unsolicited += 1  # another mode's answer: not a code list
@@ -1032,7 +1041,7 @@ class ELM327:
                 self.overflow += 1
                 self._flaw()  # more codes than fit: a partial list is not the list
 
-    def _take_freeze(self, o, n):
+    def _take_freeze(self, o: int, n: int) -> None:
         m = self.msg
         p = self.req[0]
         if n < 3 or m[o] != 0x42 or m[o + 1] != p or m[o + 2] != 0:
@@ -1054,7 +1063,7 @@ class ELM327:
             self.res_ecu[r] = self._mecu
             self.res_n = r + 1
 
-    def _take_vin(self, o, n):
+    def _take_vin(self, o: int, n: int) -> None:
         m = self.msg
         if n < 3 or m[o] != 0x49 or m[o + 1] != 0x02:
             self.unsolicited += 1

@@ -30,19 +30,29 @@ for a protocol.record.RecordWriter.
 
 from array import array
 
-try:
-    from micropython import const
-except ImportError:  # CPython: the daemon's direct mode runs this scheduler unchanged
-    from obdsync.direct.mpcompat import asyncio, const, time
-else:
-    import asyncio
-    import time
-
+from protocol import MICROPYTHON
 from protocol.channels import CH_VOLTAGE
 
 from . import elm327
 from .elm327 import MAX_PIDS, NO_DATA, OK, PENDING
-from .plan import DRIVING, PARKED, STATES
+from .plan import DRIVING, PARKED, STATES, Plan
+
+if MICROPYTHON:
+    import asyncio
+    import time
+
+    from micropython import const
+else:  # CPython: the daemon's direct mode runs this scheduler unchanged
+    from obdsync.direct.mpcompat import asyncio, const, time
+
+# Annotations are for the type checks: MicroPython compiles them away and has no `typing`;
+# CPython (the daemon's direct mode) evaluates them, so names from the block below are quoted.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
+    # sink(t_ms, n, ch, off, ln, data): the driver's result arrays (see the module doc).
+    Sink = Callable[[int, int, bytearray, bytearray, bytearray, bytearray], object]
 
 GIVE_UP = const(6)
 ECU_ASLEEP_MS = const(3000)  # nothing answered this long: the ECU sleeps, no PID is charged a miss
@@ -55,7 +65,8 @@ _CAP = const(3600000)  # lateness cap: keeps scores small ints on the board
 
 
 class Scheduler:
-    def __init__(self, elm, plan, sink, clock=time.ticks_ms, on_reset=None):
+    def __init__(self, elm: elm327.ELM327, plan: Plan, sink: "Sink", clock: "Callable[[], int]" = time.ticks_ms,
+                 on_reset: "Callable[[int], object] | None" = None) -> None:
         self.elm = elm
         self.plan = plan
         self.sink = sink
@@ -88,15 +99,15 @@ class Scheduler:
         self._pv = -1  # plan version the due times were set for
         # One-off requests (DTCs, VIN, clear) run here, between two polls: the chip
         # serves one request at a time and this task owns it (see submit).
-        self.jobs = []
+        self.jobs: list[Callable[[], Awaitable[object]]] = []
 
-    def submit(self, job):
+    def submit(self, job: "Callable[[], Awaitable[object]]") -> None:
         """Run the coroutine function `job` between two polls, after those already waiting."""
         self.jobs.append(job)
 
     # ---- power state (set by the power manager) ---------------------------------------------
 
-    def set_power(self, state):
+    def set_power(self, state: int) -> None:
         if state == self.power:
             return
         if state == DRIVING:
@@ -107,17 +118,17 @@ class Scheduler:
         for j in range(self.plan.n):
             self._due[self.plan.chans[j]] = now
 
-    def revive(self):
+    def revive(self) -> None:
         """Give dropped PIDs another chance (a new trip, another ECU awake)."""
         for j in range(self.plan.n):
             self._miss[self.plan.chans[j]] = 0
 
-    def dropped(self, ch):
+    def dropped(self, ch: int) -> bool:
         return self._miss[ch] >= GIVE_UP
 
     # ---- STATUS -----------------------------------------------------------------------------
 
-    def rates_into(self, buf, off):
+    def rates_into(self, buf: bytearray | memoryview, off: int) -> int:
         """Write `channel u8, centihertz u16` per plan channel at buf[off:]; returns the count."""
         n = 0
         for j in range(self.plan.n):
@@ -134,7 +145,7 @@ class Scheduler:
 
     # ---- one cycle: begin() sends, the caller polls the driver, end() accounts ---------------
 
-    def begin(self, now):
+    def begin(self, now: int) -> int:
         """Send the next request: PENDING, or the ms to wait before trying again."""
         hold = time.ticks_diff(self._hold_until, now)
         if hold > 0:
@@ -160,7 +171,7 @@ class Scheduler:
             return IDLE_WAKE_MS
         return PENDING
 
-    def end(self, now, st):
+    def end(self, now: int, st: int) -> int:
         """Account for a finished request. Returns st (TIMEOUT / RESET / NOT_READY ask the
         caller to run elm.recover() / elm.init())."""
         self._roll(now)
@@ -220,7 +231,7 @@ class Scheduler:
 
     # ---- the task -----------------------------------------------------------------------------
 
-    async def run(self):
+    async def run(self) -> None:
         """Poll until stop(); re-initialises the adapter when it reset or was lost."""
         self.running = True
         elm = self.elm
@@ -260,26 +271,26 @@ class Scheduler:
                 if await elm.recover() != OK:
                     elm.ready = False
 
-    def stop(self):
+    def stop(self) -> None:
         self.running = False
 
     # ---- internals ------------------------------------------------------------------------------
 
-    def _answered(self, ch):
+    def _answered(self, ch: int) -> bool:
         elm = self.elm
         for j in range(elm.res_n):
             if elm.res_ch[j] == ch:
                 return True
         return False
 
-    def _mark_alone(self, ch, now):
+    def _mark_alone(self, ch: int, now: int) -> None:
         if not self._alone[ch]:
             if not self._alone_n:
                 self._alone_at = now  # batches are tried again BATCH_RETRY_MS from here
             self._alone[ch] = 1
             self._alone_n += 1
 
-    def _backoff(self, now):
+    def _backoff(self, now: int) -> None:
         self.bus_errors += 1
         s = self._streak
         if s < 6:
@@ -287,7 +298,7 @@ class Scheduler:
         h = 100 << s
         self._hold_until = time.ticks_add(now, h if h < MAX_HOLD_MS else MAX_HOLD_MS)
 
-    def _roll(self, now):
+    def _roll(self, now: int) -> None:
         el = time.ticks_diff(now, self._win0)
         if el < WINDOW_MS:
             return
@@ -298,13 +309,13 @@ class Scheduler:
             self._hits[ch] = 0
         self._win0 = now
 
-    def _atrv_due(self, now):
+    def _atrv_due(self, now: int) -> bool:
         if self.power >= STATES or not self.elm.has_volts:
             return False
         iv = self.plan.interval(CH_VOLTAGE, self.power)
         return iv != 0 and time.ticks_diff(now, self._due[CH_VOLTAGE]) >= 0
 
-    def _select(self, now):
+    def _select(self, now: int) -> int:
         """Fill _batch with the most overdue channels, return how many; _wait = ms until the
         next is due (no tuple: this runs every cycle)."""
         st = self.power

@@ -15,11 +15,17 @@ from protocol.channels import PID_RPM, PID_SPEED
 
 from . import elm327
 
+# Annotations are for the type check (firmware/mypy.ini): MicroPython compiles them away
+# and has no `typing`, so the names they use exist for the checker only.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
 _ASK = bytes((PID_SPEED, PID_RPM))  # speed first: it decides; RPM is for the record
 _TRIES = const(3)  # a clone without multi-PID requests, then one without the count digit
 
 
-def speed_in_answer(elm):
+def speed_in_answer(elm: elm327.ELM327) -> int:
     """The speed (km/h) in the driver's last mode 01 answer, or -1 when it holds none."""
     for i in range(elm.res_n):
         if elm.res_ch[i] == PID_SPEED and elm.res_len[i] == 1:
@@ -27,7 +33,7 @@ def speed_in_answer(elm):
     return -1
 
 
-async def speed_now(elm, multi=True):
+async def speed_now(elm: elm327.ELM327, multi: bool = True) -> int:
     """Ask the car for its speed now (with RPM when `multi` and the bus is CAN). Returns km/h,
     or -1 when the car did not say. The answer stays in elm.res_* for the caller to log.
     Runs where the chip is free (the scheduler's job queue)."""
@@ -48,7 +54,7 @@ async def speed_now(elm, multi=True):
     return -1
 
 
-async def clear_if_still(elm, seen=None, multi=True):
+async def clear_if_still(elm: elm327.ELM327, seen: Callable[[], object] | None = None, multi: bool = True) -> int | None:
     """Mode 04 if the car says it stands still now. Returns the driver's status of the clear,
     or None when refused (moving, or its speed unknown). `seen()`, if given, is called with the
     fresh answer in elm.res_* before the decision (the dongle logs it)."""
