@@ -14,6 +14,17 @@ from micropython import const
 from protocol import auth, control
 from protocol.errors import ProtocolError
 
+# Annotations are for the type check (firmware/mypy.ini): MicroPython compiles them away
+# and has no `typing`, so the names they use exist for the checker only.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from dongle._types import Clock
+    from protocol._types import Bytes
+
+    Reply = tuple[int, bytes]  # (status, payload)
+
 _LOCK_BASE_MS = const(1000)
 _LOCK_MAX_MS = const(300000)
 _FREE_FAILURES = const(3)  # typos happen: the first few failures cost nothing
@@ -23,45 +34,46 @@ class Actions:
     """What the commands do; the application implements these. Each returns a
     (status, payload) pair."""
 
-    def time_sync(self, wall_ms):
+    def time_sync(self, wall_ms: int) -> Reply:
         raise NotImplementedError
 
-    def ack(self, seq):
+    def ack(self, seq: int) -> Reply:
         raise NotImplementedError
 
-    def stream(self):
+    def stream(self) -> Reply:
         raise NotImplementedError
 
-    def set_plan(self, entries):
+    def set_plan(self, entries: list[tuple[int, int, int, int]]) -> Reply:
         raise NotImplementedError
 
-    async def read_dtc(self, mode):
+    async def read_dtc(self, mode: int) -> Reply:
         raise NotImplementedError
 
-    async def clear_dtc(self):
+    async def clear_dtc(self) -> Reply:
         raise NotImplementedError
 
-    async def read_vin(self):
+    async def read_vin(self) -> Reply:
         raise NotImplementedError
 
-    async def read_freeze(self):
+    async def read_freeze(self) -> Reply:
         raise NotImplementedError
 
-    def status(self):
+    def status(self) -> Reply:
         raise NotImplementedError
 
 
 class CommandHandler:
-    def __init__(self, secret, device_id, clock, actions, random_bytes):
+    def __init__(self, secret: bytes, device_id: Bytes, clock: Clock, actions: Actions,
+                 random_bytes: Callable[[int], bytes]) -> None:
         auth.check_secret(secret)
         self._secret = secret
         self._device_id = bytes(device_id)
         self._clock = clock
         self._actions = actions
         self._random = random_bytes
-        self.session = None
-        self._nonce_c = None
-        self._nonce_d = None
+        self.session: auth.Session | None = None
+        self._nonce_c: bytes | None = None
+        self._nonce_d: bytes | None = None
         self.auth_failures = 0  # since the last success; drives the lock-out
         self.total_failures = 0
         self._locked = False  # a lock-out runs until _locked_until (ticks: compared with ticks_diff)
@@ -69,23 +81,23 @@ class CommandHandler:
         self.rejected = 0  # commands refused: unauthenticated, bad MAC, replayed, malformed
 
     @property
-    def authenticated(self):
+    def authenticated(self) -> bool:
         return self.session is not None
 
-    def disconnected(self):
+    def disconnected(self) -> None:
         """The peer went away: its session and any half-done handshake end."""
         self.session = None
         self._nonce_c = None
         self._nonce_d = None
 
-    def _refuse(self, data, status):
+    def _refuse(self, data: Bytes, status: int) -> bytes | None:
         self.rejected += 1
         head = control.peek(data)
         if head is None:
             return None
         return control.encode(head[0], head[1], b"", None, status)
 
-    async def handle(self, data):
+    async def handle(self, data: Bytes) -> bytes | None:
         """One reassembled control message in; the reply bytes out (or None)."""
         head = control.peek(data)
         if head is None:
@@ -117,7 +129,7 @@ class CommandHandler:
             status, payload = control.BAD_REQUEST, b""
         return control.encode(msg.type, msg.req, payload, self.session, status)
 
-    def _hello(self, msg):
+    def _hello(self, msg: control.Message) -> bytes | None:
         try:
             nonce_c = control.parse_hello(msg.payload)
         except ProtocolError:
@@ -128,7 +140,7 @@ class CommandHandler:
         return control.encode(control.HELLO, msg.req, control.hello_reply(self._device_id, self._nonce_d),
                               None, control.OK)
 
-    def _auth(self, msg):
+    def _auth(self, msg: control.Message) -> bytes:
         now = self._clock.ms()
         if self._locked:
             if time.ticks_diff(self._locked_until, now) > 0:
@@ -140,10 +152,8 @@ class CommandHandler:
         # One guess per HELLO: the dongle's nonce is spent either way.
         self._nonce_c = None
         self._nonce_d = None
-        ok = False
-        if nonce_c is not None and len(msg.payload) == auth.PROOF_LEN:
-            ok = auth.equal(auth.proof_central(self._secret, nonce_c, nonce_d), msg.payload)
-        if not ok:
+        if (nonce_c is None or nonce_d is None or len(msg.payload) != auth.PROOF_LEN
+                or not auth.equal(auth.proof_central(self._secret, nonce_c, nonce_d), msg.payload)):
             self.auth_failures += 1
             self.total_failures += 1
             if self.auth_failures > _FREE_FAILURES:
@@ -156,7 +166,7 @@ class CommandHandler:
         return control.encode(control.AUTH, msg.req, auth.proof_dongle(self._secret, nonce_c, nonce_d),
                               None, control.OK)
 
-    async def _dispatch(self, msg):
+    async def _dispatch(self, msg: control.Message) -> Reply:
         a = self._actions
         t = msg.type
         p = msg.payload
@@ -193,6 +203,6 @@ class CommandHandler:
         return control.UNSUPPORTED, b""
 
 
-def msg_bytes(msg):
+def msg_bytes(msg: control.Message) -> bytes:
     # Only its type and request id matter to a refusal.
     return bytes((msg.type, msg.req))

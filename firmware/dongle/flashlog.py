@@ -73,6 +73,15 @@ from micropython import const
 from dongle.persist import Persist
 from protocol.record import MAX_RECORD, MIN_RECORD, Signer
 
+# Annotations are for the type check (firmware/mypy.ini): MicroPython compiles them away
+# and has no `typing`, so the names they use exist for the checker only.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from dongle._types import Clock, LogFile
+    from protocol._types import Bytes, WBytes
+
 _FRAME = const(6)  # len u16 | crc32 u32
 _CRC_RESIDUE = const(0x2144DF1C)  # crc32 of any data followed by its own crc32, little-endian
 _MAX_ENTRY = const(518)  # _FRAME + MAX_RECORD
@@ -88,7 +97,7 @@ _S_NAMED = const(4)  # one past the highest seq any GAP has named
 _S_N = const(5)
 
 
-def _seq(rec):
+def _seq(rec: Bytes) -> int:
     # peek_seq without struct.unpack_from's tuple: the append path must not allocate.
     return (rec[1] << 24) | (rec[2] << 16) | (rec[3] << 8) | rec[4]
 
@@ -105,8 +114,10 @@ class FlashLog:
     clock: an object with ms() -> int, monotonic ms since boot.
     """
 
-    def __init__(self, root, key, capacity_bytes, segment_bytes=16384, clock=None, flush_ms=1000,
-                 buffer_bytes=2048, state_ms=5000, random_bytes=None):
+    def __init__(self, root: str, key: bytes | Callable[[int], bytes], capacity_bytes: int,
+                 segment_bytes: int = 16384, clock: Clock | None = None, flush_ms: int = 1000,
+                 buffer_bytes: int = 2048, state_ms: int = 5000,
+                 random_bytes: Callable[[int], bytes] | None = None) -> None:
         if clock is None:
             raise ValueError("FlashLog needs a clock with ms()")
         if not 0 < flush_ms <= 1000:
@@ -144,7 +155,7 @@ class FlashLog:
         self._nseg = 0
         self._tgen = 0  # bumped when the table changes: readers revalidate their segment
         self._next_id = 0
-        self._f = None
+        self._f: LogFile | None = None
         self._pend = 0  # bytes in the RAM buffer
         self._pend_t = 0
         self._next = 0  # next seq to assign
@@ -155,7 +166,7 @@ class FlashLog:
         self._boot = 0
         self._dirty = False
         self._state_t = 0
-        self._cursors = []
+        self._cursors: list[Cursor] = []
         # After the long-lived buffers: what opening the epoch and deriving the key leave
         # behind is freed in one piece (64K of heap on the board: no holes between buffers).
         self.epoch = self._open_epoch(random_bytes)
@@ -167,46 +178,46 @@ class FlashLog:
     # -- status ------------------------------------------------------------------------
 
     @property
-    def boot(self):
+    def boot(self) -> int:
         """This boot's counter, as records carry it (u16)."""
         return self._boot & 0xFFFF
 
     @property
-    def next_seq(self):
+    def next_seq(self) -> int:
         return self._next
 
     @property
-    def first_unacked(self):
+    def first_unacked(self) -> int:
         return self._first
 
     @property
-    def flushed_seq(self):
+    def flushed_seq(self) -> int:
         """Next seq after the last record on flash: readers see records below it."""
         return self._dnext
 
     @property
-    def dropped(self):
+    def dropped(self) -> int:
         """Seqs lost so far (log full, or corruption found at boot), all named by GAPs."""
         return self._dropped
 
     @property
-    def capacity(self):
+    def capacity(self) -> int:
         return self._cap
 
     @property
-    def used(self):
+    def used(self) -> int:
         n = self._pend
         for i in range(self._nseg):
             n += self._sbytes[i]
         return n
 
     @property
-    def segments(self):
+    def segments(self) -> int:
         return self._nseg
 
     # -- writing -----------------------------------------------------------------------
 
-    def append(self, buf, n):
+    def append(self, buf: Bytes, n: int) -> int:
         """Store the record buf[:n]; its seq must be next_seq. Returns the seq.
         Refused records (ValueError) change nothing."""
         if n < MIN_RECORD or n > MAX_RECORD or n > len(buf):
@@ -222,7 +233,7 @@ class FlashLog:
             self._flush()
         return seq
 
-    def tick(self):
+    def tick(self) -> None:
         """Call at least every flush_ms: writes out buffered records that are due, and
         the state after acks (at most every state_ms)."""
         now = self._clock.ms()
@@ -231,14 +242,14 @@ class FlashLog:
         if self._dirty and time.ticks_diff(now, self._state_t) >= self._state_ms:
             self._save()
 
-    def flush(self):
+    def flush(self) -> None:
         """Write out everything buffered and the state (before sleep or shutdown)."""
         self._flush()
         v = self._state.values
         if self._dirty or v[_S_NEXT] != self._dnext:
             self._save()
 
-    def ack(self, seq):
+    def ack(self, seq: int) -> int:
         """The daemon stored every seq <= seq. Frees the segments wholly acked; returns
         how many. An ack below an earlier one is ignored; one beyond the flushed records
         (never sent) raises ValueError."""
@@ -256,7 +267,7 @@ class FlashLog:
             self._remove(k)
         return k
 
-    def close(self):
+    def close(self) -> None:
         self.flush()
         if self._f is not None:
             self._f.close()
@@ -266,7 +277,7 @@ class FlashLog:
 
     # -- reading -----------------------------------------------------------------------
 
-    def cursor(self, seq=None):
+    def cursor(self, seq: int | None = None) -> Cursor:
         """A reader from seq (default first_unacked), oldest first; see Cursor."""
         c = Cursor(self, self._first if seq is None else seq)
         self._cursors.append(c)
@@ -274,10 +285,10 @@ class FlashLog:
 
     # -- internals ---------------------------------------------------------------------
 
-    def _path(self, sid):
+    def _path(self, sid: int) -> str:
         return "%s/%08x%s" % (self._root, sid, _SUFFIX)
 
-    def _put(self, buf, n, seq):
+    def _put(self, buf: Bytes, n: int, seq: int) -> None:
         o = self._pend
         if o + _FRAME + n > len(self._ram):
             self._flush()
@@ -294,36 +305,37 @@ class FlashLog:
         self._next = seq + 1
         self._slast[self._nseg - 1] = seq
 
-    def _flush(self):
+    def _flush(self) -> None:
         p = self._pend
         if not p:
             return
-        if self._f is None:  # the last write failed: carry on in a fresh file
+        f = self._f
+        if f is None:  # the last write failed: carry on in a fresh file
             self._slast[self._nseg - 1] = self._dnext - 1
-            self._start_segment()
+            f = self._start_segment()
             p = self._pend
             if not p:
                 return
         i = self._nseg - 1
         try:
-            w = self._f.write(self._ram, 0, p)
+            w = f.write(self._ram, 0, p)
             if w != p:
                 raise OSError(28)  # ENOSPC: a short write
-            self._f.flush()
+            f.flush()
         except OSError:
-            self._abandon()
+            self._abandon(f)
             raise
         self._ssize[i] += p
         self._sbytes[i] += p
         self._pend = 0
         self._dnext = self._next
 
-    def _abandon(self):
+    def _abandon(self, f: LogFile) -> None:
         # The open file may hold part of the buffer: keep the buffer, count the file
         # as written up to its good entries, and let the next flush start a new one.
         i = self._nseg - 1
         try:
-            self._f.close()
+            f.close()
         except OSError:
             pass
         self._f = None
@@ -333,13 +345,15 @@ class FlashLog:
         except OSError:
             self._sbytes[i] = self._ssize[i] + self._pend
 
-    def _rotate(self):
-        self._flush()
-        self._f.close()
-        self._f = None
+    def _rotate(self) -> None:
+        self._flush()  # leaves a file open: a failed write raises
+        if self._f is not None:
+            self._f.close()
+            self._f = None
         self._start_segment()
 
-    def _start_segment(self):
+    def _start_segment(self) -> LogFile:
+        """Open the next segment file (self._f, also returned), dropping the oldest for room."""
         # Room for a full new segment first: drop the oldest files (acked or not).
         used = 0
         for i in range(self._nseg):
@@ -355,6 +369,7 @@ class FlashLog:
         gone = self._sid[:k]
         self._shift(k)
         sid = self._next_id
+        f: LogFile
         try:
             f = open(self._path(sid), "wb")
         except OSError:
@@ -363,7 +378,7 @@ class FlashLog:
             # naming them, and names them then.
             for s in gone:
                 self._unlink(s)
-            gone = ()
+            gone = []
             f = open(self._path(sid), "wb")
         self._next_id = sid + 1
         i = self._nseg
@@ -380,8 +395,9 @@ class FlashLog:
             self._save()
         for s in gone:
             self._unlink(s)
+        return f
 
-    def _lose(self, x, count):
+    def _lose(self, x: int, count: int) -> bool:
         """`count` more seqs up to x are gone: write and flush a GAP naming
         [first_unacked, x] unless one already named them. Returns whether one was written."""
         first = self._first
@@ -396,7 +412,7 @@ class FlashLog:
         self._flush()
         return True
 
-    def _shift(self, k):
+    def _shift(self, k: int) -> None:
         if not k:
             return
         n = self._nseg
@@ -406,13 +422,13 @@ class FlashLog:
         self._nseg = n - k
         self._tgen += 1
 
-    def _remove(self, k):
+    def _remove(self, k: int) -> None:
         gone = self._sid[:k]
         self._shift(k)
         for s in gone:
             self._unlink(s)
 
-    def _unlink(self, sid):
+    def _unlink(self, sid: int) -> None:
         for c in self._cursors:
             if c._sid == sid:
                 c._close()
@@ -421,7 +437,7 @@ class FlashLog:
         except OSError:
             pass
 
-    def _save(self):
+    def _save(self) -> None:
         v = self._state.values
         v[_S_BOOT] = self._boot
         v[_S_FIRST] = self._first
@@ -432,7 +448,7 @@ class FlashLog:
         self._dirty = False
         self._state_t = self._clock.ms()
 
-    def _read(self, f, avail):
+    def _read(self, f: LogFile, avail: int) -> int:
         """Read one entry from f into the scratch buffer; its length, or -1 if the next
         `avail` bytes do not start with an intact entry."""
         hdr = self._hdr
@@ -458,7 +474,7 @@ class FlashLog:
         sc[n:] = b""
         return n if ok else -1
 
-    def _scan(self, sid, prev):
+    def _scan(self, sid: int, prev: int) -> tuple[int, int, int, int, int]:
         """(first, last, good bytes, file size, boot of last) of a segment's intact
         prefix whose seqs rise above prev; first is -1 when none."""
         first = -1
@@ -487,7 +503,7 @@ class FlashLog:
                 good += _FRAME + n
         return first, last, good, size, boot
 
-    def _open_epoch(self, random_bytes):
+    def _open_epoch(self, random_bytes: Callable[[int], bytes] | None) -> int:
         root = self._root
         try:
             os.mkdir(root)
@@ -510,7 +526,7 @@ class FlashLog:
         p.save()  # before the first record: every record of this log carries its key
         return epoch
 
-    def _recover(self):
+    def _recover(self) -> None:
         ok = self._state.load()
         v = self._state.values
         ids = []
@@ -527,7 +543,7 @@ class FlashLog:
         holes = []  # (lo, hi): seqs that went missing from the log
         prev = -1
         last_boot = -1
-        firsts = []
+        firsts: list[int] = []
         last_clean = False
         for sid in ids:
             s_first, s_last, good, size, boot = self._scan(sid, prev)
@@ -608,17 +624,17 @@ class Cursor:
     daemon what went). close() when done.
     """
 
-    def __init__(self, log, seq):
+    def __init__(self, log: FlashLog, seq: int) -> None:
         self._log = log
         self.seq = seq  # the next seq wanted: records below it are skipped
         self._sid = -1
         self._i = -1
         self._tgen = -1
         self._off = 0
-        self._f = None
+        self._f: LogFile | None = None
         self._known = 0  # bytes of the file that existed when it was opened
 
-    def read_into(self, buf):
+    def read_into(self, buf: WBytes) -> int:
         log = self._log
         while True:
             i = self._index()
@@ -663,13 +679,13 @@ class Cursor:
             self.seq = seq + 1
             return n
 
-    def close(self):
+    def close(self) -> None:
         self._close()
         cs = self._log._cursors
         if self in cs:
             cs.remove(self)
 
-    def _index(self):
+    def _index(self) -> int:
         log = self._log
         if self._tgen != log._tgen:
             self._tgen = log._tgen
@@ -680,7 +696,7 @@ class Cursor:
                     break
         return self._i
 
-    def _move(self, i):
+    def _move(self, i: int) -> None:
         log = self._log
         self._close()
         self._sid = log._sid[i]
@@ -688,7 +704,7 @@ class Cursor:
         self._tgen = log._tgen
         self._off = 0
 
-    def _close(self):
+    def _close(self) -> None:
         if self._f is not None:
             self._f.close()
             self._f = None
