@@ -27,8 +27,21 @@ ESP32 without PSRAM) activation fails or, on older builds, crashes the board
 import gc
 import sys
 
+# Annotations are for the type check (firmware/mypy.ini): MicroPython compiles them away
+# and has no `typing`, so the names they use exist for the checker only.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
-def safe_boot(root):
+    import bluetooth
+
+    from dongle._types import Clock
+    from dongle.app import Dongle
+    from dongle.power import PowerConfig
+    from dongle.watchdog import Watchdog
+
+
+def safe_boot(root: str) -> str | None:
     """Why main must not run, or None."""
     import os
 
@@ -50,7 +63,7 @@ def safe_boot(root):
     return None
 
 
-def radio():
+def radio() -> bluetooth.BLE:
     import bluetooth
 
     ble = bluetooth.BLE()
@@ -58,7 +71,7 @@ def radio():
     return ble
 
 
-def _config(root):
+def _config(root: str) -> tuple[dict[str, Any], bytes, bytes]:
     import json
 
     with open(root + "/config.json") as f:
@@ -66,7 +79,7 @@ def _config(root):
     return cfg, bytes.fromhex(cfg["secret"]), bytes.fromhex(cfg["device_id"])
 
 
-def _power(cfg):
+def _power(cfg: dict[str, Any]) -> PowerConfig | None:
     # Optional "power": {"running_mv", "off_after_ms", "floor_mv", "floor_after_ms", "sleep_ms"}.
     from dongle.power import PowerConfig
 
@@ -74,7 +87,7 @@ def _power(cfg):
     return PowerConfig(**p) if p else None
 
 
-def board(ble):
+def board(ble: bluetooth.BLE) -> Dongle:
     import machine
 
     from dongle.app import Dongle
@@ -94,7 +107,7 @@ def board(ble):
                   watchdog=Watchdog(machine.WDT(timeout=cfg.get("wdt_ms", 30000))))
 
 
-def unix_root():
+def unix_root() -> str:
     import os
 
     root = os.getenv("OBDSYNC_FLASH")
@@ -103,7 +116,7 @@ def unix_root():
     return root
 
 
-def unix(ble, root):  # ble: hil/mpy's simulated radio
+def unix(ble: bluetooth.BLE, root: str) -> Dongle:  # ble: hil/mpy's simulated radio
     import os
 
     from dongle.app import Dongle
@@ -111,29 +124,34 @@ def unix(ble, root):  # ble: hil/mpy's simulated radio
     from dongle.clock import TicksClock
     from dongle.uart import open_pty
 
+    uart = os.getenv("OBDSYNC_UART")
+    if not uart:
+        raise SystemExit("OBDSYNC_UART is not set: the pty of the ELM327 the dongle talks to")
     cfg, secret, device_id = _config(root)
     gc.collect()  # the imports' garbage gone before the long-lived buffers are placed
-    watchdog = None
-    if os.getenv("OBDSYNC_SIM_WDT_MS"):
+    watchdog: Watchdog | None = None
+    wdt_ms = os.getenv("OBDSYNC_SIM_WDT_MS")
+    if wdt_ms:
         from simwdt import WDT
 
         from dongle.watchdog import Watchdog
 
-        watchdog = Watchdog(WDT(timeout=int(os.getenv("OBDSYNC_SIM_WDT_MS"))))
+        watchdog = Watchdog(WDT(timeout=int(wdt_ms)))
+    clock: Clock
     if os.getenv("OBDSYNC_SIM_CLOCK"):
         from simclock import SimClock
 
         clock = SimClock()
     else:
         clock = TicksClock()
-    return Dongle(ble, open_pty(os.getenv("OBDSYNC_UART")), clock, root, secret, device_id,
+    return Dongle(ble, open_pty(uart), clock, root, secret, device_id,
                   pairing=cfg.get("pairing", True), bonds=Bonds(root + "/bonds.json"),
                   log_capacity=cfg.get("log_capacity", 1 << 20), segment_bytes=cfg.get("segment_bytes", 16384),
                   power_config=_power(cfg), heap_report_ms=int(os.getenv("OBDSYNC_HEAP_REPORT_MS") or 0),
                   watchdog=watchdog)
 
 
-def main():
+def main() -> None:
     root = unix_root() if sys.platform == "linux" else ""
     why = safe_boot(root)
     if why:

@@ -12,9 +12,16 @@ from . import elm327
 from .commands import Actions
 from .plan import MAX_CHANNELS
 
+# Annotations are for the type check (firmware/mypy.ini): MicroPython compiles them away
+# and has no `typing`, so the names they use exist for the checker only.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from .app import Dongle
+    from .commands import Reply
+
 
 class DongleActions(Actions):
-    def __init__(self, dongle: "Dongle") -> None:  # noqa: F821 - dongle.app imports this module
+    def __init__(self, dongle: Dongle) -> None:
         self._d = dongle
         # STATUS: the fixed fields ending in the count of rates, then (channel u8, centihertz
         # u16) per plan channel, written in place by Scheduler.rates_into (the one way to
@@ -22,14 +29,14 @@ class DongleActions(Actions):
         self._head = len(control.pack_status((0,) * len(control.STATUS_FIELDS), ()))
         self._status = bytearray(self._head + 3 * MAX_CHANNELS)
 
-    def time_sync(self, wall_ms: int) -> tuple:
+    def time_sync(self, wall_ms: int) -> Reply:
         d = self._d
         d.seal()
         log = d.log
         d.append_small(d.signer.anchor(d.small, log.next_seq, log.boot, d.clock.ms(), wall_ms))
         return control.OK, b""
 
-    def ack(self, seq: int) -> tuple:
+    def ack(self, seq: int) -> Reply:
         log = self._d.log
         if seq >= log.first_unacked:
             if seq >= log.flushed_seq:  # flushed_seq is one past the last record ever sent
@@ -37,19 +44,19 @@ class DongleActions(Actions):
             log.ack(seq)
         return control.OK, control.pack_pair(log.used, log.capacity)
 
-    def stream(self) -> tuple:
+    def stream(self) -> Reply:
         log = self._d.start_stream()
         return control.OK, control.pack_stream(log.first_unacked, log.next_seq, log.epoch)
 
-    def set_plan(self, entries: list) -> tuple:
+    def set_plan(self, entries: list[tuple[int, int, int, int]]) -> Reply:
         d = self._d
         d.plan.apply_entries(entries, d.elm.pid_supported if d.elm.ecu else None)
         return control.OK, b""
 
-    async def read_dtc(self, mode: int) -> tuple:
+    async def read_dtc(self, mode: int) -> Reply:
         elm = self._d.elm
 
-        async def read() -> tuple:
+        async def read() -> tuple[int, list[bytes], bytes]:
             # Copied inside the job: the next job (the housekeeping's DTC read) reuses elm.dtc
             # before this task resumes.
             st = await elm.read_dtcs(mode)
@@ -61,14 +68,14 @@ class DongleActions(Actions):
         # The driver's reason (NO_DATA, MALFORMED, CAN_ERROR ...) in the payload: never "none".
         return control.ADAPTER_ERROR, elm327.NAMES[st].encode()
 
-    async def read_freeze(self) -> tuple:
+    async def read_freeze(self) -> Reply:
         elm = self._d.elm
         st, entries = await self._d.elm_job(elm.read_freeze_frame)  # copied inside the job
         if st == elm327.OK:
             return control.OK, control.pack_freeze(entries)
         return control.ADAPTER_ERROR, elm327.NAMES[st].encode()
 
-    async def clear_dtc(self) -> tuple:
+    async def clear_dtc(self) -> Reply:
         # Mode 04 resets emissions monitors: never while the car moves, whatever the daemon
         # says. Not judged from the plan's last readings (a SET_PLAN can switch those off):
         # the dongle asks the car for its speed right before it clears (standstill.py).
@@ -94,10 +101,10 @@ class DongleActions(Actions):
         d.dtc_due = True
         return control.OK, b""
 
-    async def read_vin(self) -> tuple:
+    async def read_vin(self) -> Reply:
         elm = self._d.elm
 
-        async def read() -> tuple:
+        async def read() -> tuple[int, bytes]:
             st = await elm.read_vin()
             return st, bytes(elm.vin[: elm.vin_n])  # before another job reuses elm.vin
 
@@ -106,7 +113,7 @@ class DongleActions(Actions):
             return control.ADAPTER_ERROR, b""
         return control.OK, vin
 
-    def status(self) -> tuple:
+    def status(self) -> Reply:
         d = self._d
         log = d.log
         # auth_failures: failed proofs, everything refused for want of authentication (AUTHs in a

@@ -34,6 +34,25 @@ from .plan import Plan
 from .power import BATTERY_LOW, ENGINE_OFF, ENGINE_ON, NONE, Power
 from .scheduler import Scheduler
 
+# Annotations are for the type check (firmware/mypy.ini): MicroPython compiles them away
+# and has no `typing`, so the names they use exist for the checker only.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+    from typing import TypeVar
+
+    import bluetooth
+
+    from dongle._types import Clock, ElmStream
+    from protocol._types import Bytes
+
+    from .bonds import Bonds
+    from .flashlog import Cursor
+    from .power import PowerConfig
+    from .watchdog import Watchdog
+
+    T = TypeVar("T")
+
 FIRMWARE_VERSION = "0.1.0"
 RECORD_MS = const(1000)  # a record is sealed at this age: bounds loss on a power cut
 HOUSEKEEPING_MS = const(100)
@@ -43,9 +62,12 @@ VOLTS_STALE_MS = const(120000)  # a supply reading at least this often, even if 
 
 
 class Dongle:
-    def __init__(self, ble, stream, clock, flash_root, secret, device_id, *, pairing=True, bonds=None,
-                 log_capacity=1 << 20, segment_bytes=16384, power_config=None, sleeper=None,
-                 random_bytes=None, name=None, out=print, heap_report_ms=0, watchdog=None):
+    def __init__(self, ble: bluetooth.BLE, stream: ElmStream, clock: Clock, flash_root: str, secret: bytes,
+                 device_id: Bytes, *, pairing: bool = True, bonds: Bonds | None = None,
+                 log_capacity: int = 1 << 20, segment_bytes: int = 16384, power_config: PowerConfig | None = None,
+                 sleeper: Callable[[int], object] | None = None, random_bytes: Callable[[int], bytes] | None = None,
+                 name: str | None = None, out: Callable[[str], object] = print, heap_report_ms: int = 0,
+                 watchdog: Watchdog | None = None) -> None:
         self.clock = clock
         self._out = out
         self.device_id = bytes(device_id)
@@ -75,7 +97,7 @@ class Dongle:
         # The commands act through an object of their own: nothing else of the dongle is reachable
         # from BLE.
         self.cmd = CommandHandler(secret, self.device_id, clock, DongleActions(self), random_bytes)
-        self._cursor = None
+        self._cursor: Cursor | None = None
         self._wake_sender = asyncio.ThreadSafeFlag()
         self._last_status = -1  # the last PID 0x01 data (MIL + count), to notice changes
         self.dtc_due = False
@@ -95,14 +117,14 @@ class Dongle:
 
     # -- info -------------------------------------------------------------------
 
-    def _info(self):
+    def _info(self) -> bytes:
         caps = (CAP_CAN if self.elm.is_can else 0) | (CAP_PAIRING if self._pairing else 0)
         vin = bytes(self.elm.vin[: self.elm.vin_n]) if self.elm.vin_n else b""
         return encode_info(self.device_id, FIRMWARE_VERSION, bytes(self.elm.supported), vin, caps, self.log.epoch)
 
     # -- records ----------------------------------------------------------------
 
-    def sink(self, t_ms, n, ch, off, ln, data):
+    def sink(self, t_ms: int, n: int, ch: bytearray, off: bytearray, ln: bytearray, data: bytearray) -> None:
         """Answers of one request (the scheduler's callback; allocation-free)."""
         w = self.writer
         nbytes = 0
@@ -140,7 +162,7 @@ class Dongle:
         # After the group: an event seals the record, which must not split a group.
         self._power_event(code)
 
-    def seal(self):
+    def seal(self) -> None:
         w = self.writer
         if w.empty():
             return
@@ -148,17 +170,17 @@ class Dongle:
         n = w.seal(log.next_seq, log.boot)
         log.append(w.out, n)
 
-    def append_small(self, n):
+    def append_small(self, n: int) -> None:
         self.log.append(self.small, n)
 
-    def _event(self, code):
+    def _event(self, code: int) -> None:
         self.seal()  # keep the order: samples before the event they led to
         log = self.log
         self.append_small(self.signer.event(self.small, log.next_seq, log.boot, self.clock.ms(), code,
                                               self.power.millivolts))
         self._out("event %s" % EVENT_NAMES.get(code, code))
 
-    def _power_event(self, code):
+    def _power_event(self, code: int) -> None:
         if code == NONE:
             return
         self._event(code)
@@ -176,14 +198,14 @@ class Dongle:
             if self._sleeper is not None:
                 self._sleeper(self.power.config.sleep_ms)  # on the board: does not return
 
-    def _on_reset(self, mv):
+    def _on_reset(self, mv: int) -> None:
         # The adapter came up: the first time at boot, later after a reset or loss.
         if self._adapter_up:
             self._event(EVENT_ADAPTER_RESET)
         self._adapter_up = True
         self.gatt.set_info(self._info())  # protocol and supported PIDs are known now
 
-    async def _read_codes(self):
+    async def _read_codes(self) -> None:
         elm = self.elm
         for mode in (0x03, 0x07, 0x0A):
             # Only a list read whole is logged: NO DATA (no ECU answered this mode) or an error
@@ -196,24 +218,24 @@ class Dongle:
                                  elm.dtc_ecu)
             self.append_small(n)
 
-    async def elm_job(self, fn):
+    async def elm_job(self, fn: Callable[[], Awaitable[T]]) -> T:
         """Run fn (an async function using the chip) in the scheduler's task."""
         done = asyncio.Event()
-        box = [None]
+        box: list[T] = []
 
-        async def job():
+        async def job() -> None:
             try:
-                box[0] = await fn()
+                box.append(await fn())
             finally:
                 done.set()
 
         self.sched.submit(job)
         await done.wait()
-        return box[0]
+        return box[0]  # job() raised otherwise, and its error went to the scheduler
 
     # -- tasks ------------------------------------------------------------------
 
-    async def housekeeping(self):
+    async def housekeeping(self) -> None:
         """The periodic duties, one named method each, every HOUSEKEEPING_MS."""
         while self.running:
             await asyncio.sleep_ms(HOUSEKEEPING_MS)
@@ -229,34 +251,34 @@ class Dongle:
             self._queue_reads()
             self._report_heap(now)
 
-    def _feed_watchdog(self):
+    def _feed_watchdog(self) -> None:
         if self._watchdog is not None:
             self._watchdog.check(self.sched.beat)
 
-    def _seal_if_due(self, now):
+    def _seal_if_due(self, now: int) -> None:
         """A record is sealed at RECORD_MS of age: the loss bound on a power cut."""
         w = self.writer
         if not w.empty() and time.ticks_diff(now, w.t0) >= RECORD_MS:
             self.seal()
 
-    def _tick_log(self):
+    def _tick_log(self) -> None:
         self.log.tick()
         if self.log.flushed_seq >= self.log.first_unacked:
             self._wake_sender.set()
 
-    def _wake_from_sim_sleep(self, now):
+    def _wake_from_sim_sleep(self, now: int) -> None:
         if self.power.state == POWER_SLEEPING and time.ticks_diff(now, self._slept_at) >= self.power.config.sleep_ms:
             # The timer wake (where deep sleep returns instead of rebooting).
             self.power.woke()
             self.sched.set_power(self.power.state)
             self._out("woke")
 
-    def _judge_engine_silence(self, now):
+    def _judge_engine_silence(self, now: int) -> None:
         if self.power.polling and (not self.elm.ecu or time.ticks_diff(now, self._ecu_at) > ENGINE_OFF_SILENT_MS):
             # A stopped engine answers NO DATA, not RPM 0: silence counts as RPM 0.
             self.power.no_answer()
 
-    def _keep_volts_fresh(self, now):
+    def _keep_volts_fresh(self, now: int) -> None:
         if (self.power.state != POWER_SLEEPING and not self._volts_job and self.elm.ready
                 and self.elm.has_volts and time.ticks_diff(now, self._mv_at) > self._volts_stale_ms()):
             # The power rules need a fresh supply reading whatever the plan says (a
@@ -264,7 +286,7 @@ class Dongle:
             self._volts_job = True
             self.sched.submit(self._read_volts)
 
-    def _queue_reads(self):
+    def _queue_reads(self) -> None:
         """DTCs when the status PID says they changed (or at a trip start), the VIN once."""
         if self.dtc_due and self.elm.ecu:
             self.dtc_due = False
@@ -273,17 +295,17 @@ class Dongle:
             self._vin_asked = True
             self.sched.submit(self._read_vin_once)
 
-    def _report_heap(self, now):
+    def _report_heap(self, now: int) -> None:
         if self._heap_ms and time.ticks_diff(now, self._heap_at) >= self._heap_ms:
             self._heap_at = now
             gc.collect()  # what stays allocated, not garbage waiting for a collection
             self._out("heap %d %d" % (gc.mem_alloc(), gc.mem_free()))
 
-    def _volts_stale_ms(self):
+    def _volts_stale_ms(self) -> int:
         iv = self.plan.interval(CH_VOLTAGE, self.power.state) * 100
         return 2 * iv if iv else VOLTS_STALE_MS
 
-    async def _read_volts(self):
+    async def _read_volts(self) -> None:
         try:
             if self.power.state == POWER_SLEEPING:
                 return  # queued before the dongle went to sleep: asleep, nothing is read
@@ -295,11 +317,11 @@ class Dongle:
         finally:
             self._volts_job = False
 
-    async def _read_vin_once(self):
+    async def _read_vin_once(self) -> None:
         if await self.elm.read_vin() == elm327.OK:
             self.gatt.set_info(self._info())
 
-    def _peer_changed(self):
+    def _peer_changed(self) -> bool:
         """Whether the central changed since the session was made; if so the session and
         the stream end here, before anything else is done for the new one."""
         g = self.gatt
@@ -310,7 +332,7 @@ class Dongle:
         self._stop_stream()
         return True
 
-    async def control(self):
+    async def control(self) -> None:
         g = self.gatt
         while self.running:
             await g.rx_ready.wait()
@@ -328,7 +350,7 @@ class Dongle:
                 if reply is not None and g.generation == gen:
                     await g.reply(reply)
 
-    async def connection(self):
+    async def connection(self) -> None:
         g = self.gatt
         seen_c = 0
         seen_d = 0
@@ -345,12 +367,12 @@ class Dongle:
                     seen_d += 1
                     self._out("disconnected")
 
-    def _stop_stream(self):
+    def _stop_stream(self) -> None:
         if self._cursor is not None:
             self._cursor.close()
             self._cursor = None
 
-    def start_stream(self):
+    def start_stream(self) -> FlashLog:
         """Replay from the first unacked record, then follow the log live (STREAM); the log."""
         self._stop_stream()
         log = self.log
@@ -358,7 +380,7 @@ class Dongle:
         self._wake_sender.set()
         return log
 
-    async def sender(self):
+    async def sender(self) -> None:
         g = self.gatt
         buf = self._txbuf
         while self.running:
@@ -374,7 +396,7 @@ class Dongle:
             if not await g.send_record(buf, n):
                 self._stop_stream()
 
-    async def run(self):
+    async def run(self) -> None:
         tasks = [asyncio.create_task(self.sched.run()), asyncio.create_task(self.housekeeping()),
                  asyncio.create_task(self.control()), asyncio.create_task(self.connection()),
                  asyncio.create_task(self.sender())]
@@ -387,10 +409,10 @@ class Dongle:
                 t.cancel()
             self.shutdown()
 
-    def stop(self):
+    def stop(self) -> None:
         self.running = False
 
-    def shutdown(self):
+    def shutdown(self) -> None:
         """Seal the record being built and flush the log (idempotent)."""
         if self._closed:
             return

@@ -114,7 +114,7 @@ class Plan:
         return True
 
     def apply(self, payload: bytes | bytearray | memoryview,
-              supported: "Callable[[int], bool] | None" = None) -> int:
+              supported: "Callable[[int], int] | None" = None) -> int:
         """SET_PLAN: `n u8`, n x (`channel u8, driving u16, idle u16, parked u16`), big-endian.
 
         Rows update the plan; channels not named keep their rows (0, 0, 0 turns one off).
@@ -137,7 +137,7 @@ class Plan:
         return applied
 
     def apply_entries(self, entries: "Iterable[tuple[int, int, int, int]]",
-                      supported: "Callable[[int], bool] | None" = None) -> int:
+                      supported: "Callable[[int], int] | None" = None) -> int:
         """The same, for rows already parsed (protocol.control.parse_plan's (ch, d, i, p))."""
         applied = 0
         for ch, d, i, p in entries:

@@ -23,7 +23,7 @@ class ClockSpecError(ValueError):
 
 
 class SimClock:
-    def __init__(self, spec=None, now_us=None):
+    def __init__(self, spec: str | None = None, now_us: int | None = None) -> None:
         if spec is None:
             import os
 
@@ -35,8 +35,8 @@ class SimClock:
             raise ClockSpecError(ENV + ": expected v1;EPOCH_US;SIM_MS@SPEEDUP_MILLI,... got " + spec)
         try:
             self._epoch = int(parts[1])
-            sims = []
-            millis = []
+            sims: list[int] = []
+            millis: list[int] = []
             for item in parts[2].split(","):
                 a, b = item.split("@")
                 sims.append(int(a))
@@ -63,11 +63,11 @@ class SimClock:
         else:
             self._boot = self.sim_ms_at_us(now_us)
 
-    def _reanchor(self):
+    def _reanchor(self) -> None:
         self._anchor_e = time.time_ns() // 1000 - self._epoch
         self._anchor_t = time.ticks_us()
 
-    def _elapsed_us(self):
+    def _elapsed_us(self) -> int:
         # real microseconds since the epoch
         d = time.ticks_diff(time.ticks_us(), self._anchor_t)
         if d < 0 or d > _REANCHOR_US:
@@ -75,11 +75,11 @@ class SimClock:
             d = time.ticks_diff(time.ticks_us(), self._anchor_t)
         return self._anchor_e + d
 
-    def sim_ms_at_us(self, real_us):
+    def sim_ms_at_us(self, real_us: int) -> int:
         # sim ms at a real Unix time in integer microseconds (the algorithm of hil/simclock.py)
         return self._sim_ms(real_us - self._epoch)
 
-    def _sim_ms(self, e):
+    def _sim_ms(self, e: int) -> int:
         if e < 0:
             return e // 1000  # before the epoch time runs at speedup 1
         i = 0
@@ -97,10 +97,10 @@ class SimClock:
         x = a * m0 + b * m1
         return self._start_sim[i] + a * m1 + x // 1000 + ((x % 1000) * 1000 + b * m0) // 1000000
 
-    def ms(self):
+    def ms(self) -> int:
         return (self._sim_ms(self._elapsed_us()) - self._boot) & _TICKS_MASK
 
-    def speedup_milli(self):
+    def speedup_milli(self) -> int:
         # sim ms per real second: lets the firmware turn a sim interval into a real sleep
         e = self._elapsed_us()
         if e < 0:

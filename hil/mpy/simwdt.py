@@ -12,17 +12,17 @@ import time
 
 
 class WDT:
-    def __init__(self, id=0, timeout=5000):
+    def __init__(self, id: int = 0, timeout: int = 5000) -> None:
         if timeout < 1:
             raise ValueError("timeout must be >= 1 ms")
         self._timeout = timeout
         self._fed = time.ticks_ms()
         _thread.start_new_thread(self._watch, ())
 
-    def feed(self):
+    def feed(self) -> None:
         self._fed = time.ticks_ms()
 
-    def _watch(self):
+    def _watch(self) -> None:
         while True:
             time.sleep_ms(20)
             if time.ticks_diff(time.ticks_ms(), self._fed) > self._timeout:
