@@ -38,7 +38,6 @@ if TYPE_CHECKING:
     from dongle._types import Clock
     from dongle.app import Dongle
     from dongle.power import PowerConfig
-    from dongle.watchdog import Watchdog
 
 
 def safe_boot(root: str) -> str | None:
@@ -129,7 +128,7 @@ def unix(ble: bluetooth.BLE, root: str) -> Dongle:  # ble: hil/mpy's simulated r
         raise SystemExit("OBDSYNC_UART is not set: the pty of the ELM327 the dongle talks to")
     cfg, secret, device_id = _config(root)
     gc.collect()  # the imports' garbage gone before the long-lived buffers are placed
-    watchdog: Watchdog | None = None
+    watchdog = None
     wdt_ms = os.getenv("OBDSYNC_SIM_WDT_MS")
     if wdt_ms:
         from simwdt import WDT

@@ -219,19 +219,27 @@ class Dongle:
             self.append_small(n)
 
     async def elm_job(self, fn: Callable[[], Awaitable[T]]) -> T:
-        """Run fn (an async function using the chip) in the scheduler's task."""
+        """Run fn (an async function using the chip) in the scheduler's task; return its result,
+        or raise here what it raised. The scheduler's task never sees a job's error: it would
+        end the poll loop, and the command would get None for a result (clear_dtc took that
+        for "refused: the car moves")."""
         done = asyncio.Event()
         box: list[T] = []
+        err: list[Exception] = []
 
         async def job() -> None:
             try:
                 box.append(await fn())
+            except Exception as e:  # noqa: BLE001 - handed to the caller below
+                err.append(e)
             finally:
                 done.set()
 
         self.sched.submit(job)
         await done.wait()
-        return box[0]  # job() raised otherwise, and its error went to the scheduler
+        if err:
+            raise err[0]
+        return box[0]
 
     # -- tasks ------------------------------------------------------------------
 

@@ -277,7 +277,7 @@ class FlashLog:
 
     # -- reading -----------------------------------------------------------------------
 
-    def cursor(self, seq: int | None = None) -> Cursor:
+    def cursor(self, seq: int | None = None) -> "Cursor":
         """A reader from seq (default first_unacked), oldest first; see Cursor."""
         c = Cursor(self, self._first if seq is None else seq)
         self._cursors.append(c)
