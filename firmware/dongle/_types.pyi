@@ -2,7 +2,7 @@
 # behind it, imported under `if TYPE_CHECKING:` (MicroPython has no `typing` and compiles
 # annotations away; the manifest and hil.build_firmware take *.py only). On the board
 # these are machine.WDT, machine.UART...; on the unix port hil/mpy's stand-ins.
-from typing import Protocol
+from typing import Protocol, overload
 
 class Clock(Protocol):
     """The dongle's clock: ms since boot as a small int, wrapping like ticks
@@ -30,10 +30,15 @@ class ElmStream(Protocol):
 
 class LogFile(Protocol):
     """A file from open(path, "rb"/"wb") as dongle.flashlog uses it. The stubs type
-    open() as Any, so this says which methods, with MicroPython's stream forms:
-    write(buf, off, n) writes buf[off:off + n] without a slice object (py/stream.c,
-    mp_stream_write_method takes up to three arguments)."""
-    def write(self, buf: bytes | bytearray | memoryview, off: int = ..., n: int = ..., /) -> int: ...
+    open() as Any, so this says which methods, with MicroPython's stream forms
+    (py/stream.c, stream_readinto_write_generic): write(buf, max_len), and
+    write(buf, off, max_len), which writes buf[off:off + max_len] without a slice object."""
+    @overload
+    def write(self, buf: bytes | bytearray | memoryview, /) -> int: ...
+    @overload
+    def write(self, buf: bytes | bytearray | memoryview, max_len: int, /) -> int: ...
+    @overload
+    def write(self, buf: bytes | bytearray | memoryview, off: int, max_len: int, /) -> int: ...
     def readinto(self, buf: bytearray | memoryview, /) -> int | None: ...
     def seek(self, offset: int, whence: int = ..., /) -> int: ...
     def flush(self) -> None: ...

@@ -5,10 +5,15 @@ CPython) load this very file. A message is `[length u16 LE][type u8][payload]`.
 MicroPython-compatible on purpose (it runs in the shim); public `const()`s, so both sides read
 the same names."""
 
-try:
+import sys
+
+# Which interpreter, as protocol.MICROPYTHON (this file imports nothing of the project: CPython
+# loads it by path); the type checks take one side by this name (hil/mpy/mypy.ini).
+MICROPYTHON = sys.implementation.name == "micropython"
+if MICROPYTHON:
     from micropython import const
-except ImportError:  # CPython
-    def const(x):
+else:  # CPython
+    def const(x: int) -> int:
         return x
 
 SCAN = const(0x01)  # () -> ADV

@@ -57,6 +57,17 @@ import blewire  # the wire to hil/blesim, defined once for both interpreters (hi
 import micropython
 from micropython import const
 
+# Annotations are for the type check (hil/mpy/mypy.ini): MicroPython compiles them away and
+# has no `typing`, so the names they use exist for the checker only.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator, Sequence
+    from typing import Any
+
+    from protocol._types import Bytes
+
+    IrqHandler = Callable[[int, tuple[Any, ...]], Any]
+
 FLAG_READ = const(0x0002)
 FLAG_WRITE_NO_RESPONSE = const(0x0004)
 FLAG_WRITE = const(0x0008)
@@ -121,19 +132,19 @@ _FIRST_USER_HANDLE = const(10)  # NimBLE's GAP (1-5) and GATT (6-9) services com
 _KIND_CCCD = const(4)  # local: the shim's own attribute kind, never on the wire
 
 
-def _env_int(name, default):
+def _env_int(name: str, default: int) -> int:
     v = os.getenv(name)
     return int(v) if v else default
 
 
-def _parse_mac(text):
+def _parse_mac(text: str) -> bytes:
     parts = text.split(":")
     if len(parts) != 6:
         raise ValueError("OBDSYNC_SIM_MAC must look like AA:BB:CC:DD:EE:FF, not " + text)
     return bytes(int(p, 16) for p in parts)
 
 
-def _sockaddr(path):
+def _sockaddr(path: str) -> bytes:
     """struct sockaddr_un for the unix port's socket, which takes raw sockaddrs."""
     raw = path.encode()
     if len(raw) > 107:
@@ -147,7 +158,7 @@ def _sockaddr(path):
 class UUID:
     """A Bluetooth UUID: an int (16-bit), 2/4/16 bytes (little-endian) or a 128-bit string."""
 
-    def __init__(self, value):
+    def __init__(self, value: int | str | Bytes | UUID) -> None:
         if isinstance(value, int):
             if not 0 <= value <= 0xFFFF:
                 raise ValueError("invalid UUID")
@@ -167,20 +178,20 @@ class UUID:
         else:
             raise ValueError("invalid UUID")
 
-    def __eq__(self, other):
+    def __eq__(self, other: object) -> bool:
         return isinstance(other, UUID) and self._data == other._data
 
-    def __hash__(self):
+    def __hash__(self) -> int:
         return hash(self._data)
 
-    def __len__(self):
+    def __len__(self) -> int:
         return len(self._data)
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[int]:
         # bytes(uuid) works on the board (buffer protocol); here through iteration.
         return iter(self._data)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         h = bytes(reversed(self._data)).hex()
         if len(h) <= 8:
             return "UUID(0x" + h + ")"
@@ -190,21 +201,19 @@ class UUID:
 class _Attr:
     """One attribute the central can address: a characteristic value, a descriptor or a CCCD."""
 
-    def __init__(self, kind, handle, flags, value_handle):
+    def __init__(self, kind: int, handle: int, flags: int, value_handle: int) -> None:
         self.kind = kind
         self.handle = handle
         self.flags = flags
         self.value_handle = value_handle  # for a CCCD: the characteristic it configures
-        if kind == _KIND_CCCD:
-            self.buf = None
-        else:
-            self.buf = bytearray(_DEFAULT_ATTR_LEN)
+        # A CCCD's state is per connection (_Conn.cccd): it holds no value of its own.
+        self.buf = bytearray(0 if kind == _KIND_CCCD else _DEFAULT_ATTR_LEN)
         self.len = 0
         self.append = False
 
 
 class _Conn:
-    def __init__(self, sock):
+    def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
         self.handle = 0
         self.addr_type = 0
@@ -217,15 +226,15 @@ class _Conn:
         self.authenticated = False
         self.bonded = False
         self.key_size = 0
-        self.cccd = {}
-        self.pairing = None  # (action, central's passkey, bond, authenticated) while one waits on gap_passkey
+        self.cccd: dict[int, int] = {}
+        self.pairing: tuple[int, int, bool] | None = None  # (action, central's passkey, bond, authenticated) while one waits on gap_passkey
         self.hdr = bytearray(3)
         self.rx = bytearray(_RX_MAX)
         self.rx_len = 0
         self.rx_type = 0
         self.tx_hdr = bytearray(5)
         self.tx_busy = False  # a frame is being written (see BLE._tx)
-        self.tx_later = []  # frames sent by an IRQ while tx_busy, written once the frame ends
+        self.tx_later: list[bytearray] = []  # frames sent by an IRQ while tx_busy, written once the frame ends
         self.tx_dead = False  # a write failed, maybe mid-frame: nothing more goes on this stream
         self.done = _thread.allocate_lock()
         self.done.acquire()
@@ -234,26 +243,26 @@ class _Conn:
         self.alive = True  # False once the main thread dropped it (disconnect seen)
 
 
-def _u16(b, i):
+def _u16(b: Bytes, i: int) -> int:
     return b[i] | (b[i + 1] << 8)
 
 
 class BLE:
-    _instance = None
+    _instance: BLE | None = None
 
-    def __new__(cls, *args):
+    def __new__(cls, *args: object) -> BLE:
         # A singleton, as on the board: BLE() returns the same object every time.
         if BLE._instance is None:
             BLE._instance = object.__new__(cls)
             BLE._instance._init()
         return BLE._instance
 
-    def __init__(self, *args):
+    def __init__(self, *args: object) -> None:
         pass
 
-    def _init(self):
+    def _init(self) -> None:
         self._active = False
-        self._handler = None
+        self._handler: IrqHandler | None = None
         self._addr_buf = bytearray(6)
         self._addr_mv = memoryview(self._addr_buf)
         self._gap_name = b"MPY NIMBLE"
@@ -263,30 +272,30 @@ class BLE:
         self._mitm = False
         self._le_secure = False
         self._io = _IO_NO_INPUT_OUTPUT
-        self._attrs = {}
+        self._attrs: dict[int, _Attr] = {}
         self._services = b""
-        self._conns = {}
+        self._conns: dict[int, _Conn] = {}
         self._next_conn = 1
         self._adv_gen = 0
         self._advertising = False
         self._adv_data = b""
         self._resp_data = b""
-        self._adv_reply = b""
+        self._adv_reply: bytes | bytearray = b""
         self._connectable = True
-        self._listener = None
-        self._air = None
-        self._path = None
-        self._mac = None
+        self._listener: socket.socket | None = None
+        self._air: str | None = None
+        self._path: str | None = None
+        self._mac: bytes | None = None
         self._mac_type = 0
         self._tx_buffers = _env_int("OBDSYNC_SIM_TX_BUFFERS", 12)
         self._pkts_per_event = _env_int("OBDSYNC_SIM_PKTS_PER_EVENT", 4)
         self._rssi = _env_int("OBDSYNC_SIM_RSSI", -60)
-        self._pump = None
+        self._pump: object = None
         self._dispatch_cb = self._dispatch  # bound once: scheduling it allocates nothing
 
     # -- general -------------------------------------------------------------------------------
 
-    def active(self, *args):
+    def active(self, *args: bool) -> bool:
         if args:
             if args[0]:
                 if not self._active:
@@ -295,7 +304,7 @@ class BLE:
                 self._stop()
         return self._active
 
-    def _start(self):
+    def _start(self) -> None:
         if not _radio_fits():
             raise OSError(_EIO)
         air = os.getenv("OBDSYNC_SIM_AIR")
@@ -322,7 +331,7 @@ class BLE:
         self._active = True
         self._start_pump()
 
-    def _start_pump(self):
+    def _start_pump(self) -> None:
         # micropython.schedule from another thread does not interrupt a poll() on file descriptors
         # (measured: a callback scheduled while asyncio waits on a socket runs only when that wait
         # ends). A task waiting on a ThreadSafeFlag keeps asyncio's poll in its polling mode, which
@@ -336,24 +345,30 @@ class BLE:
             return
         flag = asyncio.ThreadSafeFlag()
 
-        async def pump():
+        async def pump() -> None:
             while True:
                 await flag.wait()
 
         self._pump = asyncio.create_task(pump())
 
-    def _stop(self):
+    def _stop(self) -> None:
         self._adv_stop()
         for conn in list(self._conns.values()):
             self._send_msg(conn, blewire.DISCONNECT, b"\x13")
         self._conns = {}
         self._active = False
 
-    def _check_active(self):
+    def _check_active(self) -> None:
         if not self._active:
             raise OSError(_ENODEV)
 
-    def config(self, *args, **kwargs):
+    def _sock_path(self) -> str:
+        """Where this radio listens on the air (set by active(True))."""
+        if self._path is None:
+            raise OSError(_ENODEV)
+        return self._path
+
+    def config(self, *args: str, **kwargs: Any) -> Any:
         if args and kwargs:
             raise TypeError("can't specify pos and kw args")
         if args:
@@ -397,12 +412,12 @@ class BLE:
                 raise ValueError("unknown config param")
         return None
 
-    def irq(self, handler):
+    def irq(self, handler: IrqHandler | None) -> None:
         if handler is not None and not callable(handler):
             raise ValueError("invalid handler")
         self._handler = handler
 
-    def _irq(self, event, data, with_addr=None):
+    def _irq(self, event: int, data: tuple[Any, ...], with_addr: Bytes | None = None) -> Any:
         handler = self._handler
         if handler is None:
             return None
@@ -422,7 +437,8 @@ class BLE:
 
     # -- GAP -----------------------------------------------------------------------------------
 
-    def gap_advertise(self, interval_us, adv_data=None, *, resp_data=None, connectable=True):
+    def gap_advertise(self, interval_us: int | None, adv_data: Bytes | None = None, *, resp_data: Bytes | None = None,
+                      connectable: bool = True) -> None:
         self._check_active()
         self._adv_stop()
         if interval_us is None:
@@ -445,18 +461,18 @@ class BLE:
         self._adv_reply = self._frame(blewire.ADV, payload)
         self._connectable = connectable
         try:
-            os.unlink(self._path)  # left by an earlier process with this address, killed
+            os.unlink(self._sock_path())  # left by an earlier process with this address, killed
         except OSError:
             pass
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        listener.bind(_sockaddr(self._path))
+        listener.bind(_sockaddr(self._sock_path()))
         listener.listen(8)
         self._adv_gen += 1
         self._advertising = True
         self._listener = listener
         _thread.start_new_thread(self._accept_loop, (listener, self._adv_gen))
 
-    def _adv_stop(self):
+    def _adv_stop(self) -> None:
         if not self._advertising:
             return
         self._advertising = False
@@ -467,17 +483,17 @@ class BLE:
         try:
             wake = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             try:
-                wake.connect(_sockaddr(self._path))
+                wake.connect(_sockaddr(self._sock_path()))
             finally:
                 wake.close()
         except OSError:
             pass
         try:
-            os.unlink(self._path)
+            os.unlink(self._sock_path())
         except OSError:
             pass
 
-    def gap_disconnect(self, conn_handle):
+    def gap_disconnect(self, conn_handle: int) -> bool:
         self._check_active()
         conn = self._conns.get(conn_handle)
         if conn is None:
@@ -486,12 +502,12 @@ class BLE:
         self._send_msg(conn, blewire.DISCONNECT, b"\x13")
         return True
 
-    def gap_pair(self, conn_handle):
+    def gap_pair(self, conn_handle: int) -> None:
         self._check_active()
         conn = self._conn(conn_handle)
         self._send_msg(conn, blewire.SECURITY_REQ, b"")
 
-    def gap_passkey(self, conn_handle, action, passkey):
+    def gap_passkey(self, conn_handle: int, action: int, passkey: int) -> None:
         self._check_active()
         conn = self._conn(conn_handle)
         pending = conn.pairing
@@ -510,13 +526,13 @@ class BLE:
 
     # -- GATT server -----------------------------------------------------------------------------
 
-    def gatts_register_services(self, services_definition):
+    def gatts_register_services(self, services_definition: Sequence[Any]) -> tuple[tuple[int, ...], ...]:
         self._check_active()
         if self._advertising or self._conns:
             raise OSError(_EBUSY)  # NimBLE's service table is immutable while in use
-        attrs = {}
+        attrs: dict[int, _Attr] = {}
         table = bytearray()
-        result = []
+        result: list[tuple[int, ...]] = []
         h = _FIRST_USER_HANDLE
         for service in services_definition:
             s_uuid, chars = service[0], service[1]
@@ -525,7 +541,7 @@ class BLE:
             s_handle = h
             h += 1
             entries = bytearray()
-            handles = []
+            handles: list[int] = []
             for ch in chars:
                 c_uuid, flags = ch[0], ch[1]
                 if not isinstance(c_uuid, UUID):
@@ -557,7 +573,7 @@ class BLE:
         return tuple(result)
 
     @staticmethod
-    def _entry(kind, handle, extra, uuid):
+    def _entry(kind: int, handle: int, extra: int, uuid: UUID) -> bytearray:
         d = uuid._data
         e = bytearray(6 + len(d))
         e[0] = kind
@@ -569,13 +585,13 @@ class BLE:
         e[6:] = d
         return e
 
-    def _attr(self, value_handle):
+    def _attr(self, value_handle: int) -> _Attr:
         a = self._attrs.get(value_handle)
-        if a is None or a.buf is None:
+        if a is None or a.kind == _KIND_CCCD:
             raise OSError(_EINVAL)
         return a
 
-    def gatts_read(self, value_handle):
+    def gatts_read(self, value_handle: int) -> bytes:
         self._check_active()
         a = self._attr(value_handle)
         data = bytes(a.buf[:a.len])
@@ -583,7 +599,7 @@ class BLE:
             a.len = 0
         return data
 
-    def gatts_write(self, value_handle, data, send_update=False):
+    def gatts_write(self, value_handle: int, data: Bytes, send_update: bool = False) -> None:
         self._check_active()
         a = self._attr(value_handle)
         n = len(data)
@@ -603,21 +619,21 @@ class BLE:
                 except OSError:
                     pass
 
-    def gatts_set_buffer(self, value_handle, len, append=False):
+    def gatts_set_buffer(self, value_handle: int, len: int, append: bool = False) -> None:
         self._check_active()
         a = self._attr(value_handle)
         a.buf = bytearray(len)
         a.len = 0
         a.append = bool(append)
 
-    def gatts_notify(self, conn_handle, value_handle, data=None):
+    def gatts_notify(self, conn_handle: int, value_handle: int, data: Bytes | None = None) -> None:
         # Hot path: no allocation (the firmware's heap figures must not include the radio's).
         self._send_value(conn_handle, value_handle, data, blewire.NOTIFY)
 
-    def gatts_indicate(self, conn_handle, value_handle, data=None):
+    def gatts_indicate(self, conn_handle: int, value_handle: int, data: Bytes | None = None) -> None:
         self._send_value(conn_handle, value_handle, data, blewire.INDICATE)
 
-    def _send_value(self, conn_handle, value_handle, data, kind):
+    def _send_value(self, conn_handle: int, value_handle: int, data: Bytes | None, kind: int) -> None:
         if not self._active:
             raise OSError(_ENODEV)
         conn = self._conns.get(conn_handle)
@@ -643,7 +659,7 @@ class BLE:
         h[4] = value_handle >> 8
         self._tx(conn, h, 5, data, n)
 
-    def _take_credit(self, conn):
+    def _take_credit(self, conn: _Conn) -> None:
         now = time.ticks_ms()
         elapsed = time.ticks_diff(now, conn.refilled)
         if conn.credits >= self._tx_buffers:
@@ -662,14 +678,14 @@ class BLE:
 
     # -- the socket side -------------------------------------------------------------------------
 
-    def _conn(self, conn_handle):
+    def _conn(self, conn_handle: int) -> _Conn:
         conn = self._conns.get(conn_handle)
         if conn is None:
             raise OSError(_ENOTCONN)
         return conn
 
     @staticmethod
-    def _frame(kind, payload):
+    def _frame(kind: int, payload: Bytes) -> bytearray:
         n = len(payload)
         m = bytearray(3 + n)
         m[0] = n & 0xFF
@@ -678,11 +694,11 @@ class BLE:
         m[3:] = payload
         return m
 
-    def _send_msg(self, conn, kind, payload):
+    def _send_msg(self, conn: _Conn, kind: int, payload: Bytes) -> None:
         m = self._frame(kind, payload)
         self._tx(conn, m, len(m), None, 0)
 
-    def _tx(self, conn, head, head_len, body, body_len):
+    def _tx(self, conn: _Conn, head: Bytes, head_len: int, body: Bytes | None, body_len: int) -> None:
         """Writes head[:head_len] + body[:body_len] to the central as one frame, whole and after
         every frame sent before it.
 
@@ -695,7 +711,7 @@ class BLE:
         if conn.tx_busy:
             m = bytearray(head_len + body_len)
             m[:head_len] = head[:head_len]
-            if body_len:
+            if body is not None and body_len:
                 m[head_len:] = body[:body_len]
             conn.tx_later.append(m)
             return
@@ -703,7 +719,7 @@ class BLE:
         later = conn.tx_later
         try:
             self._write_all(conn, head, head_len)
-            if body_len:
+            if body is not None and body_len:
                 self._write_all(conn, body, body_len)
             while later:
                 m = later.pop(0)
@@ -718,7 +734,7 @@ class BLE:
             conn.tx_busy = False
 
     @staticmethod
-    def _write_all(conn, buf, n):
+    def _write_all(conn: _Conn, buf: Bytes, n: int) -> None:
         """buf[:n] on the central's stream, all of it. The socket blocks, so one write takes it all
         or raises; a stream may also take part (a short count) or nothing (None: non-blocking and
         full), and then the rest follows, never dropped. A stream that takes nothing for the
@@ -737,7 +753,7 @@ class BLE:
                 stalled += 1
                 time.sleep_ms(1)
 
-    def _accept_loop(self, listener, gen):
+    def _accept_loop(self, listener: socket.socket, gen: int) -> None:
         """Thread: answers scanners and hands connecting centrals to the main thread."""
         hdr = bytearray(3)
         while True:
@@ -792,7 +808,7 @@ class BLE:
         except OSError:
             pass
 
-    def _read_loop(self, conn):
+    def _read_loop(self, conn: _Conn) -> None:
         sock, hdr, rx = conn.sock, conn.hdr, conn.rx
         while True:
             try:
@@ -818,7 +834,7 @@ class BLE:
         conn.rx_len = 0
         self._hand_over(conn)
 
-    def _hand_over(self, conn):
+    def _hand_over(self, conn: _Conn) -> None:
         while True:
             try:
                 micropython.schedule(self._dispatch_cb, conn)
@@ -827,7 +843,7 @@ class BLE:
                 time.sleep_ms(1)  # schedule queue full: let the main thread drain it
         conn.done.acquire()
 
-    def _dispatch(self, conn):
+    def _dispatch(self, conn: _Conn) -> None:
         """Main thread: one message from a central."""
         try:
             if conn.alive or conn.rx_type == _MSG_EOF:
@@ -838,7 +854,7 @@ class BLE:
         finally:
             conn.done.release()
 
-    def _handle(self, conn, kind, rx, n):
+    def _handle(self, conn: _Conn, kind: int, rx: bytearray, n: int) -> None:
         if kind == _MSG_EOF:
             was_alive = conn.alive
             conn.alive = False
@@ -874,7 +890,7 @@ class BLE:
             self._irq(_IRQ_CONNECTION_UPDATE,
                       (conn.handle, conn.interval_ms * 4 // 5, conn.latency, conn.timeout_ms // 10, 0))
 
-    def _on_connect(self, conn, rx, n):
+    def _on_connect(self, conn: _Conn, rx: bytearray, n: int) -> None:
         if not self._active or not self._advertising:
             conn.alive = False
             self._send_msg(conn, blewire.REJECT, b"")
@@ -893,26 +909,26 @@ class BLE:
         self._send_msg(conn, blewire.CONNECTED, bytes((conn.handle & 0xFF, conn.handle >> 8)))
         self._irq(_IRQ_CENTRAL_CONNECT, (conn.handle, conn.addr_type, self._addr_mv), conn.addr)
 
-    def _on_mtu(self, conn, central_mtu):
+    def _on_mtu(self, conn: _Conn, central_mtu: int) -> None:
         mtu = min(max(central_mtu, _ATT_MTU_MIN), self._mtu)
         self._send_msg(conn, blewire.MTU_RSP, bytes((self._mtu & 0xFF, self._mtu >> 8)))
         conn.mtu = mtu
         self._irq(_IRQ_MTU_EXCHANGED, (conn.handle, mtu))
 
-    def _reply_status(self, conn, kind, status, payload=b""):
+    def _reply_status(self, conn: _Conn, kind: int, status: int, payload: Bytes = b"") -> None:
         m = bytearray(1 + len(payload))
         m[0] = status
         m[1:] = payload
         self._send_msg(conn, kind, m)
 
-    def _security_error(self, conn, flags, enc_flag, authen_flag):
+    def _security_error(self, conn: _Conn, flags: int, enc_flag: int, authen_flag: int) -> int:
         if flags & enc_flag and not conn.encrypted:
             return _ATT_INSUFFICIENT_AUTHEN
         if flags & authen_flag and not (conn.encrypted and conn.authenticated):
             return _ATT_INSUFFICIENT_AUTHEN
         return 0
 
-    def _on_read(self, conn, handle):
+    def _on_read(self, conn: _Conn, handle: int) -> None:
         a = self._attrs.get(handle)
         if a is None:
             return self._reply_status(conn, blewire.READ_RSP, _ATT_INVALID_HANDLE)
@@ -930,7 +946,7 @@ class BLE:
             return self._reply_status(conn, blewire.READ_RSP, r & 0xFF)
         self._reply_status(conn, blewire.READ_RSP, 0, a.buf[:a.len])
 
-    def _on_write(self, conn, handle, rx, n, respond):
+    def _on_write(self, conn: _Conn, handle: int, rx: bytearray, n: int, respond: bool) -> None:
         a = self._attrs.get(handle)
         data_len = n - 2
         err = 0
@@ -959,7 +975,7 @@ class BLE:
         if respond:
             self._reply_status(conn, blewire.WRITE_RSP, err)
 
-    def _on_pair(self, conn, rx):
+    def _on_pair(self, conn: _Conn, rx: bytearray) -> None:
         auth = rx[1]
         passkey = rx[2] | (rx[3] << 8) | (rx[4] << 16) | (rx[5] << 24)
         if passkey == blewire.NO_PASSKEY:
@@ -987,7 +1003,7 @@ class BLE:
             number = (r[0] | (r[1] << 8) | (r[2] << 16)) % 1000000
         self._irq(_IRQ_PASSKEY_ACTION, (conn.handle, action, number))
 
-    def _pair_done(self, conn, authenticated, bond):
+    def _pair_done(self, conn: _Conn, authenticated: bool, bond: bool) -> None:
         conn.encrypted = True
         conn.authenticated = authenticated
         conn.key_size = 16
@@ -1002,13 +1018,13 @@ class BLE:
         self._reply_status(conn, blewire.PAIR_RSP, 0, bytes((1, 1 if authenticated else 0, 1 if bond else 0, 16)) + ltk)
         self._irq(_IRQ_ENCRYPTION_UPDATE, (conn.handle, True, authenticated, bond, 16))
 
-    def _pair_failed(self, conn, reason):
+    def _pair_failed(self, conn: _Conn, reason: int) -> None:
         conn.pairing = None
         self._reply_status(conn, blewire.PAIR_RSP, reason, b"\x00\x00\x00\x00")
         self._irq(_IRQ_ENCRYPTION_UPDATE,
                   (conn.handle, conn.encrypted, conn.authenticated, conn.bonded, conn.key_size))
 
-    def _on_encrypt(self, conn, ltk):
+    def _on_encrypt(self, conn: _Conn, ltk: bytes) -> None:
         """A bonded central comes back: encryption from the stored key, no passkey."""
         key = bytes((conn.addr_type,)) + conn.addr
         value = self._irq(_IRQ_GET_SECRET, (_SEC_OUR, 0, key))
@@ -1046,7 +1062,7 @@ gc.collect()
 _BASE = gc.mem_alloc()
 
 
-def _radio_fits():
+def _radio_fits() -> bool:
     gc.collect()
     used = gc.mem_alloc() - _BASE
     heap = _GC_FIRST_AREA
