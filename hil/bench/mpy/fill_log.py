@@ -22,10 +22,10 @@ CAPACITY = int(sys.argv[4]) if len(sys.argv) > 4 else 1 << 20
 
 
 class SimTime:
-    def __init__(self):
+    def __init__(self) -> None:
         self.t = 0
 
-    def ms(self):
+    def ms(self) -> int:
         return self.t
 
 

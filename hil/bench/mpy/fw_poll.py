@@ -56,7 +56,7 @@ PLAN = sys.argv[8]
 _T0 = time.ticks_ms()
 
 
-def warped():
+def warped() -> int:
     return time.ticks_add(_T0, time.ticks_diff(time.ticks_ms(), _T0) * WARP)
 
 
@@ -72,7 +72,7 @@ records = 0
 seal_alloc = 0
 
 
-def seal():
+def seal() -> None:
     global records
     if writer.empty():
         return
@@ -81,7 +81,7 @@ def seal():
     records += 1
 
 
-def sink(t, n, ch, off, ln, data):
+def sink(t: int, n: int, ch: bytearray, off: bytearray, ln: bytearray, data: bytearray) -> None:
     global samples, collections, peak, last_alloc, rec_t, seal_alloc
     a = gc.mem_alloc()
     if a < last_alloc:
@@ -105,7 +105,7 @@ def sink(t, n, ch, off, ln, data):
     samples += n
 
 
-async def housekeeping(stop):
+async def housekeeping(stop: list[bool]) -> None:
     while not stop[0]:
         await asyncio.sleep_ms(100)
         log.tick()
@@ -113,7 +113,7 @@ async def housekeeping(stop):
             log.ack(log.flushed_seq - 1)  # a daemon acks: the log stays bounded
 
 
-async def main():
+async def main() -> None:
     global last_alloc
     elm = E.ELM327(open_pty(PTY))
     st = await elm.init()

@@ -17,17 +17,23 @@ from dongle.flashlog import FlashLog
 from protocol import auth, sha256
 from protocol.record import RecordWriter
 
+# Annotations are for the type check (hil/mpy/mypy.ini): MicroPython compiles them away and
+# has no `typing`, so the names they use exist for the checker only.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from protocol._types import Mac
+
 KEY = bytes(range(32))
 N = int(sys.argv[2])
 SRC = bytearray(b"\x1a\xf8\x32\x40\x7f\x51")
 
 
 class Clock:
-    def ms(self):
+    def ms(self) -> int:
         return time.ticks_ms()
 
 
-def fill(w, full):
+def fill(w: RecordWriter, full: bool) -> None:
     t = 1000
     while True:
         if not w.fits(4, 6):
@@ -45,7 +51,7 @@ def fill(w, full):
 # Seal and MAC times are the fastest of N: each call is ~0.1-1 ms, and on a shared build
 # machine a call that was preempted reads slower, never faster. The calibration factor they
 # are scaled by is a best-of-k too (hil/bench/calibrate.py).
-def measure(log, w, full):
+def measure(log: FlashLog, w: RecordWriter, full: bool) -> tuple[int, int, float, float]:
     us = 1 << 29
     us_append = 0
     alloc = 0
@@ -65,7 +71,7 @@ def measure(log, w, full):
     return size, us, alloc / N, us_append / N
 
 
-def mac256(h):
+def mac256(h: Mac) -> int:
     msg = bytearray(256)
     out = bytearray(32)
     best = 1 << 29
@@ -76,7 +82,7 @@ def mac256(h):
     return best
 
 
-def main():
+def main() -> None:
     print(json.dumps(["mac256", "c", mac256(auth.Hmac(KEY))]))
     print(json.dumps(["mac256", "bytecode", mac256(sha256.Hmac(KEY))]))
     log = FlashLog(sys.argv[1], KEY, 1 << 20, 65536, Clock())
