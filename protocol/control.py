@@ -27,6 +27,14 @@ else:  # CPython: the same names, without the compiler's folding
 from protocol.auth import CONTROL_MAC_LEN, NONCE_LEN
 from protocol.errors import ProtocolError
 
+# Annotations are for the type checks: MicroPython compiles them away and has no `typing`;
+# CPython evaluates them, so names from the block below are quoted.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Sequence
+
+    from protocol.auth import Session
+
 HELLO = const(0x01)
 AUTH = const(0x02)
 TIME = const(0x03)
@@ -66,7 +74,7 @@ MAX_PLAN = const(32)
 class Message:
     """A decoded command or reply. `status` is None for commands."""
 
-    def __init__(self, type_, req, counter, status, payload):
+    def __init__(self, type_: int, req: int, counter: int, status: int | None, payload: bytes) -> None:
         self.type = type_
         self.req = req
         self.counter = counter
@@ -74,41 +82,42 @@ class Message:
         self.payload = payload
 
     @property
-    def is_reply(self):
+    def is_reply(self) -> bool:
         return self.status is not None
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         name = COMMAND_NAMES.get(self.type & 0x7F, "?")
         if self.status is None:
             return "Command(%s req=%d)" % (name, self.req)
         return "Reply(%s req=%d status=%d)" % (name, self.req, self.status)
 
 
-def encode(type_, req, payload=b"", session=None, status=None):
+def encode(type_: int, req: int, payload: bytes | bytearray | memoryview = b"", session: "Session | None" = None,
+           status: int | None = None) -> bytes:
     """A command (status None) or a reply, MACed when a session is given."""
     if not 0 <= req <= 255:
         raise ProtocolError("request id out of range")
     t = type_ & 0x7F
     if status is not None:
         t |= REPLY
-    authed = (type_ & 0x7F) not in UNAUTHENTICATED
-    if authed and session is None:
+    needs_mac = (type_ & 0x7F) not in UNAUTHENTICATED
+    mac_by = session if needs_mac else None  # the session that MACs this message
+    if needs_mac and mac_by is None:
         # Refusals to a peer without a session can't be MACed: an error status
         # with no payload is all they may carry.
         if status is None or status == OK or payload:
             raise ProtocolError("%s needs an authenticated session" % COMMAND_NAMES.get(type_, "command"))
-        authed = False
-    counter = session.next_counter() if authed else 0
+    counter = mac_by.next_counter() if mac_by is not None else 0
     head = struct.pack(">BBI", t, req, counter)
     if status is not None:
         head += bytes((status,))
     msg = head + bytes(payload)
-    if authed:
-        msg += session.mac(session.tx_dir, msg)
+    if mac_by is not None:
+        msg += mac_by.mac(mac_by.tx_dir, msg)
     return msg
 
 
-def decode(data, session=None):
+def decode(data: object, session: "Session | None" = None) -> Message:
     """Decode a command or reply. For authenticated types the session must be
     given; the MAC and counter are verified (replays and reordering rejected)."""
     if not isinstance(data, (bytes, bytearray, memoryview)):
@@ -148,7 +157,7 @@ def decode(data, session=None):
     return Message(kind, req, counter, status, data[o:end])
 
 
-def peek(data):
+def peek(data: bytes | bytearray | memoryview) -> tuple[int, int] | None:
     """(type, req) of a message too broken or unauthenticated to decode, so the
     dongle can still refuse it by its request id; None when not even that."""
     if len(data) < 2 or (data[0] & 0x7F) not in COMMAND_NAMES:
@@ -158,37 +167,39 @@ def peek(data):
 
 # --- payloads -----------------------------------------------------------------
 
-def hello_reply(device_id, nonce_d):
+def hello_reply(device_id: bytes | bytearray, nonce_d: bytes | bytearray) -> bytes:
     return bytes(device_id) + bytes(nonce_d)
 
 
-def parse_hello(payload):
+def parse_hello(payload: bytes | bytearray | memoryview) -> bytes:
     if len(payload) != NONCE_LEN:
         raise ProtocolError("hello carries a %d-byte nonce" % NONCE_LEN)
     return bytes(payload)
 
 
-def parse_u64(payload):
+def parse_u64(payload: bytes | bytearray | memoryview) -> int:
     if len(payload) != 8:
         raise ProtocolError("expected 8 bytes")
-    return struct.unpack(">Q", payload)[0]
+    v: int = struct.unpack(">Q", payload)[0]
+    return v
 
 
-def parse_u32(payload):
+def parse_u32(payload: bytes | bytearray | memoryview) -> int:
     if len(payload) != 4:
         raise ProtocolError("expected 4 bytes")
-    return struct.unpack(">I", payload)[0]
+    v: int = struct.unpack(">I", payload)[0]
+    return v
 
 
-def pack_stream(first_unacked, next_seq, epoch):
+def pack_stream(first_unacked: int, next_seq: int, epoch: int) -> bytes:
     return struct.pack(">III", first_unacked, next_seq, epoch)
 
 
-def pack_pair(a, b):
+def pack_pair(a: int, b: int) -> bytes:
     return struct.pack(">II", a, b)
 
 
-def parse_plan(payload):
+def parse_plan(payload: bytes | bytearray | memoryview) -> list[tuple[int, int, int, int]]:
     if len(payload) < 1:
         raise ProtocolError("empty plan")
     n = payload[0]
@@ -196,8 +207,8 @@ def parse_plan(payload):
         raise ProtocolError("a plan has at most %d entries" % MAX_PLAN)
     if len(payload) != 1 + 7 * n:
         raise ProtocolError("plan of %d entries must be %d bytes" % (n, 1 + 7 * n))
-    entries = []
-    seen = set()
+    entries: list[tuple[int, int, int, int]] = []
+    seen: set[int] = set()
     for k in range(n):
         e = struct.unpack_from(">BHHH", payload, 1 + 7 * k)
         if e[0] in seen:
@@ -207,7 +218,7 @@ def parse_plan(payload):
     return entries
 
 
-def pack_dtcs(mode, codes, ecus=None):
+def pack_dtcs(mode: int, codes: "Sequence[bytes]", ecus: "Sequence[int] | None" = None) -> bytes:
     """READ_DTC's reply: `mode u8`, 2 bytes a code; with ecus (one address a code, 0 unknown)
     the mode byte carries 0x80 and each code is preceded by its ECU's address (as the record)."""
     out = bytearray([mode if ecus is None else mode | 0x80])
@@ -224,7 +235,7 @@ STATUS_FIELDS = ("millivolts", "elm_protocol", "power_state", "uptime_s", "log_u
                  "first_unacked", "next_seq", "boot", "auth_failures")
 
 
-def pack_freeze(entries):
+def pack_freeze(entries: "Iterable[tuple[int, int, bytes]]") -> bytes:
     """READ_FREEZE's reply: per answer `ecu u8 | pid u8 | len u8 | data` (mode 02 frame 0 as
     the ECU sent it after `42 PP 00`; ecu 0 where the adapter showed no header). PID 02 (the
     code that stored the frame) comes first for each ECU."""
@@ -237,7 +248,7 @@ def pack_freeze(entries):
     return bytes(out)
 
 
-def pack_status(values, rates):
+def pack_status(values: "Iterable[int]", rates: "Sequence[tuple[int, int]]") -> bytes:
     """values: the STATUS_FIELDS in order; rates: (channel, centihertz) pairs."""
     out = bytearray(struct.pack(STATUS_FORMAT, *(tuple(values) + (len(rates),))))
     for ch, chz in rates:

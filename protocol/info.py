@@ -15,7 +15,8 @@ DEVICE_ID_LEN = 8
 BITMAP_LEN = 32
 
 
-def encode_info(device_id, firmware, supported, vin=b"", caps=0, epoch=0):
+def encode_info(device_id: bytes | bytearray, firmware: str | bytes, supported: bytes | bytearray,
+                vin: bytes | bytearray = b"", caps: int = 0, epoch: int = 0) -> bytes:
     if len(device_id) != DEVICE_ID_LEN:
         raise ProtocolError("device id must be 8 bytes")
     if len(supported) != BITMAP_LEN:

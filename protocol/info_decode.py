@@ -9,7 +9,8 @@ from protocol.info import BITMAP_LEN, DEVICE_ID_LEN
 
 
 class Info:
-    def __init__(self, proto, caps, device_id, firmware, supported, vin, epoch=0):
+    def __init__(self, proto: int, caps: int, device_id: bytes, firmware: str, supported: bytes, vin: bytes,
+                 epoch: int = 0) -> None:
         self.proto = proto
         self.caps = caps
         self.device_id = device_id
@@ -18,7 +19,7 @@ class Info:
         self.supported = supported
         self.vin = vin
 
-    def supports(self, pid):
+    def supports(self, pid: int) -> bool:
         """As the ECU reports it: the bitmap of PID 0x00 lists 0x01-0x20 (bit 7
         of its first byte is PID 0x01), that of 0x20 lists 0x21-0x40, and so on."""
         if pid == 0:
@@ -26,19 +27,19 @@ class Info:
         i = pid - 1
         return bool(self.supported[i >> 3] & (0x80 >> (i & 7)))
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return "Info(device=%s firmware=%s)" % (self.device_id.hex(), self.firmware)
 
 
 class VersionError(ProtocolError):
     """The dongle speaks another version of the protocol (`proto` is its version)."""
 
-    def __init__(self, proto):
+    def __init__(self, proto: int) -> None:
         self.proto = proto
         ProtocolError.__init__(self, "dongle speaks protocol %d, we speak %d" % (proto, VERSION))
 
 
-def decode_info(data):
+def decode_info(data: bytes | bytearray | memoryview) -> Info:
     data = bytes(data)
     if len(data) < 1:
         raise ProtocolError("info is empty")
@@ -51,7 +52,7 @@ def decode_info(data):
     o = 2
     device_id = data[o:o + DEVICE_ID_LEN]
     o += DEVICE_ID_LEN
-    epoch = struct.unpack_from(">I", data, o)[0]
+    epoch: int = struct.unpack_from(">I", data, o)[0]
     o += 4
     n = data[o]
     o += 1

@@ -22,6 +22,12 @@ from protocol.auth import Hmac
 from protocol.channels import DATA_LEN, MAX_DATA
 from protocol.errors import ProtocolError
 
+# Annotations are for the type checks: MicroPython compiles them away and has no `typing`;
+# CPython evaluates them, so names from the block below are quoted.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from protocol._types import Mac
+
 VERSION = const(1)
 KIND_SAMPLES = const(1)
 KIND_GAP = const(2)
@@ -54,7 +60,7 @@ _GROUP_HEAD = const(5)
 _GROUP_BOUND = const(9)
 
 
-def _put_varint(out, o, v):
+def _put_varint(out: bytearray, o: int, v: int) -> int:
     while v >= 0x80:
         out[o] = (v & 0x7F) | 0x80
         v >>= 7
@@ -74,10 +80,10 @@ class RecordWriter:
     (on MicroPython: protocol.sha256).
     """
 
-    def __init__(self, key, capacity=MAX_RECORD):
+    def __init__(self, key: bytes | bytearray, capacity: int = MAX_RECORD) -> None:
         self.out = bytearray(capacity)
         self._cap = capacity
-        self._hmac = Hmac(key)
+        self._hmac: Mac = Hmac(key)  # any HMAC class: the board benchmark swaps in protocol.sha256's
         self._stage = bytearray(capacity * 2)
         self._counts = bytearray(256)  # samples per channel in this record
         self._index = bytearray(256)  # channel -> table position (valid at seal)
@@ -90,16 +96,16 @@ class RecordWriter:
         self._g = -1  # staging offset of the open group
         self._bound = MIN_RECORD + 1  # worst-case encoded size so far
 
-    def empty(self):
+    def empty(self) -> bool:
         return self.samples == 0
 
-    def fits(self, n, nbytes):
+    def fits(self, n: int, nbytes: int) -> bool:
         """Whether a group of n samples carrying nbytes data bytes surely fits."""
         extra = _GROUP_BOUND + nbytes + 3 * n
         return (self._bound + extra <= self._cap and self._ntab + n <= MAX_TABLE
                 and self._s + _GROUP_HEAD + 2 * n + nbytes <= len(self._stage))
 
-    def group(self, t_ms):
+    def group(self, t_ms: int) -> None:
         """Open a group: the samples of one request, taken at t_ms (ms since boot)."""
         if self.samples == 0:
             self.t0 = t_ms
@@ -113,7 +119,7 @@ class RecordWriter:
         self._g = g
         self._s = g + _GROUP_HEAD
 
-    def add(self, channel, src, start, n):
+    def add(self, channel: int, src: bytes | bytearray | memoryview, start: int, n: int) -> bool:
         """Add one sample to the open group: src[start:start+n] are its data bytes.
         A channel already in this group is ignored (a second ECU's answer)."""
         st = self._stage
@@ -144,7 +150,7 @@ class RecordWriter:
         self.samples += 1
         return True
 
-    def _sort_table(self):
+    def _sort_table(self) -> int:
         # Most frequent channels first so that frequent group masks stay one byte; ties
         # in channel order. Insertion sort of the record's own channels (add() listed
         # them): seal's cost follows the record, not the 256 possible channels.
@@ -164,7 +170,7 @@ class RecordWriter:
             index[table[i]] = i
         return n
 
-    def seal(self, seq, boot):
+    def seal(self, seq: int, boot: int) -> int:
         """Encode the staged samples as a SAMPLES record into self.out; return its
         length and start an empty record."""
         # The board runs this once a record in bytecode (~100x slower than this machine):
@@ -238,7 +244,7 @@ class RecordWriter:
         self._reset()
         return n
 
-    def _reset(self):
+    def _reset(self) -> None:
         counts = self._counts
         for i in range(self._ntab):
             counts[self._table[i]] = 0
@@ -249,13 +255,13 @@ class RecordWriter:
         self._bound = MIN_RECORD + 1
 
 
-def _finish(out, o, hmac):
+def _finish(out: bytearray, o: int, hmac: "Mac") -> int:
     # Straight into the record: no digest, no memoryview (nothing on the heap).
     hmac.mac_into(out, o, out, o, MAC_LEN)
     return o + MAC_LEN
 
 
-def _head(out, kind, seq, boot, t0):
+def _head(out: bytearray, kind: int, seq: int, boot: int, t0: int) -> None:
     struct.pack_into(">BIHI", out, 0, (VERSION << 4) | kind, seq, boot, t0)
 
 
@@ -263,32 +269,33 @@ class Signer:
     """Encodes the small record kinds (gap, anchor, event, dtc) into a caller's
     buffer with the telemetry key."""
 
-    def __init__(self, key):
-        self._hmac = Hmac(key)
+    def __init__(self, key: bytes | bytearray) -> None:
+        self._hmac: Mac = Hmac(key)
 
     # Each refuses what decode_record would refuse: a signed record the daemon
     # cannot decode would be stored and acked, then lost.
 
-    def gap(self, out, seq, boot, t0, first, count):
+    def gap(self, out: bytearray, seq: int, boot: int, t0: int, first: int, count: int) -> int:
         if count == 0:
             raise ProtocolError("gap record of no records")
         _head(out, KIND_GAP, seq, boot, t0)
         struct.pack_into(">II", out, HEADER_LEN, first, count)
         return _finish(out, HEADER_LEN + 8, self._hmac)
 
-    def anchor(self, out, seq, boot, t0, wall_ms):
+    def anchor(self, out: bytearray, seq: int, boot: int, t0: int, wall_ms: int) -> int:
         _head(out, KIND_ANCHOR, seq, boot, t0)
         struct.pack_into(">Q", out, HEADER_LEN, wall_ms)
         return _finish(out, HEADER_LEN + 8, self._hmac)
 
-    def event(self, out, seq, boot, t0, code, millivolts):
+    def event(self, out: bytearray, seq: int, boot: int, t0: int, code: int, millivolts: int) -> int:
         if code not in EVENT_NAMES:
             raise ProtocolError("unknown event code %d" % code)
         _head(out, KIND_EVENT, seq, boot, t0)
         struct.pack_into(">BH", out, HEADER_LEN, code, millivolts)
         return _finish(out, HEADER_LEN + 3, self._hmac)
 
-    def dtc(self, out, seq, boot, t0, mode, codes, ncodes, ecus=None):
+    def dtc(self, out: bytearray, seq: int, boot: int, t0: int, mode: int, codes: bytes | bytearray, ncodes: int,
+            ecus: bytes | bytearray | None = None) -> int:
         """codes: raw bytes, 2 per code; ncodes of them are used. ecus (bytes, one a code:
         the answering ECU's address, 0 unknown), when given, goes with each code."""
         if mode not in DTC_MODES:

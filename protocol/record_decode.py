@@ -32,11 +32,12 @@ from protocol.record import (
 KIND_NAMES = {1: "samples", 2: "gap", 3: "anchor", 4: "event", 5: "dtc"}
 
 
-def peek_seq(data):
+def peek_seq(data: bytes | bytearray | memoryview) -> int:
     """The sequence number of an encoded record, without decoding it."""
     if len(data) < HEADER_LEN:
         raise ProtocolError("record shorter than its header")
-    return struct.unpack_from(">I", data, 1)[0]
+    seq: int = struct.unpack_from(">I", data, 1)[0]
+    return seq
 
 
 
@@ -46,27 +47,27 @@ class Record:
     (dtc: a list of 2-byte bytes), ecus (dtc: each code's ECU address, 0 unknown; empty when
     the record does not say)."""
 
-    def __init__(self, kind, seq, boot, t0):
+    def __init__(self, kind: int, seq: int, boot: int, t0: int) -> None:
         self.kind = kind
         self.seq = seq
         self.boot = boot
         self.t0 = t0
-        self.samples = []
+        self.samples: list[tuple[int, int, bytes]] = []
         self.first = 0
         self.count = 0
         self.wall_ms = 0
         self.code = 0
         self.millivolts = 0
         self.mode = 0
-        self.codes = []
-        self.ecus = []
+        self.codes: list[bytes] = []
+        self.ecus: list[int] = []
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return "Record(%s seq=%d boot=%d t0=%d)" % (KIND_NAMES.get(self.kind, "?"), self.seq, self.boot,
                                                    self.t0)
 
 
-def _varint(data, o, end):
+def _varint(data: bytes | bytearray | memoryview, o: int, end: int) -> tuple[int, int]:
     v = 0
     shift = 0
     while True:
@@ -82,7 +83,7 @@ def _varint(data, o, end):
             raise ProtocolError("varint longer than 5 bytes")
 
 
-def verify_mac(data, key):
+def verify_mac(data: bytes | bytearray | memoryview, key: bytes | bytearray | Hmac) -> None:
     """Check a record's MAC; raise ProtocolError if it does not match."""
     if len(data) < MIN_RECORD:
         raise ProtocolError("record shorter than %d bytes" % MIN_RECORD)
@@ -96,7 +97,7 @@ def verify_mac(data, key):
         raise ProtocolError("record MAC mismatch (corrupt or forged)")
 
 
-def decode_record(data, key=None):
+def decode_record(data: object, key: bytes | bytearray | Hmac | None = None) -> Record:
     """Decode one record. With `key` (the telemetry key, bytes or an Hmac) the MAC
     is checked first. Raises ProtocolError, and nothing else, on any bad input."""
     if not isinstance(data, (bytes, bytearray, memoryview)):
@@ -151,7 +152,7 @@ def decode_record(data, key=None):
     return rec
 
 
-def _decode_samples(data, o, end, rec):
+def _decode_samples(data: bytes | bytearray | memoryview, o: int, end: int, rec: Record) -> None:
     # The daemon's hot path (a million samples a minute in a backlog): one-byte
     # varints inline, the mask walked bit by bit, slices of bytes taken as they are.
     # Checks and messages stay in the order of the wire spec's reading.

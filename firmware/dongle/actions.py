@@ -71,7 +71,7 @@ class DongleActions(Actions):
     async def read_freeze(self) -> Reply:
         elm = self._d.elm
         st, entries = await self._d.elm_job(elm.read_freeze_frame)  # copied inside the job
-        if st == elm327.OK:
+        if st == elm327.OK and entries is not None:  # None goes with any other status
             return control.OK, control.pack_freeze(entries)
         return control.ADAPTER_ERROR, elm327.NAMES[st].encode()
 

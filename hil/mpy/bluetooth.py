@@ -158,7 +158,7 @@ def _sockaddr(path: str) -> bytes:
 class UUID:
     """A Bluetooth UUID: an int (16-bit), 2/4/16 bytes (little-endian) or a 128-bit string."""
 
-    def __init__(self, value: int | str | Bytes | UUID) -> None:
+    def __init__(self, value: "int | str | Bytes | UUID") -> None:
         if isinstance(value, int):
             if not 0 <= value <= 0xFFFF:
                 raise ValueError("invalid UUID")
@@ -248,9 +248,9 @@ def _u16(b: Bytes, i: int) -> int:
 
 
 class BLE:
-    _instance: BLE | None = None
+    _instance: "BLE | None" = None
 
-    def __new__(cls, *args: object) -> BLE:
+    def __new__(cls, *args: object) -> "BLE":
         # A singleton, as on the board: BLE() returns the same object every time.
         if BLE._instance is None:
             BLE._instance = object.__new__(cls)
