@@ -27,10 +27,12 @@ ESP32 without PSRAM) activation fails or, on older builds, crashes the board
 import gc
 import sys
 
+from micropython import const
+
 # Annotations are for the type check (firmware/mypy.ini): MicroPython compiles them away
 # and has no `typing`, so the names they use exist for the checker only.
-TYPE_CHECKING = False
-if TYPE_CHECKING:
+_TYPE_CHECKING = const(0)  # private const: no global, and the block below compiles to nothing
+if _TYPE_CHECKING:
     from typing import Any
 
     import bluetooth

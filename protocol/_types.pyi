@@ -1,5 +1,5 @@
 # Names for annotations only, shared by protocol/ and firmware/: a stub with no module
-# behind it, imported under `if TYPE_CHECKING:` (MicroPython has no `typing` and compiles
+# behind it, imported under `if _TYPE_CHECKING:` (MicroPython has no `typing` and compiles
 # annotations away; CPython evaluates them, so dual-interpreter modules quote them).
 # Nothing here reaches the board: the manifest and hil.build_firmware take *.py only.
 from typing import Protocol, TypeAlias

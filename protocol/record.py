@@ -24,8 +24,8 @@ from protocol.errors import ProtocolError
 
 # Annotations are for the type checks: MicroPython compiles them away and has no `typing`;
 # CPython evaluates them, so names from the block below are quoted.
-TYPE_CHECKING = False
-if TYPE_CHECKING:
+_TYPE_CHECKING = const(0)  # private const: no global, and the block below compiles to nothing
+if _TYPE_CHECKING:
     from protocol._types import Mac
 
 VERSION = const(1)

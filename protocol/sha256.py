@@ -19,8 +19,8 @@ from micropython import const
 
 # Annotations are for the type check (firmware/mypy.ini): MicroPython compiles them away
 # and has no `typing`, so the names they use exist for the checker only.
-TYPE_CHECKING = False
-if TYPE_CHECKING:
+_TYPE_CHECKING = const(0)  # private const: no global, and the block below compiles to nothing
+if _TYPE_CHECKING:
     from protocol._types import Bytes, WBytes
 
 # Half-word offsets in an instance's state array (word i: high half at 2i, low at 2i+1).

@@ -92,6 +92,26 @@ def test_a_safeboot_flag_file_skips_main_and_leaves_the_radio_off(tmp_path):
     assert not air.exists()  # the radio never came up (no config.json was even needed)
 
 
+def test_a_unix_boot_without_its_uart_stops_with_a_named_error(tmp_path):
+    """The unix port's main.py takes the ELM327's pty from OBDSYNC_UART: unset, it says so (it
+    opened None and failed with a TypeError deep in dongle.uart before)."""
+    flash = tmp_path / "flash"
+    flash.mkdir()
+    (flash / "config.json").write_text('{"secret": "%s", "device_id": "0011223344556677"}' % ("11" * 32))
+    tree = sim_tree()
+    from hil.blesim import shim
+    from hil.rig import heapsize
+
+    # The rig's heap (the board's budget plus the code's cost here): the firmware gets as far as
+    # it would on a board before it looks for its UART.
+    p = subprocess.run(mpy.argv(tree / "main.py", heapsize=heapsize(tree)), capture_output=True, text=True,
+                       timeout=60, env=mpy.env(simulated_ble=False, extra=[shim.module_dir(), tree],
+                                               OBDSYNC_FLASH=str(flash), OBDSYNC_SIM_AIR=str(tmp_path / "air")))
+    assert p.returncode == 1, p.stdout + p.stderr
+    assert "OBDSYNC_UART is not set" in p.stdout + p.stderr
+    assert "Traceback" not in p.stdout + p.stderr
+
+
 def test_bonding_keys_reach_flash_outside_the_irq(run_mpy_json, tmp_path):
     """The pairing IRQ runs on NimBLE's task (~5 KB of stack on the board): dongle.bonds
     keeps its file write for micropython.schedule, or for flush() when the queue is full."""

@@ -1,5 +1,5 @@
 # Interfaces the firmware's constructors take, for annotations only: a stub with no module
-# behind it, imported under `if TYPE_CHECKING:` (MicroPython has no `typing` and compiles
+# behind it, imported under `if _TYPE_CHECKING:` (MicroPython has no `typing` and compiles
 # annotations away; the manifest and hil.build_firmware take *.py only). On the board
 # these are machine.WDT, machine.UART...; on the unix port hil/mpy's stand-ins.
 from typing import Protocol, overload

@@ -6,6 +6,8 @@ Each method returns a (status, payload) pair; the ones that need the adapter run
 job of the scheduler's task (Dongle.elm_job), which owns the chip.
 """
 
+from micropython import const
+
 from protocol import control
 
 from . import elm327
@@ -14,8 +16,8 @@ from .plan import MAX_CHANNELS
 
 # Annotations are for the type check (firmware/mypy.ini): MicroPython compiles them away
 # and has no `typing`, so the names they use exist for the checker only.
-TYPE_CHECKING = False
-if TYPE_CHECKING:
+_TYPE_CHECKING = const(0)  # private const: no global, and the block below compiles to nothing
+if _TYPE_CHECKING:
     from .app import Dongle
     from .commands import Reply
 

@@ -36,8 +36,8 @@ from .scheduler import Scheduler
 
 # Annotations are for the type check (firmware/mypy.ini): MicroPython compiles them away
 # and has no `typing`, so the names they use exist for the checker only.
-TYPE_CHECKING = False
-if TYPE_CHECKING:
+_TYPE_CHECKING = const(0)  # private const: no global, and the block below compiles to nothing
+if _TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
     from typing import TypeVar
 

@@ -45,8 +45,8 @@ else:  # CPython: the daemon's direct mode runs this driver unchanged
 
 # Annotations are for the type checks: MicroPython compiles them away and has no `typing`;
 # CPython (the daemon's direct mode) evaluates them, so names from the block below are quoted.
-TYPE_CHECKING = False
-if TYPE_CHECKING:
+_TYPE_CHECKING = const(0)  # private const: no global, and the block below compiles to nothing
+if _TYPE_CHECKING:
     from collections.abc import Callable
 
     from dongle._types import ElmStream

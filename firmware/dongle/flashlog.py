@@ -75,8 +75,8 @@ from protocol.record import MAX_RECORD, MIN_RECORD, Signer
 
 # Annotations are for the type check (firmware/mypy.ini): MicroPython compiles them away
 # and has no `typing`, so the names they use exist for the checker only.
-TYPE_CHECKING = False
-if TYPE_CHECKING:
+_TYPE_CHECKING = const(0)  # private const: no global, and the block below compiles to nothing
+if _TYPE_CHECKING:
     from collections.abc import Callable
 
     from dongle._types import Clock, LogFile

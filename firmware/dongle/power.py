@@ -23,8 +23,8 @@ else:  # CPython: the daemon's direct mode applies the same power rules
 
 # Annotations are for the type checks: MicroPython compiles them away and has no `typing`;
 # CPython (the daemon's direct mode) evaluates them, so names from the block below are quoted.
-TYPE_CHECKING = False
-if TYPE_CHECKING:
+_TYPE_CHECKING = const(0)  # private const: no global, and the block below compiles to nothing
+if _TYPE_CHECKING:
     from dongle._types import Clock
 
 NONE = const(0)

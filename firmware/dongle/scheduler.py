@@ -35,7 +35,7 @@ from protocol.channels import CH_VOLTAGE
 
 from . import elm327
 from .elm327 import MAX_PIDS, NO_DATA, OK, PENDING
-from .plan import DRIVING, PARKED, STATES, Plan
+from .plan import DRIVING, PARKED, STATES
 
 if MICROPYTHON:
     import asyncio
@@ -47,9 +47,11 @@ else:  # CPython: the daemon's direct mode runs this scheduler unchanged
 
 # Annotations are for the type checks: MicroPython compiles them away and has no `typing`;
 # CPython (the daemon's direct mode) evaluates them, so names from the block below are quoted.
-TYPE_CHECKING = False
-if TYPE_CHECKING:
+_TYPE_CHECKING = const(0)  # private const: no global, and the block below compiles to nothing
+if _TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
+
+    from .plan import Plan
 
     # sink(t_ms, n, ch, off, ln, data): the driver's result arrays (see the module doc).
     Sink = Callable[[int, int, bytearray, bytearray, bytearray, bytearray], object]
@@ -65,7 +67,7 @@ _CAP = const(3600000)  # lateness cap: keeps scores small ints on the board
 
 
 class Scheduler:
-    def __init__(self, elm: elm327.ELM327, plan: Plan, sink: "Sink", clock: "Callable[[], int]" = time.ticks_ms,
+    def __init__(self, elm: elm327.ELM327, plan: "Plan", sink: "Sink", clock: "Callable[[], int]" = time.ticks_ms,
                  on_reset: "Callable[[int], object] | None" = None) -> None:
         self.elm = elm
         self.plan = plan

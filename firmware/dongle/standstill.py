@@ -17,8 +17,8 @@ from . import elm327
 
 # Annotations are for the type check (firmware/mypy.ini): MicroPython compiles them away
 # and has no `typing`, so the names they use exist for the checker only.
-TYPE_CHECKING = False
-if TYPE_CHECKING:
+_TYPE_CHECKING = const(0)  # private const: no global, and the block below compiles to nothing
+if _TYPE_CHECKING:
     from collections.abc import Callable
 
 _ASK = bytes((PID_SPEED, PID_RPM))  # speed first: it decides; RPM is for the record

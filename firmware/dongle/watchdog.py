@@ -17,8 +17,8 @@ from micropython import const
 
 # Annotations are for the type check (firmware/mypy.ini): MicroPython compiles them away
 # and has no `typing`, so the names they use exist for the checker only.
-TYPE_CHECKING = False
-if TYPE_CHECKING:
+_TYPE_CHECKING = const(0)  # private const: no global, and the block below compiles to nothing
+if _TYPE_CHECKING:
     from dongle._types import Wdt
 
 STUCK_MS = const(60000)  # longer than the poll loop's slowest honest turn (adapter init, backoff)

@@ -59,8 +59,8 @@ from micropython import const
 
 # Annotations are for the type check (hil/mpy/mypy.ini): MicroPython compiles them away and
 # has no `typing`, so the names they use exist for the checker only.
-TYPE_CHECKING = False
-if TYPE_CHECKING:
+_TYPE_CHECKING = const(0)  # private const: no global, and the block below compiles to nothing
+if _TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Sequence
     from typing import Any
 

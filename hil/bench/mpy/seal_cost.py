@@ -13,14 +13,16 @@ import json
 import sys
 import time
 
+from micropython import const
+
 from dongle.flashlog import FlashLog
 from protocol import auth, sha256
 from protocol.record import RecordWriter
 
 # Annotations are for the type check (hil/mpy/mypy.ini): MicroPython compiles them away and
 # has no `typing`, so the names they use exist for the checker only.
-TYPE_CHECKING = False
-if TYPE_CHECKING:
+_TYPE_CHECKING = const(0)  # private const: no global, and the block below compiles to nothing
+if _TYPE_CHECKING:
     from protocol._types import Mac
 
 KEY = bytes(range(32))
