@@ -3,10 +3,13 @@ units: the score, what each component cost, the tips, the weekly summary."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from obdsync.i18n import N_, _
 from obdsync.messages import Units
+
+if TYPE_CHECKING:
+    from obdsync.config import Config
 
 COMPONENTS = {
     "hard_brakes": N_("Hard braking"),
@@ -30,7 +33,7 @@ def measure(name: str, value: Any) -> str:
     return _("{s} s").format(s=f"{value:g}")
 
 
-def tip(t: dict[str, Any], units: Units, config: Any) -> str:
+def tip(t: dict[str, Any], units: Units, config: Config) -> str:
     from obdsync.rules.score import over_rev_rpm
 
     n, v = t["id"], t["value"]
@@ -54,7 +57,7 @@ def tip(t: dict[str, Any], units: Units, config: Any) -> str:
     return str(n)
 
 
-def score_lines(ev: dict[str, Any], units: Units, config: Any) -> list[str]:
+def score_lines(ev: dict[str, Any], units: Units, config: Config) -> list[str]:
     """``driving score 87/100`` then each component and its cost, then the tips."""
     out = [_("driving score {score}/100").format(score=ev["score"])]
     for name, c in ev["components"].items():

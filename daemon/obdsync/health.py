@@ -28,7 +28,7 @@ from __future__ import annotations
 import statistics
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any, TypedDict
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from obdsync.decode import (
     SIG_MIL,
@@ -41,6 +41,10 @@ from obdsync.i18n import N_, _
 from obdsync.messages import Units
 from obdsync.model import SampleRow
 from protocol.channels import CH_VOLTAGE
+
+if TYPE_CHECKING:
+    from obdsync.config import Config
+    from obdsync.store import Store
 
 OK, INFO, WARNING, CRITICAL = "ok", "info", "warning", "critical"
 SEVERITIES = (OK, INFO, WARNING, CRITICAL)
@@ -140,7 +144,7 @@ class Live:
 class Data:
     """The store's view of one device over the window (fetched once per check)."""
 
-    def __init__(self, store: Any, device: str):
+    def __init__(self, store: Store, device: str) -> None:
         self.store = store
         self.device = device
         self.since = 0
@@ -169,7 +173,7 @@ class Data:
         return rows[-1] if rows else None
 
 
-async def check(store: Any, config: Any, device: str, *, live: Live | None = None,
+async def check(store: Store, config: Config, device: str, *, live: Live | None = None,
                 now_ms: int | None = None) -> Report:
     """Every finding for ``device`` (texts in the process's language, ``config``'s units)."""
     from obdsync.vin import vehicle_json

@@ -6,12 +6,17 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from obdsync.decode import describe_dtc
 from obdsync.rules.smoothing import accel_ms2
 from obdsync.rules.trips import hard_episode
 from obdsync.web.live import Gauge
+
+if TYPE_CHECKING:
+    from obdsync.config import Config
+    from obdsync.model import Trip
+    from obdsync.store import Store
 
 SPEED, RPM, COOLANT, FUEL, VOLTAGE = 0x0D, 0x0C, 0x05, 0x2F, 0xFF
 #: The Now page's gauges: signal id -> key (and unit in the store).
@@ -20,14 +25,15 @@ GAUGE_UNITS = {"speed": "km/h", "rpm": "rpm", "coolant": "°C", "fuel": "%", "ba
 CHART_LIMIT = 200_000  # samples a signal a trip (a 10-hour trip at 5 Hz)
 
 
-async def devices(store: Any) -> list[str]:
+async def devices(store: Store) -> list[str]:
     return [s.device for s in await store.status()]
 
 
-async def now(store: Any, config: Any, device: str, live: dict[str, Any] | None,
+async def now(store: Store, config: Config, device: str, live: dict[str, Any] | None,
               latest: dict[str, Gauge] | None) -> dict[str, Any]:
     """The gauges: each signal's newest stored value (the hub's, if newer), range left."""
-    (st,) = await store.status(device) or [None]
+    found = await store.status(device)
+    st = found[0] if found else None
     gauges: dict[str, Any] = {}
     if st is not None:
         for sig, key in GAUGES.items():
@@ -50,7 +56,7 @@ async def now(store: Any, config: Any, device: str, live: dict[str, Any] | None,
             "last_seen_ms": st.last_seen if st is not None else None}
 
 
-def trip_summary(t: Any, config: Any) -> dict[str, Any]:
+def trip_summary(t: Trip, config: Config) -> dict[str, Any]:
     v = t.values
     price = config.for_device(t.device).fuel.price_per_litre
     score = v.get("score") or {}
@@ -64,11 +70,11 @@ def trip_summary(t: Any, config: Any) -> dict[str, Any]:
             "score": score.get("score"), "components": score.get("components", {}), "tips": score.get("tips", [])}
 
 
-async def trips(store: Any, config: Any, device: str | None, limit: int = 200) -> list[dict[str, Any]]:
+async def trips(store: Store, config: Config, device: str | None, limit: int = 200) -> list[dict[str, Any]]:
     return [trip_summary(t, config) for t in await store.trips(device, limit=limit)]
 
 
-async def find_trip(store: Any, trip_id: str) -> Any:
+async def find_trip(store: Store, trip_id: str) -> Trip | None:
     for t in await store.trips(limit=100_000):
         if t.id == trip_id:
             return t
@@ -78,12 +84,12 @@ async def find_trip(store: Any, trip_id: str) -> Any:
 Series = list[tuple[int, float]]  # (Unix ms, value) of one signal, oldest first
 
 
-async def series(store: Any, device: str, signal: int, since_ms: int, until_ms: int) -> Series:
+async def series(store: Store, device: str, signal: int, since_ms: int, until_ms: int) -> Series:
     rows = await store.samples(device, signal, since_ms=since_ms, until_ms=until_ms + 1, limit=CHART_LIMIT)
     return [(r.time_ms, r.value) for r in rows if r.value is not None]
 
 
-def hard_moments(speed: list[tuple[int, float]], config: Any) -> list[tuple[int, str]]:
+def hard_moments(speed: list[tuple[int, float]], config: Config) -> list[tuple[int, str]]:
     """When the hard brakes and accelerations happened: the trip rule's smoothed
     acceleration and episode counter (`rules.trips`) run over the stored speed (the
     trip keeps only counts)."""
@@ -104,7 +110,7 @@ def hard_moments(speed: list[tuple[int, float]], config: Any) -> list[tuple[int,
     return out
 
 
-async def fuel(store: Any, config: Any, device: str, days: int = 90) -> dict[str, Any]:
+async def fuel(store: Store, config: Config, device: str, days: int = 90) -> dict[str, Any]:
     """The last ``days`` up to the newest stored sample (a car parked for a month still shows its history)."""
     last = await store.samples(device, FUEL, limit=1, newest=True)
     newest = last[0].time_ms if last else int(time.time() * 1000)
@@ -131,7 +137,7 @@ async def fuel(store: Any, config: Any, device: str, days: int = 90) -> dict[str
             "marks": sorted(marks, key=lambda m: m["t"]), "consumption": trend, "months": per_month}
 
 
-async def health(store: Any, config: Any, device: str) -> dict[str, Any]:
+async def health(store: Store, config: Config, device: str) -> dict[str, Any]:
     from obdsync import health as check
 
     report = await check.check(store, config.for_device(device), device)
@@ -146,13 +152,13 @@ async def health(store: Any, config: Any, device: str) -> dict[str, Any]:
     return out
 
 
-async def service(store: Any, config: Any, device: str) -> dict[str, Any]:
+async def service(store: Store, config: Config, device: str) -> dict[str, Any]:
     from obdsync.status import service_state
 
     return await service_state(store, config.for_device(device), device)
 
 
-async def mark_done(store: Any, config: Any, device: str, items: list[str] | None, km: float | None) -> int:
+async def mark_done(store: Store, config: Config, device: str, items: list[str] | None, km: float | None) -> int:
     """A service of ``items`` (None: the whole schedule) done now, checked as
     `obdsync service done` checks it. Raises ValueError naming what is wrong."""
     from obdsync.pipeline import Pipeline, service_note
@@ -170,7 +176,7 @@ async def mark_done(store: Any, config: Any, device: str, items: list[str] | Non
     return entry
 
 
-async def events(store: Any, device: str | None, *, severity: str | None, type_: str | None,
+async def events(store: Store, device: str | None, *, severity: str | None, type_: str | None,
                  limit: int = 500) -> list[Any]:
     out = []
     for e in await store.events(device, limit=limit * 4 if (severity or type_) else limit):

@@ -23,7 +23,7 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable
 from importlib import resources
-from typing import Any, TypedDict
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from aiohttp import web
 
@@ -31,6 +31,10 @@ from obdsync import i18n
 from obdsync.messages import Units
 from obdsync.web import data, pages
 from obdsync.web.live import LiveHub
+
+if TYPE_CHECKING:
+    from obdsync.config import Config
+    from obdsync.store import Store
 
 log = logging.getLogger("obdsync.web")
 
@@ -71,7 +75,7 @@ def _host_only(host_header: str) -> str:
 
 
 class Dashboard:
-    def __init__(self, store: Any, config: Any, *, host: str = "127.0.0.1", port: int = 8765,
+    def __init__(self, store: Store, config: Config, *, host: str = "127.0.0.1", port: int = 8765,
                  live: Callable[[], dict[str, Any]] | None = None, dongle_op: DongleOp | None = None,
                  token: str | None = None) -> None:
         self.store = store
