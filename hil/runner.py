@@ -24,6 +24,7 @@ from hil.scenario import Expect, Scenario, load
 from obdsync.config import Config, parse_config
 from obdsync.daemon import Daemon
 from obdsync.devices import Paired
+from obdsync.model import Event, Trip
 
 DRAIN_TIMEOUT = 60.0
 
@@ -47,8 +48,8 @@ class Report:
     missing: int = 0
     lost: int = 0
     rejected: int = 0
-    events: list[Any] = field(default_factory=list)
-    trips: list[Any] = field(default_factory=list)
+    events: list[Event] = field(default_factory=list)
+    trips: list[Trip] = field(default_factory=list)
     checks: list[Check] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
 
@@ -66,7 +67,7 @@ def scenario_config(scenario: Scenario, overrides: dict[str, Any] | None = None)
     return parse_config(data)
 
 
-def check_expectations(scenario: Scenario, events: list[Any]) -> list[Check]:
+def check_expectations(scenario: Scenario, events: list[Event]) -> list[Check]:
     dicts = []
     for e in events:
         d = dict(e.values)
