@@ -24,13 +24,19 @@ import json
 import os
 import subprocess
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
+from typing import TYPE_CHECKING, TypedDict
 
 from hil import mpy
 from hil.bench import calibrate
 from hil.bench.common import BenchError, Context, Row, fmt
 from hil.build_firmware import SOURCES, code_heap_kb, cross_compile, frozen_tree, sim_tree
+
+if TYPE_CHECKING:
+    from hil.rig import Rig
+    from protocol.record_decode import Record
 
 LIVE_MPY_KB = 80
 FROZEN_DATA_KB = 40
@@ -42,8 +48,68 @@ CHURN_B_PER_S = 1024
 DAEMON_ONLY = ("protocol.record_decode", "protocol.info_decode", "protocol.control_central")
 
 
+class SamplePath(TypedDict):
+    samples: int
+    bytes_per_sample_besides_sealing: float
+    bytes_per_record: float
+    records: int
+    windows_left_out: int
+    churn_b_per_s: float
+    cpu_ms_per_request_unix: float
+    cpu_ms_per_request_board: float  # the unix figure times the calibration factor
+    pids_per_s: float
+    ms_per_request: float
+
+
+class Seal(TypedDict):
+    """One sealing measurement of hil/bench/mpy/seal_cost.py."""
+    impl: str  # "c" (hashlib) or "bytecode" (protocol.sha256)
+    kind: str
+    bytes: int
+    us_unix: float
+    alloc: float
+    append_us_unix: float
+    ms_board: float
+
+
+class LiveHeap(TypedDict):
+    peak_live: int
+    ready_live: int
+    code_kb: int
+    peak_data: int
+    reports: int
+    records: int
+    memory_error: bool
+    speedup: int
+    real_s: float
+
+
+class Modules(TypedDict):
+    xtensawin_bytes: dict[str, int]
+    heap_mpy: dict[str, int]
+    heap_frozen: dict[str, int]
+
+
+class CalibrationResult(TypedDict):
+    factor: float
+    range: tuple[float, float]
+    per_bench: dict[str, float]
+    scores: dict[str, float]
+
+
+class BoardResult(TypedDict):
+    interpreter: str
+    calibration: CalibrationResult
+    sample_path: SamplePath
+    mac256_us: dict[str, float]
+    seal: list[Seal]
+    modules: Modules
+    live_mpy: LiveHeap
+    live_frozen: LiveHeap
+
+
 @contextmanager
-def _on_mpy32():
+def _on_mpy32() -> Iterator[None]:
     old = os.environ.get(mpy.INTERPRETER_ENV)
     os.environ[mpy.INTERPRETER_ENV] = str(mpy.MPY32)
     try:
@@ -55,7 +121,7 @@ def _on_mpy32():
             os.environ[mpy.INTERPRETER_ENV] = old
 
 
-def _sample_path(ctx: Context) -> dict[str, float]:
+def _sample_path(ctx: Context, factor: float) -> SamplePath:
     from hil.bench import heap, pids
 
     fw = pids.run_firmware(ctx)
@@ -65,14 +131,17 @@ def _sample_path(ctx: Context) -> dict[str, float]:
     cpu = [w["cpu_s"] for w in ws if "cpu_s" in w]
     requests = sum(w["requests"] for w in ws if "cpu_s" in w)
     all_requests = sum(w["requests"] for w in ws)
+    cpu_ms = 1000 * sum(cpu) / requests if requests else float("nan")
     return {"samples": samples, "bytes_per_sample_besides_sealing": (alloc - seal) / max(1, samples),
             "bytes_per_record": seal / max(1, sealed), "records": sealed, "windows_left_out": st["left_out"],
             "churn_b_per_s": alloc / secs if secs else float("nan"),
-            "cpu_ms_per_request_unix": 1000 * sum(cpu) / requests if requests else float("nan"),
+            "cpu_ms_per_request_unix": cpu_ms, "cpu_ms_per_request_board": cpu_ms * factor,
             "pids_per_s": fw["pids_per_s"], "ms_per_request": 1000 * secs / max(1, all_requests)}
 
 
-def _seal_cost(ctx: Context) -> tuple[list, dict]:
+def _seal_cost(ctx: Context, factor: float) -> tuple[list[Seal], dict[str, float]]:
+    """seal_cost.py's measurements: each sealing (its board time: the unix time scaled by
+    `factor`), and the MAC's µs per implementation."""
     tree = sim_tree()
     flash = ctx.workdir / "seal_cost"
     flash.mkdir(parents=True, exist_ok=True)
@@ -82,7 +151,10 @@ def _seal_cost(ctx: Context) -> tuple[list, dict]:
     if r.returncode:
         raise BenchError("seal_cost.py failed:\n" + r.stdout[-2000:] + r.stderr[-2000:])
     lines = [json.loads(x) for x in r.stdout.splitlines() if x.startswith("[")]
-    return [x[1:] for x in lines if x[0] == "seal"], {x[1]: x[2] for x in lines if x[0] == "mac256"}
+    seals: list[Seal] = [{"impl": str(i), "kind": str(k), "bytes": int(b), "us_unix": float(us), "alloc": float(a),
+                          "append_us_unix": float(ap), "ms_board": float(us) * factor / 1000}
+                         for _tag, i, k, b, us, a, ap in (x for x in lines if x[0] == "seal")]
+    return seals, {str(x[1]): float(x[2]) for x in lines if x[0] == "mac256"}
 
 
 class _Sink:
@@ -90,7 +162,8 @@ class _Sink:
         self.seqs: set[int] = set()
         self.top = -1
 
-    async def ingest(self, device: str, records: list, *, epoch: int = 0, **_: object) -> int:
+    async def ingest(self, device: str, records: list[Record], *, epoch: int = 0,
+                     first_unacked: int | None = None) -> int:
         # The link passes the log's epoch and more (Store.ingest's keywords); one epoch here.
         self.seqs.update(r.seq for r in records)
         while self.top + 1 in self.seqs:
@@ -98,7 +171,7 @@ class _Sink:
         return self.top
 
 
-def _live_heap(ctx: Context, frozen: bool) -> dict:
+def _live_heap(ctx: Context, frozen: bool) -> LiveHeap:
     """Drive the (sped-up) long drive with a daemon attached; heap reports minus the radio."""
     import asyncio
 
@@ -114,7 +187,7 @@ def _live_heap(ctx: Context, frozen: bool) -> dict:
     old = os.environ.get("OBDSYNC_HEAP_REPORT_MS")
     os.environ["OBDSYNC_HEAP_REPORT_MS"] = str(500 * k)  # every half second of real driving
 
-    async def drive(rig) -> int:
+    async def drive(rig: Rig) -> int:
         link = DongleLink(rig.dongle.mac, rig.dongle.secret, _Sink(), backend=SimClient,
                           backend_kwargs={"air": str(rig.air)})
         task = asyncio.create_task(link.session())
@@ -151,7 +224,7 @@ def _live_heap(ctx: Context, frozen: bool) -> dict:
             "real_s": sc.total_real_s}
 
 
-def _code_sizes(ctx: Context) -> dict:
+def _code_sizes(ctx: Context) -> dict[str, int]:
     out = ctx.workdir / "xtensawin"
     sizes = {}
     for src_dir, pkg in SOURCES:
@@ -177,7 +250,7 @@ for name in NAMES:
 """
 
 
-def _module_heap(ctx: Context, names: list[str], frozen: bool) -> dict:
+def _module_heap(ctx: Context, names: list[str], frozen: bool) -> dict[str, int]:
     from hil.blesim import shim
 
     tree = frozen_tree() if frozen else sim_tree()
@@ -193,26 +266,22 @@ def _module_heap(ctx: Context, names: list[str], frozen: bool) -> dict:
     return {ln.split()[0]: int(ln.split()[1]) for ln in r.stdout.splitlines()}
 
 
-def run(ctx: Context) -> dict:
+def run(ctx: Context) -> BoardResult:
     why = mpy.frozen_unavailable()
     if why:
         raise BenchError(why)
     ctx.log("board: calibration, MicroPython's perf_bench on the 32-bit build …")
     cal = calibrate.measure(ctx.workdir / "perf_bench")
-    res: dict = {"interpreter": str(mpy.MPY32), "calibration": {
-        "factor": cal.factor, "range": (cal.low, cal.high), "per_bench": cal.per_bench, "scores": cal.scores}}
+    calibration: CalibrationResult = {"factor": cal.factor, "range": (cal.low, cal.high), "per_bench": cal.per_bench,
+                                      "scores": cal.scores}
     with _on_mpy32():
         ctx.log("board: the poll path on the 32-bit build …")
-        res["sample_path"] = _sample_path(ctx)
+        sample_path = _sample_path(ctx, cal.factor)
         ctx.log("board: sealing cost, C hashlib and bytecode MAC …")
-        seals, macs = _seal_cost(ctx)
-        factor = cal.factor
-        res["mac256_us"] = macs
         # ms_board: seal's bytecode (the MAC too) scaled. The append is apart and not
         # scaled: most of it is the file write at flush, the OS's I/O here (LittleFS's
         # on the board), which the bytecode factor does not describe.
-        res["seal"] = [{"impl": i, "kind": k, "bytes": b, "us_unix": us, "alloc": a, "append_us_unix": ap,
-                        "ms_board": us * factor / 1000} for i, k, b, us, a, ap in seals]
+        seals, macs = _seal_cost(ctx, cal.factor)
         ctx.log("board: code size per module (xtensawin) and its heap …")
         sizes = _code_sizes(ctx)
         # Dependencies first, so each figure is the module's own; protocol.sha256 is not
@@ -223,17 +292,17 @@ def run(ctx: Context) -> dict:
         rest = [n for n in sizes if n not in first and n not in DAEMON_ONLY
                 and not n.endswith(("__init__", ".app", ".sha256"))]
         names = [n for n in first if n in sizes] + rest + ["dongle.app"]
-        res["modules"] = {"xtensawin_bytes": sizes, "heap_mpy": _module_heap(ctx, names, False),
-                          "heap_frozen": _module_heap(ctx, names, True)}
-        for frozen in (False, True):
-            ctx.log(f"board: live heap through the long drive, {'frozen' if frozen else '.mpy'} …")
-            res["live_frozen" if frozen else "live_mpy"] = _live_heap(ctx, frozen)
-    sp = res["sample_path"]
-    sp["cpu_ms_per_request_board"] = sp["cpu_ms_per_request_unix"] * res["calibration"]["factor"]
-    return res
+        modules: Modules = {"xtensawin_bytes": sizes, "heap_mpy": _module_heap(ctx, names, False),
+                            "heap_frozen": _module_heap(ctx, names, True)}
+        ctx.log("board: live heap through the long drive, .mpy …")
+        live_mpy = _live_heap(ctx, False)
+        ctx.log("board: live heap through the long drive, frozen …")
+        live_frozen = _live_heap(ctx, True)
+    return {"interpreter": str(mpy.MPY32), "calibration": calibration, "sample_path": sample_path,
+            "mac256_us": macs, "seal": seals, "modules": modules, "live_mpy": live_mpy, "live_frozen": live_frozen}
 
 
-def rows(r: dict) -> list[Row]:
+def rows(r: BoardResult) -> list[Row]:
     sp, lm, lf, cal = r["sample_path"], r["live_mpy"], r["live_frozen"], r["calibration"]
     seal = {(s["impl"], s["kind"]): s for s in r["seal"]}
     c_full, b_full = seal[("c", "full")], seal[("bytecode", "full")]
