@@ -77,7 +77,6 @@ def main(argv: list[str] | None = None) -> int:
                 rows.append(Row(name, f"FAILED: {str(e).splitlines()[0][:120] if str(e) else type(e).__name__}"))
                 continue
             took_s = time.monotonic() - t
-            ctx.results[name] = res
             info["figures"][name] = {**res, "took_s": took_s}
             rows.extend(mod.rows(res))
             ctx.log(f"{name}: done in {took_s:.1f} s")

@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, TypedDict, TypeVar
 
@@ -52,7 +52,6 @@ class StoreSink:
 class Context:
     quick: bool
     workdir: Path
-    results: dict[str, Mapping[str, object]] = field(default_factory=dict)  # figures measured in this invocation
     log: Callable[[str], None] = lambda s: print(s, file=sys.stderr, flush=True)
     # The firmware's poll run of figure pids, which figure heap reads instead of running its own.
     firmware_run: ClientResult | None = None
