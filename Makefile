@@ -94,11 +94,16 @@ provision: $(STAMP)
 # view); the firmware and protocol/ as the board sees them, against micropython-esp32-stubs
 # and the corrections in typings/ (firmware/mypy.ini); the unix port's shims and benchmark
 # scripts the same way (hil/mpy/mypy.ini, a run of its own: its `bluetooth` is the shim).
+# All three type runs report, then the target fails if any did.
 lint: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/mypy
-	$(BIN)/mypy --config-file firmware/mypy.ini
-	$(BIN)/mypy --config-file hil/mpy/mypy.ini
+	@status=0; \
+	echo "mypy: daemon/obdsync, hil (CPython)"; $(BIN)/mypy || status=1; \
+	echo "mypy: firmware/, protocol/ (the board: firmware/mypy.ini)"; \
+	$(BIN)/mypy --config-file firmware/mypy.ini || status=1; \
+	echo "mypy: hil/mpy/, hil/bench/mpy/ (the unix port: hil/mpy/mypy.ini)"; \
+	$(BIN)/mypy --config-file hil/mpy/mypy.ini || status=1; \
+	exit $$status
 
 clean:
 	rm -rf build .pytest_cache  # build/mpy32 too: the next test run rebuilds it
