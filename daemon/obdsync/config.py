@@ -24,7 +24,10 @@ import stat
 import tomllib
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
 from urllib.parse import urlsplit
 
 from . import paths
@@ -46,6 +49,7 @@ class SecretError(Exception):
 
 
 SecretValue = TypeVar("SecretValue", bytes, str)
+_D = TypeVar("_D", bound="DataclassInstance")
 
 
 class Secret(Generic[SecretValue]):
@@ -402,7 +406,7 @@ def _convert(key: str, value: Any, f: Any, errors: list[str]) -> Any:
     return value
 
 
-def _section(cls: type, name: str, table: Any, errors: list[str], given: dict[str, Any] | None = None) -> Any:
+def _section(cls: type[_D], name: str, table: Any, errors: list[str], given: dict[str, Any] | None = None) -> _D:
     given = given or {}
     if not isinstance(table, dict):
         errors.append(f"{name} must be a table, got {table!r}")
@@ -478,61 +482,73 @@ def _targets(forward: Any, base: Path | None, errors: list[str], exposed: str | 
     if not isinstance(forward, dict):
         errors.append("forward must hold [[forward.mqtt]] / [[forward.webhook]] tables")
         return ForwardConfig()
-    out: dict[str, list[Any]] = {"mqtt": [], "webhook": []}
+    mqtt: list[MqttTarget] = []
+    webhook: list[WebhookTarget] = []
     for kind, value in forward.items():
-        if kind not in out:
-            errors.append(f"unknown key forward.{kind}" + _hint(kind, list(out), "forward."))
+        if kind not in ("mqtt", "webhook"):
+            errors.append(f"unknown key forward.{kind}" + _hint(kind, ["mqtt", "webhook"], "forward."))
             continue
         if not isinstance(value, list):
             errors.append(f"forward.{kind} must be an array of tables ([[forward.{kind}]]), got {value!r}")
             continue
-        cls = MqttTarget if kind == "mqtt" else WebhookTarget
         for i, table in enumerate(value):
             name = f"forward.{kind}[{i}]"
-            t = _section(cls, name, table, errors)
-            inline = [("password", t.password)] if kind == "mqtt" else [("secret", t.secret),
-                                                                       ("previous_secret", t.previous_secret)]
-            for key, value in inline:
-                if value is not None and exposed is not None:
-                    errors.append(f"{name}.{key} is written in a config file that {exposed} (or move it to "
-                                  f"{key}_file, a file only you can read)")
             if kind == "mqtt":
-                if not t.host:
-                    errors.append(f"{name}.host is required")
-                # 8883 is MQTT over TLS (IANA): TLS there unless the file says tls = false.
-                tls_said = isinstance(table, dict) and "tls" in table
-                tls = t.tls or bool(t.ca or t.cert or t.key) or (t.port == 8883 and not tls_said)
-                if bool(t.cert) != bool(t.key):
-                    errors.append(f"{name}.cert and {name}.key go together")
-                port = t.port or (8883 if tls else 1883)
-                password = _secret_from(name + ".password", t.password, t.password_file, base, errors)
-                if password is not None and not tls and not t.allow_plaintext:
-                    errors.append(f"{name}: the password would cross the network in plaintext to {t.host}:{port} "
-                                  f"(no TLS); set tls = true (or ca = ...), or, for a broker on this machine, "
-                                  f"allow_plaintext = true")
-                t = MqttTarget(**{**_as_dict(t), "tls": tls, "port": port, "password": password,
-                                  "name": t.name or f"mqtt:{t.host}:{port}"})
+                mqtt.append(_mqtt_target(name, table, base, errors, exposed))
             else:
-                u = urlsplit(t.url)
-                if u.scheme not in ("http", "https") or not u.hostname:
-                    errors.append(f"{name}.url must be an http:// or https:// URL, got {t.url!r}")
-                secret = _secret_from(name + ".secret", t.secret, t.secret_file, base, errors)
-                previous = _secret_from(name + ".previous_secret", t.previous_secret, t.previous_secret_file,
-                                        base, errors)
-                if previous is not None and secret is None:
-                    errors.append(f"{name}.previous_secret is for a key rotation: set {name}.secret too")
-                if (secret is not None and u.scheme == "http" and u.hostname and not _is_loopback(u.hostname)
-                        and not t.allow_plaintext):
-                    errors.append(f"{name}: events signed with the secret would go to {u.hostname} over plain "
-                                  f"http:// (readable and replayable on the way); use https://, or set "
-                                  f"allow_plaintext = true to accept that")
-                t = WebhookTarget(**{**_as_dict(t), "secret": secret, "previous_secret": previous,
-                                     "name": t.name or "webhook:%s" % (u.hostname or "")})
-            out[kind].append(t)
-    names = [t.name for t in out["mqtt"] + out["webhook"]]
+                webhook.append(_webhook_target(name, table, base, errors, exposed))
+    names = [t.name for t in mqtt] + [t.name for t in webhook]
     for dup in sorted({n for n in names if names.count(n) > 1}):
         errors.append(f"forward target name {dup!r} is used twice; give each a distinct name")
-    return ForwardConfig(tuple(out["mqtt"]), tuple(out["webhook"]))
+    return ForwardConfig(tuple(mqtt), tuple(webhook))
+
+
+def _inline_secrets(name: str, inline: list[tuple[str, Secret[str] | None]], errors: list[str],
+                    exposed: str | None) -> None:
+    for key, secret in inline:
+        if secret is not None and exposed is not None:
+            errors.append(f"{name}.{key} is written in a config file that {exposed} (or move it to "
+                          f"{key}_file, a file only you can read)")
+
+
+def _mqtt_target(name: str, table: Any, base: Path | None, errors: list[str], exposed: str | None) -> MqttTarget:
+    t = _section(MqttTarget, name, table, errors)
+    _inline_secrets(name, [("password", t.password)], errors, exposed)
+    if not t.host:
+        errors.append(f"{name}.host is required")
+    # 8883 is MQTT over TLS (IANA): TLS there unless the file says tls = false.
+    tls_said = isinstance(table, dict) and "tls" in table
+    tls = t.tls or bool(t.ca or t.cert or t.key) or (t.port == 8883 and not tls_said)
+    if bool(t.cert) != bool(t.key):
+        errors.append(f"{name}.cert and {name}.key go together")
+    port = t.port or (8883 if tls else 1883)
+    password = _secret_from(name + ".password", t.password, t.password_file, base, errors)
+    if password is not None and not tls and not t.allow_plaintext:
+        errors.append(f"{name}: the password would cross the network in plaintext to {t.host}:{port} "
+                      f"(no TLS); set tls = true (or ca = ...), or, for a broker on this machine, "
+                      f"allow_plaintext = true")
+    return MqttTarget(**{**_as_dict(t), "tls": tls, "port": port, "password": password,
+                         "name": t.name or f"mqtt:{t.host}:{port}"})
+
+
+def _webhook_target(name: str, table: Any, base: Path | None, errors: list[str],
+                    exposed: str | None) -> WebhookTarget:
+    t = _section(WebhookTarget, name, table, errors)
+    _inline_secrets(name, [("secret", t.secret), ("previous_secret", t.previous_secret)], errors, exposed)
+    u = urlsplit(t.url)
+    if u.scheme not in ("http", "https") or not u.hostname:
+        errors.append(f"{name}.url must be an http:// or https:// URL, got {t.url!r}")
+    secret = _secret_from(name + ".secret", t.secret, t.secret_file, base, errors)
+    previous = _secret_from(name + ".previous_secret", t.previous_secret, t.previous_secret_file, base, errors)
+    if previous is not None and secret is None:
+        errors.append(f"{name}.previous_secret is for a key rotation: set {name}.secret too")
+    if (secret is not None and u.scheme == "http" and u.hostname and not _is_loopback(u.hostname)
+            and not t.allow_plaintext):
+        errors.append(f"{name}: events signed with the secret would go to {u.hostname} over plain "
+                      f"http:// (readable and replayable on the way); use https://, or set "
+                      f"allow_plaintext = true to accept that")
+    return WebhookTarget(**{**_as_dict(t), "secret": secret, "previous_secret": previous,
+                            "name": t.name or "webhook:%s" % (u.hostname or "")})
 
 
 def _quiet_hours(key: str, text: str, errors: list[str]) -> tuple[int, int] | None:
