@@ -138,3 +138,58 @@ async def test_an_unreadable_snapshot_never_stops_storage_or_acks(records, tmp_p
             assert (await cur.fetchone())[0] == len({r.seq for r in records})
     finally:
         await store.close()
+
+
+class _Forwarder:
+    """What the pipeline asks of obdsync.forward.Forwarder: entries, a wake-up, the retained state."""
+
+    def __init__(self):
+        self.states = []
+
+    def outbox_entries(self, event):
+        return [("mqtt", event.id.encode())]
+
+    def notify(self):
+        pass
+
+    def publish_state(self, device, state):
+        self.states.append(state)
+
+
+async def test_a_record_goes_one_way_through_the_store(records, tmp_path, monkeypatch):
+    """Once a device is met (its saved state, latest values and trip read), a batch goes
+    into the store once and its events out: derivation, the retained state and the
+    anchors come from what ingest handed on, never from reading the store back."""
+    import obdsync.pipeline as pipeline_mod
+
+    monkeypatch.setattr(pipeline_mod, "STATE_SECONDS", 0.0)  # the retained state after every batch
+    store = await Store.open(tmp_path / "one-way.db")
+    reads = []
+    for name in ("status", "last_values", "samples", "events", "trips", "epochs", "rules_state", "dtcs",
+                 "device_events", "replay_items", "export", "freeze_frames"):
+        fn = getattr(store, name)
+
+        def spy(*a, _name=name, _fn=fn, **k):
+            reads.append(_name)
+            return _fn(*a, **k)
+
+        monkeypatch.setattr(store, name, spy)
+    try:
+        fwd = _Forwarder()
+        p = Pipeline(store, Config(), forwarder=fwd)
+        batches = deliveries(records, 7)
+        await p.ingest(DEVICE, batches[0])  # the device met: its state read once
+        await p.flush()
+        met = list(reads)
+        assert {"rules_state", "last_values", "trips", "epochs"} <= set(met)
+        for batch in batches[1:]:
+            await p.ingest(DEVICE, batch)
+        await p.close()
+        assert reads == met  # nothing read back after that
+        assert {e.type for e in await store.events(limit=1000)} >= {"overheat", "dtc_new"}
+        # The retained state's latest values are the stored ones.
+        (status,) = await store.status(DEVICE)
+        speed_t, speed, _unit = status.last_values[0x0D]
+        assert fwd.states[-1]["speed_kmh"] == round(speed) and fwd.states[-1]["time_ms"] >= speed_t
+    finally:
+        await store.close()
