@@ -42,7 +42,7 @@ from typing import Any
 import aiosqlite
 
 from . import schema
-from .db import (  # noqa: F401 - the store's errors, re-exported for its users
+from .db import (
     Db,
     StoreBusyError,
     StoreCorruptError,
@@ -57,6 +57,9 @@ from .ingest import Ingester, Record
 from .model import DeviceStatus, EpochInfo, Event, Held, SampleRow, Trip, TripRecord
 from .paths import private_dir, private_file
 from .queries import Queries
+
+__all__ = ["Store", "corrupt_advice", "StoreError", "StoreFullError", "StoreBusyError", "StoreCorruptError",
+           "StoreMissingError"]  # the errors are obdsync.db's, re-exported for the store's users
 
 log = logging.getLogger(__name__)
 
