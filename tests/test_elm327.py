@@ -118,6 +118,25 @@ def test_scripted_replies_parse_to_defined_outcomes(dongle_mpy, micropython):
                               "'read_freeze', 'read_freeze_frame', 'read_vin', 'read_voltage', 'recover', 'start_pids', 'start_voltage']")
 
 
+def test_the_chip_messages_table_names_each_message_with_its_status():
+    # _ERRORS is one bytes object (length, status, text per message) for the board's heap:
+    # read back, it must say what the module doc and the statuses say.
+    from dongle import elm327 as E
+
+    table, k = [], 0
+    while k < len(E._ERRORS):
+        n = E._ERRORS[k]
+        table.append((E._ERRORS[k + 2:k + 2 + n].decode(), E.NAMES[E._ERRORS[k + 1]]))
+        k += 2 + n
+    assert k == len(E._ERRORS)
+    assert table == [("NO DATA", "NO_DATA"), ("STOPPED", "STOPPED"), ("CAN ERROR", "CAN_ERROR"),
+                     ("BUS INIT", "BUS_INIT"), ("BUS ERROR", "BUS_ERROR"), ("BUS BUSY", "BUS_ERROR"),
+                     ("UNABLE TO CONNECT", "UNABLE"), ("BUFFER FULL", "BUFFER_FULL"), ("ELM327", "RESET"),
+                     ("LV RESET", "RESET"), ("?", "UNKNOWN"), ("DATA ERROR", "OTHER_ERROR"),
+                     ("<DATA ERROR", "OTHER_ERROR"), ("<RX ERROR", "OTHER_ERROR"), ("FB ERROR", "OTHER_ERROR"),
+                     ("ERR", "OTHER_ERROR"), ("ACT ALERT", "OTHER_ERROR"), ("LP ALERT", "OTHER_ERROR")]
+
+
 def test_every_reply_shape_parses_without_allocating(dongle_mpy, micropython):
     # The poll path runs per sample: under heap_lock, on both word sizes (32-bit: the ESP32's).
     got = lines_by_key(run_module(dongle_mpy, "elm_heap"))

@@ -113,26 +113,28 @@ _COLON = const(58)
 
 _HEX = b"0123456789ABCDEF"
 
-# (prefix, status) for the chip's messages; checked before a line is read as hex
+# The chip's messages, checked in this order before a line is read as hex: per message its
+# length, its status, its text (upper case). One bytes object: as a tuple of (bytes, status)
+# pairs it held ~1 KB more of a board's heap (a module's constants stay in RAM with it).
 _ERRORS = (
-    (b"NO DATA", NO_DATA),
-    (b"STOPPED", STOPPED),
-    (b"CAN ERROR", CAN_ERROR),
-    (b"BUS INIT", BUS_INIT),
-    (b"BUS ERROR", BUS_ERROR),
-    (b"BUS BUSY", BUS_ERROR),
-    (b"UNABLE TO CONNECT", UNABLE),
-    (b"BUFFER FULL", BUFFER_FULL),
-    (b"ELM327", RESET),
-    (b"LV RESET", RESET),
-    (b"?", UNKNOWN),
-    (b"DATA ERROR", OTHER_ERROR),
-    (b"<DATA ERROR", OTHER_ERROR),
-    (b"<RX ERROR", OTHER_ERROR),
-    (b"FB ERROR", OTHER_ERROR),
-    (b"ERR", OTHER_ERROR),
-    (b"ACT ALERT", OTHER_ERROR),
-    (b"LP ALERT", OTHER_ERROR),
+    b"\x07\x01NO DATA"  # NO_DATA
+    b"\x07\x03STOPPED"  # STOPPED
+    b"\x09\x04CAN ERROR"  # CAN_ERROR
+    b"\x08\x05BUS INIT"  # BUS_INIT
+    b"\x09\x06BUS ERROR"  # BUS_ERROR
+    b"\x08\x06BUS BUSY"  # BUS_ERROR
+    b"\x11\x07UNABLE TO CONNECT"  # UNABLE
+    b"\x0b\x08BUFFER FULL"  # BUFFER_FULL
+    b"\x06\x0bELM327"  # RESET
+    b"\x08\x0bLV RESET"  # RESET
+    b"\x01\x02?"  # UNKNOWN
+    b"\x0a\x0fDATA ERROR"  # OTHER_ERROR
+    b"\x0b\x0f<DATA ERROR"  # OTHER_ERROR
+    b"\x09\x0f<RX ERROR"  # OTHER_ERROR
+    b"\x08\x0fFB ERROR"  # OTHER_ERROR
+    b"\x03\x0fERR"  # OTHER_ERROR
+    b"\x09\x0fACT ALERT"  # OTHER_ERROR
+    b"\x08\x0fLP ALERT"  # OTHER_ERROR
 )
 _SEARCHING = b"SEARCHING"
 _BUS_INIT = b"BUS INIT"
@@ -519,9 +521,11 @@ class ELM327:
                 return False
         return True
 
-    def _starts(self, s: int, e: int, lit: bytes) -> bool:
-        """rx[s:e] starts with lit (upper case), in any case: clones print `no data`."""
-        n = len(lit)
+    def _starts(self, s: int, e: int, lit: bytes, o: int = 0, n: int = -1) -> bool:
+        """rx[s:e] starts with lit[o:o + n] (all of lit by default; upper case), in any case:
+        clones print `no data`."""
+        if n < 0:
+            n = len(lit)
         if e - s < n:
             return False
         rx = self.rx
@@ -529,7 +533,7 @@ class ELM327:
             c = rx[s + i]
             if 97 <= c <= 122:
                 c -= 32
-            if c != lit[i]:
+            if c != lit[o + i]:
                 return False
         return True
 
@@ -577,10 +581,13 @@ class ELM327:
             if self._starts(s, e, _BUS_INIT) and self._starts(e - 2, e, _OK):
                 continue  # `BUS INIT: ...OK`: the slow init of ISO 9141 / KWP worked
             found = -1
-            for lit, code in _ERRORS:
-                if self._starts(s, e, lit):
-                    found = code
+            k = 0
+            while k < len(_ERRORS):
+                n = _ERRORS[k]
+                if self._starts(s, e, _ERRORS, k + 2, n):
+                    found = _ERRORS[k + 1]
                     break
+                k += 2 + n
             if found == RESET and kind == _K_RESET:
                 text = True
                 continue
