@@ -28,7 +28,8 @@ def lib(tmp_path_factory, micropython):
     out = tmp_path_factory.mktemp("wdt-lib")
     for rel in ["protocol/__init__.py", "protocol/errors.py", "protocol/auth.py", "protocol/channels.py",
                 "protocol/record.py", "protocol/sha256.py", "firmware/dongle/__init__.py",
-                "firmware/dongle/persist.py", "firmware/dongle/flashlog.py", "firmware/dongle/watchdog.py"]:
+                "firmware/dongle/persist.py", "firmware/dongle/flashlog.py", "firmware/dongle/flashlog_boot.py",
+                "firmware/dongle/watchdog.py"]:
         src = mpy.ROOT / rel
         (out / src.parent.name).mkdir(exist_ok=True)
         cross_compile(src, out / src.parent.name / (src.stem + ".mpy"))

@@ -31,7 +31,8 @@ DRIVER = HERE / "flashlog_driver.py"
 KEY = bytes(range(32))
 FRAME = 6  # len u16 | crc32 u32 before each record in a segment file
 MODULES = ["protocol/__init__.py", "protocol/errors.py", "protocol/auth.py", "protocol/channels.py",
-           "protocol/record.py", "protocol/sha256.py", "firmware/dongle/persist.py", "firmware/dongle/flashlog.py"]
+           "protocol/record.py", "protocol/sha256.py", "firmware/dongle/persist.py", "firmware/dongle/flashlog.py",
+           "firmware/dongle/flashlog_boot.py"]
 
 
 _PROBE = """
@@ -387,6 +388,14 @@ def test_the_append_and_read_paths_allocate_nothing_but_the_crc_on_32_bit(boot, 
         assert 0 < int(out["append_bytes"]) <= 200 * 32
     # Reading checks the CRC by its residue: nothing allocated, on any word size.
     assert out["read_bytes"] == "0" and out["read_locked"] == "ok"
+
+
+def test_the_boot_only_code_does_not_stay_loaded(boot, tmp_path):
+    # dongle.flashlog_boot (recovery) runs once; a board running .mpy keeps a module's bytecode
+    # in its heap while it is imported, so FlashLog drops it after the boot.
+    out = dict(ln.split() for ln in boot.run(HERE / "flashlog_unload.py", tmp_path / "log"))
+    assert out["modules"] == "0" and out["attribute"] == "0"
+    assert int(out["cost"]) > 1024 and int(out["left"]) < int(out["cost"]) // 4, out
 
 
 def test_a_capacity_below_two_segments_is_refused(boot, tmp_path):

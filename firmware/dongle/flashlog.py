@@ -82,19 +82,19 @@ if _TYPE_CHECKING:
     from dongle._types import Clock, LogFile
     from protocol._types import Bytes, WBytes
 
-_FRAME = const(6)  # len u16 | crc32 u32
+FRAME = const(6)  # len u16 | crc32 u32
 _CRC_RESIDUE = const(0x2144DF1C)  # crc32 of any data followed by its own crc32, little-endian
-_MAX_ENTRY = const(518)  # _FRAME + MAX_RECORD
+_MAX_ENTRY = const(518)  # FRAME + MAX_RECORD
 _GAP_BUF = const(32)
-_SUFFIX = ".seg"
+SUFFIX = ".seg"
 
 # State fields (Persist values).
-_S_BOOT = const(0)
-_S_FIRST = const(1)  # first unacked seq
-_S_NEXT = const(2)  # next seq as of the last flush
-_S_DROPPED = const(3)
-_S_NAMED = const(4)  # one past the highest seq any GAP has named
-_S_N = const(5)
+S_BOOT = const(0)
+S_FIRST = const(1)  # first unacked seq
+S_NEXT = const(2)  # next seq as of the last flush
+S_DROPPED = const(3)
+S_NAMED = const(4)  # one past the highest seq any GAP has named
+S_N = const(5)
 
 
 def _seq(rec: Bytes) -> int:
@@ -143,7 +143,7 @@ class FlashLog:
         # copies need no slice objects.
         self._scratch = bytearray(MAX_RECORD + 4)  # + a CRC when checking (_read)
         self._crc = bytearray(4)
-        self._hdr = bytearray(_FRAME)
+        self._hdr = bytearray(FRAME)
         # Segment table, oldest first; the last entry is the one being written.
         # Torn-tail boots can leave short segments, hence the slack over cap/seg.
         self._maxseg = capacity_bytes // segment_bytes + 8
@@ -167,13 +167,18 @@ class FlashLog:
         self._dirty = False
         self._state_t = 0
         self._cursors: list[Cursor] = []
-        # After the long-lived buffers: what opening the epoch and deriving the key leave
-        # behind is freed in one piece (64K of heap on the board: no holes between buffers).
-        self.epoch = self._open_epoch(random_bytes)
-        self.key = key(self.epoch) if callable(key) else key
-        self._signer = Signer(self.key)
-        self._state = Persist(root + "/state", _S_N)
-        self._recover()
+        # After the long-lived buffers: what opening the epoch, deriving the key and the
+        # boot-only code leave behind is freed in one piece (no holes between buffers).
+        from dongle import flashlog_boot as boot
+
+        try:
+            self.epoch = boot.open_epoch(root, random_bytes)
+            self.key = key(self.epoch) if callable(key) else key
+            self._signer = Signer(self.key)
+            self._state = Persist(root + "/state", S_N)
+            boot.recover(self)
+        finally:
+            boot.unload()
 
     # -- status ------------------------------------------------------------------------
 
@@ -246,7 +251,7 @@ class FlashLog:
         """Write out everything buffered and the state (before sleep or shutdown)."""
         self._flush()
         v = self._state.values
-        if self._dirty or v[_S_NEXT] != self._dnext:
+        if self._dirty or v[S_NEXT] != self._dnext:
             self._save()
 
     def ack(self, seq: int) -> int:
@@ -286,11 +291,11 @@ class FlashLog:
     # -- internals ---------------------------------------------------------------------
 
     def _path(self, sid: int) -> str:
-        return "%s/%08x%s" % (self._root, sid, _SUFFIX)
+        return "%s/%08x%s" % (self._root, sid, SUFFIX)
 
     def _put(self, buf: Bytes, n: int, seq: int) -> None:
         o = self._pend
-        if o + _FRAME + n > len(self._ram):
+        if o + FRAME + n > len(self._ram):
             self._flush()
             o = 0
         sc = self._scratch
@@ -298,10 +303,10 @@ class FlashLog:
         sc[n:] = b""
         ram = self._ram
         struct.pack_into(">HI", ram, o, n, binascii.crc32(sc, n))
-        ram[o + _FRAME:o + _FRAME + n] = sc
+        ram[o + FRAME:o + FRAME + n] = sc
         if o == 0:
             self._pend_t = self._clock.ms()
-        self._pend = o + _FRAME + n
+        self._pend = o + FRAME + n
         self._next = seq + 1
         self._slast[self._nseg - 1] = seq
 
@@ -439,11 +444,11 @@ class FlashLog:
 
     def _save(self) -> None:
         v = self._state.values
-        v[_S_BOOT] = self._boot
-        v[_S_FIRST] = self._first
-        v[_S_NEXT] = self._dnext
-        v[_S_DROPPED] = self._dropped
-        v[_S_NAMED] = self._named
+        v[S_BOOT] = self._boot
+        v[S_FIRST] = self._first
+        v[S_NEXT] = self._dnext
+        v[S_DROPPED] = self._dropped
+        v[S_NAMED] = self._named
         self._state.save()
         self._dirty = False
         self._state_t = self._clock.ms()
@@ -452,10 +457,10 @@ class FlashLog:
         """Read one entry from f into the scratch buffer; its length, or -1 if the next
         `avail` bytes do not start with an intact entry."""
         hdr = self._hdr
-        if avail < _FRAME + MIN_RECORD or f.readinto(hdr) != _FRAME:
+        if avail < FRAME + MIN_RECORD or f.readinto(hdr) != FRAME:
             return -1
         n = (hdr[0] << 8) | hdr[1]
-        if n < MIN_RECORD or n > MAX_RECORD or _FRAME + n > avail:
+        if n < MIN_RECORD or n > MAX_RECORD or FRAME + n > avail:
             return -1
         sc = self._scratch
         sc[0:len(sc)] = self._grow
@@ -473,146 +478,6 @@ class FlashLog:
         ok = binascii.crc32(sc, n) == _CRC_RESIDUE
         sc[n:] = b""
         return n if ok else -1
-
-    def _scan(self, sid: int, prev: int) -> tuple[int, int, int, int, int]:
-        """(first, last, good bytes, file size, boot of last) of a segment's intact
-        prefix whose seqs rise above prev; first is -1 when none."""
-        first = -1
-        last = prev
-        boot = -1
-        good = 0
-        try:
-            f = open(self._path(sid), "rb")
-        except OSError:
-            return -1, prev, 0, 0, -1
-        with f:
-            size = f.seek(0, 2)
-            f.seek(0)
-            while True:
-                n = self._read(f, size - good)
-                if n < 0:
-                    break
-                sc = self._scratch
-                seq = _seq(sc)
-                if seq <= last:
-                    break
-                if first < 0:
-                    first = seq
-                last = seq
-                boot = (sc[5] << 8) | sc[6]
-                good += _FRAME + n
-        return first, last, good, size, boot
-
-    def _open_epoch(self, random_bytes: Callable[[int], bytes] | None) -> int:
-        root = self._root
-        try:
-            os.mkdir(root)
-        except OSError:
-            os.stat(root)  # exists already: fine; anything else raises here
-        p = Persist(root + "/epoch", 1)
-        if p.load():
-            return p.values[0]
-        epoch = 0
-        for name in os.listdir(root):
-            if name.startswith("state") or name.endswith(_SUFFIX):
-                break  # a log from before epochs: keep it (epoch 0, the protocol-1 key)
-        else:
-            if random_bytes is None:
-                random_bytes = os.urandom
-            while epoch == 0:
-                b = random_bytes(4)
-                epoch = (b[0] << 24) | (b[1] << 16) | (b[2] << 8) | b[3]
-        p.values[0] = epoch
-        p.save()  # before the first record: every record of this log carries its key
-        return epoch
-
-    def _recover(self) -> None:
-        ok = self._state.load()
-        v = self._state.values
-        ids = []
-        for name in os.listdir(self._root):
-            if len(name) == 12 and name.endswith(_SUFFIX):
-                try:
-                    ids.append(int(name[:8], 16))
-                except ValueError:
-                    pass
-        ids.sort()
-        first = v[_S_FIRST] if ok else -1
-        named = v[_S_NAMED] if ok else 0
-        garbage = []
-        holes = []  # (lo, hi): seqs that went missing from the log
-        prev = -1
-        last_boot = -1
-        firsts: list[int] = []
-        last_clean = False
-        for sid in ids:
-            s_first, s_last, good, size, boot = self._scan(sid, prev)
-            self._next_id = sid + 1
-            if s_first < 0:
-                garbage.append(sid)
-                continue
-            if self._nseg == self._maxseg:
-                # More files than this capacity allows (it shrank): the oldest go.
-                holes.append((firsts.pop(0), self._slast[0]))
-                garbage.append(self._sid[0])
-                self._shift(1)
-            if prev >= 0 and s_first > prev + 1:
-                holes.append((prev + 1, s_first - 1))  # a corrupt entry cut a segment short
-            firsts.append(s_first)
-            i = self._nseg
-            self._sid[i] = sid
-            self._slast[i] = s_last
-            self._ssize[i] = good
-            self._sbytes[i] = size
-            self._nseg = i + 1
-            prev = s_last
-            last_boot = boot
-            last_clean = good == size
-        oldest = firsts[0] if firsts else -1
-        if first < 0:
-            first = oldest if oldest >= 0 else 0
-        nxt = v[_S_NEXT] if ok else 0
-        if prev + 1 >= nxt:
-            nxt = prev + 1
-        else:
-            holes.append((prev + 1, nxt - 1))  # flushed records missing from the tail
-        if first > nxt:
-            first = nxt
-        if oldest > first and named < oldest:
-            holes.append((first, oldest - 1))  # gone before the oldest held, and no GAP named them
-        lost = -1
-        count = 0
-        low = named if named > first else first
-        for lo, hi in holes:
-            if hi > lost:
-                lost = hi
-            if lo < low:
-                lo = low
-            if hi >= lo:
-                count += hi + 1 - lo
-        self._first = first
-        self._next = nxt
-        self._dnext = nxt
-        self._named = named
-        self._dropped = v[_S_DROPPED] if ok else 0
-        base = v[_S_BOOT] if ok else (last_boot if last_boot > 0 else 0)
-        self._boot = base + 1
-        self._save()  # the boot counter first
-        for sid in garbage:
-            try:
-                os.remove(self._path(sid))
-            except OSError:
-                pass
-        self._tgen += 1
-        i = self._nseg - 1
-        if i >= 0 and last_clean and self._ssize[i] < self._segb:
-            self._f = open(self._path(self._sid[i]), "ab")
-        else:
-            # A torn tail stays behind as garbage past the segment's good bytes.
-            self._start_segment()
-        if self._lose(lost, count):
-            self._save()
-
 
 class Cursor:
     """Reads records oldest first, from seq on, while the log keeps growing.
@@ -669,13 +534,13 @@ class Cursor:
             sc = log._scratch
             seq = _seq(sc)
             if seq < self.seq:
-                self._off = off + _FRAME + n
+                self._off = off + FRAME + n
                 continue
             if n > len(buf):
                 f.seek(off)
                 raise ValueError("buffer of %d bytes for a %d-byte record" % (len(buf), n))
             buf[0:n] = sc
-            self._off = off + _FRAME + n
+            self._off = off + FRAME + n
             self.seq = seq + 1
             return n
 
