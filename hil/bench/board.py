@@ -27,11 +27,12 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
+from pathlib import Path
 from typing import TYPE_CHECKING, TypedDict
 
 from hil import mpy
 from hil.bench import calibrate
-from hil.bench.common import BenchError, Context, Row, fmt
+from hil.bench.common import BenchError, Context, LineProc, Row, fmt
 from hil.build_firmware import SOURCES, code_heap_kb, cross_compile, frozen_tree, sim_tree
 
 if TYPE_CHECKING:
@@ -72,11 +73,22 @@ class Seal(TypedDict):
     ms_board: float
 
 
+class SimClock(TypedDict):
+    code: int  # bytes: hil/mpy/simclock.py imported
+    object: int  # the SimClock built from the drive's OBDSYNC_SIM_CLOCK
+
+
+class RadioConnection(TypedDict):
+    connection: int  # bytes the simulated radio holds for one connected central
+    left: int  # what it still holds after the disconnect (not taken out: see _radio_connection_bytes)
+
+
 class LiveHeap(TypedDict):
     peak_live: int
     ready_live: int
-    code_kb: int
+    code_kb: float
     peak_data: int
+    sim_clock: SimClock
     reports: int
     records: int
     memory_error: bool
@@ -104,6 +116,7 @@ class BoardResult(TypedDict):
     mac256_us: dict[str, float]
     seal: list[Seal]
     modules: Modules
+    radio_connection: RadioConnection
     live_mpy: LiveHeap
     live_frozen: LiveHeap
 
@@ -171,8 +184,11 @@ class _Sink:
         return self.top
 
 
-def _live_heap(ctx: Context, frozen: bool) -> LiveHeap:
-    """Drive the (sped-up) long drive with a daemon attached; heap reports minus the radio."""
+def _live_heap(ctx: Context, frozen: bool, connection: int) -> LiveHeap:
+    """Drive the (sped-up) long drive with a daemon attached; heap reports minus the rig's
+    stand-ins for what the board does in C or in hardware: the radio (its footprint, and
+    `connection` bytes in the reports taken while a central is connected) and the simulated
+    clock."""
     import asyncio
 
     from hil.blesim import SimClient, shim
@@ -207,21 +223,99 @@ def _live_heap(ctx: Context, frozen: bool) -> LiveHeap:
             ready = int(next(x for x in rig.dongle.lines if x.startswith("ready")).split()[3])
             records = asyncio.run(drive(rig))
             out = list(rig.dongle.lines)
+            tree = frozen_tree() if frozen else sim_tree()
+            clock = _sim_clock_bytes(ctx, tree, rig.dongle.clock.encode() if rig.dongle.clock else None, frozen)
     finally:
         if old is None:
             os.environ.pop("OBDSYNC_HEAP_REPORT_MS", None)
         else:
             os.environ["OBDSYNC_HEAP_REPORT_MS"] = old
-    reports = [int(x.split()[1]) for x in out if x.startswith("heap ")]
+    radio = shim.heap_bytes(str(mpy.MPY32))
+    stand_ins = radio + clock["code"] + clock["object"]
+    reports = []  # the firmware's own: each report minus the rig's stand-ins then
+    connected = False
+    for x in out:
+        if x in ("connected", "disconnected"):
+            connected = x == "connected"
+        elif x.startswith("heap "):
+            reports.append(int(x.split()[1]) - stand_ins - (connection if connected else 0))
     if not reports:
         raise BenchError("no heap reports:\n" + "\n".join(out[-30:]))
-    radio = shim.heap_bytes(str(mpy.MPY32))
-    code = code_heap_kb(frozen_tree(), frozen=True) if frozen else code_heap_kb(sim_tree())
-    peak = max(reports) - radio
-    return {"peak_live": peak, "ready_live": ready - radio, "code_kb": code,
-            "peak_data": peak - code * 1024, "reports": len(reports), "records": records,
+    # code_heap_kb imports simclock with the firmware: its code is not the firmware's either
+    code = (code_heap_kb(tree, frozen=True) if frozen else code_heap_kb(tree)) * 1024 - clock["code"]
+    peak = max(reports)
+    return {"peak_live": peak, "ready_live": ready - stand_ins, "code_kb": round(code / 1024, 1),
+            "peak_data": peak - code, "sim_clock": clock, "reports": len(reports), "records": records,
             "memory_error": any("MemoryError" in x for x in out), "speedup": k,
             "real_s": sc.total_real_s}
+
+
+_SIM_CLOCK_PROBE = """
+import gc
+import os
+gc.collect()
+a = gc.mem_alloc()
+from simclock import SimClock
+gc.collect()
+b = gc.mem_alloc()
+c = SimClock() if os.getenv("OBDSYNC_SIM_CLOCK") else None
+if c is not None:
+    c.ms()
+gc.collect()
+print(b - a, gc.mem_alloc() - b)
+"""
+
+
+def _sim_clock_bytes(ctx: Context, tree: Path, spec: str | None, frozen: bool) -> SimClock:
+    """The heap of the rig's simulated clock (hil/mpy/simclock.py: its module, and the object
+    built from the drive's OBDSYNC_SIM_CLOCK), which main.py uses in place of the board's
+    TicksClock when the rig speeds time up: a stand-in, like the radio, not the firmware's."""
+    probe = ctx.workdir / "sim_clock_probe.py"
+    probe.write_text(_SIM_CLOCK_PROBE)
+    env = mpy.env(simulated_ble=False, extra=[tree], sources=not frozen)
+    if spec:
+        env["OBDSYNC_SIM_CLOCK"] = spec
+    else:
+        env.pop("OBDSYNC_SIM_CLOCK", None)
+    r = subprocess.run(mpy.argv(probe, heapsize="1M", exe=str(mpy.MPY32)), capture_output=True, text=True,
+                       timeout=60, env=env)
+    if r.returncode:
+        raise BenchError("sim clock probe failed:\n" + r.stdout[-2000:] + r.stderr[-2000:])
+    code, obj = (int(x) for x in r.stdout.split())
+    return {"code": code, "object": obj}
+
+
+def _radio_connection_bytes(ctx: Context) -> RadioConnection:
+    """What a connected central keeps on the simulated radio's heap (hil/bench/mpy/radio_conn.py):
+    the live-heap reports taken while the daemon is connected leave it out, as the board keeps
+    a connection in NimBLE, not in the GC heap."""
+    import asyncio
+
+    from bleak import BleakClient
+
+    from hil.blesim import SimClient, shim
+
+    air = ctx.workdir / "air_conn"
+    air.mkdir(exist_ok=True)
+    mac = "0B:D5:00:00:C0:01"
+    env = mpy.env(simulated_ble=False, extra=[shim.module_dir(), mpy.ROOT], OBDSYNC_SIM_AIR=str(air),
+                  OBDSYNC_SIM_MAC=mac)
+    argv = mpy.argv(mpy.ROOT / "hil" / "bench" / "mpy" / "radio_conn.py", heapsize="1M", exe=str(mpy.MPY32))
+    with LineProc(argv, env=env) as p:
+        idle = int(p.expect("idle ", 30).split()[1])
+
+        async def connect() -> None:
+            async with BleakClient(mac, backend=SimClient, air=str(air)):
+                await asyncio.to_thread(p.expect, "connected ", 30)
+
+        asyncio.run(connect())
+        gone = int(p.expect("gone ", 30).split()[1])
+    conn = int(next(ln for ln in p.lines if ln.startswith("connected ")).split()[1])
+    if conn <= idle:
+        raise BenchError(f"radio connection probe: idle {idle} B, connected {conn} B")
+    # "left" (after the disconnect) is what the shim keeps of connections had: not a connection's
+    # own, so not taken out of the firmware's figure.
+    return {"connection": conn - idle, "left": gone - idle}
 
 
 def _code_sizes(ctx: Context) -> dict[str, int]:
@@ -294,12 +388,15 @@ def run(ctx: Context) -> BoardResult:
         names = [n for n in first if n in sizes] + rest + ["dongle.app"]
         modules: Modules = {"xtensawin_bytes": sizes, "heap_mpy": _module_heap(ctx, names, False),
                             "heap_frozen": _module_heap(ctx, names, True)}
+        ctx.log("board: what a connection keeps on the simulated radio's heap …")
+        radio_connection = _radio_connection_bytes(ctx)
         ctx.log("board: live heap through the long drive, .mpy …")
-        live_mpy = _live_heap(ctx, False)
+        live_mpy = _live_heap(ctx, False, radio_connection["connection"])
         ctx.log("board: live heap through the long drive, frozen …")
-        live_frozen = _live_heap(ctx, True)
+        live_frozen = _live_heap(ctx, True, radio_connection["connection"])
     return {"interpreter": str(mpy.MPY32), "calibration": calibration, "sample_path": sample_path,
-            "mac256_us": macs, "seal": seals, "modules": modules, "live_mpy": live_mpy, "live_frozen": live_frozen}
+            "mac256_us": macs, "seal": seals, "modules": modules, "radio_connection": radio_connection,
+            "live_mpy": live_mpy, "live_frozen": live_frozen}
 
 
 def rows(r: BoardResult) -> list[Row]:
