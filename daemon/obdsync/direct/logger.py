@@ -44,13 +44,13 @@ from dongle.scheduler import Scheduler
 from obdsync import jsontable, paths
 from obdsync.direct import mpcompat
 from obdsync.direct.transports import Transport, TransportError, open_transport
-from obdsync.link import LinkError, OnReady, Stats
+from obdsync.link import LinkError, OnReady, Sink, Stats
 from protocol import control
 from protocol.auth import Hmac
 from protocol.channels import CH_VOLTAGE, PID_MODULE_VOLTAGE, PID_RPM, PID_SPEED, PID_STATUS
 from protocol.control import POWER_SLEEPING
 from protocol.record import EVENT_ADAPTER_RESET, EVENT_BOOT, MAX_RECORD, RecordWriter, Signer
-from protocol.record_decode import decode_record
+from protocol.record_decode import Record, decode_record
 
 log = logging.getLogger("obdsync.direct")
 T = TypeVar("T")
@@ -97,7 +97,7 @@ def _state_path() -> Path:
 
 
 class DirectLink:
-    def __init__(self, address: str, sink: Any, *, transport_options: dict[str, Any] | None = None,
+    def __init__(self, address: str, sink: Sink, *, transport_options: dict[str, Any] | None = None,
                  plan: list[tuple[int, int, int, int]] | None = None, wall_clock: Callable[[], float] = time.time,
                  state_file: Path | None = None, power_config: Any = None,
                  on_ready: OnReady | None = None,
@@ -126,7 +126,7 @@ class DirectLink:
         self._writer = RecordWriter(self._key)
         self._signer = Signer(self._key)
         self._small = bytearray(MAX_RECORD)
-        self._pending: list[Any] = []
+        self._pending: list[Record] = []
         self._seq = 0
         self._boot = 0
         self._epoch = 0
@@ -470,8 +470,6 @@ class DirectLink:
             contiguous = await self._sink.ingest(device, batch, epoch=self._epoch, first_unacked=batch[0].seq)
         except Exception as e:  # noqa: BLE001 - the store says why; the records wait in memory
             log.error("adapter %s: could not store %d records (kept, retrying): %s", self.address, len(batch), e)
-            return
-        if contiguous is None:
             return
         self._pending = [r for r in self._pending if r.seq > contiguous]
         self.stats.acked = contiguous

@@ -27,6 +27,9 @@ def known_devices(state_file: Path | None = None) -> set[str]:
 
 def direct_runners(daemon: Daemon, plan: list[tuple[int, int, int, int]]) -> list[DeviceRunner]:
     cfg = daemon.config
+    sink = daemon.pipeline
+    if sink is None:
+        raise RuntimeError("direct_runners: the daemon's pipeline is made first (Daemon.run)")
     extra = dict(daemon.direct_options)
     daemon.all_paired = daemon.all_paired | known_devices(extra.get("state_file"))
     out = []
@@ -34,7 +37,7 @@ def direct_runners(daemon: Daemon, plan: list[tuple[int, int, int, int]]) -> lis
         opts: dict[str, Any] = {}
         if a.kind == "ble" and daemon._backend is not None:
             opts = {"backend": daemon._backend, "backend_kwargs": daemon._backend_kwargs}
-        link = DirectLink(a.address, daemon.pipeline, transport_options=opts, plan=plan, wall_clock=daemon._wall,
+        link = DirectLink(a.address, sink, transport_options=opts, plan=plan, wall_clock=daemon._wall,
                           **extra)
         runner = DeviceRunner(link, Backoff(cfg.link.backoff_base_s, cfg.link.backoff_cap_s))
         link.on_ready = daemon._on_ready(link, Paired("0" * 16, a.address, a.name or a.address),
