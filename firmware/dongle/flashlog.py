@@ -84,7 +84,7 @@ if _TYPE_CHECKING:
 
 FRAME = const(6)  # len u16 | crc32 u32
 _CRC_RESIDUE = const(0x2144DF1C)  # crc32 of any data followed by its own crc32, little-endian
-_MAX_ENTRY = const(518)  # FRAME + MAX_RECORD
+MAX_ENTRY = const(518)  # FRAME + MAX_RECORD
 _GAP_BUF = const(32)
 SUFFIX = ".seg"
 
@@ -120,58 +120,52 @@ class FlashLog:
                  random_bytes: Callable[[int], bytes] | None = None) -> None:
         if clock is None:
             raise ValueError("FlashLog needs a clock with ms()")
-        if not 0 < flush_ms <= 1000:
-            raise ValueError("flush_ms must be 1..1000, got %d" % flush_ms)
-        if segment_bytes < 2 * _MAX_ENTRY:
-            raise ValueError("segment_bytes must be at least %d" % (2 * _MAX_ENTRY))
-        if capacity_bytes < 2 * (segment_bytes + _MAX_ENTRY):
-            raise ValueError("capacity_bytes must hold two segments: at least %d"
-                             % (2 * (segment_bytes + _MAX_ENTRY)))
-        if buffer_bytes < _MAX_ENTRY:
-            raise ValueError("buffer_bytes must be at least %d" % _MAX_ENTRY)
-        self._root = root
-        self._cap = capacity_bytes
-        self._segb = segment_bytes
-        self._clock = clock
-        self._flush_ms = flush_ms
-        self._state_ms = state_ms
-        self._gapbuf = bytearray(_GAP_BUF)
-        self._ram = bytearray(buffer_bytes)
-        # Any 512-byte source: sizes the scratch buffer for a read without allocating.
-        self._grow = memoryview(self._ram)[:MAX_RECORD]
-        # The record being copied or read, always exactly its length, so crc32 and the
-        # copies need no slice objects.
-        self._scratch = bytearray(MAX_RECORD + 4)  # + a CRC when checking (_read)
-        self._crc = bytearray(4)
-        self._hdr = bytearray(FRAME)
-        # Segment table, oldest first; the last entry is the one being written.
-        # Torn-tail boots can leave short segments, hence the slack over cap/seg.
-        self._maxseg = capacity_bytes // segment_bytes + 8
-        m = self._maxseg
-        self._sid = [0] * m
-        self._slast = [0] * m  # last seq put in it (the open one: including the RAM buffer)
-        self._ssize = [0] * m  # bytes of good entries on flash (what readers may read)
-        self._sbytes = [0] * m  # file size (what counts against capacity)
-        self._nseg = 0
-        self._tgen = 0  # bumped when the table changes: readers revalidate their segment
-        self._next_id = 0
-        self._f: LogFile | None = None
-        self._pend = 0  # bytes in the RAM buffer
-        self._pend_t = 0
-        self._next = 0  # next seq to assign
-        self._dnext = 0  # next seq after the last flushed record
-        self._first = 0  # first unacked seq
-        self._dropped = 0
-        self._named = 0
-        self._boot = 0
-        self._dirty = False
-        self._state_t = 0
-        self._cursors: list[Cursor] = []
-        # After the long-lived buffers: what opening the epoch, deriving the key and the
-        # boot-only code leave behind is freed in one piece (no holes between buffers).
+        # The boot-only code (its messages too), unloaded once the log is open. Its heap is
+        # freed below the long-lived buffers, in one piece.
         from dongle import flashlog_boot as boot
 
         try:
+            boot.check_sizes(capacity_bytes, segment_bytes, flush_ms, buffer_bytes)
+            self._root = root
+            self._cap = capacity_bytes
+            self._segb = segment_bytes
+            self._clock = clock
+            self._flush_ms = flush_ms
+            self._state_ms = state_ms
+            self._gapbuf = bytearray(_GAP_BUF)
+            self._ram = bytearray(buffer_bytes)
+            # Any 512-byte source: sizes the scratch buffer for a read without allocating.
+            self._grow = memoryview(self._ram)[:MAX_RECORD]
+            # The record being copied or read, always exactly its length, so crc32 and the
+            # copies need no slice objects.
+            self._scratch = bytearray(MAX_RECORD + 4)  # + a CRC when checking (_read)
+            self._crc = bytearray(4)
+            self._hdr = bytearray(FRAME)
+            # Segment table, oldest first; the last entry is the one being written.
+            # Torn-tail boots can leave short segments, hence the slack over cap/seg.
+            self._maxseg = capacity_bytes // segment_bytes + 8
+            m = self._maxseg
+            self._sid = [0] * m
+            self._slast = [0] * m  # last seq put in it (the open one: including the RAM buffer)
+            self._ssize = [0] * m  # bytes of good entries on flash (what readers may read)
+            self._sbytes = [0] * m  # file size (what counts against capacity)
+            self._nseg = 0
+            self._tgen = 0  # bumped when the table changes: readers revalidate their segment
+            self._next_id = 0
+            self._f: LogFile | None = None
+            self._pend = 0  # bytes in the RAM buffer
+            self._pend_t = 0
+            self._next = 0  # next seq to assign
+            self._dnext = 0  # next seq after the last flushed record
+            self._first = 0  # first unacked seq
+            self._dropped = 0
+            self._named = 0
+            self._boot = 0
+            self._dirty = False
+            self._state_t = 0
+            self._cursors: list[Cursor] = []
+            # After the long-lived buffers: what opening the epoch and deriving the key leave
+            # behind is freed in one piece (no holes between buffers).
             self.epoch = boot.open_epoch(root, random_bytes)
             self.key = key(self.epoch) if callable(key) else key
             self._signer = Signer(self.key)
@@ -365,7 +359,7 @@ class FlashLog:
             used += self._sbytes[i]
         k = 0
         lost = -1
-        while k < self._nseg and (used + self._segb + _MAX_ENTRY > self._cap
+        while k < self._nseg and (used + self._segb + MAX_ENTRY > self._cap
                                   or self._nseg - k >= self._maxseg):
             used -= self._sbytes[k]
             if self._slast[k] >= self._first:

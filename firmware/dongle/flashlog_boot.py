@@ -10,7 +10,7 @@ import os
 
 from micropython import const
 
-from dongle.flashlog import FRAME, S_BOOT, S_DROPPED, S_FIRST, S_NAMED, S_NEXT, SUFFIX, _seq
+from dongle.flashlog import FRAME, MAX_ENTRY, S_BOOT, S_DROPPED, S_FIRST, S_NAMED, S_NEXT, SUFFIX, _seq
 from dongle.persist import Persist
 
 # Annotations are for the type check (firmware/mypy.ini), as in dongle.flashlog.
@@ -19,6 +19,18 @@ if _TYPE_CHECKING:
     from collections.abc import Callable
 
     from dongle.flashlog import FlashLog
+
+
+def check_sizes(capacity_bytes: int, segment_bytes: int, flush_ms: int, buffer_bytes: int) -> None:
+    """FlashLog's arguments, refused with a named error before anything is allocated."""
+    if not 0 < flush_ms <= 1000:
+        raise ValueError("flush_ms must be 1..1000, got %d" % flush_ms)
+    if segment_bytes < 2 * MAX_ENTRY:
+        raise ValueError("segment_bytes must be at least %d" % (2 * MAX_ENTRY))
+    if capacity_bytes < 2 * (segment_bytes + MAX_ENTRY):
+        raise ValueError("capacity_bytes must hold two segments: at least %d" % (2 * (segment_bytes + MAX_ENTRY)))
+    if buffer_bytes < MAX_ENTRY:
+        raise ValueError("buffer_bytes must be at least %d" % MAX_ENTRY)
 
 
 def unload() -> None:
