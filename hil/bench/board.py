@@ -85,6 +85,15 @@ class RadioConnection(TypedDict):
     left: int  # what it still holds after the disconnect (not taken out: see _radio_connection_bytes)
 
 
+class Crc(TypedDict):
+    """FlashLog's frame CRC over a full record, one implementation (seal_cost.py, crc_cost)."""
+    impl: str  # "c" (binascii.crc32) or "bytecode" (CRC-32 on 16-bit halves)
+    bytes: int
+    us_unix: float  # best of N
+    alloc: float  # bytes per record
+    ms_board: float
+
+
 class LiveHeap(TypedDict):
     peak_live: int
     ready_live: int
@@ -117,6 +126,7 @@ class BoardResult(TypedDict):
     sample_path: SamplePath
     mac256_us: dict[str, float]
     seal: list[Seal]
+    crc: list[Crc]
     modules: Modules
     radio_connection: RadioConnection
     live_mpy: LiveHeap
@@ -154,9 +164,9 @@ def _sample_path(ctx: Context, factor: float) -> SamplePath:
             "pids_per_s": fw["pids_per_s"], "ms_per_request": 1000 * secs / max(1, all_requests)}
 
 
-def _seal_cost(ctx: Context, factor: float) -> tuple[list[Seal], dict[str, float]]:
+def _seal_cost(ctx: Context, factor: float) -> tuple[list[Seal], dict[str, float], list[Crc]]:
     """seal_cost.py's measurements: each sealing (its board time: the unix time scaled by
-    `factor`), and the MAC's µs per implementation."""
+    `factor`), the MAC's µs per implementation, and the frame CRC's per implementation."""
     tree = sim_tree()
     flash = ctx.workdir / "seal_cost"
     flash.mkdir(parents=True, exist_ok=True)
@@ -169,7 +179,10 @@ def _seal_cost(ctx: Context, factor: float) -> tuple[list[Seal], dict[str, float
     seals: list[Seal] = [{"impl": str(i), "kind": str(k), "bytes": int(b), "us_unix": float(us), "alloc": float(a),
                           "append_us_unix": float(ap), "ms_board": float(us) * factor / 1000}
                          for _tag, i, k, b, us, a, ap in (x for x in lines if x[0] == "seal")]
-    return seals, {str(x[1]): float(x[2]) for x in lines if x[0] == "mac256"}
+    crcs: list[Crc] = [{"impl": str(i), "bytes": int(b), "us_unix": float(us), "alloc": float(a),
+                        "ms_board": float(us) * factor / 1000}
+                       for _tag, i, b, us, a in (x for x in lines if x[0] == "crc")]
+    return seals, {str(x[1]): float(x[2]) for x in lines if x[0] == "mac256"}, crcs
 
 
 class _Sink:
@@ -377,7 +390,7 @@ def run(ctx: Context) -> BoardResult:
         # ms_board: seal's bytecode (the MAC too) scaled. The append is apart and not
         # scaled: most of it is the file write at flush, the OS's I/O here (LittleFS's
         # on the board), which the bytecode factor does not describe.
-        seals, macs = _seal_cost(ctx, cal.factor)
+        seals, macs, crcs = _seal_cost(ctx, cal.factor)
         ctx.log("board: code size per module (xtensawin) and its heap …")
         sizes = _code_sizes(ctx)
         # Dependencies first, so each figure is the module's own; protocol.sha256 is not
@@ -397,7 +410,7 @@ def run(ctx: Context) -> BoardResult:
         ctx.log("board: live heap through the long drive, frozen …")
         live_frozen = _live_heap(ctx, True, radio_connection["connection"])
     return {"interpreter": str(mpy.MPY32), "calibration": calibration, "sample_path": sample_path,
-            "mac256_us": macs, "seal": seals, "modules": modules, "radio_connection": radio_connection,
+            "mac256_us": macs, "seal": seals, "crc": crcs, "modules": modules, "radio_connection": radio_connection,
             "live_mpy": live_mpy, "live_frozen": live_frozen}
 
 
@@ -405,6 +418,7 @@ def rows(r: BoardResult) -> list[Row]:
     sp, lm, lf, cal = r["sample_path"], r["live_mpy"], r["live_frozen"], r["calibration"]
     seal = {(s["impl"], s["kind"]): s for s in r["seal"]}
     c_full, b_full = seal[("c", "full")], seal[("bytecode", "full")]
+    crc = {c["impl"]: c for c in r["crc"]}
     sizes = {n: b for n, b in r["modules"]["xtensawin_bytes"].items() if n not in DAEMON_ONLY}
     top = sorted(sizes.items(), key=lambda kv: -kv[1])[:4]
     cal_note = (f"×{cal['factor']:.0f} ({cal['range'][0]:.0f}–{cal['range'][1]:.0f} over "
@@ -430,6 +444,11 @@ def rows(r: BoardResult) -> list[Row]:
             f"(not scaled: mostly the file write at flush, OS I/O); bytecode SHA-256: {fmt(b_full['ms_board'], 0)} ms, "
             f"{fmt(b_full['alloc'], 0)} B", cal_note, "—", f"≤ {SEAL_BOARD_MS:g} ms, no stall > {STALL_MS:g} ms",
             c_full["ms_board"] <= SEAL_BOARD_MS),
+        Row("FlashLog frame CRC per record (binascii.crc32 kept; the allocation-free alternative beside it)",
+            f"C: {fmt(crc['c']['us_unix'], 1)} µs unix, {fmt(crc['c']['alloc'], 0)} B/record (a boxed int when "
+            f"≥ 2**30); bytecode on 16-bit halves: {fmt(crc['bytecode']['ms_board'], 1)} ms board "
+            f"({fmt(crc['bytecode']['us_unix'], 0)} µs unix), {fmt(crc['bytecode']['alloc'], 0)} B, "
+            f"for a {crc['c']['bytes']} B record", cal_note, "—", "—", None),
         Row("ESP32 CPU per ELM request (poll path all in, the wait for the reply included)",
             f"{fmt(sp['cpu_ms_per_request_board'], 1)} ms ({fmt(sp['cpu_ms_per_request_unix'], 3)} ms unix); "
             f"a request takes {fmt(sp['ms_per_request'], 1)} ms on the line", cal_note, "—", "—", None),
