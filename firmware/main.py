@@ -7,8 +7,17 @@ OBDSYNC_FLASH (a directory standing in for the board's filesystem, holding
 config.json), OBDSYNC_UART (the link model's pty), OBDSYNC_SIM_CLOCK (optional),
 OBDSYNC_HEAP_REPORT_MS (optional: print "heap ALLOC FREE" every so many ms of
 the dongle's clock), OBDSYNC_SIM_WDT_MS (optional: a simulated watchdog,
-hil/mpy/simwdt.py). config.json may hold "power": PowerConfig's keywords,
-"wdt_ms" (the watchdog's timeout, default 30000) and "safe_pin".
+hil/mpy/simwdt.py), OBDSYNC_SIM_RTC (optional: the deep-sleep stand-in,
+hil/mpy/simsleep.py; without it the dongle never sleeps). config.json may hold
+"power": PowerConfig's keywords, "wdt_ms" (the watchdog's timeout, default 30000),
+"safe_pin" and "supply_pin" (the RTC GPIO the supply-rise comparator drives, high
+when the engine runs: hil/README.md "The board"; default none, timer wakes only).
+
+Deep sleep is a reset (dongle.sleep): every wake runs this file from the top. A timer
+wake reads the supply with one ATRV, before the radio or the log are touched, and
+sleeps again at once while the car is still parked (power.stays_asleep); the engine
+started, a battery_low to log, or the supply pin's wake, and the dongle starts in full,
+parked, with what the power rules knew before the sleep.
 
 Safe boot: with a file `safeboot` on the filesystem (`mpremote fs touch :safeboot`,
 `mpremote fs rm :safeboot` to boot normally again), or on the board the pin
@@ -40,6 +49,8 @@ if _TYPE_CHECKING:
     from dongle._types import Clock
     from dongle.app import Dongle
     from dongle.power import PowerConfig
+    from dongle.sleep import Carried, DeepSleep
+    from dongle.uart import Stream
 
 
 def safe_boot(root: str) -> str | None:
@@ -64,6 +75,48 @@ def safe_boot(root: str) -> str | None:
     return None
 
 
+def deep_sleep(root: str) -> DeepSleep | None:
+    """The board's sleep (dongle.sleep.DeepSleep), or None where there is none."""
+    from dongle.sleep import DeepSleep
+
+    try:
+        pin = _config(root)[0].get("supply_pin")
+    except (OSError, ValueError, KeyError):
+        pin = None
+    if sys.platform == "linux":
+        import os
+
+        if not os.getenv("OBDSYNC_SIM_RTC"):
+            return None
+        import simsleep
+
+        return DeepSleep(simsleep, simsleep, pin)
+    import esp32
+    import machine
+
+    return DeepSleep(machine, esp32, pin)
+
+
+def _stream(root: str) -> Stream:
+    """The ELM327's serial line (a machine.UART on the board, the link model's pty here)."""
+    if sys.platform == "linux":
+        import os
+
+        from dongle.uart import open_pty
+
+        uart = os.getenv("OBDSYNC_UART")
+        if not uart:
+            raise SystemExit("OBDSYNC_UART is not set: the pty of the ELM327 the dongle talks to")
+        return open_pty(uart)
+    import machine
+
+    from dongle.uart import from_uart
+
+    cfg = _config(root)[0]
+    return from_uart(machine.UART(cfg.get("uart", 2), baudrate=cfg.get("baud", 38400), tx=cfg.get("tx", 17),
+                                  rx=cfg.get("rx", 16), timeout=0, rxbuf=1024))
+
+
 def radio() -> bluetooth.BLE:
     import bluetooth
 
@@ -81,30 +134,28 @@ def _config(root: str) -> tuple[dict[str, Any], bytes, bytes]:
 
 
 def _power(cfg: dict[str, Any]) -> PowerConfig | None:
-    # Optional "power": {"running_mv", "off_after_ms", "floor_mv", "floor_after_ms", "sleep_ms"}.
+    # Optional "power": PowerConfig's keywords ("running_mv", "off_after_ms", "floor_mv",
+    # "floor_after_ms", "sleep_ms", "rise_mv", "park_sleep_after_ms").
     from dongle.power import PowerConfig
 
     p = cfg.get("power")
     return PowerConfig(**p) if p else None
 
 
-def board(ble: bluetooth.BLE) -> Dongle:
+def board(ble: bluetooth.BLE, sleeper: DeepSleep | None, carried: Carried | None) -> Dongle:
     import machine
 
     from dongle.app import Dongle
     from dongle.bonds import Bonds
     from dongle.clock import TicksClock
-    from dongle.uart import from_uart
     from dongle.watchdog import Watchdog
 
     cfg, secret, device_id = _config("")
     gc.collect()  # the imports' garbage gone before the long-lived buffers are placed
-    uart = machine.UART(cfg.get("uart", 2), baudrate=cfg.get("baud", 38400), tx=cfg.get("tx", 17),
-                        rx=cfg.get("rx", 16), timeout=0, rxbuf=1024)
-    return Dongle(ble, from_uart(uart), TicksClock(), "", secret, device_id,
+    return Dongle(ble, _stream(""), TicksClock(), "", secret, device_id,
                   pairing=cfg.get("pairing", True), bonds=Bonds("/bonds.json"),
                   log_capacity=cfg.get("log_capacity", 1 << 20), segment_bytes=cfg.get("segment_bytes", 16384),
-                  power_config=_power(cfg), sleeper=machine.deepsleep,
+                  power_config=_power(cfg), sleeper=sleeper, carried=carried,
                   watchdog=Watchdog(machine.WDT(timeout=cfg.get("wdt_ms", 30000))))
 
 
@@ -117,17 +168,15 @@ def unix_root() -> str:
     return root
 
 
-def unix(ble: bluetooth.BLE, root: str) -> Dongle:  # ble: hil/mpy's simulated radio
+def unix(ble: bluetooth.BLE, root: str, sleeper: DeepSleep | None,
+         carried: Carried | None) -> Dongle:  # ble: hil/mpy's simulated radio
     import os
 
     from dongle.app import Dongle
     from dongle.bonds import Bonds
     from dongle.clock import TicksClock
-    from dongle.uart import open_pty
 
-    uart = os.getenv("OBDSYNC_UART")
-    if not uart:
-        raise SystemExit("OBDSYNC_UART is not set: the pty of the ELM327 the dongle talks to")
+    stream = _stream(root)
     cfg, secret, device_id = _config(root)
     gc.collect()  # the imports' garbage gone before the long-lived buffers are placed
     watchdog = None
@@ -145,11 +194,11 @@ def unix(ble: bluetooth.BLE, root: str) -> Dongle:  # ble: hil/mpy's simulated r
         clock = SimClock()
     else:
         clock = TicksClock()
-    return Dongle(ble, open_pty(uart), clock, root, secret, device_id,
+    return Dongle(ble, stream, clock, root, secret, device_id,
                   pairing=cfg.get("pairing", True), bonds=Bonds(root + "/bonds.json"),
                   log_capacity=cfg.get("log_capacity", 1 << 20), segment_bytes=cfg.get("segment_bytes", 16384),
                   power_config=_power(cfg), heap_report_ms=int(os.getenv("OBDSYNC_HEAP_REPORT_MS") or 0),
-                  watchdog=watchdog)
+                  watchdog=watchdog, sleeper=sleeper, carried=carried)
 
 
 def main() -> None:
@@ -158,8 +207,21 @@ def main() -> None:
     if why:
         print("safe boot (%s): main.py stops here" % why)
         return
+    sleeper = deep_sleep(root)
+    carried = None
+    if sleeper is not None:
+        from dongle.sleep import COLD, REASONS, TIMER
+
+        reason = sleeper.reason()
+        carried = sleeper.carried() if reason != COLD else None
+        print("boot", REASONS[reason] if carried is not None else "cold")
+        if reason == TIMER and carried is not None:
+            from dongle.wake import timer_wake
+
+            timer_wake(_config(root)[0].get("power"), _stream(root), sleeper, carried)
+            gc.collect()  # the look's driver and buffers gone before the radio takes its memory
     ble = radio()
-    dongle = unix(ble, root) if sys.platform == "linux" else board(ble)
+    dongle = unix(ble, root, sleeper, carried) if sys.platform == "linux" else board(ble, sleeper, carried)
     gc.collect()
     # The heap figure lets the HIL kit watch the firmware's memory from outside.
     print("ready", dongle.device_id.hex(), "heap", gc.mem_alloc(), gc.mem_free())

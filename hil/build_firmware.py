@@ -24,7 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 SOURCES = (("firmware/dongle", "dongle"), ("protocol", "protocol"))
 KEEP_SOURCE = ("firmware/boot.py", "firmware/main.py")
-SIM_MODULES = ("hil/mpy/simclock.py", "hil/mpy/simwdt.py")  # unix-port-only helpers (the bluetooth shim is built by hil.blesim)
+SIM_MODULES = ("hil/mpy/simclock.py", "hil/mpy/simwdt.py", "hil/mpy/simsleep.py")  # unix-port-only helpers (the bluetooth shim is built by hil.blesim)
 
 
 def mpy_cross() -> str:

@@ -1,7 +1,9 @@
 """Power states of the real firmware against the emulated car (hil.rig): engine off stops OBD
-polling and leaves only ATRV, engine on resumes it, a battery below the floor for long enough
-sends the dongle to (simulated) deep sleep and the timer wakes it. What the car receives is
-recorded at the emulated ELM327, so "polling stops" is checked where it matters."""
+polling and leaves only ATRV, engine on resumes it; parked and idle, or with a battery below
+the floor, the dongle goes to deep sleep — a reset, as on the board: the process ends and the
+rig starts it again at the timer or when the supply rises (hil/mpy/simsleep.py). A timer wake
+looks at the supply and sleeps again; the engine starting wakes it in full. What the car
+receives is recorded at the emulated ELM327, so "polling stops" is checked where it matters."""
 
 from __future__ import annotations
 
@@ -81,24 +83,111 @@ def battery_draining():
     ]})
 
 
-def test_battery_below_the_configured_floor_logs_sleeps_and_wakes(tmp_path, requests_to_car):
-    # floor 12.0 V after 5 sim minutes (the default floor is 11.8 V), 10 sim minutes of sleep
+def boots_between(lines: list[str], first: str, last: str) -> list[list[str]]:
+    """The output of each boot (split at "boot ") from the line starting with `first` on."""
+    out: list[list[str]] = []
+    started = False
+    for ln in lines:
+        started = started or ln.startswith(first)
+        if not started:
+            continue
+        if ln.startswith("boot "):
+            out.append([])
+        if out:
+            out[-1].append(ln)
+        if ln.startswith(last):
+            break
+    return out
+
+
+def test_battery_below_the_floor_logs_once_sleeps_and_each_timer_wake_only_reads_the_supply(
+        tmp_path, requests_to_car):
+    # floor 12.0 V after 5 sim minutes (the default floor is 11.8 V), 10 sim minutes of sleep.
+    # Parked and healthy at first, it sleeps (10 minutes parked); the battery falls while it
+    # sleeps, the timer wakes see it below the floor twice and start it to log battery_low.
     provision(tmp_path, power={"floor_mv": 12000, "floor_after_ms": 300000, "sleep_ms": 600000})
-    with Rig(battery_draining(), tmp_path) as rig:
-        rig.dongle.wait_for("event engine_off", 30)
-        rig.dongle.wait_for("event battery_low", 30)
-        volts = rig.emulator.vehicle.battery_volts(rig.sim_s())
-        assert 11.8 < volts < 12.0, volts  # the configured floor decided, not the default
-        assert rig.dongle.wait_for("sleep", 5) == "sleep 600000"
+    with Rig(battery_draining(), tmp_path, deep_sleep=True) as rig:
+        d = rig.dongle
+        d.wait_for("event engine_off", 30)
+        assert d.wait_for("sleep", 30) == "sleep 600000 (parked)"
+        start = d.wait_for(lambda ln: ln.startswith("wake timer") and ln.endswith(": start"), 60)
+        assert int(start.split()[2]) < 12000, start
+        d.wait_for("event battery_low", 30)
+        logged = len(d.boots)
+        assert d.wait_for("sleep", 5) == "sleep 600000 (battery low)"
         mark = len(requests_to_car)
-        rig.dongle.wait_for("woke", 30)
+        for _ in range(2):
+            assert d.wait_for("boot", 30) == "boot timer"
+            woke = d.wait_for("wake timer", 30)
+            assert woke.endswith(": parked, sleep 600000"), woke
+            assert int(woke.split()[2]) < 12000  # still below the floor: asleep again, not logged again
         asleep = requests_to_car[mark:]
-        # Nothing is polled while asleep; at most the first ATRV after the timer wake can
-        # reach the car before its "woke" line reaches us.
-        assert obd(asleep) == [] and asleep.count("ATRV") <= 1, asleep
-        mark = len(requests_to_car)
-        wait_until(lambda: "ATRV" in requests_to_car[mark:], 20, "ATRV after waking")
-        # Still below the floor: the same decision again, after the same wait.
-        rig.dongle.wait_for("event battery_low", 30)
-        out = "\n".join(rig.dongle.lines)
+        # Each timer wake asks the adapter for the supply and nothing of the car.
+        assert set(asleep) == {"ATRV"} and len(asleep) >= 2, asleep
+        lines = d.lines
+        assert lines.count("event battery_low") == 1
+        after = d.boots[logged:logged + 2]
+        assert [b.reason for b in after] == ["timer", "timer"] and after[0].slept
+        # a timer wake that sleeps again never brings up the radio or the log
+        wakes = boots_between(lines, "sleep 600000 (battery low)", "never")
+        assert len(wakes) >= 2
+        for w in wakes[:2]:
+            assert not [ln for ln in w if ln.startswith(("ready", "event"))], w
+        out = "\n".join(lines)
         assert "Traceback" not in out and "MemoryError" not in out
+
+
+def park_then_start(park_s: int = 3600, idle_s: int = 600):
+    # A short drive, a long park (healthy battery: 12.6 V), then the engine runs (14 V+).
+    return parse({"name": "park_then_start", "phase": [
+        {"kind": "city", "duration_s": 40, "speedup": 10},
+        {"kind": "park", "duration_s": park_s, "speedup": 600},
+        {"kind": "idle", "duration_s": idle_s, "speedup": 30},
+    ]})
+
+
+def test_parked_and_healthy_it_sleeps_and_the_supply_rising_wakes_it_in_full(tmp_path, requests_to_car):
+    provision(tmp_path, supply_pin=32, power={"park_sleep_after_ms": 120000, "sleep_ms": 600000})
+    with Rig(park_then_start(park_s=7200), tmp_path, deep_sleep=True) as rig:
+        d = rig.dongle
+        d.wait_for("event engine_off", 30)
+        assert d.wait_for("sleep", 30) == "sleep 600000 (parked)"
+        mark = len(requests_to_car)
+        # The engine starts: the comparator on the supply pin wakes the board at once.
+        d.wait_for("boot supply", 90)
+        supply = d.boots[-1]
+        assert rig.emulator.vehicle.truth(supply.sim0).phase == "idle"
+        asleep = [r for r in requests_to_car[mark:]]
+        d.wait_for("ready", 30)
+        d.wait_for("event engine_on", 30)
+        mark2 = len(requests_to_car)
+        wait_until(lambda: len([r for r in requests_to_car[mark2:] if r.startswith("01")]) >= 10, 30,
+                   "mode 01 polling after the supply wake")
+        reasons = [b.reason for b in d.boots]
+        assert reasons[0] == "cold" and reasons[-1] == "supply" and set(reasons[1:-1]) == {"timer"}, reasons
+        # Two hours parked, a timer wake every 10 minutes: each looked at the supply and slept.
+        looks = [ln for ln in d.lines if ln.startswith("wake timer")]
+        assert len(looks) >= 3 and all(ln.endswith(": parked, sleep 600000") for ln in looks), looks
+        # Until the supply wake: only ATRV (one per timer wake) reached the car, nothing polled.
+        before_supply = asleep[: asleep.index("ATZ")] if "ATZ" in asleep else asleep
+        assert set(before_supply) == {"ATRV"}, before_supply
+        # The supply wake came before the timer would have (it was armed for 10 sim minutes).
+        last_timer = d.boots[-2]
+        assert last_timer.sim1 is not None and supply.sim0 - last_timer.sim1 < 600
+        # The radio came up twice only: the cold boot and the supply wake.
+        assert sum(1 for ln in d.lines if ln.startswith("ready")) == 2
+        out = "\n".join(d.lines)
+        assert "Traceback" not in out and "MemoryError" not in out
+
+
+def test_without_a_supply_pin_the_timer_wake_finds_the_running_engine(tmp_path):
+    provision(tmp_path, power={"park_sleep_after_ms": 120000, "sleep_ms": 600000})
+    with Rig(park_then_start(park_s=1800, idle_s=1800), tmp_path, deep_sleep=True) as rig:
+        d = rig.dongle
+        assert d.wait_for("sleep", 60) == "sleep 600000 (parked)"
+        start = d.wait_for(lambda ln: ln.startswith("wake timer") and ln.endswith(": start"), 60)
+        assert int(start.split()[2]) >= 13000, start  # the alternator's voltage
+        assert rig.emulator.vehicle.truth(d.boots[-1].sim0).phase == "idle"
+        d.wait_for("ready", 30)
+        d.wait_for("event engine_on", 30)
+        assert "supply" not in [b.reason for b in d.boots]

@@ -4,7 +4,8 @@ Tasks (MicroPython asyncio):
 - the scheduler polls the ELM327 and hands each answer to `_sink`, which stages
   it in the record being built;
 - housekeeping seals a record once it is a second old (the loss bound on a power
-  cut is that plus the log's flush interval), ticks the log, runs the power rules;
+  cut is that plus the log's flush interval), ticks the log, runs the power rules
+  and sends the dongle to deep sleep when parked and idle (dongle.sleep: a reset);
 - the control task authenticates the daemon and executes its commands;
 - the sender replays the log from the first unacked record, then follows it live.
 
@@ -49,6 +50,7 @@ if _TYPE_CHECKING:
     from .bonds import Bonds
     from .flashlog import Cursor
     from .power import PowerConfig
+    from .sleep import Carried, DeepSleep
     from .watchdog import Watchdog
 
     T = TypeVar("T")
@@ -65,9 +67,11 @@ class Dongle:
     def __init__(self, ble: bluetooth.BLE, stream: ElmStream, clock: Clock, flash_root: str, secret: bytes,
                  device_id: Bytes, *, pairing: bool = True, bonds: Bonds | None = None,
                  log_capacity: int = 1 << 20, segment_bytes: int = 16384, power_config: PowerConfig | None = None,
-                 sleeper: Callable[[int], object] | None = None, random_bytes: Callable[[int], bytes] | None = None,
+                 sleeper: DeepSleep | None = None, random_bytes: Callable[[int], bytes] | None = None,
                  name: str | None = None, out: Callable[[str], object] = print, heap_report_ms: int = 0,
-                 watchdog: Watchdog | None = None) -> None:
+                 watchdog: Watchdog | None = None, carried: Carried | None = None) -> None:
+        # sleeper: the board's deep sleep (None: no sleep hardware, the dongle stays awake);
+        # carried: what the deep sleep this boot woke from carried in RTC memory, or None.
         self.clock = clock
         self._out = out
         self.device_id = bytes(device_id)
@@ -89,6 +93,10 @@ class Dongle:
         self.sched = Scheduler(self.elm, self.plan, self.sink, clock.ms, on_reset=self._on_reset)
         self.power = Power(clock, power_config)
         self._sleeper = sleeper
+        self._carried = carried
+        if carried is not None:
+            self.power.resume(carried)  # parked, as it went to sleep
+            self.sched.set_power(self.power.state)
         self._pairing = pairing
         self._bonds = bonds
         self._watchdog = watchdog  # a dongle.watchdog.Watchdog, fed by housekeeping
@@ -101,8 +109,6 @@ class Dongle:
         self._wake_sender = asyncio.ThreadSafeFlag()
         self._last_status = -1  # the last PID 0x01 data (MIL + count), to notice changes
         self.dtc_due = False
-        self.sleeps = 0
-        self._slept_at = 0
         self._adapter_up = False
         self._closed = False
         self._ecu_at = 0  # clock ms of the last ECU answer (ECU silence: the engine is off)
@@ -191,12 +197,24 @@ class Dongle:
             self.dtc_due = True  # trip start
         elif code == BATTERY_LOW:
             self.sched.set_power(self.power.state)
-            self.log.flush()
-            self.sleeps += 1
-            self._slept_at = self.clock.ms()
-            self._out("sleep %d" % self.power.config.sleep_ms)
-            if self._sleeper is not None:
-                self._sleeper(self.power.config.sleep_ms)  # on the board: does not return
+            self._deep_sleep("battery low")
+
+    def _deep_sleep(self, why: str) -> None:
+        """Flush, keep the power rules' state in RTC memory, power down. Does not return
+        where there is sleep hardware: the wake is a boot (main.py)."""
+        self.seal()
+        self.log.flush()
+        ms = self.power.config.sleep_ms
+        if self._sleeper is None:
+            # No sleep hardware (a rig without it): stay parked and awake, watching the supply.
+            self._out("no deep sleep (%s): no sleep hardware" % why)
+            self.power.stay_awake()
+            self.sched.set_power(self.power.state)
+            return
+        self._out("sleep %d (%s)" % (ms, why))
+        from .sleep import Carried  # here: a boot that never sleeps never loads it
+
+        self._sleeper.sleep(ms, self.power.carry(self._carried or Carried()))
 
     def _on_reset(self, mv: int) -> None:
         # The adapter came up: the first time at boot, later after a reset or loss.
@@ -253,7 +271,7 @@ class Dongle:
                 self._bonds.flush()  # what the pairing IRQ could not schedule
             self._seal_if_due(now)
             self._tick_log()
-            self._wake_from_sim_sleep(now)
+            self._sleep_if_parked_and_idle(now)
             self._judge_engine_silence(now)
             self._keep_volts_fresh(now)
             self._queue_reads()
@@ -274,12 +292,19 @@ class Dongle:
         if self.log.flushed_seq >= self.log.first_unacked:
             self._wake_sender.set()
 
-    def _wake_from_sim_sleep(self, now: int) -> None:
-        if self.power.state == POWER_SLEEPING and time.ticks_diff(now, self._slept_at) >= self.power.config.sleep_ms:
-            # The timer wake (where deep sleep returns instead of rebooting).
-            self.power.woke()
-            self.sched.set_power(self.power.state)
-            self._out("woke")
+    def _sleep_if_parked_and_idle(self, now: int) -> None:
+        """Parked for park_sleep_after_ms with the link idle: deep sleep with timer wakes
+        (and the supply pin where the board has one). Idle: no central connected, or one
+        that has acknowledged every record; a backlog waits on flash for the next start."""
+        p = self.power
+        after = p.config.park_sleep_after_ms
+        if self._sleeper is None or not after or p.parked_for(now) < after:
+            return
+        if not p.millivolts and self.elm.has_volts:
+            return  # no supply reading yet this boot: the rules have not looked (a battery_low due)
+        if self.gatt.conn is not None and (not self.writer.empty() or self.log.first_unacked < self.log.next_seq):
+            return
+        self._deep_sleep("parked")
 
     def _judge_engine_silence(self, now: int) -> None:
         if self.power.polling and (not self.elm.ecu or time.ticks_diff(now, self._ecu_at) > ENGINE_OFF_SILENT_MS):

@@ -21,7 +21,7 @@ from typing import TypedDict
 from hil.bench.common import Context, MachineInfo, Row, machine
 
 # Order matters: heap reuses the firmware run of pids when both are asked for.
-FIGURES = ("pids", "heap", "wire", "ingest", "backlog", "latency", "idle", "board", "direct", "web")
+FIGURES = ("pids", "heap", "wire", "ingest", "backlog", "latency", "idle", "board", "park", "direct", "web")
 DEFAULT_OUT = Path(__file__).resolve().parent.parent.parent / "bench" / "results.json"
 
 
