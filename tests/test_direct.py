@@ -180,6 +180,23 @@ async def test_the_logger_stores_records_as_a_device_keyed_by_adapter_and_vin(em
     assert device_id(tcp.address, "OTHERVIN123456789") != link.device  # moved to another car: another device
 
 
+async def test_a_state_file_of_another_shape_is_a_new_log_not_a_crash(emu, tmp_path):
+    """direct.json holding JSON that is no object (a damaged file) starts a new log: records flow
+    and the file is rewritten whole; it was an AttributeError that ended every session."""
+    state = tmp_path / "direct.json"
+    state.write_text("[1, 2]")
+    async with TcpAdapter(emu.pty) as tcp:
+        sink = Sink()
+        link = DirectLink(tcp.address, sink, state_file=state)
+        task = asyncio.create_task(link.session())
+        try:
+            await until(lambda: KIND_SAMPLES in sink.kinds(), 60, "samples")
+        finally:
+            link.stop()
+            await task
+    assert link.device in json.loads(state.read_text())[tcp.address.upper()]["devices"]
+
+
 async def test_a_lost_link_ends_the_session_and_the_next_one_continues_the_sequence(emu, tmp_path):
     async with TcpAdapter(emu.pty) as tcp:
         sink = Sink()
