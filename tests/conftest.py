@@ -93,9 +93,10 @@ def mpy_helpers():
 
 
 @pytest.fixture(scope="session")
-def protocol_mpy(tmp_path_factory) -> Path:
+def protocol_mpy(tmp_path_factory, micropython) -> Path:
     """protocol/ compiled with mpy-cross, as the board holds it: importing the sources
-    would compile them on the device's heap, which does not fit in 64K."""
+    would compile them on the device's heap, which does not fit in 64K. Per build: the
+    native functions (protocol.record's) are machine code for that interpreter."""
     out = tmp_path_factory.mktemp("mpy") / "protocol"
     out.mkdir()
     for src in sorted((mpy.ROOT / "protocol").glob("*.py")):

@@ -130,6 +130,22 @@ def record_vectors():
         for i, t in enumerate(times)
     ], "12 groups: repeated times, a group earlier than t0+previous (negative dod and delta), "
        "a 3-byte dod varint; t0 above 2^31, seq and boot near their maxima")
+    # The encoder computes time offsets in machine words while they stay within 2^28 ms of
+    # t0 (protocol.record._SPAN) and in bytecode beyond: both sides of that edge, t0 above 2^31.
+    add_samples("span_edge", 11, 4, [
+        (0x80000000, [(0x0C, rpm(900))]),
+        (0x80000000 + 0x0FFFFFFF, [(0x0C, rpm(901))]),
+    ], "the last group 2^28 - 1 ms after t0, t0 = 2^31: a 5-byte dod varint")
+    add_samples("wide_times", 12, 4, [
+        (0x80000000, [(0x0C, rpm(900))]),
+        (0x80000000 + 0x10000000, [(0x0C, rpm(901))]),
+        (0x80000000 - 5000, [(0x0C, rpm(902)), (0x0D, b"\x20")]),
+        (0xFFFFFFFF, [(0x0D, b"\x21")]),
+    ], "groups 2^28 ms after t0, just before t0 and at 2^32 - 1: dods up to 2^34 (5-byte varints)")
+    add_samples("before_t0_by_2_31", 13, 4, [
+        (0x80000000, [(0x0C, rpm(900))]),
+        (0, [(0x0C, rpm(901))]),
+    ], "a group 2^31 ms before t0 (which a 32-bit word's signed difference reads as 2^31 after)")
     wide = [0x04, 0x05, 0x0C, 0x0D, 0x0F, 0x10, 0x11, 0x1F, 0x2F, 0x31]
     add_samples("wide_table", 9, 3, [
         (100, [(ch, bytes(FIXED[ch])) for ch in wide]),
