@@ -137,18 +137,18 @@ def test_battery_below_the_floor_logs_once_sleeps_and_each_timer_wake_only_reads
         assert "Traceback" not in out and "MemoryError" not in out
 
 
-def park_then_start(park_s: int = 3600, idle_s: int = 600):
+def park_then_start(park_s: int = 3600, park_x: int = 600, idle_s: int = 600, idle_x: int = 30):
     # A short drive, a long park (healthy battery: 12.6 V), then the engine runs (14 V+).
     return parse({"name": "park_then_start", "phase": [
         {"kind": "city", "duration_s": 40, "speedup": 10},
-        {"kind": "park", "duration_s": park_s, "speedup": 600},
-        {"kind": "idle", "duration_s": idle_s, "speedup": 30},
+        {"kind": "park", "duration_s": park_s, "speedup": park_x},
+        {"kind": "idle", "duration_s": idle_s, "speedup": idle_x},
     ]})
 
 
 def test_parked_and_healthy_it_sleeps_and_the_supply_rising_wakes_it_in_full(tmp_path, requests_to_car):
     provision(tmp_path, supply_pin=32, power={"park_sleep_after_ms": 120000, "sleep_ms": 600000})
-    with Rig(park_then_start(park_s=7200), tmp_path, deep_sleep=True) as rig:
+    with Rig(park_then_start(park_s=4800, park_x=800), tmp_path, deep_sleep=True) as rig:
         d = rig.dongle
         d.wait_for("event engine_off", 30)
         assert d.wait_for("sleep", 30) == "sleep 600000 (parked)"
@@ -165,7 +165,7 @@ def test_parked_and_healthy_it_sleeps_and_the_supply_rising_wakes_it_in_full(tmp
                    "mode 01 polling after the supply wake")
         reasons = [b.reason for b in d.boots]
         assert reasons[0] == "cold" and reasons[-1] == "supply" and set(reasons[1:-1]) == {"timer"}, reasons
-        # Two hours parked, a timer wake every 10 minutes: each looked at the supply and slept.
+        # 80 minutes parked, a timer wake every 10 minutes: each looked at the supply and slept.
         looks = [ln for ln in d.lines if ln.startswith("wake timer")]
         assert len(looks) >= 3 and all(ln.endswith(": parked, sleep 600000") for ln in looks), looks
         # Until the supply wake: only ATRV (one per timer wake) reached the car, nothing polled.
@@ -182,7 +182,7 @@ def test_parked_and_healthy_it_sleeps_and_the_supply_rising_wakes_it_in_full(tmp
 
 def test_without_a_supply_pin_the_timer_wake_finds_the_running_engine(tmp_path):
     provision(tmp_path, power={"park_sleep_after_ms": 120000, "sleep_ms": 600000})
-    with Rig(park_then_start(park_s=1800, idle_s=1800), tmp_path, deep_sleep=True) as rig:
+    with Rig(park_then_start(park_s=1800, idle_s=1800, idle_x=120), tmp_path, deep_sleep=True) as rig:
         d = rig.dongle
         assert d.wait_for("sleep", 60) == "sleep 600000 (parked)"
         start = d.wait_for(lambda ln: ln.startswith("wake timer") and ln.endswith(": start"), 60)
