@@ -49,6 +49,8 @@ CHURN_B_PER_S = 1024
 # protocol/'s daemon side: the firmware never imports these (tests/test_protocol_split.py),
 # so they are neither in its heap nor in its code size.
 DAEMON_ONLY = ("protocol.record_decode", "protocol.info_decode", "protocol.control_central")
+# Imported for a moment and unloaded (tests/test_flashlog.py): not in the firmware's heap.
+TRANSIENT = ("dongle.flashlog_boot",)
 
 
 class SamplePath(TypedDict):
@@ -398,7 +400,7 @@ def run(ctx: Context) -> BoardResult:
         first = ["protocol.errors", "protocol.channels", "protocol.uuids", "protocol.auth", "protocol.record",
                  "protocol.control", "protocol.info", "protocol.frames", "dongle.persist", "dongle.clock",
                  "dongle.power", "dongle.plan", "dongle.elm327", "dongle.scheduler", "dongle.flashlog"]
-        rest = [n for n in sizes if n not in first and n not in DAEMON_ONLY
+        rest = [n for n in sizes if n not in first and n not in DAEMON_ONLY and n not in TRANSIENT
                 and not n.endswith(("__init__", ".app", ".sha256"))]
         names = [n for n in first if n in sizes] + rest + ["dongle.app"]
         modules: Modules = {"xtensawin_bytes": sizes, "heap_mpy": _module_heap(ctx, names, False),
@@ -419,6 +421,7 @@ def rows(r: BoardResult) -> list[Row]:
     seal = {(s["impl"], s["kind"]): s for s in r["seal"]}
     c_full, b_full = seal[("c", "full")], seal[("bytecode", "full")]
     crc = {c["impl"]: c for c in r["crc"]}
+    hm, hf = r["modules"]["heap_mpy"], r["modules"]["heap_frozen"]
     sizes = {n: b for n, b in r["modules"]["xtensawin_bytes"].items() if n not in DAEMON_ONLY}
     top = sorted(sizes.items(), key=lambda kv: -kv[1])[:4]
     cal_note = (f"×{cal['factor']:.0f} ({cal['range'][0]:.0f}–{cal['range'][1]:.0f} over "
@@ -455,4 +458,8 @@ def rows(r: BoardResult) -> list[Row]:
         Row("code size, -march=xtensawin .mpy (the firmware's modules; protocol's daemon side apart)",
             f"{sum(sizes.values()) / 1024:.1f} KB in {len(sizes)} modules; largest "
             + ", ".join(f"{n} {b / 1024:.1f}" for n, b in top), "—", "—", "—", None),
+        Row("32-bit: heap each module holds once imported, .mpy / frozen (where the live heap's code goes)",
+            f"{sum(hm.values()) / 1024:.1f} KB / {sum(hf.values()) / 1024:.1f} KB in {len(hm)} modules; largest "
+            + ", ".join(f"{n} {b / 1024:.1f}/{hf.get(n, 0) / 1024:.1f}"
+                        for n, b in sorted(hm.items(), key=lambda kv: -kv[1])[:5]), "—", "—", "—", None),
     ]
