@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 
 from hil import mpy
-from hil.build_firmware import BOARD_ARCH, cross_compile, native_arch
+from hil.build_firmware import BOARD_ARCH, build, cross_compile, native_arch, sim_tree
 
 # firmware/ and protocol/ go to the board; hil/mpy/ stands in for board modules on the unix port.
 ON_DEVICE = ("firmware", "protocol", "hil/mpy")
@@ -42,3 +42,13 @@ def test_sealing_is_machine_code_for_the_board_and_for_the_test_interpreter(tmp_
     here = {"x86": 1, "x64": 2}[native_arch(mpy.interpreter())]
     assert mpy_arch(cross_compile(src, tmp_path / "here.mpy")) == here
     assert mpy_arch(cross_compile(mpy.ROOT / "protocol" / "frames.py", tmp_path / "frames.mpy", arch=BOARD_ARCH)) == 0
+
+
+def test_the_board_tree_holds_xtensa_machine_code_and_the_simulation_the_interpreters(tmp_path, micropython):
+    # `make firmware` (and `obdsync provision`): what a board loads; sim_tree: what the rig runs
+    # on this interpreter (a tree per arch, since native code runs only on its own).
+    board = build(tmp_path / "board")
+    assert mpy_arch(board / "protocol" / "record.mpy") == 10
+    assert {mpy_arch(p) for p in board.rglob("*.mpy") if p.name != "record.mpy"} == {0}
+    here = {"x86": 1, "x64": 2}[native_arch(micropython)]
+    assert mpy_arch(sim_tree() / "protocol" / "record.mpy") == here
