@@ -44,11 +44,14 @@ def test_sealing_is_machine_code_for_the_board_and_for_the_test_interpreter(tmp_
     assert mpy_arch(cross_compile(mpy.ROOT / "protocol" / "frames.py", tmp_path / "frames.mpy", arch=BOARD_ARCH)) == 0
 
 
-def test_the_board_tree_holds_xtensa_machine_code_and_the_simulation_the_interpreters(tmp_path, micropython):
-    # `make firmware` (and `obdsync provision`): what a board loads; sim_tree: what the rig runs
-    # on this interpreter (a tree per arch, since native code runs only on its own).
+def test_the_board_tree_holds_xtensa_machine_code(tmp_path):
+    # `make firmware` (and `obdsync provision`): what a board loads.
     board = build(tmp_path / "board")
     assert mpy_arch(board / "protocol" / "record.mpy") == 10
     assert {mpy_arch(p) for p in board.rglob("*.mpy") if p.name != "record.mpy"} == {0}
+
+
+def test_the_simulation_tree_holds_the_interpreters_machine_code(micropython):
+    # What the rig runs on this interpreter: a tree per arch, native code runs only on its own.
     here = {"x86": 1, "x64": 2}[native_arch(micropython)]
     assert mpy_arch(sim_tree() / "protocol" / "record.mpy") == here
