@@ -27,6 +27,13 @@ from obdsync.config import Config
 from obdsync.daemon import Daemon
 from obdsync.direct.registry import Adapter
 
+STOP_S = 60.0  # the daemon's stop (seal, store, derive what is left) on a loaded machine
+
+
+class DirectRunError(RuntimeError):
+    """A direct-mode drive whose daemon failed or did not stop: its report would be wrong."""
+
+
 ADAPTER_MAC = "0C:EE:E7:00:00:01"
 TRANSPORTS = ("ble", "tcp", "pty")
 
@@ -86,8 +93,15 @@ async def run_direct_scenario(scenario: Scenario | str, *, transport: str = "ble
         finally:
             # Stopping seals the record in hand and stores it; the pipeline derives what is left.
             daemon.stop()
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(task, 30)
+            done, _ = await asyncio.wait([task], timeout=STOP_S)
+            if not done:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        if not done:
+            raise DirectRunError(f"the daemon did not stop within {STOP_S:.0f} s of the drive's end: what it had "
+                                 "left to store and derive is missing, so the report would be wrong")
+        task.result()  # a daemon that failed says why here, not as a report with nothing derived
         report = Report(sc.name, schedule.sim_s(), time.monotonic() - t0)
         await _collect(report, sc, workdir / "obdsync.db", cfg, daemon)
         return report
