@@ -8,8 +8,8 @@
   the image (firmware/manifest.py); each `heap` report (after a collection) minus what the
   rig's stand-ins hold: the simulated radio's own heap, and a connected central's while one
   is (C in NimBLE on the board), and the simulated clock that replaces TicksClock when the
-  rig speeds time up. Goals (DESIGN.md): with .mpy <= 80 KB (>= 25 % of the ~112 KB heap
-  free), frozen the firmware's data <= 40 KB.
+  rig speeds time up. Goals (hil/README, "The memory budget"): with .mpy <= 80 KB
+  (>= 25 % of the ~112 KB heap free), frozen the firmware's data <= 40 KB.
 - Code: .mpy bytes per module for -march=xtensawin, and the heap each module costs when
   imported from .mpy and when frozen, on the 32-bit build.
 - CPU per ELM request (the poll path's process CPU per request in the same run, waiting
