@@ -436,6 +436,13 @@ class Dongle:
         try:
             while self.running:
                 await asyncio.sleep_ms(200)
+                for t in tasks:
+                    if t.done() and self.running:
+                        # A task that died leaves a dongle half alive (a dead sender still
+                        # answers STATUS but streams nothing, and feeds the watchdog): stop
+                        # here, loudly. On the board the unfed watchdog then resets the chip.
+                        await t  # raises what ended it
+                        raise RuntimeError("a dongle task ended")
         finally:
             self.sched.stop()
             for t in tasks:

@@ -90,12 +90,15 @@ class _Channel:
         self.handle = handle
         self.frag = Fragmenter()
         self.out = bytearray(_MAX_MTU)
-        # memoryviews of `out` by length, each made once: a link uses two or three
-        # sizes (full fragments at its MTU, and tails), so a dict stays small.
-        self._views: dict[int, memoryview] = {}
+        # memoryviews of `out` by length, each made once, in a table sized here. Tails take
+        # every length up to MTU-3 as record sizes vary: a dict grew to ~240 keys, and one of
+        # its regrowths (a 1168-byte block on a fragmented heap) raised MemoryError in the
+        # sender task mid-drive, which ended the stream while commands still worked.
+        # Here a new length costs one small memoryview (a single GC block), nothing else.
+        self._views: list[memoryview | None] = [None] * (_MAX_MTU + 1)
 
     def view(self, k: int) -> memoryview:
-        v = self._views.get(k)
+        v = self._views[k]
         if v is None:
             v = memoryview(self.out)[:k]
             self._views[k] = v
