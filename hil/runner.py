@@ -102,13 +102,15 @@ async def run_scenario(scenario: Scenario | str, *, workdir: Path | None = None,
             if web:
                 await _say_dashboard(daemon, task, say)
             await _drive(sc, rig, daemon, task, say, extra_sim_s)
-            await _drain(daemon, task)
+            behind = await _drain(daemon, task)
         finally:
             daemon.stop()
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(task, 30)
         report = Report(sc.name, rig.sim_s(), time.monotonic() - t0)
         await _collect(report, sc, workdir / "obdsync.db", cfg, daemon)
+        if behind:
+            report.problems.append(behind)
         return report
 
 
@@ -159,24 +161,33 @@ async def _drive(sc: Scenario, rig: Drivable, daemon: Daemon, task: asyncio.Task
         await asyncio.sleep(0.25)
 
 
-async def _drain(daemon: Daemon, task: asyncio.Task[None]) -> None:
+async def _drain(daemon: Daemon, task: asyncio.Task[None]) -> str | None:
     """Wait until the daemon has acked everything the dongle logged up to now: the
-    dongle seals a record each second and flushes each second."""
+    dongle seals a record each second and flushes each second. None once it has, else
+    what was left behind: a run whose stream stalled is a failed run, however its
+    events look (the records the daemon never got are missing from them)."""
     await asyncio.sleep(2.5)  # let the last record be sealed and flushed on the dongle
     deadline = time.monotonic() + DRAIN_TIMEOUT
     link = daemon.runners[0].link
     from protocol import control, control_central
 
+    last: dict[str, Any] | None = None  # the dongle's last STATUS, for the report
     while time.monotonic() < deadline and not task.done():
         if link.connected:
             try:
-                st = control_central.parse_status(await link.command(control.STATUS))
+                st = last = control_central.parse_status(await link.command(control.STATUS))
             except Exception:  # noqa: BLE001 - the link may be reconnecting; try again
                 st = None
             if st and st["first_unacked"] >= st["next_seq"] - 1 and link.stats.acked >= st["next_seq"] - 2:
                 if link.stats.acked >= st["next_seq"] - 1 or st["first_unacked"] == st["next_seq"]:
-                    return
+                    return None
         await asyncio.sleep(0.5)
+    if task.done():
+        return "the daemon stopped before it had acked everything the dongle logged"
+    where = (f"the dongle had logged up to seq {last['next_seq'] - 1}" if last
+             else "the dongle never answered STATUS")
+    return (f"the daemon did not catch up within {DRAIN_TIMEOUT:.0f} s of the end: acked up to seq"
+            f" {link.stats.acked}, {where} (a stalled stream: see the dongle's output)")
 
 
 async def _collect(report: Report, sc: Scenario, db: Path, cfg: Config, daemon: Daemon) -> None:
