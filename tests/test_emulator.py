@@ -232,7 +232,7 @@ def test_multi_pid_request_is_one_iso_tp_message_like_a_can_ecu(port):
 
 
 def test_mode_04_clears_the_codes_the_dtc_phase_set(port, emu):
-    emu.clock = scenario.load("dtc").schedule(time.time() - 20)  # inside the dtc phase, past its code
+    emu.clock = scenario.load("dtc").schedule(time.time() - 14)  # inside the dtc phase, past its code
     port.cmd("ATE0")
     port.cmd("0100")
     assert lines(port.cmd("03")) == ["43 01 03 01"]
@@ -267,8 +267,8 @@ def test_parked_car_answers_no_data_then_unable_to_connect_but_atrv():
 def obd_session():
     obd = pytest.importorskip("obd")
     scn = scenario.load("dtc")
-    # 16 s real in: inside the dtc phase after its code appeared, engine warm
-    e = Emulator(scn, clock=scn.schedule(time.time() - 16)).start()
+    # 14 s real in: inside the dtc phase after its code appeared, engine warm
+    e = Emulator(scn, clock=scn.schedule(time.time() - 14)).start()
     link = LinkModel(e.pty, latency_s=0.01).start()
     conn = None
     try:
