@@ -267,8 +267,10 @@ def test_parked_car_answers_no_data_then_unable_to_connect_but_atrv():
 def obd_session():
     obd = pytest.importorskip("obd")
     scn = scenario.load("dtc")
-    # 14 s real in: inside the dtc phase after its code appeared, engine warm
-    e = Emulator(scn, clock=scn.schedule(time.time() - 14)).start()
+    # Inside the dtc phase after its code appeared (130 s of sim time: 60 of city, then the
+    # code at 60 into the phase), engine warm; from there the phase's last 80 s run at 4x,
+    # so python-OBD's connect (~4 s) and queries never cross into the idle phase.
+    e = Emulator(scn, clock=Schedule(time.time() - 1, [(130, 130), (80, 4), (60, 20)])).start()
     link = LinkModel(e.pty, latency_s=0.01).start()
     conn = None
     try:
