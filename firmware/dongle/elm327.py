@@ -188,6 +188,13 @@ class ELM327:
         self._vin_ecu = 0
         self._nib = bytearray(NIB_MAX)  # one line's hex digits
         self._mecu = 0  # ECU address of the message being assembled
+        # ... and the rest of its state, set by every _finish. Every attribute is made here:
+        # on MicroPython one first set later grows the instance's dict, a block of ~1.2 KB
+        # that a fragmented heap may not have (MemoryError in the scheduler's task).
+        self._m0 = 0
+        self._mexp = -1
+        self._mnext = -1
+        self._mbad = False
         self._at = 0  # where the line after the one being parsed starts in rx
         self._ls = 0  # _line(): the line found is rx[_ls:_le]
         self._le = 0
