@@ -147,33 +147,35 @@ def park_then_start(park_s: int = 3600, park_x: int = 600, idle_s: int = 600, id
 
 
 def test_parked_and_healthy_it_sleeps_and_the_supply_rising_wakes_it_in_full(tmp_path, requests_to_car):
-    provision(tmp_path, supply_pin=32, power={"park_sleep_after_ms": 120000, "sleep_ms": 600000})
-    with Rig(park_then_start(park_s=4800, park_x=800), tmp_path, deep_sleep=True) as rig:
+    # The timer is armed for a day, so the only wake before it is the supply pin's: with timer
+    # wakes every few sim minutes at 800x, one could be running (reading ATRV) just as the engine
+    # starts and rightly start the dongle itself, and the supply pin would go untested. Timer
+    # wakes that look and sleep again are the battery test's (above) and the "park" bench's.
+    park_s = 4800
+    provision(tmp_path, supply_pin=32, power={"park_sleep_after_ms": 120000, "sleep_ms": 86_400_000})
+    with Rig(park_then_start(park_s=park_s, park_x=800), tmp_path, deep_sleep=True) as rig:
         d = rig.dongle
         d.wait_for("event engine_off", 30)
-        assert d.wait_for("sleep", 30) == "sleep 600000 (parked)"
+        assert d.wait_for("sleep", 30) == "sleep 86400000 (parked)"
         mark = len(requests_to_car)
         # The engine starts: the comparator on the supply pin wakes the board at once.
         d.wait_for("boot supply", 90)
         supply = d.boots[-1]
-        assert rig.emulator.vehicle.truth(supply.sim0).phase == "idle"
-        asleep = [r for r in requests_to_car[mark:]]
+        truth = rig.emulator.vehicle.truth(supply.sim0)
+        assert truth.phase == "idle"
+        asleep = list(requests_to_car[mark:])
         d.wait_for("ready", 30)
         d.wait_for("event engine_on", 30)
         mark2 = len(requests_to_car)
         wait_until(lambda: len([r for r in requests_to_car[mark2:] if r.startswith("01")]) >= 10, 30,
                    "mode 01 polling after the supply wake")
-        reasons = [b.reason for b in d.boots]
-        assert reasons[0] == "cold" and reasons[-1] == "supply" and set(reasons[1:-1]) == {"timer"}, reasons
-        # 80 minutes parked, a timer wake every 10 minutes: each looked at the supply and slept.
-        looks = [ln for ln in d.lines if ln.startswith("wake timer")]
-        assert len(looks) >= 3 and all(ln.endswith(": parked, sleep 600000") for ln in looks), looks
-        # Until the supply wake: only ATRV (one per timer wake) reached the car, nothing polled.
+        assert [b.reason for b in d.boots] == ["cold", "supply"]
+        # Asleep, nothing reached the car: the first request after the sleep is the supply boot's.
         before_supply = asleep[: asleep.index("ATZ")] if "ATZ" in asleep else asleep
-        assert set(before_supply) == {"ATRV"}, before_supply
-        # The supply wake came before the timer would have (it was armed for 10 sim minutes).
-        last_timer = d.boots[-2]
-        assert last_timer.sim1 is not None and supply.sim0 - last_timer.sim1 < 600
+        assert before_supply == [], before_supply
+        # At once: within minutes of sim time of the start (5 s real at 30x; the timer was a day away).
+        started_s = 40 + park_s  # the drive, then the park
+        assert 0 <= supply.sim0 - started_s < 150, supply.sim0
         # The radio came up twice only: the cold boot and the supply wake.
         assert sum(1 for ln in d.lines if ln.startswith("ready")) == 2
         out = "\n".join(d.lines)
