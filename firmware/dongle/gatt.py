@@ -90,19 +90,23 @@ class _Channel:
         self.handle = handle
         self.frag = Fragmenter()
         self.out = bytearray(_MAX_MTU)
-        # memoryviews of `out` by length, each made once, in a table sized here. Tails take
-        # every length up to MTU-3 as record sizes vary: a dict grew to ~240 keys, and one of
-        # its regrowths (a 1168-byte block on a fragmented heap) raised MemoryError in the
-        # sender task mid-drive, which ended the stream while commands still worked.
-        # Here a new length costs one small memoryview (a single GC block), nothing else.
-        self._views: list[memoryview | None] = [None] * (_MAX_MTU + 1)
+        # The view of `out` a full fragment uses (every fragment of a message but its last has
+        # the link's MTU-2 bytes), made once per length. A tail's view is made per message:
+        # one memoryview, a single GC block, garbage per record and not per sample. A cache of
+        # every tail length held ~4 KB per channel for the whole drive (a list of MTU slots
+        # plus ~240 views); a dict of them also needed large blocks as it grew (MemoryError in
+        # the sender on a fragmented heap, tests/mpy/fw_gatt_send.py). The notify path needs
+        # only one small block at a time.
+        self._fk = 0
+        self._fv = memoryview(self.out)[:0]
 
-    def view(self, k: int) -> memoryview:
-        v = self._views[k]
-        if v is None:
-            v = memoryview(self.out)[:k]
-            self._views[k] = v
-        return v
+    def view(self, k: int, full: bool) -> memoryview:
+        if not full:
+            return memoryview(self.out)[:k]
+        if k != self._fk:
+            self._fv = memoryview(self.out)[:k]
+            self._fk = k
+        return self._fv
 
 
 class Gatt:
@@ -282,7 +286,7 @@ class Gatt:
             if conn is None or self.generation != gen:
                 return False  # the rest of a message is never another central's
             k = ch.frag.fill(ch.out, msg, n, off, self.mtu)
-            view = ch.view(k)
+            view = ch.view(k, off + k - 1 < n)  # full: more of the message follows
             while True:
                 try:
                     self._ble.gatts_notify(conn, ch.handle, view)
