@@ -31,7 +31,7 @@ DRIVER = HERE / "flashlog_driver.py"
 KEY = bytes(range(32))
 FRAME = 6  # len u16 | crc32 u32 before each record in a segment file
 MODULES = ["protocol/__init__.py", "protocol/errors.py", "protocol/auth.py", "protocol/channels.py",
-           "protocol/record.py", "protocol/sha256.py", "firmware/dongle/persist.py", "firmware/dongle/flashlog.py",
+           "protocol/record.py", "protocol/sha256.py", "firmware/dongle/__init__.py", "firmware/dongle/persist.py", "firmware/dongle/flashlog.py",
            "firmware/dongle/flashlog_boot.py"]
 
 

@@ -73,6 +73,7 @@ import time
 
 from micropython import const
 
+from dongle import unload
 from dongle.persist import Persist
 from protocol.record import MAX_RECORD, MIN_RECORD, Signer
 
@@ -175,7 +176,7 @@ class FlashLog:
             self._state = Persist(root + "/state", S_N)
             boot.recover(self)
         finally:
-            boot.unload()
+            unload("flashlog_boot")
 
     # -- status ------------------------------------------------------------------------
 

@@ -1,7 +1,7 @@
 """FlashLog's boot half (dongle.flashlog): the log's epoch opened or created, and every
 segment read back to rebuild the table, the seqs and the losses (the module doc of
 dongle.flashlog says what recovery keeps). Apart because it runs once: FlashLog imports it
-for the boot and unload()s it after, so on a board running .mpy its bytecode (~1.2 KB of
+for the boot and unloads it after (dongle.unload), so on a board running .mpy its bytecode (~1.2 KB of
 the GC heap) does not stay in RAM for the rest of the drive. It works on the log's own
 fields: it is the log's code, only kept in another file.
 """
@@ -31,17 +31,6 @@ def check_sizes(capacity_bytes: int, segment_bytes: int, flush_ms: int, buffer_b
         raise ValueError("capacity_bytes must hold two segments: at least %d" % (2 * (segment_bytes + MAX_ENTRY)))
     if buffer_bytes < MAX_ENTRY:
         raise ValueError("buffer_bytes must be at least %d" % MAX_ENTRY)
-
-
-def unload() -> None:
-    """Forget this module (sys.modules and the package's attribute): nothing refers to its
-    code any more, and the next collection frees it. The next FlashLog imports it again."""
-    import sys
-
-    sys.modules.pop(__name__, None)
-    pkg = sys.modules.get("dongle")
-    if pkg is not None and hasattr(pkg, "flashlog_boot"):
-        delattr(pkg, "flashlog_boot")
 
 
 def open_epoch(root: str, random_bytes: Callable[[int], bytes] | None) -> int:

@@ -49,8 +49,9 @@ CHURN_B_PER_S = 1024
 # protocol/'s daemon side: the firmware never imports these (tests/test_protocol_split.py),
 # so they are neither in its heap nor in its code size.
 DAEMON_ONLY = ("protocol.record_decode", "protocol.info_decode", "protocol.control_central")
-# Imported for a moment and unloaded (tests/test_flashlog.py): not in the firmware's heap.
-TRANSIENT = ("dongle.flashlog_boot",)
+# Imported for a moment and unloaded (dongle.unload; tests/test_flashlog.py,
+# tests/test_firmware_startup.py): not in the firmware's heap while it runs.
+TRANSIENT = ("dongle.flashlog_boot", "dongle.startup", "dongle.wake")
 
 
 class SamplePath(TypedDict):
