@@ -58,6 +58,7 @@ class DeviceRunner:
 
     async def run(self) -> None:
         while not self._stopping.is_set():
+            delivered = self.link.stats.records  # a running count: this session's are those above it
             try:
                 await self.link.session()
                 if self._stopping.is_set():
@@ -67,9 +68,10 @@ class DeviceRunner:
                 self._mark(False, str(e), level=logging.ERROR)
             except LinkError as e:
                 self._mark(False, str(e))
-            else:
-                pass
-            if self.link.stats.records:
+            if self.link.stats.records > delivered:
+                # This session streamed: the dongle was fine, the next try starts quick.
+                # (Testing the running count itself reset the backoff forever after the
+                # first record: every retry waited under `base`, an unreachable dongle too.)
                 self.backoff.reset()
             delay = self.backoff.next()
             try:
