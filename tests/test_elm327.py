@@ -15,7 +15,7 @@ from hil import mpy
 from hil.build_firmware import cross_compile
 
 TESTS = Path(__file__).resolve().parent
-MODULES = {"firmware/dongle": ("__init__", "elm327", "plan", "scheduler", "uart"), "protocol": ("__init__", "channels")}
+MODULES = {"firmware/dongle": ("__init__", "elm327", "elm_rare", "plan", "scheduler", "uart"), "protocol": ("__init__", "channels")}
 WARNING_LOG = "version: 1\ndisable_existing_loggers: false\nroot:\n  level: WARNING\n  handlers: []\n"
 
 
@@ -104,6 +104,8 @@ def test_scripted_replies_parse_to_defined_outcomes(dongle_mpy, micropython):
     assert got["bad_args"] == "BAD_ARG BAD_ARG"
     assert got["vin"] == "OK b'WP0ZZZ99ZTS390000'"
     assert got["vin_kline"] == "OK b'WP0LSZZZ999ZTS390'"
+    # dongle.elm_rare (VIN, freeze frame) is unloaded after each read, whatever its outcome
+    assert got["rare_unloaded"].split()[:3] == ["True", "True", "True"], got["rare_unloaded"]
     assert got["dtc03"] == "OK 0133c123"
     assert got["dtc_nocount"] == "OK 0133"
     assert got["dtc07"] == "OK 0"

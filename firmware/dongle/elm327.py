@@ -32,6 +32,7 @@ replies are several frames (from one or two ECUs) and chips count them different
 emulator answers `?` there. A `?` to a request with the digit turns the digit off for good.
 """
 
+from dongle import unload
 from protocol import MICROPYTHON
 from protocol.channels import CH_VOLTAGE, DATA_LEN
 
@@ -48,6 +49,7 @@ else:  # CPython: the daemon's direct mode runs this driver unchanged
 _TYPE_CHECKING = const(0)  # private const: no global, and the block below compiles to nothing
 if _TYPE_CHECKING:
     from collections.abc import Callable
+    from types import ModuleType
 
     from dongle._types import ElmStream
 
@@ -186,6 +188,8 @@ class ELM327:
         self.vin = bytearray(20)
         self.vin_n = 0
         self._vin_ecu = 0
+        # dongle.elm_rare while a VIN or freeze-frame read runs, else None (see _rare_read)
+        self._rare: ModuleType | None = None
         self._nib = bytearray(NIB_MAX)  # one line's hex digits
         self._mecu = 0  # ECU address of the message being assembled
         # ... and the rest of its state, set by every _finish. Every attribute is made here:
@@ -322,7 +326,8 @@ class ELM327:
     async def read_vin(self) -> int:
         """Mode 09 PID 02: VIN bytes as sent, in vin[:vin_n]."""
         self.vin_n = 0
-        return await self._obd(b"0902", _K_VIN)
+        self.tx[0:4] = b"0902"
+        return await self._rare_read(4, _K_VIN)
 
     async def read_freeze(self, pid: int) -> int:
         """Mode 02 PID `pid` of frame 0 (`02 PP 00`): one result per answering ECU in res_*
@@ -331,12 +336,10 @@ class ELM327:
         MALFORMED when an answer's length is not the PID's."""
         if pid not in FREEZE_PIDS:
             return BAD_ARG
-        self.req[0] = pid
-        self.req_n = 1
         if self._state != _IDLE:
             return BUSY if self._state == _BUSY else NOT_READY
-        if not self.ready:
-            return NOT_READY
+        self.req[0] = pid
+        self.req_n = 1
         tx = self.tx
         tx[0] = 48
         tx[1] = 50
@@ -344,29 +347,20 @@ class ELM327:
         tx[3] = _HEX[pid & 15]
         tx[4] = 48
         tx[5] = 48
-        self._start(6, _K_FREEZE, _T_OBD)
-        return await self._wait()
+        return await self._rare_read(6, _K_FREEZE)
 
     async def read_freeze_frame(self) -> tuple[int, list[tuple[int, int, bytes]] | None]:
         """The whole frame 0: (status, [(ecu, pid, data bytes), ...]). First PID 02 (the code
         that stored it, per ECU), then each FREEZE_PIDS PID the car lists in mode 01 (NO DATA:
         an ECU that keeps no such value, skipped). Any other failure is the status, never a
         shorter frame. Allocates (a slow path, one command)."""
-        out = []
-        for pid in FREEZE_PIDS:
-            if pid != 2 and not self.pid_supported(pid):
-                continue
-            st = await self.read_freeze(pid)
-            if st == NO_DATA and pid != 2:
-                continue
-            if st != OK:
-                return st, None
-            for i in range(self.res_n):
-                o = self.res_off[i]
-                out.append((self.res_ecu[i], pid, bytes(self.msg[o:o + self.res_len[i]])))
-            if pid == 2 and not any(d != b"\x00\x00" for _e, _p, d in out):
-                break  # 00 00: no code stored a frame
-        return OK, out
+        mine = self._load_rare()
+        try:
+            from dongle.elm_rare import read_freeze_frame  # loaded just above
+
+            return await read_freeze_frame(self)
+        finally:
+            self._drop_rare(mine)
 
     async def clear_dtcs(self) -> int:
         """Mode 04. The caller checks authentication and that the car stands still."""
@@ -489,6 +483,34 @@ class ELM327:
         if not self.ready:
             return NOT_READY
         return await self._cmd(text, kind, _T_OBD)
+
+    async def _rare_read(self, n: int, kind: int) -> int:
+        # tx[:n] is a VIN or freeze-frame request: dongle.elm_rare parses its reply, loaded
+        # for the read and unloaded after (see that module).
+        if not self.ready:
+            return NOT_READY
+        if self._state != _IDLE:
+            return BUSY if self._state == _BUSY else NOT_READY
+        mine = self._load_rare()
+        try:
+            self._start(n, kind, _T_OBD)
+            return await self._wait()
+        finally:
+            self._drop_rare(mine)
+
+    def _load_rare(self) -> bool:
+        """Load dongle.elm_rare into _rare; True when this call did (it unloads it then)."""
+        if self._rare is not None:
+            return False  # read_freeze_frame's reads: loaded once for all of them
+        from dongle import elm_rare
+
+        self._rare = elm_rare
+        return True
+
+    def _drop_rare(self, mine: bool) -> None:
+        if mine:
+            self._rare = None
+            unload("elm_rare")
 
     async def _voltage(self) -> int:
         st = self.start_voltage()
@@ -956,10 +978,14 @@ class ELM327:
                 pass  # a DTC list or VIN with a hole: the read fails (_bad)
             elif k == _K_DTC:
                 self._take_dtcs(m0, n)
-            elif k == _K_VIN:
-                self._take_vin(m0, n)
-            elif k == _K_FREEZE:
-                self._take_freeze(m0, n)
+            elif k == _K_VIN or k == _K_FREEZE:
+                r = self._rare
+                if r is None:
+                    self.unsolicited += 1  # not a rare read's reply (cannot be: its kind is)
+                elif k == _K_VIN:
+                    r.take_vin(self, m0, n)
+                else:
+                    r.take_freeze(self, m0, n)
             elif k == _K_CLEAR:
                 if self.msg[m0] != 0x44:
                     self.unsolicited += 1
@@ -1054,44 +1080,3 @@ class ELM327:
             else:
                 self.overflow += 1
                 self._flaw()  # more codes than fit: a partial list is not the list
-
-    def _take_freeze(self, o: int, n: int) -> None:
-        m = self.msg
-        p = self.req[0]
-        if n < 3 or m[o] != 0x42 or m[o + 1] != p or m[o + 2] != 0:
-            self.unsolicited += 1  # another mode's, PID's or frame's answer
-            return
-        ln = 2 if p == 2 else DATA_LEN[p]
-        if n - 3 != ln:
-            self._flaw()  # a value of the wrong length cannot be decoded as the PID
-            return
-        for j in range(self.res_n):
-            if self.res_ecu[j] == self._mecu:
-                self.unsolicited += 1  # the same ECU twice: the first answer stands
-                return
-        r = self.res_n
-        if r < MAX_PIDS:
-            self.res_ch[r] = p
-            self.res_off[r] = o + 3
-            self.res_len[r] = ln
-            self.res_ecu[r] = self._mecu
-            self.res_n = r + 1
-
-    def _take_vin(self, o: int, n: int) -> None:
-        m = self.msg
-        if n < 3 or m[o] != 0x49 or m[o + 1] != 0x02:
-            self.unsolicited += 1
-            return
-        if self.vin_n and self._mecu != self._vin_ecu:
-            self.unsolicited += 1  # a second ECU's VIN: the first one is kept
-            return
-        self._vin_ecu = self._mecu
-        # CAN: 49 02 <count 01> + 17 bytes; legacy: 49 02 <frame no.> + 4 bytes, 5 messages
-        v = self.vin
-        for i in range(o + 3, o + n):
-            b = m[i]
-            if b == 0 and self.vin_n == 0:
-                continue  # legacy's leading fill
-            if self.vin_n < len(v):
-                v[self.vin_n] = b
-                self.vin_n += 1

@@ -3,9 +3,11 @@
 # ruff: noqa: UP031 - %-formatting: MicroPython has no f-string format specs on every port
 
 import asyncio
+import sys
 
 from elm_fake import Clock, FakeChip, frames, run_sync
 
+import dongle
 from dongle import elm327 as E
 
 
@@ -91,6 +93,11 @@ elm, chip = new()
 print("vin", E.NAMES[asyncio.run(elm.read_vin())], bytes(elm.vin[:elm.vin_n]))
 chip.script = lambda cmd: b"49020100000057\r49020250304C53\r4902035A5A5A39\r49020439395A54\r49020553333930\r\r>"
 print("vin_kline", E.NAMES[asyncio.run(elm.read_vin())], bytes(elm.vin[:elm.vin_n]))
+# The rare reads' code (dongle.elm_rare) is loaded for the read and gone after it: a board
+# running .mpy would keep its bytecode in the heap for the whole drive.
+st, frame = asyncio.run(elm.read_freeze_frame())
+print("rare_unloaded", "dongle.elm_rare" not in sys.modules, not hasattr(dongle, "elm_rare"), elm._rare is None,
+      E.NAMES[st])
 chip.script = None
 print("dtc03", E.NAMES[asyncio.run(elm.read_dtcs(3))], bytes(elm.dtc[:2 * elm.dtc_n]).hex())
 chip.script = lambda cmd: b"43013300000000\r\r>"
