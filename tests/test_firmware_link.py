@@ -18,7 +18,7 @@ from e2e import RecordingSink, until
 
 from hil.blesim import SimClient
 from hil.rig import Rig
-from obdsync.link import DongleLink
+from obdsync.link import DongleLink, LinkError
 from protocol import control, control_central
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("micropython")]
@@ -123,3 +123,33 @@ async def test_disconnect_mid_stream_then_reconnect_replays_from_the_first_unack
         assert set(range(6, first_max + 1)) <= set(doubled)
         assert doubled and doubled[0] >= 6
         assert link.stats.rejected_records == link2.stats.rejected_records == 0
+
+
+class _Deaf:
+    """A telemetry reassembler that hears nothing: the notifications no longer arrive (a dead
+    sender on the dongle, or lost below bleak) while commands still work."""
+
+    def feed(self, _data: bytes) -> None:
+        return None
+
+    def reset(self) -> None:
+        pass
+
+
+async def test_a_stream_that_goes_silent_while_the_dongle_logs_is_asked_again_then_reconnected(tmp_path, caplog):
+    with Rig("city", tmp_path) as rig:
+        sink = RecordingSink()
+        link = DongleLink(rig.dongle.mac, rig.dongle.secret, sink, backend=SimClient,
+                          backend_kwargs={"air": str(rig.air)}, status_s=1.0)
+        task = asyncio.create_task(link.session())
+        try:
+            await until(lambda: link.connected and sink.top >= 5, 20, "5 records")
+            link._tel_rx = _Deaf()  # type: ignore[assignment]
+            with pytest.raises(LinkError, match="streams none"):
+                await asyncio.wait_for(task, 30)
+        finally:
+            link.stop()
+            if not task.done():
+                await asyncio.wait_for(task, 15)
+        assert "asking it to stream again" in caplog.text
+        sink.assert_consistent()

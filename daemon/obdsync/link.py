@@ -38,7 +38,7 @@ COMMAND_TIMEOUT = 10.0
 BATCH_SECONDS = 0.1
 BATCH_RECORDS = 512
 STALL_SECONDS = 2.0  # records beyond a hole for this long: ask the dongle to resend
-STATUS_SECONDS = 30.0
+STATUS_SECONDS = 30.0  # how often a streaming link reads the dongle's STATUS
 
 
 class LinkError(Exception):
@@ -161,6 +161,7 @@ class DongleLink:
         wall_clock: Callable[[], float] = time.time,
         progress: Callable[[str, int, int], None] | None = None,
         on_ready: OnReady | None = None,
+        status_s: float = STATUS_SECONDS,
     ) -> None:
         auth.check_secret(secret)
         self.address = address
@@ -191,6 +192,9 @@ class DongleLink:
         self._stop = asyncio.Event()
         self._max_seen = -1
         self._stalled_since: float | None = None
+        self._status_s = status_s
+        self._seen_at_status: int | None = None  # _max_seen at the last STATUS (None: none yet)
+        self._silent_polls = 0  # STATUS reads in a row that found the dongle ahead and nothing sent
         self._store_error: str | None = None  # the kind of the last ingest failure, logged once
         self._store_failures = 0
 
@@ -304,6 +308,8 @@ class DongleLink:
         self._preauth = 0  # telemetry messages dropped before the handshake on this connection
         self._max_seen = -1
         self._stalled_since = None
+        self._seen_at_status = None
+        self._silent_polls = 0
 
     async def _handshake(self, client: BleakClient) -> None:
         try:
@@ -390,7 +396,7 @@ class DongleLink:
                 self._stalled_since = None
                 await self._start_stream()
             if now >= next_status and not self._gone.is_set():
-                next_status = now + STATUS_SECONDS
+                next_status = now + self._status_s
                 await self._refresh_status()
 
     async def _refresh_status(self) -> None:
@@ -398,6 +404,26 @@ class DongleLink:
             self.stats.status = control_central.parse_status(await self.command(control.STATUS))
         except (TimeoutError, CommandError, ProtocolError) as e:
             log.debug("%s: status not available: %s", self.device, e)
+            return
+        await self._check_stream(self.stats.status["next_seq"])
+
+    async def _check_stream(self, next_seq: int) -> None:
+        """A dongle that logs records but streams none (a dead sender task, notifications lost
+        below bleak) looks connected and healthy: STATUS answers, nothing arrives, nothing is
+        said. Two STATUS reads in a row that find the dongle ahead of the last record received
+        and nothing received in between: ask for the stream again once; still silent at the
+        next read, reconnect (LinkError: the run loop logs it and retries)."""
+        ahead = next_seq - 1 > self._max_seen
+        silent = ahead and self._seen_at_status is not None and self._max_seen == self._seen_at_status
+        self._seen_at_status = self._max_seen
+        self._silent_polls = self._silent_polls + 1 if silent else 0
+        if self._silent_polls == 1:
+            log.warning("%s: the dongle has logged up to seq %d but sent nothing since seq %d: asking it to"
+                        " stream again", self.device, next_seq - 1, self._max_seen)
+            await self._start_stream()
+        elif self._silent_polls >= 2:
+            raise LinkError(f"{self.device}: the dongle logs records (up to seq {next_seq - 1}) but streams none"
+                            f" (the last came with seq {self._max_seen}): reconnecting")
 
     async def _flush(self) -> None:
         if not self._records or self.device is None:
