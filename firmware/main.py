@@ -55,7 +55,7 @@ def _start() -> Dongle | None:
     try:
         return startup.start()
     finally:
-        dongle.unload("startup")
+        dongle.unload("dongle.startup")
 
 
 def main() -> None:

@@ -21,11 +21,9 @@ from micropython import const
 from protocol import auth
 from protocol.channels import CH_VOLTAGE, PID_RPM, PID_SPEED, PID_STATUS
 from protocol.control import POWER_SLEEPING
-from protocol.info import CAP_CAN, CAP_PAIRING, encode_info
 from protocol.record import EVENT_ADAPTER_RESET, EVENT_BOOT, EVENT_NAMES, MAX_RECORD, RecordWriter, Signer
-from protocol.uuids import adv_name
 
-from . import elm327
+from . import elm327, unload
 from .actions import DongleActions
 from .commands import CommandHandler
 from .elm327 import ELM327
@@ -100,8 +98,11 @@ class Dongle:
         self._pairing = pairing
         self._bonds = bonds
         self._watchdog = watchdog  # a dongle.watchdog.Watchdog, fed by housekeeping
+        from protocol.uuids import adv_name  # boot-only, as in Gatt: unloaded below
+
         self.gatt = Gatt(ble, name or adv_name(self.device_id), self._info(), pairing, auth.passkey(secret),
                          bonds)
+        unload("protocol.uuids")
         # The commands act through an object of their own: nothing else of the dongle is reachable
         # from BLE.
         self.cmd = CommandHandler(secret, self.device_id, clock, DongleActions(self), random_bytes)
@@ -124,9 +125,17 @@ class Dongle:
     # -- info -------------------------------------------------------------------
 
     def _info(self) -> bytes:
-        caps = (CAP_CAN if self.elm.is_can else 0) | (CAP_PAIRING if self._pairing else 0)
-        vin = bytes(self.elm.vin[: self.elm.vin_n]) if self.elm.vin_n else b""
-        return encode_info(self.device_id, FIRMWARE_VERSION, bytes(self.elm.supported), vin, caps, self.log.epoch)
+        # At boot, when the adapter came up and after the VIN: protocol.info is loaded for the
+        # encoding and unloaded after (a loaded .mpy module's bytecode stays in the heap).
+        from protocol.info import CAP_CAN, CAP_PAIRING, encode_info
+
+        try:
+            caps = (CAP_CAN if self.elm.is_can else 0) | (CAP_PAIRING if self._pairing else 0)
+            vin = bytes(self.elm.vin[: self.elm.vin_n]) if self.elm.vin_n else b""
+            return encode_info(self.device_id, FIRMWARE_VERSION, bytes(self.elm.supported), vin, caps,
+                               self.log.epoch)
+        finally:
+            unload("protocol.info")
 
     # -- records ----------------------------------------------------------------
 

@@ -510,7 +510,7 @@ class ELM327:
     def _drop_rare(self, mine: bool) -> None:
         if mine:
             self._rare = None
-            unload("elm_rare")
+            unload("dongle.elm_rare")
 
     async def _voltage(self) -> int:
         st = self.start_voltage()

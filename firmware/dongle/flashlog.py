@@ -176,7 +176,7 @@ class FlashLog:
             self._state = Persist(root + "/state", S_N)
             boot.recover(self)
         finally:
-            unload("flashlog_boot")
+            unload("dongle.flashlog_boot")
 
     # -- status ------------------------------------------------------------------------
 

@@ -18,7 +18,6 @@ from collections import deque
 import bluetooth
 from micropython import const
 
-from protocol import uuids
 from protocol.errors import ProtocolError
 from protocol.frames import Fragmenter, Reassembler
 
@@ -125,6 +124,9 @@ class Gatt:
         if pairing:
             ble.config(bond=True, mitm=True, le_secure=True, io=_IO_DISPLAY_ONLY)
         ble.irq(self._irq)
+        # Boot-only: the Dongle unloads protocol.uuids once it is built (dongle.app).
+        from protocol import uuids
+
         secured = (_FLAG_READ_AUTHENTICATED | _FLAG_WRITE_AUTHENTICATED) if pairing else 0
         service = (
             bluetooth.UUID(uuids.SERVICE),

@@ -196,7 +196,7 @@ def start() -> Dongle | None:
             from dongle.wake import timer_wake
 
             timer_wake(_config(root)[0].get("power"), _stream(root), sleeper, carried)
-            unload("wake")
+            unload("dongle.wake")
             gc.collect()  # the look's driver and buffers gone before the radio takes its memory
     ble = radio()
     return unix(ble, root, sleeper, carried) if sys.platform == "linux" else board(ble, sleeper, carried)

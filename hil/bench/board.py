@@ -50,8 +50,9 @@ CHURN_B_PER_S = 1024
 # so they are neither in its heap nor in its code size.
 DAEMON_ONLY = ("protocol.record_decode", "protocol.info_decode", "protocol.control_central")
 # Imported for a moment and unloaded (dongle.unload; tests/test_flashlog.py,
-# tests/test_firmware_startup.py): not in the firmware's heap while it runs.
-TRANSIENT = ("dongle.flashlog_boot", "dongle.startup", "dongle.wake")
+# tests/test_firmware_startup.py, tests/test_elm327.py): not in the firmware's heap while it runs.
+TRANSIENT = ("dongle.flashlog_boot", "dongle.startup", "dongle.wake", "dongle.elm_rare", "protocol.info",
+             "protocol.uuids")
 
 
 class SamplePath(TypedDict):
@@ -403,7 +404,7 @@ def run(ctx: Context) -> BoardResult:
                  "dongle.power", "dongle.plan", "dongle.elm327", "dongle.scheduler", "dongle.flashlog"]
         rest = [n for n in sizes if n not in first and n not in DAEMON_ONLY and n not in TRANSIENT
                 and not n.endswith(("__init__", ".app", ".sha256"))]
-        names = [n for n in first if n in sizes] + rest + ["dongle.app"]
+        names = [n for n in first if n in sizes and n not in TRANSIENT] + rest + ["dongle.app"]
         modules: Modules = {"xtensawin_bytes": sizes, "heap_mpy": _module_heap(ctx, names, False),
                             "heap_frozen": _module_heap(ctx, names, True)}
         ctx.log("board: what a connection keeps on the simulated radio's heap …")

@@ -23,7 +23,7 @@ import dongle.flashlog_boot  # noqa: E402 - measured: its cost when it stays
 
 gc.collect()
 cost = gc.mem_alloc() - a
-dongle.unload("flashlog_boot")
+dongle.unload("dongle.flashlog_boot")
 gc.collect()
 b = gc.mem_alloc()
 log = FlashLog(sys.argv[1], bytes(32), 200000, 16384, Clock())

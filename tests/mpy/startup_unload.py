@@ -17,8 +17,12 @@ def look(coro):
     import dongle
 
     coro.close()
-    loaded = [m for m in ("dongle.startup", "dongle.wake") if m in sys.modules]
-    attribute = hasattr(dongle, "startup")
+    import protocol
+
+    # the boot's own code, and what only the boot uses: the info encoding (loaded again for a
+    # moment when the adapter comes up and after the VIN) and the service's UUIDs
+    loaded = [m for m in ("dongle.startup", "dongle.wake", "protocol.info", "protocol.uuids") if m in sys.modules]
+    attribute = hasattr(dongle, "startup") or hasattr(protocol, "info") or hasattr(protocol, "uuids")
     gc.collect()
     a = gc.mem_alloc()
     import dongle.startup  # noqa: F401 - measured: what it would hold if it stayed
