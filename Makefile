@@ -23,9 +23,7 @@ $(STAMP): pyproject.toml
 # ../shared/vendor or a MicroPython source directory (left untouched: objects go to
 # build/mpy32). Only what changed is rebuilt: the first build takes 30-60 s, a firmware
 # edit a few seconds. Needs gcc-multilib. Without the source the 32-bit test runs skip,
-# saying why (in CI, CI=true, they fail instead). MPY_CROSS_FLAGS: the frozen modules'
-# native functions (protocol.record's @micropython.viper) for the 32-bit build's own
-# machine code, x86 (an ESP32 image's are xtensawin: its port sets that itself).
+# saying why (in CI, CI=true, they fail instead).
 MPY_SRC   ?= ../shared/vendor/micropython-1c3c2011.tar.gz
 MPY32_DIR := build/mpy32
 MPY32     := $(MPY32_DIR)/unix/micropython
@@ -33,8 +31,7 @@ MPY32_TOP  = $(if $(filter %.tar.gz,$(MPY_SRC)),$(MPY32_DIR)/src/micropython,$(M
 MPY32_MAKE = -C $(MPY32_TOP)/ports/unix BUILD=$(abspath $(MPY32_DIR)/unix) \
 	CC="gcc -m32" LD="gcc -m32" LDFLAGS_EXTRA=-m32 \
 	MICROPY_PY_BTREE=0 MICROPY_PY_SSL=0 MICROPY_SSL_MBEDTLS=0 MICROPY_PY_FFI=0 \
-	MICROPY_MPYCROSS=$(abspath $(MPY32_DIR)/mpy-cross/mpy-cross) FROZEN_MANIFEST=$(abspath $(MPY32_DIR)/manifest.py) \
-	MPY_CROSS_FLAGS=-march=x86
+	MICROPY_MPYCROSS=$(abspath $(MPY32_DIR)/mpy-cross/mpy-cross) FROZEN_MANIFEST=$(abspath $(MPY32_DIR)/manifest.py)
 FROZEN_SRC := firmware/manifest.py $(wildcard firmware/dongle/*.py protocol/*.py)
 
 mpy32: $(MPY32)

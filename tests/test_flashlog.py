@@ -46,9 +46,8 @@ print(gc.mem_alloc())
 
 
 @pytest.fixture(scope="module")
-def mpy_lib(tmp_path_factory, micropython):
-    """The log and the protocol modules it needs, as .mpy files (checks they compile too),
-    per build: protocol.record's native functions are machine code for that interpreter."""
+def mpy_lib(tmp_path_factory):
+    """The log and the protocol modules it needs, as .mpy files (checks they compile too)."""
     out = tmp_path_factory.mktemp("mpy-lib")
     for rel in MODULES:
         src = mpy.ROOT / rel
